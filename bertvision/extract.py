@@ -1,0 +1,357 @@
+"""Extraction: run BERT once over a split and keep every layer in a store.
+
+>>> config = ExtractConfig(task="sst2", split="dev", out="tfrecords/sst2",
+...                        data_dir="../shared/data/glue/SST-2", tokens="cls")
+>>> manifest = Extractor(config).run()
+
+A run killed at any point and started again with the same arguments resumes:
+finished shards (those with a ``.done`` marker) are kept, the others are
+written again from the start under a temporary name. With
+``num_workers=W, worker_index=I`` worker I writes shards I, I+W, ... of the
+same plan, and ``finalize`` merges them into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from bertvision import store as st
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that determines a split of a store (saved in its plan)."""
+
+    task: str
+    split: str
+    out: str
+    data_dir: str | None = None
+    use_tfds: bool = False
+    model: str | None = None
+    layers: str = "all"
+    tokens: str = "cls"
+    dtype: str = "float16"
+    max_seq_len: int | None = None  # default: 128, or 384 for span tasks
+    doc_stride: int = 128
+    max_query_len: int = 64
+    batch_size: int = 32
+    limit: int | None = None
+    shard_size_mb: float = 128.0
+    num_workers: int = 1
+    worker_index: int = 0
+    strategy: str = "default"
+    jit_compile: bool = True
+    progress: bool = True
+    command: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    names = ["tensorflow", "keras", "keras-hub", "transformers", "tokenizers", "numpy"]
+    out = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def bucket_length(n: int, max_len: int) -> int:
+    """Round a batch's longest sequence up to a power of two (>= 16), capped:
+    few distinct shapes keep jit recompilation rare."""
+    size = 16
+    while size < n:
+        size *= 2
+    return min(size, max_len)
+
+
+class _Writer(threading.Thread):
+    """Serialises and writes records in the background so the forward pass
+    never waits for protobufs or disk."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.jobs: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+
+    def run(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                job()
+            except BaseException as err:  # re-raised in the main thread
+                self.error = err
+
+    def submit(self, job):
+        if self.error is not None:
+            raise self.error
+        self.jobs.put(job)
+
+    def close(self):
+        self.jobs.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class Extractor:
+    """Runs one `ExtractConfig`. See the module docstring."""
+
+    def __init__(self, config: ExtractConfig):
+        from bertvision.tasks import get_task
+
+        self.config = config
+        self.task = get_task(config.task)
+        if config.tokens not in ("cls", "mean", "sequence"):
+            raise ValueError(f"--tokens must be cls, mean or sequence, got {config.tokens!r}")
+        if config.dtype not in st.DTYPES:
+            raise ValueError(f"--dtype must be one of {st.DTYPES}, got {config.dtype!r}")
+        if self.task.kind == "span" and config.tokens != "sequence":
+            raise ValueError(f"task {config.task} is span annotation: it needs --tokens sequence "
+                             f"(every token's activations), not {config.tokens!r}")
+        if not 0 <= config.worker_index < config.num_workers:
+            raise ValueError(f"--worker-index {config.worker_index} must be in 0..{config.num_workers - 1}")
+        if config.max_seq_len is None:
+            config.max_seq_len = 384 if self.task.kind == "span" else 128
+
+    # ------------------------------------------------------------------
+    def prepare(self):
+        """Load examples, tokenizer and model; featurize. Returns the features."""
+        from bertvision.backbone import load_backbone, load_tokenizer, model_identity, parse_layers, resolve_model
+        from bertvision.data import load_examples
+        from bertvision.features import Featurizer
+
+        c = self.config
+        loaded = load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
+        self.examples = loaded.examples
+        self.skipped = [list(s) for s in loaded.skipped]
+        if not self.examples:
+            raise ValueError(f"{c.task}/{c.split}: no examples to extract")
+        self.ref = resolve_model(c.model)
+        self.tokenizer = load_tokenizer(self.ref)
+        featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
+                                max_query_len=c.max_query_len)
+        self.features = featurizer.encode(self.task, self.examples)
+        self.backbone = load_backbone(self.ref)
+        self.layers = parse_layers(c.layers, self.backbone.num_layers)
+        featurizer_config = {"max_seq_len": c.max_seq_len}
+        if self.task.kind == "span":
+            featurizer_config.update(doc_stride=c.doc_stride, max_query_len=c.max_query_len)
+        self.spec = st.StoreSpec(
+            task=self.task.name, task_kind=self.task.kind, label_names=list(self.task.label_names),
+            model=model_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
+            layers=self.layers, num_model_layers=int(self.backbone.num_layers),
+            hidden=int(self.backbone.hidden_dim), tokens=c.tokens, max_seq_len=c.max_seq_len,
+            dtype=c.dtype, featurizer=featurizer_config,
+        )
+        return self.features
+
+    def record_bytes(self) -> np.ndarray:
+        """Activation bytes of each record (sequence stores keep real tokens only)."""
+        per_token = len(self.layers) * self.spec.hidden * st.bytes_per_value(self.config.dtype)
+        if self.config.tokens == "sequence":
+            return self.features.padding_mask.sum(axis=1).astype(np.int64) * per_token
+        return np.full(len(self.features.token_ids), per_token, dtype=np.int64)
+
+    def window_indices(self) -> np.ndarray:
+        idx = self.features.example_index
+        out = np.zeros(len(idx), dtype=np.int64)
+        for i in range(1, len(idx)):
+            out[i] = out[i - 1] + 1 if idx[i] == idx[i - 1] else 0
+        return out
+
+    def _example_rows(self) -> list[str]:
+        rows = []
+        for ex in self.examples:
+            row = {"uid": ex.uid, "label": ex.label}
+            if self.task.kind == "span":
+                row.update(question=ex.texts[0], context=ex.texts[1],
+                           answers=[a.text for a in ex.answers], is_impossible=bool(ex.is_impossible))
+            else:
+                row["texts"] = list(ex.texts)
+            rows.append(json.dumps(row, ensure_ascii=False))
+        return rows
+
+    # ------------------------------------------------------------------
+    def write_plan(self) -> dict:
+        """Write (or check) the split's plan, examples file and store header."""
+        c = self.config
+        out = c.out
+        try:
+            st._gfile().makedirs(out)
+        except Exception as err:
+            raise st.StoreError(f"cannot create store folder {out}: {err}") from err
+        manifest_path = st.join(out, st.MANIFEST)
+        if st.exists(manifest_path):
+            st.check_compatible(st.read_json(manifest_path), self.spec, out)
+        sizes = self.record_bytes()
+        bounds = st.plan_shards(sizes, c.shard_size_mb)
+        uids = [self.examples[i].uid for i in self.features.example_index]
+        plan = {
+            "split": c.split,
+            "num_examples": len(self.examples),
+            "num_records": len(uids),
+            "uids_sha256": st.hashlib.sha256("\n".join(uids).encode()).hexdigest(),
+            "shards": [list(b) for b in bounds],
+            "header": self.spec.header(),
+            "skipped": self.skipped,
+            "provenance": {"command": c.command or sys.argv, "config": c.to_dict(),
+                           "versions": package_versions()},
+        }
+        plan_path = st.join(out, f"{c.split}.plan.json")
+        if st.exists(plan_path):
+            old = st.read_json(plan_path)
+            for key in ("num_records", "uids_sha256", "shards", "header"):
+                if old.get(key) != plan[key]:
+                    raise st.StoreError(
+                        f"{plan_path}: split {c.split!r} was started with different settings or data "
+                        f"({key} differs); use the same arguments to resume, or another --out"
+                    )
+            plan["provenance"] = old["provenance"]
+        else:
+            st.atomic_write_json(plan_path, plan)
+        examples_path = st.join(out, f"{c.split}.examples.jsonl")
+        if not st.exists(examples_path):
+            st.atomic_write_bytes(examples_path, ("\n".join(self._example_rows()) + "\n").encode())
+        self.plan = plan
+        return plan
+
+    # ------------------------------------------------------------------
+    def _distributed_forward(self, encoder, strategy):
+        import tensorflow as tf
+
+        if strategy.num_replicas_in_sync == 1:
+            return lambda batch: encoder(batch).numpy()
+
+        def run(batch):
+            ds = tf.data.Dataset.from_tensors(batch)
+            dist = strategy.experimental_distribute_dataset(ds)
+            out = None
+            for x in dist:
+                out = strategy.gather(strategy.run(encoder, args=(x,)), axis=0)
+            return out.numpy()
+
+        return run
+
+    def run(self) -> dict | None:
+        """Extract this worker's shards; finalize when every shard is done."""
+        from bertvision.backbone import AllLayersEncoder
+        from bertvision.distribute import get_strategy
+
+        c = self.config
+        self.prepare()
+        plan = self.write_plan()
+        bounds = [tuple(b) for b in plan["shards"]]
+        n_shards = len(bounds)
+        mine = [i for i in range(n_shards) if i % c.num_workers == c.worker_index]
+        todo = [i for i in mine if st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) is None]
+        total = sum(bounds[i][1] - bounds[i][0] for i in mine)
+        remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
+
+        for i in todo:  # leftovers of a killed run
+            for stale in st._gfile().glob(st.join(c.out, st.shard_name(c.split, i, n_shards)) + ".tmp-*"):
+                st._remove_quietly(stale)
+        if todo:
+            strategy = get_strategy(c.strategy)
+            with strategy.scope():
+                encoder = AllLayersEncoder(self.backbone, self.layers, c.tokens, c.dtype, c.jit_compile)
+            forward = self._distributed_forward(encoder, strategy)
+            self._extract_shards(todo, bounds, forward, total, total - remaining)
+        done = all(st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) for i in range(n_shards))
+        if done:
+            return st.finalize_split(c.out, c.split, self.spec.header(), plan["provenance"])
+        return None
+
+    def _extract_shards(self, todo, bounds, forward, total, already):
+        from tqdm import tqdm
+
+        c, f = self.config, self.features
+        lengths = f.padding_mask.sum(axis=1)
+        windows = self.window_indices() if self.task.kind == "span" else None
+        labels = [self.examples[i].label for i in f.example_index]
+        uids = [self.examples[i].uid for i in f.example_index]
+        n_shards = len(bounds)
+        bar = tqdm(total=total, initial=already, unit="ex", desc=f"extract {c.task}/{c.split}",
+                   disable=not c.progress, dynamic_ncols=True, file=sys.stderr)
+        writer_thread = _Writer()
+        writer_thread.start()
+        seq = c.tokens == "sequence"
+        kind = self.task.kind
+        try:
+            for shard in todo:
+                start, end = bounds[shard]
+                writer = st.ShardWriter(st.join(c.out, st.shard_name(c.split, shard, n_shards)))
+                for b0 in range(start, end, c.batch_size):
+                    b1 = min(b0 + c.batch_size, end)
+                    t = bucket_length(int(lengths[b0:b1].max()), c.max_seq_len)
+                    batch = {
+                        "token_ids": f.token_ids[b0:b1, :t],
+                        "segment_ids": f.segment_ids[b0:b1, :t],
+                        "padding_mask": f.padding_mask[b0:b1, :t],
+                    }
+                    acts = forward(batch)
+
+                    def write(acts=acts, b0=b0, b1=b1, writer=writer):
+                        for j, r in enumerate(range(b0, b1)):
+                            n = int(lengths[r])
+                            a = acts[j, :, :n, :].transpose(1, 0, 2) if seq else acts[j]
+                            span = None
+                            if kind == "span":
+                                span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
+                                        "window_index": windows[r], "offsets": f.offsets[r]}
+                            record = st.serialize_record(a, length=n, uid=uids[r], example_index=int(f.example_index[r]),
+                                                         label=labels[r], task_kind=kind, span=span)
+                            writer.write(record, a.nbytes)
+
+                    writer_thread.submit(write)
+                    bar.update(b1 - b0)
+                writer_thread.submit(writer.commit)
+        except BaseException:
+            try:
+                writer_thread.close()
+            except BaseException:
+                pass
+            raise
+        finally:
+            bar.close()
+        writer_thread.close()
+
+
+def finalize(store_dir: str, split: str | None = None) -> dict:
+    """Verify and merge the shards of `split` (or of every planned split)."""
+    names = [split] if split else sorted(
+        n[: -len(".plan.json")] for n in st._gfile().listdir(store_dir) if n.endswith(".plan.json"))
+    if not names:
+        raise st.StoreError(f"{store_dir}: nothing to finalize (no *.plan.json)")
+    manifest = None
+    for name in names:
+        manifest = st.finalize_split(store_dir, name)
+    return manifest
+
+
+def env_worker_from_tf_config() -> tuple[int, int] | None:
+    """(num_workers, worker_index) from TF_CONFIG, if it names a cluster."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    config = json.loads(raw)
+    workers = config.get("cluster", {}).get("worker", [])
+    if config.get("task", {}).get("type") != "worker" or not workers:
+        return None
+    return len(workers), int(config["task"]["index"])

@@ -1,0 +1,28 @@
+"""Shared bits of the command-line wrappers: environment and error exits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def setup_env() -> None:
+    """Quiet TensorFlow's C++ logs and pick the TensorFlow Keras backend."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+class _Die:
+    """Turn the library's user-facing errors into one clear line and exit 2."""
+
+    @contextlib.contextmanager
+    def on_errors(self):
+        try:
+            yield
+        except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+
+die = _Die()
