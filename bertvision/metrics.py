@@ -1,0 +1,578 @@
+"""Official evaluation metrics: GLUE (numpy) and SQuAD 2.0 (the official script).
+
+Pure numpy and the standard library; no TensorFlow. GLUE metrics follow the
+definitions used by the GLUE benchmark (scikit-learn / scipy semantics), SQuAD
+follows ``evaluate-v2.0.py`` line for line, values in percent.
+
+Example:
+    >>> compute_metrics(["accuracy", "f1"], [1, 0, 1, 1], [1, 0, 0, 1])
+    {'accuracy': 0.75, 'f1': 0.8}
+    >>> squad_evaluate_examples([SquadGold("q1", ("Paris",))], {"q1": "paris"})["exact"]
+    100.0
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "METRIC_FUNCTIONS",
+    "MetricFunction",
+    "SquadGold",
+    "accuracy",
+    "compute_exact",
+    "compute_f1",
+    "compute_metrics",
+    "decode_spans",
+    "f1",
+    "find_best_thresh",
+    "get_tokens",
+    "matthews_corrcoef",
+    "mnli_metrics",
+    "normalize_answer",
+    "pearson",
+    "spearmanr",
+    "squad_evaluate",
+    "squad_evaluate_examples",
+]
+
+
+# ---------------------------------------------------------------------------
+# Input validation
+# ---------------------------------------------------------------------------
+
+
+def _as_1d(values: Any, what: str) -> np.ndarray:
+    """Return ``values`` as a finite 1-D float/int array (``[N, 1]`` is squeezed)."""
+    arr = np.asarray(values)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must have shape [N] (or [N, 1]); got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{what} is empty")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{what} must be numeric; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise ValueError(f"{what} contains {bad} NaN or infinite value(s)")
+    return arr
+
+
+def _class_indices(values: Any, what: str) -> np.ndarray:
+    """Class indices from indices ``[N]`` or scores ``[N, C]`` (argmax, C >= 2)."""
+    arr = np.asarray(values)
+    if arr.ndim == 2 and arr.shape[1] >= 2:
+        if arr.shape[0] == 0:
+            raise ValueError(f"{what} is empty")
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} contains NaN or infinite scores")
+        return np.argmax(arr, axis=1).astype(np.int64)
+    arr = _as_1d(arr, what)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(arr == np.round(arr)):
+            raise ValueError(
+                f"{what} must be class indices or [N, C] scores; got non-integer floats "
+                f"of shape {arr.shape}"
+            )
+    return arr.astype(np.int64)
+
+
+def _paired(predictions: Any, labels: Any, classes: bool) -> tuple[np.ndarray, np.ndarray]:
+    prep = _class_indices if classes else _as_1d
+    pred = prep(predictions, "predictions")
+    gold = prep(labels, "labels")
+    if pred.shape[0] != gold.shape[0]:
+        raise ValueError(
+            f"predictions and labels differ in length: {pred.shape[0]} vs {gold.shape[0]}"
+        )
+    if not classes:
+        pred, gold = pred.astype(np.float64), gold.astype(np.float64)
+    return pred, gold
+
+
+# ---------------------------------------------------------------------------
+# GLUE metrics
+# ---------------------------------------------------------------------------
+
+
+def accuracy(predictions: Any, labels: Any) -> float:
+    """Fraction of predictions equal to the labels.
+
+    >>> accuracy([[0.1, 0.9], [0.8, 0.2]], [1, 1])
+    0.5
+    """
+    pred, gold = _paired(predictions, labels, classes=True)
+    return float(np.mean(pred == gold))
+
+
+def f1(predictions: Any, labels: Any) -> float:
+    """Binary F1 of the positive class 1 (0.0 when there are no positives at all).
+
+    >>> f1([1, 1, 0, 0], [1, 0, 1, 0])
+    0.5
+    """
+    pred, gold = _paired(predictions, labels, classes=True)
+    for arr, what in ((pred, "predictions"), (gold, "labels")):
+        extra = sorted(set(np.unique(arr).tolist()) - {0, 1})
+        if extra:
+            raise ValueError(f"binary f1 needs classes 0/1; {what} contain {extra}")
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    fp = float(np.sum((pred == 1) & (gold == 0)))
+    fn = float(np.sum((pred == 0) & (gold == 1)))
+    denom = 2.0 * tp + fp + fn
+    return 0.0 if denom == 0 else 2.0 * tp / denom
+
+
+def matthews_corrcoef(predictions: Any, labels: Any) -> float:
+    """Matthews correlation (multiclass form, as scikit-learn); 0.0 when undefined.
+
+    >>> matthews_corrcoef([1, 1, 0, 0], [1, 1, 0, 0])
+    1.0
+    """
+    pred, gold = _paired(predictions, labels, classes=True)
+    _, inverse = np.unique(np.concatenate([gold, pred]), return_inverse=True)
+    n = gold.shape[0]
+    k = int(inverse.max()) + 1
+    confusion = np.zeros((k, k), dtype=np.float64)
+    np.add.at(confusion, (inverse[:n], inverse[n:]), 1.0)
+    t_sum = confusion.sum(axis=1)
+    p_sum = confusion.sum(axis=0)
+    n_correct = np.trace(confusion)
+    cov_ytyp = n_correct * n - np.dot(t_sum, p_sum)
+    cov_ypyp = float(n) ** 2 - np.dot(p_sum, p_sum)
+    cov_ytyt = float(n) ** 2 - np.dot(t_sum, t_sum)
+    if cov_ypyp * cov_ytyt == 0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+
+def _pearson_1d(x: np.ndarray, y: np.ndarray) -> float:
+    if x.shape[0] < 2:
+        raise ValueError(f"correlation needs at least 2 values; got {x.shape[0]}")
+    xm = x - x.mean()
+    ym = y - y.mean()
+    denom = np.sqrt(np.dot(xm, xm) * np.dot(ym, ym))
+    if denom == 0:
+        return float("nan")  # as scipy: undefined for a constant input
+    return float(np.clip(np.dot(xm, ym) / denom, -1.0, 1.0))
+
+
+def pearson(predictions: Any, labels: Any) -> float:
+    """Pearson correlation (as ``scipy.stats.pearsonr``; NaN if an input is constant).
+
+    >>> round(pearson([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]), 6)
+    0.981981
+    """
+    pred, gold = _paired(predictions, labels, classes=False)
+    return _pearson_1d(pred, gold)
+
+
+def rankdata(values: Any) -> np.ndarray:
+    """Ranks starting at 1, ties get the average rank (``scipy.stats.rankdata``).
+
+    >>> rankdata([10, 20, 20, 5]).tolist()
+    [2.0, 3.5, 3.5, 1.0]
+    """
+    arr = np.asarray(values)
+    order = np.argsort(arr, kind="stable")
+    ordered = arr[order]
+    n = arr.shape[0]
+    # Start index (in sorted order) of every run of equal values.
+    new_run = np.concatenate([[True], ordered[1:] != ordered[:-1]])
+    starts = np.flatnonzero(new_run)
+    ends = np.concatenate([starts[1:], [n]])
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def spearmanr(predictions: Any, labels: Any) -> float:
+    """Spearman rank correlation with average ranks for ties (``scipy.stats.spearmanr``).
+
+    >>> spearmanr([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    -1.0
+    """
+    pred, gold = _paired(predictions, labels, classes=False)
+    return _pearson_1d(rankdata(pred), rankdata(gold))
+
+
+MetricFunction = Callable[[Any, Any], float]
+
+#: Official metric name -> function(predictions, labels) -> float.
+METRIC_FUNCTIONS: dict[str, MetricFunction] = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "matthews_corrcoef": matthews_corrcoef,
+    "pearson": pearson,
+    "spearmanr": spearmanr,
+}
+
+_SQUAD_NAMES = frozenset(
+    ["exact", "best_exact", "best_f1"]
+    + [f"{p}_{m}" for p in ("HasAns", "NoAns") for m in ("exact", "f1", "total")]
+)
+
+
+def _metric_names(metrics: str | Sequence[str] | Any) -> list[str]:
+    """Metric names from a list of names, one name, a task name, or a ``TaskSpec``."""
+    if isinstance(metrics, str):
+        if metrics in METRIC_FUNCTIONS:
+            return [metrics]
+        from bertvision.tasks import get_task  # task names live in tasks.py only
+
+        return list(get_task(metrics).metrics)
+    if hasattr(metrics, "metrics") and not isinstance(metrics, Mapping):
+        return list(metrics.metrics)
+    names = list(metrics)
+    if not names:
+        raise ValueError("no metric names given")
+    return names
+
+
+def compute_metrics(
+    metrics: str | Sequence[str] | Any, predictions: Any, labels: Any
+) -> dict[str, float]:
+    """Compute the named official metrics.
+
+    ``metrics`` is a list of metric names (usually ``get_task(t).metrics``), a single
+    metric name, a task name, or a ``TaskSpec``. Classification predictions are class
+    indices ``[N]`` or scores ``[N, C]`` (argmax); regression predictions are floats.
+
+    >>> compute_metrics(["pearson", "spearmanr"], [0.5, 2.0, 3.5], [1.0, 2.0, 3.0])
+    {'pearson': 1.0, 'spearmanr': 1.0}
+    """
+    names = _metric_names(metrics)
+    out: dict[str, float] = {}
+    for name in names:
+        fn = METRIC_FUNCTIONS.get(name)
+        if fn is None:
+            hint = (
+                " (SQuAD metrics come from squad_evaluate on decoded text)"
+                if name in _SQUAD_NAMES
+                else ""
+            )
+            raise ValueError(
+                f"unknown metric {name!r}{hint}; known: {sorted(METRIC_FUNCTIONS)}"
+            )
+        out[name] = fn(predictions, labels)
+    return out
+
+
+def mnli_metrics(
+    matched_predictions: Any,
+    matched_labels: Any,
+    mismatched_predictions: Any,
+    mismatched_labels: Any,
+) -> dict[str, float]:
+    """MNLI accuracy on the matched and mismatched dev sets.
+
+    >>> mnli_metrics([0, 1], [0, 1], [2, 2], [2, 0])
+    {'matched_accuracy': 1.0, 'mismatched_accuracy': 0.5}
+    """
+    return {
+        "matched_accuracy": accuracy(matched_predictions, matched_labels),
+        "mismatched_accuracy": accuracy(mismatched_predictions, mismatched_labels),
+    }
+
+
+# ---------------------------------------------------------------------------
+# SQuAD 2.0: the official evaluate-v2.0.py
+# ---------------------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower text and remove punctuation, articles and extra whitespace.
+
+    >>> normalize_answer("  The  Eiffel-Tower! ")
+    'eiffeltower'
+    """
+    text = s.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def get_tokens(s: str) -> list[str]:
+    """Normalized whitespace tokens (``[]`` for an empty string).
+
+    >>> get_tokens("The cat, the hat")
+    ['cat', 'hat']
+    """
+    if not s:
+        return []
+    return normalize_answer(s).split()
+
+
+def compute_exact(a_gold: str, a_pred: str) -> int:
+    """1 if the normalized answers are equal, else 0.
+
+    >>> compute_exact("the Cat", "cat.")
+    1
+    """
+    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+
+
+def compute_f1(a_gold: str, a_pred: str) -> float:
+    """Token-overlap F1 of normalized answers; 1 if both empty, 0 if only one is.
+
+    >>> compute_f1("big red dog", "red dog barks")
+    0.6666666666666666
+    """
+    gold_toks = get_tokens(a_gold)
+    pred_toks = get_tokens(a_pred)
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return int(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(pred_toks)
+    recall = 1.0 * num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+@dataclass(frozen=True)
+class SquadGold:
+    """One question's gold answers (empty tuple: unanswerable).
+
+    >>> SquadGold("q1", ("Paris", "paris")).has_answer
+    True
+    """
+
+    qid: str
+    answers: tuple[str, ...]
+
+    @property
+    def has_answer(self) -> bool:
+        return bool(self.answers)
+
+
+def _gold_from_json(dataset: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[SquadGold]:
+    data = dataset["data"] if isinstance(dataset, Mapping) else dataset
+    golds = []
+    for article in data:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                golds.append(SquadGold(qa["id"], tuple(a["text"] for a in qa["answers"])))
+    return golds
+
+
+def _gold_from_examples(examples: Iterable[Any]) -> list[SquadGold]:
+    golds = []
+    for ex in examples:
+        texts = () if ex.is_impossible else tuple(a.text for a in ex.answers)
+        golds.append(SquadGold(str(ex.uid), texts))
+    return golds
+
+
+def _raw_scores(
+    golds: Sequence[SquadGold], preds: Mapping[str, str]
+) -> tuple[dict[str, int], dict[str, float]]:
+    exact_scores: dict[str, int] = {}
+    f1_scores: dict[str, float] = {}
+    for gold in golds:
+        gold_answers = [a for a in gold.answers if normalize_answer(a)]
+        if not gold_answers:
+            gold_answers = [""]  # unanswerable: the only correct answer is ""
+        a_pred = preds[gold.qid]
+        exact_scores[gold.qid] = max(compute_exact(a, a_pred) for a in gold_answers)
+        f1_scores[gold.qid] = max(compute_f1(a, a_pred) for a in gold_answers)
+    return exact_scores, f1_scores
+
+
+def _apply_no_ans_threshold(
+    scores: Mapping[str, float],
+    na_probs: Mapping[str, float],
+    qid_to_has_ans: Mapping[str, bool],
+    na_prob_thresh: float,
+) -> dict[str, float]:
+    new_scores: dict[str, float] = {}
+    for qid, s in scores.items():
+        if na_probs[qid] > na_prob_thresh:
+            new_scores[qid] = float(not qid_to_has_ans[qid])
+        else:
+            new_scores[qid] = s
+    return new_scores
+
+
+def _make_eval_dict(
+    exact_scores: Mapping[str, float],
+    f1_scores: Mapping[str, float],
+    qid_list: Sequence[str] | None = None,
+) -> collections.OrderedDict:
+    if not qid_list:
+        total = len(exact_scores)
+        return collections.OrderedDict(
+            [
+                ("exact", 100.0 * sum(exact_scores.values()) / total),
+                ("f1", 100.0 * sum(f1_scores.values()) / total),
+                ("total", total),
+            ]
+        )
+    total = len(qid_list)
+    return collections.OrderedDict(
+        [
+            ("exact", 100.0 * sum(exact_scores[k] for k in qid_list) / total),
+            ("f1", 100.0 * sum(f1_scores[k] for k in qid_list) / total),
+            ("total", total),
+        ]
+    )
+
+
+def find_best_thresh(
+    preds: Mapping[str, str],
+    scores: Mapping[str, float],
+    na_probs: Mapping[str, float],
+    qid_to_has_ans: Mapping[str, bool],
+) -> tuple[float, float]:
+    """Best score (percent) over no-answer thresholds, and that threshold.
+
+    Starts from "predict no answer everywhere" and walks the questions by rising
+    ``na_probs``, answering one more each step (official ``find_best_thresh``).
+
+    >>> find_best_thresh({"a": "x", "b": ""}, {"a": 1, "b": 1},
+    ...                  {"a": 0.2, "b": 0.9}, {"a": True, "b": False})
+    (100.0, 0.2)
+    """
+    num_no_ans = sum(1 for k in qid_to_has_ans if not qid_to_has_ans[k])
+    cur_score = num_no_ans
+    best_score = cur_score
+    best_thresh = 0.0
+    qid_list = sorted(na_probs, key=lambda k: na_probs[k])
+    for qid in qid_list:
+        if qid not in scores:
+            continue
+        if qid_to_has_ans[qid]:
+            diff = scores[qid]
+        else:
+            diff = -1 if preds[qid] else 0
+        cur_score += diff
+        if cur_score > best_score:
+            best_score = cur_score
+            best_thresh = na_probs[qid]
+    return 100.0 * best_score / len(scores), float(best_thresh)
+
+
+def _evaluate(
+    golds: Sequence[SquadGold],
+    preds: Mapping[str, str],
+    na_probs: Mapping[str, float] | None,
+    na_prob_thresh: float,
+) -> collections.OrderedDict:
+    if not golds:
+        raise ValueError("no questions to evaluate")
+    qids = [g.qid for g in golds]
+    if len(set(qids)) != len(qids):
+        raise ValueError("duplicate question ids in the gold data")
+    missing = [q for q in qids if q not in preds]
+    if missing:
+        raise ValueError(f"missing predictions for {len(missing)} question(s), e.g. {missing[:3]}")
+    for qid in qids:
+        if not isinstance(preds[qid], str):
+            raise ValueError(f"prediction for {qid!r} must be a string; got {type(preds[qid])}")
+    has_na_probs = na_probs is not None
+    if na_probs is None:
+        na_probs = {k: 0.0 for k in preds}
+    else:
+        missing = [q for q in qids if q not in na_probs]
+        if missing:
+            raise ValueError(
+                f"missing na_probs for {len(missing)} question(s), e.g. {missing[:3]}"
+            )
+        bad = [q for q in qids if not np.isfinite(float(na_probs[q]))]
+        if bad:
+            raise ValueError(f"na_probs contain NaN or infinite values, e.g. {bad[:3]}")
+        # The threshold search walks every probability; keep only the evaluated ones.
+        na_probs = {q: float(na_probs[q]) for q in qids}
+
+    qid_to_has_ans = {g.qid: g.has_answer for g in golds}
+    has_ans_qids = [k for k, v in qid_to_has_ans.items() if v]
+    no_ans_qids = [k for k, v in qid_to_has_ans.items() if not v]
+    exact_raw, f1_raw = _raw_scores(golds, preds)
+    exact_thresh = _apply_no_ans_threshold(exact_raw, na_probs, qid_to_has_ans, na_prob_thresh)
+    f1_thresh = _apply_no_ans_threshold(f1_raw, na_probs, qid_to_has_ans, na_prob_thresh)
+    out_eval = _make_eval_dict(exact_thresh, f1_thresh)
+    for prefix, qid_list in (("HasAns", has_ans_qids), ("NoAns", no_ans_qids)):
+        if qid_list:
+            for k, v in _make_eval_dict(exact_thresh, f1_thresh, qid_list).items():
+                out_eval[f"{prefix}_{k}"] = v
+    if has_na_probs:
+        best_exact, exact_t = find_best_thresh(preds, exact_raw, na_probs, qid_to_has_ans)
+        best_f1, f1_t = find_best_thresh(preds, f1_raw, na_probs, qid_to_has_ans)
+        out_eval["best_exact"] = best_exact
+        out_eval["best_exact_thresh"] = exact_t
+        out_eval["best_f1"] = best_f1
+        out_eval["best_f1_thresh"] = f1_t
+    return out_eval
+
+
+def _is_json_data(dataset: Any) -> bool:
+    """True for the official JSON dict or its ``data`` list of article dicts."""
+    if isinstance(dataset, Mapping):
+        return True
+    if isinstance(dataset, Sequence) and dataset and isinstance(dataset[0], Mapping):
+        return True
+    return False
+
+
+def squad_evaluate(
+    dataset: Any,
+    preds: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+) -> collections.OrderedDict:
+    """The official SQuAD 2.0 evaluation (``evaluate-v2.0.py``), values in percent.
+
+    ``dataset`` is the official JSON dict, its ``data`` list, or a list of loaded
+    ``Example`` objects (then as :func:`squad_evaluate_examples`). ``preds`` maps
+    question id -> answer text ("" for no answer); every question needs one.
+    ``na_probs`` (question id -> no-answer probability) adds ``best_exact``,
+    ``best_exact_thresh``, ``best_f1`` and ``best_f1_thresh``.
+
+    >>> data = [{"paragraphs": [{"qas": [{"id": "q", "answers": [{"text": "a dog"}]}]}]}]
+    >>> squad_evaluate(data, {"q": "dog"})["exact"]
+    100.0
+    """
+    if _is_json_data(dataset):
+        return _evaluate(_gold_from_json(dataset), preds, na_probs, na_prob_thresh)
+    return squad_evaluate_examples(dataset, preds, na_probs, na_prob_thresh)
+
+
+def squad_evaluate_examples(
+    examples: Iterable[Any],
+    preds: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+    na_prob_thresh: float = 1.0,
+) -> collections.OrderedDict:
+    """:func:`squad_evaluate` for loaded examples (``uid``, ``answers[i].text``,
+    ``is_impossible``) or :class:`SquadGold` records.
+
+    >>> squad_evaluate_examples([SquadGold("q", ())], {"q": ""})["NoAns_exact"]
+    100.0
+    """
+    golds = [
+        ex if isinstance(ex, SquadGold) else _gold_from_examples([ex])[0] for ex in examples
+    ]
+    return _evaluate(golds, preds, na_probs, na_prob_thresh)
+
+
+def decode_spans(*args: Any, **kwargs: Any) -> Any:
+    """Alias of :func:`bertvision.squad.decode_squad` (n-best span decoding).
+
+    >>> callable(decode_spans)
+    True
+    """
+    from bertvision.squad import decode_squad
+
+    return decode_squad(*args, **kwargs)
