@@ -113,10 +113,13 @@ class _Writer(threading.Thread):
 class Extractor:
     """Runs one `ExtractConfig`. See the module docstring."""
 
-    def __init__(self, config: ExtractConfig):
+    def __init__(self, config: ExtractConfig, backbone=None, tokenizer=None):
+        """`backbone`/`tokenizer` may be passed in already loaded (they must
+        be the ones `config.model` names) to save loading them again."""
         from bertvision.tasks import get_task
 
         self.config = config
+        self._backbone, self._tokenizer = backbone, tokenizer
         self.task = get_task(config.task)
         if config.tokens not in ("cls", "mean", "sequence"):
             raise ValueError(f"--tokens must be cls, mean or sequence, got {config.tokens!r}")
@@ -144,11 +147,11 @@ class Extractor:
         if not self.examples:
             raise ValueError(f"{c.task}/{c.split}: no examples to extract")
         self.ref = resolve_model(c.model)
-        self.tokenizer = load_tokenizer(self.ref)
+        self.tokenizer = self._tokenizer or load_tokenizer(self.ref)
         featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
                                 max_query_len=c.max_query_len)
         self.features = featurizer.encode(self.task, self.examples)
-        self.backbone = load_backbone(self.ref)
+        self.backbone = self._backbone or load_backbone(self.ref)
         self.layers = parse_layers(c.layers, self.backbone.num_layers)
         featurizer_config = {"max_seq_len": c.max_seq_len}
         if self.task.kind == "span":
@@ -315,7 +318,7 @@ class Extractor:
                             if kind == "span":
                                 span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
                                         "window_index": windows[r], "offsets": f.offsets[r]}
-                            record = st.serialize_record(a, length=n, uid=uids[r], example_index=int(f.example_index[r]),
+                            record = st.serialize_record(a, length=n if seq else None, uid=uids[r], example_index=int(f.example_index[r]),
                                                          label=labels[r], task_kind=kind, span=span)
                             writer.write(record, a.nbytes)
 

@@ -14,9 +14,9 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   ``[layers, hidden]``; ``sequence`` stores hold ``[length, layers, hidden]``
   (token-major, only the ``length`` real tokens: the reader zero-pads to
   ``max_seq_len`` and transposes to ``[layers, tokens, hidden]``).
-- ``length``, ``uid``, ``example_index``; ``label`` (int64 class, float
+- ``uid``; ``length`` (sequence stores); ``label`` (int64 class, float
   score; -1 / NaN where the split has no labels); span stores also
-  ``start_position``, ``end_position``, ``window_index`` and ``offsets``
+  ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
   (int32 ``[length, 2]`` character offsets into the context, stored +1 so that
   zero padding reads back as -1 = "not in the context").
 
@@ -208,17 +208,17 @@ def _bytes_feature(values):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
-def serialize_record(activations: np.ndarray, *, length: int, uid: str, example_index: int,
+def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
                      label=None, task_kind: str = "classification", span: dict | None = None) -> bytes:
     """One `tf.train.Example` as bytes (see the module docstring)."""
     import tensorflow as tf
 
     feats = {
         "activations": _bytes_feature([np.ascontiguousarray(activations).tobytes()]),
-        "length": _int_feature([int(length)]),
         "uid": _bytes_feature([uid.encode()]),
-        "example_index": _int_feature([int(example_index)]),
     }
+    if length is not None:  # sequence stores only
+        feats["length"] = _int_feature([int(length)])
     if task_kind == "classification":
         feats["label"] = _int_feature([-1 if label is None else int(label)])
     elif task_kind == "regression":
@@ -227,6 +227,7 @@ def serialize_record(activations: np.ndarray, *, length: int, uid: str, example_
         feats["start_position"] = _int_feature([int(span["start_position"])])
         feats["end_position"] = _int_feature([int(span["end_position"])])
         feats["window_index"] = _int_feature([int(span["window_index"])])
+        feats["example_index"] = _int_feature([int(example_index)])
         offsets = (np.asarray(span["offsets"], dtype=np.int32)[:length] + 1).astype("<i4")
         feats["offsets"] = _bytes_feature([offsets.tobytes()])
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
@@ -426,10 +427,10 @@ class Store:
 
         spec = {
             "activations": tf.io.FixedLenFeature([], tf.string),
-            "length": tf.io.FixedLenFeature([], tf.int64),
             "uid": tf.io.FixedLenFeature([], tf.string),
-            "example_index": tf.io.FixedLenFeature([], tf.int64),
         }
+        if self.tokens == "sequence":
+            spec["length"] = tf.io.FixedLenFeature([], tf.int64)
         if self.task_kind == "classification":
             spec["label"] = tf.io.FixedLenFeature([], tf.int64)
         elif self.task_kind == "regression":
@@ -439,6 +440,7 @@ class Store:
                 "start_position": tf.io.FixedLenFeature([], tf.int64),
                 "end_position": tf.io.FixedLenFeature([], tf.int64),
                 "window_index": tf.io.FixedLenFeature([], tf.int64),
+                "example_index": tf.io.FixedLenFeature([], tf.int64),
                 "offsets": tf.io.FixedLenFeature([], tf.string),
             })
         return spec
@@ -458,7 +460,11 @@ class Store:
             ex = tf.io.parse_example(serialized, spec)
             if seq:
                 k, t, h = shape
-                flat = tf.io.decode_raw(ex["activations"], dtype, fixed_length=n_values * dtype.size)
+                # DecodePaddedRaw has no 16-bit float kernel: read the bits, then bitcast
+                raw_type = tf.uint16 if dtype.size == 2 else dtype
+                flat = tf.io.decode_raw(ex["activations"], raw_type, fixed_length=n_values * dtype.size)
+                if raw_type != dtype:
+                    flat = tf.bitcast(flat, dtype)
                 acts = tf.transpose(tf.reshape(flat, [-1, t, k, h]), [0, 2, 1, 3])
                 mask = tf.sequence_mask(ex["length"], t, dtype=tf.int32)
                 features = {"activations": acts, "padding_mask": mask}
@@ -474,8 +480,8 @@ class Store:
                 labels = ex["label"]
             if with_meta:
                 features["uid"] = ex["uid"]
-                features["example_index"] = tf.cast(ex["example_index"], tf.int32)
                 if kind == "span":
+                    features["example_index"] = tf.cast(ex["example_index"], tf.int32)
                     offs = tf.io.decode_raw(ex["offsets"], tf.int32, fixed_length=seq_len * 2 * 4)
                     features["offsets"] = tf.reshape(offs, [-1, seq_len, 2]) - 1
                     features["window_index"] = tf.cast(ex["window_index"], tf.int32)
@@ -490,7 +496,8 @@ class Store:
         """A `tf.data.Dataset` of ``(features, labels)`` batches for `split`.
 
         Follows the tf.data performance guide: parallel interleave over
-        shards, shuffle before batching, batched parsing, prefetch.
+        shards (when shuffling; otherwise records come in store order),
+        shuffle before batching, batched parsing, prefetch.
         `input_context` (from ``strategy.distribute_datasets_from_function``)
         shards the input per worker. `take_indices` keeps only the records at
         those positions of the split (a seeded training fraction).
@@ -499,7 +506,7 @@ class Store:
 
         files = self.shard_paths(split)
         ds = tf.data.Dataset.from_tensor_slices(files)
-        deterministic = not shuffle
+        deterministic = not shuffle or seed is not None  # seeded runs repeat exactly
         sharded_by_file = False
         if input_context is not None and input_context.num_input_pipelines > 1:
             if len(files) >= input_context.num_input_pipelines and take_indices is None:
@@ -507,11 +514,14 @@ class Store:
                 sharded_by_file = True
         if shuffle:
             ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-            cycle_length=min(len(files), 8), block_length=16,
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
-        )
+        if shuffle:  # read several shards at once, in no fixed order
+            ds = ds.interleave(
+                lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+                cycle_length=min(len(files), 8), block_length=16,
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+            )
+        else:  # store order, so predictions line up with the examples file
+            ds = ds.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20))
         if take_indices is not None:
             keep = np.zeros(self.num_records(split), dtype=bool)
             keep[np.asarray(take_indices)] = True

@@ -11,6 +11,7 @@ def setup_env() -> None:
     """Quiet TensorFlow's C++ logs and pick the TensorFlow Keras backend."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 class _Die:

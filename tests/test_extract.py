@@ -1,0 +1,208 @@
+"""The store and the extraction pipeline, on the real shared data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertvision import store as st
+from bertvision.backbone import all_layers_model, load_backbone, load_tokenizer, resolve_model
+from bertvision.data import load_examples
+from bertvision.extract import ExtractConfig, Extractor
+from bertvision.features import Featurizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bert():
+    ref = resolve_model(None)
+    return load_backbone(ref), load_tokenizer(ref)
+
+
+def _extract(bert, out, task, split, data_dir, **kw):
+    backbone, tokenizer = bert
+    config = ExtractConfig(task=task, split=split, out=str(out), data_dir=str(data_dir), progress=False, **kw)
+    return Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
+
+
+def _reference(bert, task, examples, max_seq_len, **kw):
+    backbone, tokenizer = bert
+    feats = Featurizer(tokenizer, max_seq_len=max_seq_len, **kw).encode(task, examples)
+    acts = all_layers_model(backbone)({"token_ids": feats.token_ids, "segment_ids": feats.segment_ids,
+                                        "padding_mask": feats.padding_mask}).numpy()
+    return feats, acts
+
+
+def _read_all(store, split, **kw):
+    feats, labels = {}, []
+    for f, y in store.dataset(split, 16, with_meta=True, **kw):
+        for k, v in f.items():
+            feats.setdefault(k, []).append(v.numpy())
+        labels.append(y if not isinstance(y, dict) else y["start_positions"])
+    return {k: np.concatenate(v) for k, v in feats.items()}, np.concatenate([np.asarray(l) for l in labels])
+
+
+@pytest.mark.parametrize("tokens", ["cls", "mean", "sequence"])
+def test_sst2_round_trip_equals_backbone(bert, shared_data, tmp_path, tokens):
+    data_dir = shared_data / "glue" / "SST-2"
+    manifest = _extract(bert, tmp_path, "sst2", "dev", data_dir, tokens=tokens, limit=40, max_seq_len=64,
+                        batch_size=16)
+    assert manifest["splits"]["dev"]["num_records"] == 40
+    store = st.open_store(str(tmp_path), expect={"task": "sst2", "tokens": tokens}, verify=True)
+    got, labels = _read_all(store, "dev")
+    examples = load_examples("sst2", "dev", data_dir, limit=40).examples
+    feats, ref = _reference(bert, "sst2", examples, 64)
+    mask = feats.padding_mask.astype(np.float32)
+    if tokens == "cls":
+        ref = ref[:, :, 0, :]
+    elif tokens == "mean":
+        ref = (ref * mask[:, None, :, None]).sum(2) / mask.sum(1)[:, None, None]
+    else:
+        np.testing.assert_array_equal(got["padding_mask"], feats.padding_mask)
+        ref = ref * mask[:, None, :, None]
+    acts = got["activations"].astype(np.float32)
+    assert acts.shape == ref.shape
+    # float16 keeps ~3 significant digits: relative 2^-10 of values up to ~10
+    np.testing.assert_allclose(acts, ref, atol=1e-2, rtol=2e-3)
+    assert [e.label for e in examples] == labels.tolist()
+    assert [u.decode() for u in got["uid"]] == [e.uid for e in examples]
+
+
+def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
+    manifest = _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="cls", limit=64)
+    info = manifest["splits"]["dev"]
+    assert info["activation_bytes"] == 64 * 7 * 384 * 2
+    assert info["bytes"] / info["activation_bytes"] < 1.02
+
+
+def test_squad_store_keeps_windows_offsets_and_positions(bert, shared_data, tmp_path):
+    data_dir = shared_data / "squad2"
+    kw = dict(max_seq_len=128, doc_stride=64, max_query_len=32)
+    manifest = _extract(bert, tmp_path, "squad_v2", "dev-v2.0.Rhine", data_dir, tokens="sequence", limit=12,
+                        layers="last2", **kw)
+    assert manifest["layers"] == [5, 6]
+    store = st.open_store(str(tmp_path), verify=True)
+    got, starts = _read_all(store, "dev-v2.0.Rhine")
+    examples = load_examples("squad_v2", "dev-v2.0.Rhine", data_dir, limit=12).examples
+    feats, ref = _reference(bert, "squad_v2", examples, kw["max_seq_len"], doc_stride=64, max_query_len=32)
+    assert len(starts) == len(feats.token_ids) > len(examples)  # several windows per question
+    np.testing.assert_array_equal(starts, feats.start_positions)
+    np.testing.assert_array_equal(got["offsets"], feats.offsets)
+    np.testing.assert_array_equal(got["example_index"], feats.example_index)
+    assert (got["offsets"][starts > 0] >= 0).any()
+    mask = feats.padding_mask[:, None, :, None]
+    np.testing.assert_allclose(got["activations"].astype(np.float32), ref[:, 5:] * mask, atol=1e-2, rtol=2e-3)
+    side = store.examples("dev-v2.0.Rhine")
+    assert [r["uid"] for r in side] == [e.uid for e in examples]
+    assert side[0]["context"] == examples[0].texts[1]
+
+
+def test_mismatched_store_and_corrupt_shard_are_refused(bert, shared_data, tmp_path):
+    data_dir = shared_data / "glue" / "SST-2"
+    _extract(bert, tmp_path, "sst2", "dev", data_dir, tokens="cls", limit=20)
+    with pytest.raises(st.StoreError, match="tokens"):
+        st.open_store(str(tmp_path), expect={"tokens": "sequence"})
+    with pytest.raises(st.StoreError, match="layers"):  # another split with other settings
+        _extract(bert, tmp_path, "sst2", "train", data_dir, tokens="cls", limit=20, layers="last2")
+    with pytest.raises(st.StoreError, match="model"):
+        st.open_store(str(tmp_path), expect={"model": {"weights_sha256": "0" * 64}})
+    shard = next(tmp_path.glob("dev-*.tfrecord"))
+    original = shard.read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(st.StoreError, match="checksum"):
+        st.open_store(str(tmp_path), verify=True)
+    shard.write_bytes(original)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["splits"]["dev"]["shards"][0]["records"] = 21
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(st.StoreError, match="21"):
+        st.open_store(str(tmp_path), verify=True)
+    shard.unlink()
+    with pytest.raises(st.StoreError, match="missing"):
+        st.open_store(str(tmp_path))
+
+
+def test_not_a_store_is_refused(tmp_path):
+    with pytest.raises(st.StoreError, match="manifest.json"):
+        st.open_store(str(tmp_path))
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(st.StoreError, match="not valid JSON"):
+        st.open_store(str(tmp_path))
+
+
+def _cli(*args, **popen):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "pipelines.extract", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _record_uids(path, split):
+    store = st.open_store(str(path), verify=True)
+    uids = [u.decode() for f, _ in store.dataset(split, 64, with_meta=True) for u in f["uid"].numpy()]
+    return store, uids
+
+
+def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
+    args = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev",
+            "--tokens", "mean", "--limit", "600", "--shard-size-mb", "0.4", "--batch-size", "8", "--no-progress"]
+    out = tmp_path / "store"
+    proc = _cli(*args, "--out", str(out))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.done"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*.done")))
+    assert 2 <= done_before < 8, "the run should be killed part-way"
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(st.StoreError, match="no split was finalized"):
+        st.open_store(str(out))
+    proc = _cli(*args, "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+    store, uids = _record_uids(out, "dev")
+    assert len(uids) == len(set(uids)) == 600
+    assert store.manifest["splits"]["dev"]["num_records"] == 600
+    expected = [e.uid for e in load_examples("sst2", "dev", shared_data / "glue" / "SST-2", limit=600).examples]
+    assert uids == expected
+
+
+def test_two_workers_build_one_store(shared_data, tmp_path):
+    out = tmp_path / "store"
+    common = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev",
+              "--tokens", "cls", "--limit", "200", "--shard-size-mb", "0.2", "--no-progress", "--out", str(out),
+              "--num-workers", "2"]
+    procs = [_cli(*common, "--worker-index", str(i)) for i in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+    shards = sorted(out.glob("dev-*.tfrecord"))
+    assert len(shards) >= 2
+    if not (out / "manifest.json").exists():  # the last worker may have merged it already
+        proc = _cli("--finalize", str(out))
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    store, uids = _record_uids(out, "dev")
+    assert len(uids) == len(set(uids)) == 200
+    assert len(store.manifest["splits"]["dev"]["shards"]) == len(shards)
+
+
+def test_cli_errors_are_clear(tmp_path, shared_data):
+    proc = _cli("--task", "sst2", "--data-dir", str(tmp_path / "nope"), "--split", "dev", "--out", str(tmp_path / "s"))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "error:" in stderr and "nope" in stderr
+    proc = _cli("--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--split", "dev",
+                "--tokens", "cls", "--out", str(tmp_path / "s"))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--tokens sequence" in stderr
