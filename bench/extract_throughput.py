@@ -1,0 +1,135 @@
+"""Extraction benchmark: throughput vs the bare forward pass, store size, read speed.
+
+    python -m bench.extract_throughput --data-dir ../shared/data/glue/SST-2 --n 2000
+
+Prints, for ``--tokens cls`` and ``--tokens sequence`` on the embedded MiniLM:
+
+- extraction examples/s (featurize + forward + serialize + write, the
+  complete ``Extractor.run``) next to the backbone's own jit-compiled forward
+  pass on the same batches (same shapes, same number of XLA compilations),
+  and their ratio (target >= 0.85);
+- store bytes vs raw activation bytes (target within 2%);
+- read speed of the store through the tf.data reader next to the training
+  speed of the adapter that consumes it (target >= 5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def bare_forward_rate(backbone, features, batch_size, max_seq_len):
+    """Examples/s of a fresh jit-compiled ``backbone(inputs)`` over the same
+    bucketed batches extraction runs (compilation included, as in extraction)."""
+    import tensorflow as tf
+
+    from bertvision.extract import bucket_length
+
+    forward = tf.function(lambda b: backbone(b, training=False)["sequence_output"], jit_compile=True,
+                          reduce_retracing=True)
+    lengths = features.padding_mask.sum(1)
+    n = len(lengths)
+    start = time.perf_counter()
+    for b0 in range(0, n, batch_size):
+        b1 = min(b0 + batch_size, n)
+        t = bucket_length(int(lengths[b0:b1].max()), max_seq_len)
+        batch = {k: getattr(features, k)[b0:b1, :t] for k in ("token_ids", "segment_ids", "padding_mask")}
+        forward(batch).numpy()
+    return n / (time.perf_counter() - start)
+
+
+def read_rate(store, split, batch_size=64, repeats=2):
+    ds = store.dataset(split, batch_size, shuffle=True, seed=0)
+    n = 0
+    for _ in ds:  # warm-up pass (file cache, tf.data autotune)
+        pass
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for features, _ in ds:
+            n += int(features["activations"].shape[0])
+    return n / (time.perf_counter() - start)
+
+
+def adapter_rate(store, split, kind="adapter_pooler", batch_size=64, epochs=2):
+    import keras
+
+    from bertvision.models import ModelConfig, build_model
+
+    shape = store.example_shape
+    config = ModelConfig(kind=kind, task_kind=store.task_kind, num_labels=2, num_layers=shape[0],
+                         hidden=shape[-1], tokens=shape[1] if store.tokens == "sequence" else None,
+                         input_dtype=store.manifest["dtype"])
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    ds = store.dataset(split, batch_size, shuffle=True, seed=0)
+    # cache in memory: we time the model's consumption alone, without the reader
+    cached = ds.cache()
+    model.fit(cached, epochs=1, verbose=0)
+    start = time.perf_counter()
+    model.fit(cached, epochs=epochs, verbose=0)
+    return epochs * store.num_records(split) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="../shared/data/glue/SST-2")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=2000, help="examples (the first N of the split)")
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tokens", nargs="+", default=["cls", "sequence"])
+    args = p.parse_args(argv)
+
+    from bertvision.backbone import load_backbone, load_tokenizer, resolve_model
+    from bertvision.data import load_examples
+    from bertvision.extract import ExtractConfig, Extractor
+    from bertvision.features import Featurizer
+    from bertvision.store import open_store
+
+    ref = resolve_model(None)
+    backbone, tokenizer = load_backbone(ref), load_tokenizer(ref)
+    examples = load_examples("sst2", args.split, args.data_dir, limit=args.n).examples
+    features = Featurizer(tokenizer, max_seq_len=args.max_seq_len).encode("sst2", examples)
+    print(f"# extraction benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  "
+          f"{os.cpu_count()} CPU cores  sst2/{args.split} first {len(examples)} examples, "
+          f"max_seq_len {args.max_seq_len}, batch {args.batch_size}, embedded all-MiniLM-L6-v2")
+    rows = []
+    for tokens in args.tokens:
+        bare = bare_forward_rate(backbone, features, args.batch_size, args.max_seq_len)
+        out = tempfile.mkdtemp(prefix=f"bench-{tokens}-")
+        try:
+            config = ExtractConfig(task="sst2", split=args.split, out=out, data_dir=args.data_dir, limit=args.n,
+                                   tokens=tokens, max_seq_len=args.max_seq_len, batch_size=args.batch_size,
+                                   progress=False)
+            start = time.perf_counter()
+            manifest = Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
+            extract = len(examples) / (time.perf_counter() - start)
+            info = manifest["splits"][args.split]
+            store = open_store(out)
+            read = read_rate(store, args.split)
+            train = adapter_rate(store, args.split)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        rows.append((tokens, extract, bare, extract / bare, info["bytes"], info["activation_bytes"],
+                     info["bytes"] / info["activation_bytes"], read, train, read / train))
+    header = ("tokens", "extract ex/s", "bare fwd ex/s", "ratio (>=0.85)", "store bytes", "raw act. bytes",
+              "size ratio (<=1.02)", "read ex/s", "adapter_pooler train ex/s", "read/train (>=5)")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f} | {r[4]:,} | {r[5]:,} | {r[6]:.4f} | "
+              f"{r[7]:.0f} | {r[8]:.0f} | {r[9]:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
