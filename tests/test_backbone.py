@@ -1,0 +1,93 @@
+"""The backbone: per-layer outputs pinned against the Hugging Face implementation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertvision.backbone import (AllLayersEncoder, ModelError, all_layers_model, load_backbone, load_tokenizer,
+                                 model_identity, parse_layers, resolve_model)
+
+REFERENCE = Path(__file__).parent / "fixtures" / "backbone_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    ref = resolve_model(None)
+    return ref, load_backbone(ref)
+
+
+def test_per_layer_outputs_match_hugging_face(embedded):
+    """tools/make_backbone_reference.sh computed these with transformers' own BERT."""
+    _, backbone = embedded
+    ref = np.load(REFERENCE)
+    inputs = {"token_ids": ref["token_ids"], "segment_ids": ref["segment_ids"], "padding_mask": ref["padding_mask"]}
+    ours = all_layers_model(backbone)(inputs).numpy()
+    theirs = ref["hidden_states"].astype(np.float32)
+    assert ours.shape == theirs.shape == (3, 7, 32, 384)
+    real = ref["padding_mask"].astype(bool)[:, None, :, None]
+    diff = np.abs(ours - theirs) * real
+    assert diff.max() < 1e-2, f"max abs difference {diff.max():.4g} per layer {diff.max(axis=(0, 2, 3))}"
+
+
+def test_embedded_tokenizer_matches_reference_ids(embedded):
+    ref_model, _ = embedded
+    tokenizer = load_tokenizer(ref_model)
+    ref = np.load(REFERENCE)
+    ids = tokenizer("BERTVision keeps every layer.", padding="max_length", max_length=32)["input_ids"]
+    assert ids == ref["token_ids"][0].tolist()
+
+
+def test_encoder_token_modes(embedded):
+    _, backbone = embedded
+    ref = np.load(REFERENCE)
+    inputs = {"token_ids": ref["token_ids"], "segment_ids": ref["segment_ids"], "padding_mask": ref["padding_mask"]}
+    full = all_layers_model(backbone, [0, 6])(inputs).numpy()
+    cls = AllLayersEncoder(backbone, [0, 6], "cls", "float32")(inputs).numpy()
+    mean = AllLayersEncoder(backbone, [0, 6], "mean", "float16")(inputs).numpy()
+    np.testing.assert_allclose(cls, full[:, :, 0], atol=1e-4)
+    mask = ref["padding_mask"][:, None, :, None]
+    expected = (full * mask).sum(2) / mask.sum(2)
+    assert mean.dtype == np.float16
+    np.testing.assert_allclose(mean.astype(np.float32), expected, atol=1e-2, rtol=2e-3)
+    with pytest.raises(ValueError, match="tokens"):
+        AllLayersEncoder(backbone, None, "max")
+
+
+def test_model_identity_hashes_config_and_weights(embedded):
+    ref, _ = embedded
+    identity = model_identity(ref)
+    assert identity["name"] == "all-MiniLM-L6-v2" and identity["kind"] == "hf"
+    assert len(identity["config_sha256"]) == 64 and len(identity["weights_sha256"]) == 64
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("all", [0, 1, 2, 3, 4, 5, 6]), (None, [0, 1, 2, 3, 4, 5, 6]), ("last4", [3, 4, 5, 6]),
+    ("0,3,6", [0, 3, 6]), ("-1", [6]), ([0, 6], [0, 6]),
+])
+def test_parse_layers(spec, expected):
+    assert parse_layers(spec, 6) == expected
+
+
+@pytest.mark.parametrize("spec,match", [("0,7", "out of range"), ("last9", "1..6"), ("lastx", "lastK"),
+                                        ("3,1", "increasing"), ("a,b", "comma-separated")])
+def test_parse_layers_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_layers(spec, 6)
+
+
+def test_resolve_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ModelError, match="not a BERT"):
+        resolve_model(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelError, match="model.safetensors"):
+        resolve_model(str(tmp_path))
