@@ -100,14 +100,78 @@ def resolve_model(model: str | os.PathLike | None = None) -> ModelRef:
     return ModelRef(text, "preset", text, None)
 
 
+BACKBONE_INFO = "bertvision_backbone.json"
+
+
+def hidden_act(ref: ModelRef) -> str:
+    """The feed-forward activation the checkpoint was trained with.
+
+    Hugging Face BERTs name it in ``config.json`` (``"gelu"`` is the exact,
+    erf-based GELU). keras-hub always builds BERT with the tanh approximation
+    (as Google's original TF BERT did); our checkpoints record the one their
+    base model used in ``bertvision_backbone.json``.
+    """
+    path = Path(ref.path)
+    if ref.kind == "hf":
+        return json.loads((path / "config.json").read_text()).get("hidden_act", "gelu")
+    info = path / BACKBONE_INFO
+    if ref.kind == "keras_hub" and info.is_file():
+        return json.loads(info.read_text()).get("hidden_act", "gelu_approximate")
+    return "gelu_approximate"
+
+
+def set_hidden_act(backbone, act: str) -> None:
+    """Make every transformer layer's feed-forward use `act`."""
+    import keras
+
+    if act in ("gelu", "gelu_python"):
+        fn = lambda x: keras.activations.gelu(x, approximate=False)  # noqa: E731
+    elif act in ("gelu_approximate", "gelu_new", "gelu_pytorch_tanh"):
+        fn = lambda x: keras.activations.gelu(x, approximate=True)  # noqa: E731
+    elif act == "relu":
+        fn = keras.activations.relu
+    else:
+        raise ModelError(f"unsupported hidden_act {act!r}")
+    for layer in backbone.transformer_layers:
+        layer._feedforward_intermediate_dense.activation = fn
+
+
 def load_backbone(ref: ModelRef):
-    """Load a `keras_hub.models.BertBackbone` for `ref`."""
+    """Load a `keras_hub.models.BertBackbone` for `ref`, with the activation
+    its checkpoint was trained with (see `hidden_act`)."""
     import keras_hub
 
     try:
-        return keras_hub.models.BertBackbone.from_preset(ref.path)
+        backbone = keras_hub.models.BertBackbone.from_preset(ref.path)
     except Exception as err:
         raise ModelError(f"could not load BERT backbone from {ref.path}: {err}") from err
+    set_hidden_act(backbone, hidden_act(ref))
+    return backbone
+
+
+def save_backbone(backbone, tokenizer, folder: str | os.PathLike, act: str, extra: dict | None = None) -> None:
+    """Save `backbone` as a keras-hub preset folder that `resolve_model`
+    accepts (our checkpoint format): the preset files, the Hugging Face
+    tokenizer in ``tokenizer/`` and ``bertvision_backbone.json``.
+
+    Written to a temporary folder and renamed when complete.
+    """
+    import shutil
+    import uuid
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir(parents=True)
+        backbone.save_to_preset(str(tmp))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / BACKBONE_INFO).write_text(json.dumps({"hidden_act": act, **(extra or {})}, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_tokenizer(ref: ModelRef):
