@@ -1,0 +1,460 @@
+"""Featurization: examples -> fixed-length BERT inputs (numpy, int32).
+
+A `Featurizer` wraps a Hugging Face *fast* tokenizer (character offsets are
+needed for SQuAD) and turns a task's examples into `Features`, one row per
+model input:
+
+- classification / regression: one row per example, ``[CLS] a [SEP]`` or
+  ``[CLS] a [SEP] b [SEP]`` (pairs truncated ``"longest_first"``), padded to
+  ``max_seq_len``;
+- span (SQuAD): ``[CLS] question [SEP] context-window [SEP]``; the question is
+  cut to ``max_query_len`` tokens and a long context is split into several
+  overlapping windows (see `FeaturizerConfig` for what ``doc_stride`` means),
+  with character ``offsets`` into the context and ``start_positions`` /
+  ``end_positions`` labels (``0`` = CLS: no answer in this window).
+
+Example:
+    >>> featurizer = Featurizer.from_model(None, max_seq_len=384, doc_stride=128)
+    >>> feats = featurizer.encode("squad2", examples)
+    >>> feats.token_ids.shape, feats.example_index[:3]
+    ((1234, 384), array([0, 0, 1], dtype=int32))
+    >>> span_text(examples[0].texts[1], feats.offsets[0],
+    ...           feats.start_positions[0], feats.end_positions[0])
+    'Normandy'
+
+Nothing here imports TensorFlow or torch; the tokenizer is called with
+``return_tensors=None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["Features", "Featurizer", "FeaturizerConfig", "span_text"]
+
+SPAN_KIND = "span"
+SEQUENCE_KINDS = ("classification", "regression")
+# Files that make a folder loadable by `AutoTokenizer.from_pretrained`.
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    """How examples become model inputs; stored in manifests as JSON.
+
+    ``max_seq_len``: tokens per row, special tokens included.
+    ``max_query_len``: span tasks only, the question is cut to this many
+    WordPiece tokens (as BERT's ``run_squad.py`` does).
+    ``doc_stride``: span tasks only, the *step* in context tokens between the
+    starts of consecutive windows of one context, as in BERT's
+    ``run_squad.py`` (not Hugging Face's ``stride=``, which is the overlap:
+    HF overlap = window capacity - step). The step is capped at half the
+    window's context capacity (``max_seq_len - 3 - question tokens``), so
+    consecutive windows always overlap by at least half a window and every
+    answer of up to half a window's length lies wholly inside some window;
+    no context token is ever skipped. With ``max_seq_len=384,
+    doc_stride=128`` (BERT's SQuAD setting) the step is 128 tokens; with the
+    defaults ``128/128`` it is about 55 tokens.
+
+    >>> FeaturizerConfig(max_seq_len=384).to_json()
+    '{"max_seq_len": 384, "doc_stride": 128, "max_query_len": 64}'
+    """
+
+    max_seq_len: int = 128
+    doc_stride: int = 128
+    max_query_len: int = 64
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"FeaturizerConfig.{f.name} must be an integer; got {value!r}")
+            object.__setattr__(self, f.name, int(value))
+        if self.max_seq_len < 3:
+            raise ValueError(f"max_seq_len={self.max_seq_len} is too small; need at least 3 ([CLS] x [SEP])")
+        if self.doc_stride < 1:
+            raise ValueError(f"doc_stride={self.doc_stride} must be at least 1 token")
+        if self.max_query_len < 1:
+            raise ValueError(f"max_query_len={self.max_query_len} must be at least 1 token")
+
+    def check_span(self) -> None:
+        """Raise unless a span window has room for some context after the question."""
+        if self.max_query_len + 3 >= self.max_seq_len:
+            raise ValueError(
+                f"max_query_len={self.max_query_len} leaves no room for context in "
+                f"max_seq_len={self.max_seq_len} (need max_query_len + 3 < max_seq_len)"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeaturizerConfig":
+        """Inverse of `to_dict`; unknown keys are an error (naming them)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown FeaturizerConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class Features:
+    """Model inputs for a list of examples, one row per input.
+
+    All arrays are int32. ``example_index[i]`` is the index into the encoded
+    examples of row ``i`` (a SQuAD example yields several windows). Span
+    fields are ``None`` for classification/regression: ``offsets [N, L, 2]``
+    character start/end in the context (``-1`` for question, special and
+    padding tokens), ``start_positions`` / ``end_positions [N]`` (token
+    index in the row; ``0`` = CLS when the answer is not wholly in the window
+    or the question is impossible).
+
+    >>> feats = Featurizer.from_model(None).encode("sst2", examples)
+    >>> len(feats), sorted(feats.inputs())
+    (872, ['padding_mask', 'segment_ids', 'token_ids'])
+    """
+
+    token_ids: np.ndarray
+    segment_ids: np.ndarray
+    padding_mask: np.ndarray
+    example_index: np.ndarray
+    offsets: np.ndarray | None = None
+    start_positions: np.ndarray | None = None
+    end_positions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                setattr(self, f.name, np.asarray(value, dtype=np.int32))
+        n, length = self.token_ids.shape
+        for name in ("segment_ids", "padding_mask"):
+            if getattr(self, name).shape != (n, length):
+                raise ValueError(f"Features.{name} has shape {getattr(self, name).shape}; expected {(n, length)}")
+        if self.example_index.shape != (n,):
+            raise ValueError(f"Features.example_index has shape {self.example_index.shape}; expected {(n,)}")
+        span = [self.offsets is None, self.start_positions is None, self.end_positions is None]
+        if any(span) and not all(span):
+            raise ValueError("Features: offsets, start_positions and end_positions come together or not at all")
+        if self.offsets is not None:
+            if self.offsets.shape != (n, length, 2):
+                raise ValueError(f"Features.offsets has shape {self.offsets.shape}; expected {(n, length, 2)}")
+            for name in ("start_positions", "end_positions"):
+                if getattr(self, name).shape != (n,):
+                    raise ValueError(f"Features.{name} has shape {getattr(self, name).shape}; expected {(n,)}")
+
+    def __len__(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    @property
+    def is_span(self) -> bool:
+        return self.offsets is not None
+
+    @property
+    def max_seq_len(self) -> int:
+        return int(self.token_ids.shape[1])
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The BERT inputs, named as the backbone expects them."""
+        return {"token_ids": self.token_ids, "segment_ids": self.segment_ids, "padding_mask": self.padding_mask}
+
+    def select(self, rows: Any) -> "Features":
+        """The rows ``rows`` (a slice, index array or boolean mask) as new `Features`.
+
+        >>> feats.select(slice(0, 64)).token_ids.shape
+        (64, 128)
+        """
+        return Features(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                           for f in fields(self)})
+
+
+def span_text(context: str, offsets_row: Any, start: int, end: int) -> str:
+    """The exact context substring covered by tokens ``start..end`` (inclusive).
+
+    ``offsets_row`` is one row ``[L, 2]`` of `Features.offsets`.
+
+    >>> span_text("Paris is in France", [[-1, -1], [0, 5], [6, 8]], 1, 2)
+    'Paris is'
+    """
+    offsets = np.asarray(offsets_row)
+    length = offsets.shape[0]
+    start, end = int(start), int(end)
+    if not (0 <= start <= end < length):
+        raise ValueError(f"span_text: need 0 <= start <= end < {length}; got start={start}, end={end}")
+    a, b = int(offsets[start][0]), int(offsets[end][1])
+    if a < 0 or b < 0:
+        outside = start if a < 0 else end
+        raise ValueError(f"span_text: token {outside} is not a context token (offset -1)")
+    if b > len(context):
+        raise ValueError(f"span_text: offsets end at {b}, past the context's {len(context)} characters")
+    return context[a:b]
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' 'sequence longer than max length' warning: span
+    contexts are tokenized whole on purpose and windowed afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+class Featurizer:
+    """Turns a task's examples into `Features` with a fast WordPiece tokenizer.
+
+    >>> from transformers import AutoTokenizer
+    >>> featurizer = Featurizer(AutoTokenizer.from_pretrained(path), max_seq_len=64)
+    >>> feats = featurizer.encode(task, examples)   # task: TaskSpec or name
+    >>> featurizer.get_config()
+    {'max_seq_len': 64, 'doc_stride': 128, 'max_query_len': 64}
+    """
+
+    def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64):
+        self.config = FeaturizerConfig(max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_len=max_query_len)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"Featurizer needs a Hugging Face *fast* tokenizer (character offsets); got {type(tokenizer).__name__}"
+            )
+        for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
+            if getattr(tokenizer, name, None) is None:
+                raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {name}; not a BERT tokenizer")
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < 100_000 and self.config.max_seq_len > limit:
+            raise ValueError(f"max_seq_len={self.config.max_seq_len} exceeds the model's maximum of {limit} tokens")
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_model(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Featurizer":
+        """A featurizer for a model name/folder (as `backbone.resolve_model`) or a tokenizer folder.
+
+        >>> Featurizer.from_model(None, max_seq_len=384).config.max_seq_len
+        384
+        """
+        from transformers import AutoTokenizer
+
+        path = Path(model) if model is not None else None
+        if path is not None and path.is_dir() and not (path / "config.json").is_file() \
+                and any((path / name).is_file() for name in _TOKENIZER_FILES):
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        else:
+            from bertvision.backbone import load_tokenizer, resolve_model
+
+            tokenizer = load_tokenizer(resolve_model(model))
+        return cls(tokenizer, **kwargs)
+
+    @classmethod
+    def from_config(cls, tokenizer: Any, config: FeaturizerConfig | dict) -> "Featurizer":
+        """Rebuild from `get_config()` output (e.g. read back from a manifest)."""
+        if isinstance(config, dict):
+            config = FeaturizerConfig.from_dict(config)
+        return cls(tokenizer, **config.to_dict())
+
+    def get_config(self) -> dict:
+        """JSON-serialisable settings: ``max_seq_len``, ``doc_stride``, ``max_query_len``."""
+        return self.config.to_dict()
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Featurizer({type(self.tokenizer).__name__}, max_seq_len={c.max_seq_len}, "
+                f"doc_stride={c.doc_stride}, max_query_len={c.max_query_len})")
+
+    # ------------------------------------------------------------------ public
+
+    def encode(self, task: Any, examples: Sequence[Any]) -> Features:
+        """Encode ``examples`` of ``task`` (a `TaskSpec`, a task name, or anything with ``.kind``)."""
+        task = _resolve_task(task)
+        kind = getattr(task, "kind", None)
+        examples = list(examples)
+        n_texts = _text_count(task, examples)
+        if kind == SPAN_KIND:
+            if n_texts != 2:
+                raise ValueError(f"span task {getattr(task, 'name', task)!r} needs (question, context) texts; "
+                                 f"it has {n_texts} text field(s)")
+            return self._encode_span(examples)
+        if kind in SEQUENCE_KINDS:
+            return self._encode_sequences(examples, n_texts)
+        raise ValueError(f"task kind {kind!r} unknown; expected one of {SEQUENCE_KINDS + (SPAN_KIND,)}")
+
+    # -------------------------------------------------------- classification
+
+    def _encode_sequences(self, examples: list, n_texts: int) -> Features:
+        length = self.config.max_seq_len
+        if not examples:
+            empty = np.zeros((0, length), np.int32)
+            return Features(empty, empty, empty, np.zeros((0,), np.int32))
+        columns = [[_text(ex, k) for ex in examples] for k in range(n_texts)]
+        if n_texts == 2 and length < 5:
+            raise ValueError(f"max_seq_len={length} cannot hold a pair ([CLS] a [SEP] b [SEP] needs 5)")
+        enc = self.tokenizer(
+            *columns,
+            truncation="longest_first",
+            max_length=length,
+            padding="max_length",
+            add_special_tokens=True,
+            return_token_type_ids=True,
+            return_attention_mask=True,
+            return_tensors=None,
+        )
+        token_ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        if token_ids.shape != (len(examples), length):
+            raise ValueError(f"tokenizer returned shape {token_ids.shape}; expected {(len(examples), length)}")
+        return Features(
+            token_ids=token_ids,
+            segment_ids=np.asarray(enc["token_type_ids"], dtype=np.int32),
+            padding_mask=np.asarray(enc["attention_mask"], dtype=np.int32),
+            example_index=np.arange(len(examples), dtype=np.int32),
+        )
+
+    # ------------------------------------------------------------------ span
+
+    def _encode_span(self, examples: list) -> Features:
+        cfg = self.config
+        cfg.check_span()
+        length = cfg.max_seq_len
+        questions = [_text(ex, 0) for ex in examples]
+        contexts = [_text(ex, 1) for ex in examples]
+
+        # Tokenize each distinct context once (many questions share one).
+        unique: dict[str, int] = {}
+        for c in contexts:
+            unique.setdefault(c, len(unique))
+        with _quiet_transformers():
+            q_ids = self.tokenizer(questions, add_special_tokens=False, return_tensors=None)["input_ids"]
+            c_enc = self.tokenizer(list(unique), add_special_tokens=False, return_offsets_mapping=True,
+                                   return_tensors=None)
+        c_ids = [np.asarray(ids, dtype=np.int32) for ids in c_enc["input_ids"]]
+        c_offsets = [np.asarray(offs, dtype=np.int32).reshape(-1, 2) for offs in c_enc["offset_mapping"]]
+
+        # Plan windows: (example, question ids, context slot, first, end, start label, end label).
+        plan = []
+        for i, ex in enumerate(examples):
+            q = np.asarray(q_ids[i][: cfg.max_query_len], dtype=np.int32)
+            if q.size == 0:
+                raise ValueError(f"example {_uid(ex)!r}: the question has no tokens")
+            slot = unique[contexts[i]]
+            n_ctx = c_ids[slot].size
+            if n_ctx == 0:
+                raise ValueError(f"example {_uid(ex)!r}: the context has no tokens")
+            capacity = length - 3 - q.size
+            step = max(1, min(cfg.doc_stride, capacity // 2))
+            answer = _answer_tokens(ex, contexts[i], c_offsets[slot])
+            first = 0
+            while True:
+                end = min(first + capacity, n_ctx)
+                s_label = e_label = 0
+                if answer is not None and first <= answer[0] and answer[1] < end:
+                    base = q.size + 2 - first  # row index of context token t is base + t
+                    s_label, e_label = base + answer[0], base + answer[1]
+                plan.append((i, q, slot, first, end, s_label, e_label))
+                if end == n_ctx:
+                    break
+                first += step
+
+        n = len(plan)
+        token_ids = np.full((n, length), self.tokenizer.pad_token_id, dtype=np.int32)
+        segment_ids = np.zeros((n, length), dtype=np.int32)
+        padding_mask = np.zeros((n, length), dtype=np.int32)
+        offsets = np.full((n, length, 2), -1, dtype=np.int32)
+        example_index = np.empty((n,), dtype=np.int32)
+        starts = np.empty((n,), dtype=np.int32)
+        ends = np.empty((n,), dtype=np.int32)
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        for row, (i, q, slot, first, end, s_label, e_label) in enumerate(plan):
+            a = q.size + 2  # first context position
+            b = a + (end - first)  # position of the final [SEP]
+            token_ids[row, 0] = cls_id
+            token_ids[row, 1:a - 1] = q
+            token_ids[row, a - 1] = sep_id
+            token_ids[row, a:b] = c_ids[slot][first:end]
+            token_ids[row, b] = sep_id
+            segment_ids[row, a:b + 1] = 1
+            padding_mask[row, :b + 1] = 1
+            offsets[row, a:b] = c_offsets[slot][first:end]
+            example_index[row] = i
+            starts[row], ends[row] = s_label, e_label
+        return Features(token_ids, segment_ids, padding_mask, example_index, offsets, starts, ends)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _resolve_task(task: Any) -> Any:
+    if isinstance(task, str):
+        try:
+            from bertvision.tasks import get_task
+        except ImportError as err:  # pragma: no cover - only before tasks.py exists
+            raise ValueError(f"task {task!r} given by name, but bertvision.tasks is not available") from err
+        return get_task(task)
+    if getattr(task, "kind", None) is None:
+        raise ValueError(f"task must be a TaskSpec, a task name, or have a .kind; got {task!r}")
+    return task
+
+
+def _text_count(task: Any, examples: list) -> int:
+    """Texts per example: from ``task.text_fields`` when given, else from the examples."""
+    text_fields = getattr(task, "text_fields", None)
+    expected = len(text_fields) if text_fields else (len(examples[0].texts) if examples else 1)
+    if expected not in (1, 2):
+        raise ValueError(f"task {getattr(task, 'name', task)!r} has {expected} text fields; expected 1 or 2")
+    for ex in examples:
+        texts = getattr(ex, "texts", None)
+        if not isinstance(texts, (tuple, list)) or len(texts) != expected:
+            raise ValueError(f"example {_uid(ex)!r}: expected {expected} text(s), got {texts!r}")
+    return expected
+
+
+def _uid(example: Any) -> str:
+    return str(getattr(example, "uid", "?"))
+
+
+def _text(example: Any, k: int) -> str:
+    text = example.texts[k]
+    if not isinstance(text, str):
+        raise ValueError(f"example {_uid(example)!r}: text {k} is {type(text).__name__}, not str")
+    if not text.strip():
+        raise ValueError(f"example {_uid(example)!r}: text {k} is empty")
+    return text
+
+
+def _answer_tokens(example: Any, context: str, offsets: np.ndarray) -> tuple[int, int] | None:
+    """Context-token indices (first, last) covering the first gold answer, or None.
+
+    ``None`` for impossible questions and examples without answers. The span is
+    every token overlapping the answer's characters ``[start, start+len)``.
+    """
+    answers = getattr(example, "answers", ()) or ()
+    if getattr(example, "is_impossible", False) or not answers:
+        return None
+    answer = answers[0]
+    a = int(answer.start)
+    b = a + len(answer.text)
+    if a < 0 or context[a:b] != answer.text:
+        raise ValueError(
+            f"example {_uid(example)!r}: answer {answer.text!r} is not at character {a} of its context "
+            f"(found {context[a:b]!r})"
+        )
+    first = int(np.searchsorted(offsets[:, 1], a, side="right"))  # first token ending after a
+    last = int(np.searchsorted(offsets[:, 0], b, side="left")) - 1  # last token starting before b
+    if first > last:
+        return None  # the answer covers no token (e.g. only whitespace)
+    return first, last
