@@ -43,6 +43,8 @@ class ExtractConfig:
     max_query_len: int = 64
     batch_size: int = 32
     limit: int | None = None
+    sample: int | None = None  # a seeded random subset of this many examples
+    seed: int = 0
     shard_size_mb: float = 128.0
     num_workers: int = 1
     worker_index: int = 0
@@ -143,6 +145,8 @@ class Extractor:
         c = self.config
         loaded = load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
         self.examples = loaded.examples
+        if c.sample is not None:
+            self.examples = seeded_subset(self.examples, c.sample, c.seed)
         self.skipped = [list(s) for s in loaded.skipped]
         if not self.examples:
             raise ValueError(f"{c.task}/{c.split}: no examples to extract")
@@ -334,6 +338,14 @@ class Extractor:
         finally:
             bar.close()
         writer_thread.close()
+
+
+def seeded_subset(items: list, n: int, seed: int = 0) -> list:
+    """`n` items drawn at random (seeded), kept in their original order."""
+    if not 0 < n <= len(items):
+        raise ValueError(f"cannot sample {n} of {len(items)} examples")
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
+    return [items[i] for i in keep]
 
 
 def finalize(store_dir: str, split: str | None = None) -> dict:

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-query-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="first N examples only (trials)")
+    p.add_argument("--sample", type=int, default=None, help="a seeded random subset of N examples (after --limit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample")
     p.add_argument("--shard-size-mb", type=float, default=128.0)
     p.add_argument("--num-workers", type=int, default=None, help="workers sharing the split (default: TF_CONFIG or 1)")
     p.add_argument("--worker-index", type=int, default=None)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             task=args.task, split=split, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds,
             model=args.model, layers=args.layers, tokens=args.tokens, dtype=args.dtype,
             max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
-            batch_size=args.batch_size, limit=args.limit, shard_size_mb=args.shard_size_mb,
+            batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed, shard_size_mb=args.shard_size_mb,
             num_workers=num_workers, worker_index=worker_index, strategy=args.strategy,
             jit_compile=not args.no_jit, progress=not args.no_progress, command=["python", "-m", "pipelines.extract", *(argv or sys.argv[1:])],
         )

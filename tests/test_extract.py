@@ -206,3 +206,14 @@ def test_cli_errors_are_clear(tmp_path, shared_data):
                 "--tokens", "cls", "--out", str(tmp_path / "s"))
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "--tokens sequence" in stderr
+
+
+def test_seeded_subset_is_reproducible_and_ordered():
+    from bertvision.extract import seeded_subset
+
+    items = list(range(100))
+    a, b = seeded_subset(items, 10, seed=3), seeded_subset(items, 10, seed=3)
+    assert a == b == sorted(a) and len(set(a)) == 10
+    assert seeded_subset(items, 10, seed=4) != a
+    with pytest.raises(ValueError, match="cannot sample"):
+        seeded_subset(items, 101)
