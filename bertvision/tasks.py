@@ -1,0 +1,560 @@
+"""The task registry: one frozen `TaskSpec` per supported task.
+
+A spec says everything the rest of BERTVision needs to know about a task
+without touching its data: what kind of prediction it is, its label names and
+how the labels are written in the files, which metrics are official, where the
+files live locally, what TFDS calls it, and the exact TSV column layout GLUE
+publishes for every split.
+
+Example:
+
+>>> from bertvision.tasks import get_task
+>>> spec = get_task("mrpc")
+>>> spec.kind, spec.num_labels, spec.main_metric
+('classification', 2, 'f1')
+>>> spec.splits["dev"]
+'dev.tsv'
+>>> spec.tsv_layouts["test"].columns
+('index', '#1 ID', '#2 ID', '#1 String', '#2 String')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Mapping
+
+TaskKind = Literal["classification", "regression", "span"]
+LabelFormat = Literal["index", "name", "score", "none"]
+
+_KINDS = ("classification", "regression", "span")
+_LABEL_FORMATS = ("index", "name", "score", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class TsvLayout:
+    """The column layout of one GLUE TSV file, as GLUE publishes it.
+
+    Args:
+        columns: every column of the file, in file order. For files with a
+            header these are the header names; for header-less files (CoLA
+            train/dev) they are descriptive names given here.
+        has_header: whether the first line of the file is a header.
+        text_columns: the column holding each of the task's `text_fields`,
+            in the same order.
+        label_column: the column holding the label, `None` for unlabelled
+            (test) files.
+        id_column: the column holding a stable example id (`index` or `id`),
+            `None` when the file has none (ids then are `f"{split}-{row}"`).
+
+    Example:
+
+    >>> layout = TsvLayout(columns=("sentence", "label"), has_header=True,
+    ...                    text_columns=("sentence",), label_column="label")
+    >>> layout.required_columns
+    ('sentence', 'label')
+    """
+
+    columns: tuple[str, ...]
+    has_header: bool
+    text_columns: tuple[str, ...]
+    label_column: str | None = None
+    id_column: str | None = None
+
+    def __post_init__(self):
+        for name in (*self.text_columns, self.label_column, self.id_column):
+            if name is not None and name not in self.columns:
+                raise ValueError(
+                    f"TsvLayout: column {name!r} is not one of {self.columns}"
+                )
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns a file must have for the layout to be read."""
+        names = (self.id_column, *self.text_columns, self.label_column)
+        return tuple(n for n in names if n is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """Everything BERTVision knows about one task.
+
+    Args:
+        name: registry name, e.g. `"sst2"`.
+        kind: `"classification"`, `"regression"` or `"span"`.
+        label_names: class names in label-index order (empty for
+            regression and span tasks).
+        label_format: how labels are written in the local files:
+            `"index"` (the class index, `0`/`1`), `"name"` (the class name,
+            e.g. `entailment`), `"score"` (a float) or `"none"` (span tasks).
+        text_fields: canonical names of the one or two text inputs (the TFDS
+            feature names; SQuAD: `("question", "context")`).
+        metrics: official metric names reported for the task.
+        main_metric: the metric used to pick models; one of `metrics`.
+        tfds_name: the TensorFlow Datasets name, e.g. `"glue/sst2"`.
+        local_dir: the task's folder relative to a data root
+            (e.g. `"glue/SST-2"`, `"squad2"`).
+        splits: split name -> file name inside the task's local folder.
+        tfds_splits: split name -> TFDS split name.
+        eval_splits: splits that results are reported on.
+        eval_split_labels: eval split -> short name used in reports
+            (MNLI: `"matched"`/`"mismatched"`).
+        tsv_layouts: split name -> `TsvLayout` (GLUE tasks only).
+
+    Example:
+
+    >>> spec = get_task("mnli")
+    >>> spec.eval_splits
+    ('dev_matched', 'dev_mismatched')
+    >>> spec.label_names
+    ('entailment', 'neutral', 'contradiction')
+    """
+
+    name: str
+    kind: TaskKind
+    label_names: tuple[str, ...]
+    label_format: LabelFormat
+    text_fields: tuple[str, ...]
+    metrics: tuple[str, ...]
+    main_metric: str
+    tfds_name: str
+    local_dir: str
+    splits: Mapping[str, str]
+    tfds_splits: Mapping[str, str]
+    eval_splits: tuple[str, ...]
+    eval_split_labels: Mapping[str, str]
+    tsv_layouts: Mapping[str, TsvLayout] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        where = f"TaskSpec {self.name!r}"
+        if self.kind not in _KINDS:
+            raise ValueError(f"{where}: kind {self.kind!r} not in {_KINDS}")
+        if self.label_format not in _LABEL_FORMATS:
+            raise ValueError(
+                f"{where}: label_format {self.label_format!r} not in {_LABEL_FORMATS}"
+            )
+        if (self.kind == "classification") != bool(self.label_names):
+            raise ValueError(
+                f"{where}: label_names must be given exactly for classification"
+            )
+        if not 1 <= len(self.text_fields) <= 2:
+            raise ValueError(f"{where}: text_fields must hold one or two names")
+        if self.main_metric not in self.metrics:
+            raise ValueError(
+                f"{where}: main_metric {self.main_metric!r} not in {self.metrics}"
+            )
+        for split in self.eval_splits:
+            if split not in self.splits:
+                raise ValueError(f"{where}: eval split {split!r} not in splits")
+            if split not in self.eval_split_labels:
+                raise ValueError(f"{where}: eval split {split!r} has no label")
+        for split in self.tfds_splits:
+            if split not in self.splits:
+                raise ValueError(f"{where}: tfds split {split!r} not in splits")
+        for split, layout in self.tsv_layouts.items():
+            if split not in self.splits:
+                raise ValueError(f"{where}: TSV layout for unknown split {split!r}")
+            if len(layout.text_columns) != len(self.text_fields):
+                raise ValueError(
+                    f"{where}: layout of {split!r} has {len(layout.text_columns)} "
+                    f"text columns for {len(self.text_fields)} text_fields"
+                )
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: classes, 1 for regression, 2 for spans
+        (start and end logits per token)."""
+        if self.kind == "classification":
+            return len(self.label_names)
+        if self.kind == "regression":
+            return 1
+        return 2
+
+    @property
+    def is_glue(self) -> bool:
+        """Whether the task's local files are GLUE TSVs."""
+        return bool(self.tsv_layouts)
+
+    def split_names(self) -> tuple[str, ...]:
+        """The split names this task knows, in registry order."""
+        return tuple(self.splits)
+
+
+# --------------------------------------------------------------------------
+# GLUE layouts, column for column as the GLUE distribution publishes them.
+# --------------------------------------------------------------------------
+
+_GLUE_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+_GLUE_TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+_DEV_LABELS = {"dev": "dev"}
+
+
+def _glue_layouts(labelled: TsvLayout, test: TsvLayout) -> dict[str, TsvLayout]:
+    return {"train": labelled, "dev": labelled, "test": test}
+
+
+_INDEX_S1_S2 = ("index", "sentence1", "sentence2")
+
+_MNLI_PREFIX = (
+    "index",
+    "promptID",
+    "pairID",
+    "genre",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+)
+_MNLI_TRAIN = TsvLayout(
+    columns=_MNLI_PREFIX + ("label1", "gold_label"),
+    has_header=True,
+    text_columns=("sentence1", "sentence2"),
+    label_column="gold_label",
+    id_column="index",
+)
+_MNLI_DEV = TsvLayout(
+    columns=_MNLI_PREFIX
+    + ("label1", "label2", "label3", "label4", "label5", "gold_label"),
+    has_header=True,
+    text_columns=("sentence1", "sentence2"),
+    label_column="gold_label",
+    id_column="index",
+)
+_MNLI_TEST = TsvLayout(
+    columns=_MNLI_PREFIX,
+    has_header=True,
+    text_columns=("sentence1", "sentence2"),
+    id_column="index",
+)
+
+_STSB_COLUMNS = (
+    "index",
+    "genre",
+    "filename",
+    "year",
+    "old_index",
+    "source1",
+    "source2",
+    "sentence1",
+    "sentence2",
+)
+
+_MRPC_LABELLED = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
+_MRPC_TEST = ("index", "#1 ID", "#2 ID", "#1 String", "#2 String")
+
+
+def _specs() -> dict[str, TaskSpec]:
+    specs = [
+        TaskSpec(
+            name="squad_v2",
+            kind="span",
+            label_names=(),
+            label_format="none",
+            text_fields=("question", "context"),
+            metrics=(
+                "exact",
+                "f1",
+                "HasAns_exact",
+                "HasAns_f1",
+                "NoAns_exact",
+                "NoAns_f1",
+                "best_exact",
+                "best_f1",
+            ),
+            main_metric="f1",
+            tfds_name="squad/v2.0",
+            local_dir="squad2",
+            splits={"train": "train-v2.0.json", "dev": "dev-v2.0.json"},
+            tfds_splits={"train": "train", "dev": "validation"},
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+        ),
+        TaskSpec(
+            name="cola",
+            kind="classification",
+            label_names=("unacceptable", "acceptable"),
+            label_format="index",
+            text_fields=("sentence",),
+            metrics=("matthews_corrcoef",),
+            main_metric="matthews_corrcoef",
+            tfds_name="glue/cola",
+            local_dir="glue/CoLA",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                # CoLA train/dev are the only GLUE files without a header.
+                TsvLayout(
+                    columns=("source", "label", "original_label", "sentence"),
+                    has_header=False,
+                    text_columns=("sentence",),
+                    label_column="label",
+                ),
+                TsvLayout(
+                    columns=("index", "sentence"),
+                    has_header=True,
+                    text_columns=("sentence",),
+                    id_column="index",
+                ),
+            ),
+        ),
+        TaskSpec(
+            name="sst2",
+            kind="classification",
+            label_names=("negative", "positive"),
+            label_format="index",
+            text_fields=("sentence",),
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            tfds_name="glue/sst2",
+            local_dir="glue/SST-2",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                TsvLayout(
+                    columns=("sentence", "label"),
+                    has_header=True,
+                    text_columns=("sentence",),
+                    label_column="label",
+                ),
+                TsvLayout(
+                    columns=("index", "sentence"),
+                    has_header=True,
+                    text_columns=("sentence",),
+                    id_column="index",
+                ),
+            ),
+        ),
+        TaskSpec(
+            name="mrpc",
+            kind="classification",
+            label_names=("not_equivalent", "equivalent"),
+            label_format="index",
+            text_fields=("sentence1", "sentence2"),
+            metrics=("accuracy", "f1"),
+            main_metric="f1",
+            tfds_name="glue/mrpc",
+            local_dir="glue/MRPC",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                TsvLayout(
+                    columns=_MRPC_LABELLED,
+                    has_header=True,
+                    text_columns=("#1 String", "#2 String"),
+                    label_column="Quality",
+                ),
+                TsvLayout(
+                    columns=_MRPC_TEST,
+                    has_header=True,
+                    text_columns=("#1 String", "#2 String"),
+                    id_column="index",
+                ),
+            ),
+        ),
+        TaskSpec(
+            name="stsb",
+            kind="regression",
+            label_names=(),
+            label_format="score",
+            text_fields=("sentence1", "sentence2"),
+            metrics=("pearson", "spearmanr"),
+            main_metric="pearson",
+            tfds_name="glue/stsb",
+            local_dir="glue/STS-B",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                TsvLayout(
+                    columns=_STSB_COLUMNS + ("score",),
+                    has_header=True,
+                    text_columns=("sentence1", "sentence2"),
+                    label_column="score",
+                    id_column="index",
+                ),
+                TsvLayout(
+                    columns=_STSB_COLUMNS,
+                    has_header=True,
+                    text_columns=("sentence1", "sentence2"),
+                    id_column="index",
+                ),
+            ),
+        ),
+        TaskSpec(
+            name="qqp",
+            kind="classification",
+            label_names=("not_duplicate", "duplicate"),
+            label_format="index",
+            text_fields=("question1", "question2"),
+            metrics=("accuracy", "f1"),
+            main_metric="f1",
+            tfds_name="glue/qqp",
+            local_dir="glue/QQP",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                TsvLayout(
+                    columns=(
+                        "id",
+                        "qid1",
+                        "qid2",
+                        "question1",
+                        "question2",
+                        "is_duplicate",
+                    ),
+                    has_header=True,
+                    text_columns=("question1", "question2"),
+                    label_column="is_duplicate",
+                    id_column="id",
+                ),
+                TsvLayout(
+                    columns=("id", "question1", "question2"),
+                    has_header=True,
+                    text_columns=("question1", "question2"),
+                    id_column="id",
+                ),
+            ),
+        ),
+        TaskSpec(
+            name="mnli",
+            kind="classification",
+            label_names=("entailment", "neutral", "contradiction"),
+            label_format="name",
+            text_fields=("premise", "hypothesis"),
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            tfds_name="glue/mnli",
+            local_dir="glue/MNLI",
+            splits={
+                "train": "train.tsv",
+                "dev_matched": "dev_matched.tsv",
+                "dev_mismatched": "dev_mismatched.tsv",
+                "test_matched": "test_matched.tsv",
+                "test_mismatched": "test_mismatched.tsv",
+            },
+            tfds_splits={
+                "train": "train",
+                "dev_matched": "validation_matched",
+                "dev_mismatched": "validation_mismatched",
+                "test_matched": "test_matched",
+                "test_mismatched": "test_mismatched",
+            },
+            eval_splits=("dev_matched", "dev_mismatched"),
+            eval_split_labels={
+                "dev_matched": "matched",
+                "dev_mismatched": "mismatched",
+            },
+            tsv_layouts={
+                "train": _MNLI_TRAIN,
+                "dev_matched": _MNLI_DEV,
+                "dev_mismatched": _MNLI_DEV,
+                "test_matched": _MNLI_TEST,
+                "test_mismatched": _MNLI_TEST,
+            },
+        ),
+        TaskSpec(
+            name="qnli",
+            kind="classification",
+            label_names=("entailment", "not_entailment"),
+            label_format="name",
+            text_fields=("question", "sentence"),
+            metrics=("accuracy",),
+            main_metric="accuracy",
+            tfds_name="glue/qnli",
+            local_dir="glue/QNLI",
+            splits=_GLUE_SPLITS,
+            tfds_splits=_GLUE_TFDS_SPLITS,
+            eval_splits=("dev",),
+            eval_split_labels=_DEV_LABELS,
+            tsv_layouts=_glue_layouts(
+                TsvLayout(
+                    columns=("index", "question", "sentence", "label"),
+                    has_header=True,
+                    text_columns=("question", "sentence"),
+                    label_column="label",
+                    id_column="index",
+                ),
+                TsvLayout(
+                    columns=("index", "question", "sentence"),
+                    has_header=True,
+                    text_columns=("question", "sentence"),
+                    id_column="index",
+                ),
+            ),
+        ),
+    ]
+    for name, label_names, label_format in (
+        ("rte", ("entailment", "not_entailment"), "name"),
+        ("wnli", ("not_entailment", "entailment"), "index"),
+    ):
+        specs.append(
+            TaskSpec(
+                name=name,
+                kind="classification",
+                label_names=label_names,
+                label_format=label_format,
+                text_fields=("sentence1", "sentence2"),
+                metrics=("accuracy",),
+                main_metric="accuracy",
+                tfds_name=f"glue/{name}",
+                local_dir=f"glue/{name.upper()}",
+                splits=_GLUE_SPLITS,
+                tfds_splits=_GLUE_TFDS_SPLITS,
+                eval_splits=("dev",),
+                eval_split_labels=_DEV_LABELS,
+                tsv_layouts=_glue_layouts(
+                    TsvLayout(
+                        columns=_INDEX_S1_S2 + ("label",),
+                        has_header=True,
+                        text_columns=("sentence1", "sentence2"),
+                        label_column="label",
+                        id_column="index",
+                    ),
+                    TsvLayout(
+                        columns=_INDEX_S1_S2,
+                        has_header=True,
+                        text_columns=("sentence1", "sentence2"),
+                        id_column="index",
+                    ),
+                ),
+            )
+        )
+    return {spec.name: spec for spec in specs}
+
+
+TASKS: dict[str, TaskSpec] = _specs()
+"""Registry name -> `TaskSpec` for every supported task."""
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """Return the `TaskSpec` registered as `name` (a spec is returned as is).
+
+    Raises:
+        ValueError: naming the known tasks when `name` is not registered.
+
+    Example:
+
+    >>> get_task("sst2").label_names
+    ('negative', 'positive')
+    """
+    if isinstance(name, TaskSpec):
+        return name
+    try:
+        return TASKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown task {name!r}; known tasks: {', '.join(TASKS)}"
+        ) from None
