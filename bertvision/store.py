@@ -42,6 +42,8 @@ FORMAT = "bertvision-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = ("float16", "bfloat16", "float32")
+# reader caches a split's parsed records in memory up to this size (env override, MiB)
+CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "2048")) * (1 << 20))
 
 
 class StoreError(ValueError):
@@ -445,76 +447,117 @@ class Store:
             })
         return spec
 
-    def _parse_batch(self, with_meta: bool):
+    def _labels(self, ex):
         import tensorflow as tf
 
-        spec = self._feature_spec()
+        if self.task_kind == "span":
+            return {"start_positions": tf.cast(ex["start_position"], tf.int32),
+                    "end_positions": tf.cast(ex["end_position"], tf.int32)}
+        if self.task_kind == "classification":
+            return tf.cast(ex["label"], tf.int32)
+        return ex["label"]
+
+    def _parse_vectors(self, with_meta: bool):
+        """Batched parse of ``cls``/``mean`` records: one op for the whole batch."""
+        import tensorflow as tf
+
+        spec, shape = self._feature_spec(), self.example_shape
         dtype = tf.as_dtype(self.manifest["dtype"])
-        shape = self.example_shape
-        seq = self.tokens == "sequence"
-        kind = self.task_kind
-        n_values = int(np.prod(shape))
-        seq_len = self.max_seq_len
 
         def parse(serialized):
             ex = tf.io.parse_example(serialized, spec)
-            if seq:
-                k, t, h = shape
-                # DecodePaddedRaw has no 16-bit float kernel: read the bits, then bitcast
-                raw_type = tf.uint16 if dtype.size == 2 else dtype
-                flat = tf.io.decode_raw(ex["activations"], raw_type, fixed_length=n_values * dtype.size)
-                if raw_type != dtype:
-                    flat = tf.bitcast(flat, dtype)
-                acts = tf.transpose(tf.reshape(flat, [-1, t, k, h]), [0, 2, 1, 3])
-                mask = tf.sequence_mask(ex["length"], t, dtype=tf.int32)
-                features = {"activations": acts, "padding_mask": mask}
-            else:
-                flat = tf.io.decode_raw(ex["activations"], dtype)
-                features = {"activations": tf.reshape(flat, [-1] + shape)}
-            if kind == "span":
-                labels = {"start_positions": tf.cast(ex["start_position"], tf.int32),
-                          "end_positions": tf.cast(ex["end_position"], tf.int32)}
-            elif kind == "classification":
-                labels = tf.cast(ex["label"], tf.int32)
-            else:
-                labels = ex["label"]
+            flat = tf.io.decode_raw(ex["activations"], dtype)
+            features = {"activations": tf.reshape(flat, [-1] + shape)}
             if with_meta:
                 features["uid"] = ex["uid"]
-                if kind == "span":
-                    features["example_index"] = tf.cast(ex["example_index"], tf.int32)
-                    offs = tf.io.decode_raw(ex["offsets"], tf.int32, fixed_length=seq_len * 2 * 4)
-                    features["offsets"] = tf.reshape(offs, [-1, seq_len, 2]) - 1
-                    features["window_index"] = tf.cast(ex["window_index"], tf.int32)
-            return features, labels
+            return features, self._labels(ex)
 
         return parse
+
+    def _parse_sequence(self, with_meta: bool):
+        """Per-record parse of ``sequence`` records: ``[length, layers, hidden]``."""
+        import tensorflow as tf
+
+        spec = self._feature_spec()
+        k, _, h = self.example_shape
+        dtype = tf.as_dtype(self.manifest["dtype"])
+        span = self.task_kind == "span"
+
+        def parse(serialized):
+            ex = tf.io.parse_single_example(serialized, spec)
+            acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), [-1, k, h])
+            features = {"activations": acts, "length": tf.cast(ex["length"], tf.int32)}
+            if with_meta:
+                features["uid"] = ex["uid"]
+                if span:
+                    features["example_index"] = tf.cast(ex["example_index"], tf.int32)
+                    features["window_index"] = tf.cast(ex["window_index"], tf.int32)
+                    # stored +1: zero padding reads back as -1 ("not in the context")
+                    features["offsets"] = tf.reshape(tf.io.decode_raw(ex["offsets"], tf.int32), [-1, 2])
+            return features, self._labels(ex)
+
+        return parse
+
+    def _finish_sequence_batch(self, pad_to: str):
+        """Pad a batch to a power-of-two token length (or ``max_seq_len``),
+        go layer-major ``[batch, layers, tokens, hidden]``, add the mask."""
+        import tensorflow as tf
+
+        max_len = self.max_seq_len
+
+        def finish(features, labels):
+            length = features.pop("length")
+            if pad_to == "max":
+                t = tf.constant(max_len)
+            else:
+                longest = tf.maximum(tf.reduce_max(length), 16)
+                t = tf.minimum(tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(longest, tf.float32)) / tf.math.log(2.0)), tf.int32), max_len)
+            acts = features["activations"]
+            acts = tf.pad(acts, [[0, 0], [0, t - tf.shape(acts)[1]], [0, 0], [0, 0]])
+            features["activations"] = tf.transpose(acts, [0, 2, 1, 3])
+            features["padding_mask"] = tf.sequence_mask(length, t, dtype=tf.int32)
+            if "offsets" in features:
+                offs = features["offsets"]
+                features["offsets"] = tf.pad(offs, [[0, 0], [0, t - tf.shape(offs)[1]], [0, 0]]) - 1
+            return features, labels
+
+        return finish
 
     def dataset(self, split: str, batch_size: int, *, shuffle: bool = False, repeat: bool = False,
                 seed: int | None = None, with_meta: bool = False, drop_remainder: bool = False,
                 input_context=None, take_indices: np.ndarray | None = None,
-                shuffle_buffer: int = 10000):
+                shuffle_buffer: int = 10000, cache: bool | None = None, pad_to: str = "bucket"):
         """A `tf.data.Dataset` of ``(features, labels)`` batches for `split`.
 
         Follows the tf.data performance guide: parallel interleave over
         shards (when shuffling; otherwise records come in store order),
-        shuffle before batching, batched parsing, prefetch.
-        `input_context` (from ``strategy.distribute_datasets_from_function``)
-        shards the input per worker. `take_indices` keeps only the records at
-        those positions of the split (a seeded training fraction).
+        shuffle before batching, parallel parsing (batched for vector
+        stores), prefetch. `input_context` (from
+        ``strategy.distribute_datasets_from_function``) shards the input per
+        worker. `take_indices` keeps only the records at those positions of
+        the split (a seeded training fraction). `cache` keeps the parsed
+        records in memory after the first pass (default: when they fit in
+        ``CACHE_BUDGET_BYTES``), so later epochs never parse again.
+
+        Sequence stores keep only real tokens on disk; a batch is padded to
+        the next power of two >= its longest example (``pad_to="bucket"``,
+        few distinct shapes, far less work for short texts) or to
+        ``max_seq_len`` (``pad_to="max"``).
         """
         import tensorflow as tf
 
+        if pad_to not in ("bucket", "max"):
+            raise ValueError(f"pad_to must be 'bucket' or 'max', got {pad_to!r}")
         files = self.shard_paths(split)
         ds = tf.data.Dataset.from_tensor_slices(files)
         deterministic = not shuffle or seed is not None  # seeded runs repeat exactly
         sharded_by_file = False
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            if len(files) >= input_context.num_input_pipelines and take_indices is None:
-                ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-                sharded_by_file = True
-        if shuffle:
+        workers = input_context.num_input_pipelines if input_context is not None else 1
+        if workers > 1 and len(files) >= workers and take_indices is None:
+            ds = ds.shard(workers, input_context.input_pipeline_id)
+            sharded_by_file = True
+        if shuffle:  # read several shards at once
             ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        if shuffle:  # read several shards at once, in no fixed order
             ds = ds.interleave(
                 lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
                 cycle_length=min(len(files), 8), block_length=16,
@@ -527,16 +570,38 @@ class Store:
             keep[np.asarray(take_indices)] = True
             keep_t = tf.constant(keep)
             ds = ds.enumerate().filter(lambda i, r: keep_t[i]).map(lambda i, r: r)
-        if input_context is not None and input_context.num_input_pipelines > 1 and not sharded_by_file:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if workers > 1 and not sharded_by_file:
+            ds = ds.shard(workers, input_context.input_pipeline_id)
+        if cache is None:
+            cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
+        seq = self.tokens == "sequence"
+        if seq:
+            ds = ds.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic)
+        elif cache:  # parse once in large batches
+            ds = ds.batch(1024).map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        if cache:
+            ds = ds.cache()
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(self._parse_batch(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
-                    deterministic=deterministic)
+        if seq:
+            ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(self._finish_sequence_batch(pad_to), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic)
+        else:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            if not cache:
+                ds = ds.map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=deterministic)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def decoded_bytes(self, split: str) -> int:
+        """Memory the split's parsed records take (sequence stores: real tokens only)."""
+        if self.tokens == "sequence":
+            return int(self._split(split)["activation_bytes"])
+        return self.num_records(split) * int(np.prod(self.example_shape)) * bytes_per_value(self.manifest["dtype"])
 
 
 def open_store(path: str, expect: dict | None = None, verify: bool = False) -> Store:

@@ -42,7 +42,7 @@ def _reference(bert, task, examples, max_seq_len, **kw):
 
 def _read_all(store, split, **kw):
     feats, labels = {}, []
-    for f, y in store.dataset(split, 16, with_meta=True, **kw):
+    for f, y in store.dataset(split, 16, with_meta=True, pad_to="max", **kw):
         for k, v in f.items():
             feats.setdefault(k, []).append(v.numpy())
         labels.append(y if not isinstance(y, dict) else y["start_positions"])
@@ -73,6 +73,28 @@ def test_sst2_round_trip_equals_backbone(bert, shared_data, tmp_path, tokens):
     np.testing.assert_allclose(acts, ref, atol=1e-2, rtol=2e-3)
     assert [e.label for e in examples] == labels.tolist()
     assert [u.decode() for u in got["uid"]] == [e.uid for e in examples]
+
+
+def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="sequence", limit=40,
+             max_seq_len=128, batch_size=16)
+    store = st.open_store(str(tmp_path))
+    full = [f for f, _ in store.dataset("dev", 8, pad_to="max")]
+    for (f, _), ref in zip(store.dataset("dev", 8), full):
+        t = f["activations"].shape[2]
+        longest = int(f["padding_mask"].numpy().sum(1).max())
+        assert t in (16, 32, 64, 128) and longest <= t and (t == 16 or longest > t // 2)
+        np.testing.assert_array_equal(f["activations"].numpy(), ref["activations"].numpy()[:, :, :t])
+        np.testing.assert_array_equal(f["padding_mask"].numpy(), ref["padding_mask"].numpy()[:, :t])
+        assert not ref["padding_mask"].numpy()[:, t:].any()
+
+
+def test_cached_and_uncached_reads_agree(bert, shared_data, tmp_path):
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="cls", limit=40)
+    store = st.open_store(str(tmp_path))
+    a = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=True)]
+    b = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=False)]
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
 
 
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
