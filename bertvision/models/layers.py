@@ -1,0 +1,453 @@
+"""Keras layers for adapters on stored BERT activations.
+
+Shapes: `L` layers, `T` tokens, `H` hidden, `B` batch. Every layer casts its
+input to float32 first (stores hold float16/bfloat16). The layers are written
+so that the cheap reductions (over layers, over `hidden` for statistics) come
+before the expensive dense work, and so that no per-layer Python loops appear
+in the graph: on CPU the shape of the graph decides the speed.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NEG_INF = -1e9
+
+
+def _f32(x):
+    return ops.cast(x, "float32")
+
+
+def _standardize_stats(x, epsilon):
+    """Mean and reciprocal std over the last axis (keepdims), float32.
+
+    The sums over `hidden` are written as products with a ones vector: XLA on
+    CPU runs those as fast dot kernels, while a plain minor-axis reduction
+    is an order of magnitude slower.
+    """
+    ones = ops.ones((x.shape[-1], 1), dtype=x.dtype)
+    inv_n = 1.0 / x.shape[-1]
+    mean = ops.matmul(x, ones) * inv_n
+    mean_sq = ops.matmul(ops.square(x), ones) * inv_n
+    var = ops.maximum(mean_sq - ops.square(mean), 0.0)
+    return mean, ops.rsqrt(var + epsilon)
+
+
+class _ActivationsLayer(keras.layers.Layer):
+    """Base for layers reading stored activations: no autocast on entry.
+
+    Keras would otherwise cast the whole float16 input to float32 before
+    `call`; these layers cast after their first reduction where they can.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+
+
+def _expand_mask(mask, rank):
+    """`[B, T]` mask -> float32 broadcastable against `[B, (L,) T, D]`."""
+    mask = _f32(mask)
+    mask = ops.expand_dims(mask, -1)
+    if rank == 4:
+        mask = ops.expand_dims(mask, 1)
+    return mask
+
+
+def _mix(x, weights, normalize, epsilon):
+    """Weighted sum over axis 1 of `x` `[B, L, ..., H]`.
+
+    `weights` is `[L]` or `[B, L]`. With `normalize`, each vector is first
+    standardised over `H`; the standardisation is folded into the mixing
+    coefficients (`sum_l w_l r_l (x_l - m_l)` = `sum_l c_l x_l - sum_l c_l m_l`
+    with `c_l = w_l r_l`), so no normalised copy of the big input is made.
+    """
+    trailing = (1,) * (len(x.shape) - 2)
+    if len(weights.shape) == 1:
+        w = ops.reshape(weights, (1, -1) + trailing)
+    else:
+        w = ops.reshape(weights, (-1, weights.shape[1]) + trailing)
+    if not normalize:
+        return ops.sum(x * w, axis=1)
+    mean, rstd = _standardize_stats(x, epsilon)
+    coef = w * rstd
+    return ops.sum(x * coef, axis=1) - ops.sum(coef * mean, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class ScalarMix(_ActivationsLayer):
+    """Softmax-weighted sum of layers times a learned scalar (ELMo, Tenney).
+
+    Input `[B, L, ..., H]` (any dtype), output `[B, ..., H]` float32:
+    `gamma * sum_l softmax(s)_l * norm(x_l)`. `norm` standardises each vector
+    over `H` when `normalize=True` (a LayerNorm without its affine part; any
+    affine part is absorbed by the dense layer that follows).
+
+    Args:
+        normalize: bool. Standardise each layer's vectors before mixing.
+        epsilon: float. Variance epsilon of the standardisation.
+
+    Example:
+    ```python
+    mix = ScalarMix()
+    y = mix(np.random.rand(4, 7, 384).astype("float16"))  # [4, 384]
+    mix.layer_weights()  # numpy [7], sums to 1
+    ```
+    """
+
+    def __init__(self, normalize=True, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.normalize = normalize
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        num_layers = input_shape[1]
+        self.mix_logits = self.add_weight(
+            name="mix_logits", shape=(num_layers,), initializer="zeros"
+        )
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="ones")
+
+    def call(self, inputs):
+        x = _f32(inputs)
+        weights = ops.softmax(self.mix_logits)
+        return self.gamma * _mix(x, weights, self.normalize, self.epsilon)
+
+    def layer_weights(self):
+        """The softmax layer weights as a numpy array (sums to 1)."""
+        return ops.convert_to_numpy(ops.softmax(self.mix_logits))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"normalize": self.normalize, "epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class LayerAttention(_ActivationsLayer):
+    """Per-example softmax weights over layers, then a (normalised) mix.
+
+    The score of layer `l` is `q . norm(summary_l)`, where `summary_l` is the
+    layer's vector (vector input) or its masked token mean (sequence input).
+    Only the summaries (`[B, L, H]`) are scored, so the cost is one pass over
+    the input for the summary and one for the mix.
+
+    Call with `x` `[B, L, H]` or `[B, L, T, H]` and, for sequence input,
+    `padding_mask` `[B, T]`. Output `[B, H]` or `[B, T, H]`, float32.
+
+    Example:
+    ```python
+    attn = LayerAttention()
+    y = attn(np.random.rand(4, 7, 384).astype("float32"))  # [4, 384]
+    ```
+    """
+
+    def __init__(self, normalize=True, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.normalize = normalize
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        hidden = input_shape[-1]
+        self.query = self.add_weight(
+            name="query", shape=(hidden,), initializer="zeros"
+        )
+
+    def call(self, inputs, padding_mask=None):
+        x = _f32(inputs)
+        if len(x.shape) == 4:
+            summary = masked_mean(x, padding_mask)
+        else:
+            summary = x
+        if self.normalize:
+            mean, rstd = _standardize_stats(summary, self.epsilon)
+            summary = (summary - mean) * rstd
+        scores = ops.einsum("blh,h->bl", summary, self.query)
+        weights = ops.softmax(scores, axis=-1)
+        return _mix(x, weights, self.normalize, self.epsilon)
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return (inputs_shape[0],) + tuple(inputs_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"normalize": self.normalize, "epsilon": self.epsilon})
+        return config
+
+
+def masked_mean(x, padding_mask, axis=None):
+    """Masked mean of `x` (`[B, T, D]` or `[B, L, T, D]`) over the token axis.
+
+    Written as a batched `[1, T] x [T, D]` matmul (fast on CPU, no transpose).
+    """
+    mask = _f32(padding_mask)
+    count = ops.maximum(ops.sum(mask, axis=-1), 1.0)  # [B]
+    if len(x.shape) == 4:
+        total = ops.matmul(mask[:, None, None, :], x)[:, :, 0, :]
+        return total / count[:, None, None]
+    total = ops.matmul(mask[:, None, :], x)[:, 0, :]
+    return total / count[:, None]
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class MaskedMeanPooling(_ActivationsLayer):
+    """Mean over tokens of the real (mask = 1) tokens.
+
+    Call with `x` `[B, T, D]` or `[B, L, T, D]` and `padding_mask` `[B, T]`;
+    returns `[B, D]` or `[B, L, D]` float32.
+
+    Example:
+    ```python
+    pool = MaskedMeanPooling()
+    y = pool(np.ones((2, 5, 8)), padding_mask=np.array([[1, 1, 0, 0, 0]] * 2))
+    ```
+    """
+
+    def call(self, inputs, padding_mask):
+        x = _f32(inputs)
+        return masked_mean(x, padding_mask)
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return tuple(inputs_shape[:-2]) + (inputs_shape[-1],)
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class MaskedMaxPooling(_ActivationsLayer):
+    """Max over tokens of the real tokens. `[B, T, D]` -> `[B, D]`.
+
+    Example:
+    ```python
+    pool = MaskedMaxPooling()
+    y = pool(np.ones((2, 5, 8)), padding_mask=np.array([[1, 1, 0, 0, 0]] * 2))
+    ```
+    """
+
+    def call(self, inputs, padding_mask):
+        x = _f32(inputs)
+        mask = _expand_mask(padding_mask, len(x.shape))
+        return ops.max(x + (1.0 - mask) * NEG_INF, axis=len(x.shape) - 2)
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return tuple(inputs_shape[:-2]) + (inputs_shape[-1],)
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class MaskedAttentionPooling(_ActivationsLayer):
+    """Attention pooling over tokens with a learned query; padding excluded.
+
+    `softmax_t(x_t . q + (1 - mask_t) * -1e9)` weights the tokens.
+    Call with `x` `[B, T, D]` and `padding_mask` `[B, T]`; returns `[B, D]`.
+
+    Example:
+    ```python
+    pool = MaskedAttentionPooling()
+    y = pool(np.ones((2, 5, 8)), padding_mask=np.array([[1, 1, 0, 0, 0]] * 2))
+    ```
+    """
+
+    def build(self, input_shape):
+        self.query = self.add_weight(
+            name="query", shape=(input_shape[-1],), initializer="zeros"
+        )
+
+    def call(self, inputs, padding_mask):
+        x = _f32(inputs)
+        mask = _f32(padding_mask)
+        scores = ops.einsum("btd,d->bt", x, self.query)
+        scores = scores + (1.0 - mask) * NEG_INF
+        weights = ops.softmax(scores, axis=-1)
+        return ops.einsum("btd,bt->bd", x, weights)
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return (inputs_shape[0], inputs_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class NormalizedProjection(_ActivationsLayer):
+    """Shared dense projection of standardised vectors: `act(norm(x) W + b)`.
+
+    Applied to the last axis of `[B, ..., H]` (e.g. every layer and token of
+    `[B, L, T, H]` with one shared kernel). The standardisation (LayerNorm
+    without affine) is computed in the projected space:
+    `norm(x) W = rstd * (x W - mean * sum_h W)`, so the big input is read once
+    for the matmul and once for its statistics, and no normalised copy exists.
+
+    Args:
+        units: int. Output width.
+        activation: activation name (default `"gelu"`).
+        normalize: bool. Standardise over `H` first.
+        epsilon: float.
+
+    Example:
+    ```python
+    proj = NormalizedProjection(16)
+    y = proj(np.random.rand(2, 7, 128, 384).astype("float16"))  # [2, 7, 128, 16]
+    ```
+    """
+
+    def __init__(self, units, activation="gelu", normalize=True, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+        self.normalize = normalize
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_shape[-1], self.units),
+            initializer="glorot_uniform",
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs):
+        x = _f32(inputs)
+        y = ops.matmul(x, self.kernel)
+        if self.normalize:
+            mean, rstd = _standardize_stats(x, self.epsilon)
+            y = (y - mean * ops.sum(self.kernel, axis=0)) * rstd
+        return self.activation(y + self.bias)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "normalize": self.normalize,
+                "epsilon": self.epsilon,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class SelectLayer(_ActivationsLayer):
+    """Pick one stored layer: `[B, L, ...]` -> `[B, ...]` float32.
+
+    Example:
+    ```python
+    last = SelectLayer(-1)(np.zeros((2, 7, 384), "float16"))  # [2, 384]
+    ```
+    """
+
+    def __init__(self, index=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, inputs):
+        return _f32(ops.take(inputs, self.index, axis=1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + tuple(input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"index": self.index})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class LayersToChannels(_ActivationsLayer):
+    """`[B, L, T, C]` -> `[B, T, L * C]`, padding tokens zeroed.
+
+    Turns the layers of a sequence store into channels of a 1-D "image" over
+    tokens, for convolution over tokens.
+
+    Example:
+    ```python
+    y = LayersToChannels()(np.ones((2, 7, 5, 4)), padding_mask=np.ones((2, 5)))
+    ```
+    """
+
+    def call(self, inputs, padding_mask=None):
+        x = _f32(inputs)
+        _, layers, tokens, channels = x.shape
+        x = ops.transpose(x, (0, 2, 1, 3))
+        x = ops.reshape(x, (-1, tokens, layers * channels))
+        if padding_mask is not None:
+            x = x * _expand_mask(padding_mask, 3)
+        return x
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        b, layers, tokens, channels = inputs_shape
+        return (b, tokens, layers * channels)
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class TaskHead(keras.layers.Layer):
+    """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`.
+
+    Example:
+    ```python
+    head = TaskHead("regression", 1)
+    score = head(np.zeros((4, 64), "float32"))  # [4]
+    ```
+    """
+
+    def __init__(self, task_kind="classification", num_labels=2, **kwargs):
+        super().__init__(**kwargs)
+        if task_kind not in ("classification", "regression"):
+            raise ValueError(f"TaskHead: unsupported task_kind {task_kind!r}")
+        self.task_kind = task_kind
+        self.num_labels = num_labels
+        units = 1 if task_kind == "regression" else num_labels
+        self.dense = keras.layers.Dense(units, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        out = self.dense(_f32(inputs))
+        if self.task_kind == "regression":
+            out = ops.squeeze(out, axis=-1)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        if self.task_kind == "regression":
+            return (input_shape[0],)
+        return (input_shape[0], self.num_labels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"task_kind": self.task_kind, "num_labels": self.num_labels})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class SpanHead(keras.layers.Layer):
+    """Per-token start/end logits; padding masked to -1e9, CLS (0) kept valid.
+
+    Call with `x` `[B, T, D]` and `padding_mask` `[B, T]`; returns
+    `(start_logits, end_logits)`, each `[B, T]` float32.
+
+    Example:
+    ```python
+    start, end = SpanHead()(np.zeros((2, 5, 8)), padding_mask=np.ones((2, 5)))
+    ```
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2, name="dense")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs, padding_mask):
+        logits = self.dense(_f32(inputs))
+        mask = _f32(padding_mask)
+        tokens = mask.shape[1]
+        cls = ops.one_hot(ops.zeros((1,), "int32"), tokens)  # [1, T], 1 at 0
+        mask = ops.maximum(mask, cls)
+        bias = (1.0 - mask) * NEG_INF
+        return logits[..., 0] + bias, logits[..., 1] + bias
+
+    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
+        return (inputs_shape[0], inputs_shape[1]), (inputs_shape[0], inputs_shape[1])

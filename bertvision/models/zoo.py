@@ -1,0 +1,178 @@
+"""`build_model(config)`: the adapter model zoo as Keras functional models."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from bertvision.models.config import ModelConfig
+from bertvision.models.layers import (
+    LayerAttention,
+    LayersToChannels,
+    MaskedAttentionPooling,
+    MaskedMaxPooling,
+    MaskedMeanPooling,
+    NormalizedProjection,
+    ScalarMix,
+    SelectLayer,
+    SpanHead,
+    TaskHead,
+)
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Build the adapter described by `config` (a functional `keras.Model`).
+
+    Inputs (named as in the store's features dict): `activations`
+    `[B, L, H]` or `[B, L, T, H]` (float16/bfloat16/float32) and, for
+    sequence configs, `padding_mask` `[B, T]` (1 = real token).
+
+    Outputs: classification logits `[B, num_labels]`; regression score `[B]`;
+    span `{"start_logits": [B, T], "end_logits": [B, T]}` with padding masked
+    to -1e9 (position 0, CLS, always valid).
+
+    Kinds:
+    - `linear_probe`: last layer (masked token mean for sequences) -> dense.
+    - `scalar_mix`: masked token mean per layer -> standardise each layer ->
+      softmax-weighted sum * gamma -> dense (span: per-token mix -> dense(2)).
+    - `adapter_pooler`: standardised scalar mix of layers (per token) ->
+      shared `hidden -> adapter_dim` GELU projection -> masked attention +
+      mean pooling over tokens -> dropout -> dense. Mixing before projecting
+      is exact for the linear mix and `num_layers` times cheaper.
+    - `cnn`: standardised shared projection of every layer/token to
+      `cnn_channels` -> layers become channels -> Conv1D over tokens (vector:
+      over layers) -> masked mean + max pooling -> dropout -> dense.
+
+    Example:
+    ```python
+    config = ModelConfig(kind="adapter_pooler", num_labels=2, tokens=128)
+    model = build_model(config)
+    logits = model({"activations": acts_f16, "padding_mask": mask})
+    ```
+    """
+    if isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    config.validate()
+    builders = {
+        "linear_probe": _linear_probe,
+        "scalar_mix": _scalar_mix,
+        "adapter_pooler": _adapter_pooler,
+        "cnn": _cnn,
+    }
+    inputs = {
+        "activations": keras.Input(
+            shape=config.activations_shape,
+            dtype=config.input_dtype,
+            name="activations",
+        )
+    }
+    if config.is_sequence:
+        inputs["padding_mask"] = keras.Input(
+            shape=(config.tokens,), dtype="int32", name="padding_mask"
+        )
+    outputs = builders[config.kind](config, inputs["activations"], inputs.get("padding_mask"))
+    name = config.name or f"{config.kind}_{config.task_kind}"
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _head(config, features, padding_mask=None):
+    """Dropout + task head; `features` is `[B, D]` (or `[B, T, D]` for span)."""
+    if config.dropout > 0:
+        features = keras.layers.Dropout(config.dropout, name="dropout")(features)
+    if config.task_kind == "span":
+        start, end = SpanHead(name="span_head")(features, padding_mask=padding_mask)
+        return {"start_logits": start, "end_logits": end}
+    return TaskHead(config.task_kind, config.num_labels, name="head")(features)
+
+
+def _linear_probe(config, acts, padding_mask):
+    last = SelectLayer(-1, name="last_layer")(acts)
+    if config.is_sequence and config.task_kind != "span":
+        last = MaskedMeanPooling(name="token_mean")(last, padding_mask=padding_mask)
+    return _head(config, last, padding_mask)
+
+
+def _scalar_mix(config, acts, padding_mask):
+    # Mix layers per token first: a reduction over the layer axis is the
+    # cheapest full pass over the input; token pooling then reads 1/L of it.
+    mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
+    if config.is_sequence and config.task_kind != "span":
+        mixed = MaskedMeanPooling(name="token_mean")(mixed, padding_mask=padding_mask)
+    return _head(config, mixed, padding_mask)
+
+
+def _adapter_pooler(config, acts, padding_mask):
+    if config.layer_pooling == "concat":
+        # The prototype: project every layer (L times the work), concatenate.
+        h = NormalizedProjection(
+            config.adapter_dim, normalize=config.layer_norm, name="adapter_projection"
+        )(acts)
+        if config.is_sequence:
+            h = LayersToChannels(name="concat_layers")(h)
+        else:
+            h = keras.layers.Flatten(name="concat_layers")(h)
+    else:
+        if config.layer_pooling == "scalar_mix":
+            mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
+        else:
+            mixed = LayerAttention(normalize=config.layer_norm, name="layer_attention")(
+                acts, padding_mask=padding_mask
+            )
+        h = keras.layers.Dense(
+            config.adapter_dim, activation="gelu", name="adapter_projection"
+        )(mixed)
+    if config.is_sequence and config.task_kind != "span":
+        pooled = []
+        if config.token_pooling in ("attention_mean", "attention"):
+            pooled.append(
+                MaskedAttentionPooling(name="token_attention")(h, padding_mask=padding_mask)
+            )
+        if config.token_pooling in ("attention_mean", "mean"):
+            pooled.append(MaskedMeanPooling(name="token_mean")(h, padding_mask=padding_mask))
+        h = (
+            keras.layers.Concatenate(name="token_pooling")(pooled)
+            if len(pooled) > 1
+            else pooled[0]
+        )
+    return _head(config, h, padding_mask)
+
+
+def _cnn(config, acts, padding_mask):
+    h = NormalizedProjection(
+        config.cnn_channels, normalize=config.layer_norm, name="channel_projection"
+    )(acts)
+    if config.is_sequence:
+        # [B, L, T, C] -> [B, T, L*C]: a 1-D image over tokens, layers as channels.
+        h = LayersToChannels(name="layers_to_channels")(h, padding_mask=padding_mask)
+    # Vector input: [B, L, C] is already a 1-D image over layers.
+    h = keras.layers.Conv1D(
+        config.cnn_filters,
+        config.cnn_kernel_size,
+        padding="same",
+        activation="gelu",
+        name="conv",
+    )(h)
+    if config.task_kind == "span":
+        return _head(config, h, padding_mask)
+    if config.is_sequence:
+        mean = MaskedMeanPooling(name="token_mean")(h, padding_mask=padding_mask)
+        peak = MaskedMaxPooling(name="token_max")(h, padding_mask=padding_mask)
+    else:
+        mean = keras.layers.GlobalAveragePooling1D(name="layer_mean")(h)
+        peak = keras.layers.GlobalMaxPooling1D(name="layer_max")(h)
+    h = keras.layers.Concatenate(name="pooling")([mean, peak])
+    return _head(config, h, padding_mask)
+
+
+def trainable_params(model: keras.Model) -> int:
+    """Number of trainable parameters (scalars) of `model`."""
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
+def layer_weights(model: keras.Model) -> list[float] | None:
+    """The learned softmax layer weights of a model's `ScalarMix`, or None."""
+    for layer in model.layers:
+        if isinstance(layer, ScalarMix):
+            return [float(w) for w in layer.layer_weights()]
+    return None

@@ -1,0 +1,219 @@
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bertvision.models import (  # noqa: E402
+    KINDS,
+    ModelConfig,
+    ScalarMix,
+    build_model,
+    layer_weights,
+    trainable_params,
+)
+
+L, T, H = 3, 12, 32
+
+
+def small_config(kind, task_kind="classification", tokens=T, **kw):
+    return ModelConfig(
+        kind=kind,
+        task_kind=task_kind,
+        num_labels=1 if task_kind == "regression" else 3,
+        num_layers=L,
+        hidden=H,
+        tokens=tokens,
+        adapter_dim=16,
+        cnn_channels=4,
+        cnn_filters=8,
+        dropout=0.0,
+        **kw,
+    )
+
+
+def make_inputs(config, n=64, seed=0, dtype="float16"):
+    rng = np.random.default_rng(seed)
+    scales = np.array([0.5, 2.0, 5.0])[:L].reshape((1, L) + (1,) * (len(config.activations_shape) - 1))
+    acts = rng.standard_normal((n,) + config.activations_shape) * scales
+    x = {"activations": acts.astype(dtype)}
+    if config.is_sequence:
+        lengths = rng.integers(3, T + 1, size=n)
+        mask = (np.arange(T)[None] < lengths[:, None]).astype("int32")
+        x["padding_mask"] = mask
+    return x
+
+
+def learnable_targets(config, x, seed=1):
+    """Labels from a fixed linear rule of the (masked) mean activations."""
+    acts = x["activations"].astype("float32")
+    if config.is_sequence:
+        m = x["padding_mask"][:, None, :, None].astype("float32")
+        acts = (acts * m).sum(2) / m.sum(2)
+    feats = (acts / acts.std(axis=(0, 2), keepdims=True)).mean(1)  # [n, H]
+    w = np.random.default_rng(seed).standard_normal((H, 3))
+    scores = feats @ w
+    if config.task_kind == "regression":
+        return scores[:, 0].astype("float32")
+    return scores.argmax(-1).astype("int32")
+
+
+def loss_for(config):
+    if config.task_kind == "regression":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+@pytest.mark.parametrize("tokens", [None, T], ids=["vector", "sequence"])
+@pytest.mark.parametrize("task_kind", ["classification", "regression"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_loss_goes_down(kind, task_kind, tokens):
+    keras.utils.set_random_seed(0)
+    config = small_config(kind, task_kind, tokens)
+    model = build_model(config)
+    x = make_inputs(config)
+    y = learnable_targets(config, x)
+    out = model(x)
+    expected = (64,) if task_kind == "regression" else (64, 3)
+    assert tuple(out.shape) == expected
+    assert out.dtype == "float32"
+    assert 0 < trainable_params(model) < 50_000
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss_for(config))
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=15, verbose=0)
+    after = model.evaluate(x, y, verbose=0)
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_span_outputs_masked(kind):
+    keras.utils.set_random_seed(0)
+    config = small_config(kind, "span")
+    model = build_model(config)
+    x = make_inputs(config, n=8)
+    x["padding_mask"][:, 0] = 0  # even if CLS were marked padding, it stays valid
+    out = model(x)
+    assert set(out) == {"start_logits", "end_logits"}
+    for logits in out.values():
+        logits = np.asarray(logits)
+        assert logits.shape == (8, T)
+        pad = x["padding_mask"] == 0
+        pad[:, 0] = False
+        assert np.all(logits[pad] < -1e8)
+        assert np.all(np.abs(logits[~pad]) < 1e3)
+    # Span loss goes down (start/end at real positions).
+    lengths = x["padding_mask"].sum(1)
+    start = (lengths // 3).astype("int32")
+    end = (lengths // 2).astype("int32")
+
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = keras.optimizers.Adam(1e-2)
+
+    def loss_value():
+        o = model(x, training=True)
+        return ce(start, o["start_logits"]) + ce(end, o["end_logits"])
+
+    before = float(loss_value())
+    for _ in range(30):
+        with tf.GradientTape() as tape:
+            loss = loss_value()
+        grads = tape.gradient(loss, model.trainable_weights)
+        opt.apply_gradients(zip(grads, model.trainable_weights))
+    assert float(loss_value()) < 0.7 * before
+
+
+def test_span_on_vector_config_raises():
+    with pytest.raises(ValueError, match="sequence"):
+        ModelConfig(kind="adapter_pooler", task_kind="span", tokens=None)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="transformer")
+    with pytest.raises(ValueError, match="num_labels"):
+        ModelConfig(task_kind="regression", num_labels=2)
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({"kind": "cnn", "colour": "red"})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_json_round_trip_builds_same_model(kind):
+    config = small_config(kind, tokens=T, layer_pooling="attention")
+    again = ModelConfig.from_json(config.to_json())
+    assert again == config
+    a, b = build_model(config), build_model(again)
+    assert trainable_params(a) == trainable_params(b)
+    assert [w.shape for w in a.weights] == [w.shape for w in b.weights]
+    b.set_weights(a.get_weights())
+    x = make_inputs(config, n=4)
+    np.testing.assert_allclose(a(x), b(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind,tokens,task_kind,pooling",
+    [
+        ("adapter_pooler", T, "classification", "scalar_mix"),
+        ("adapter_pooler", T, "span", "attention"),
+        ("adapter_pooler", None, "regression", "concat"),
+        ("cnn", T, "classification", "scalar_mix"),
+        ("scalar_mix", None, "classification", "scalar_mix"),
+        ("linear_probe", T, "regression", "scalar_mix"),
+    ],
+)
+def test_keras_save_load_identical(tmp_path, kind, tokens, task_kind, pooling):
+    keras.utils.set_random_seed(0)
+    config = small_config(kind, task_kind, tokens, layer_pooling=pooling)
+    model = build_model(config)
+    x = make_inputs(config, n=8)
+    # Move weights away from their initial values.
+    model.set_weights([w + 0.01 * np.random.default_rng(i).standard_normal(w.shape)
+                       for i, w in enumerate(model.get_weights())])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(loaded(x))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("tokens", [None, T])
+def test_scalar_mix_weights_readable(tokens):
+    config = small_config("scalar_mix", tokens=tokens)
+    model = build_model(config)
+    mix = model.get_layer("scalar_mix")
+    assert isinstance(mix, ScalarMix)
+    mix.mix_logits.assign([0.0, 1.0, 2.0])
+    w = mix.layer_weights()
+    assert w.shape == (L,)
+    np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
+    assert w[2] > w[1] > w[0]
+    assert layer_weights(model) == pytest.approx(list(w))
+    assert layer_weights(build_model(small_config("cnn"))) is None
+
+
+def test_scalar_mix_normalised_matches_reference():
+    """The folded standardisation equals LayerNorm-then-mix."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, L, 5, H)) * 3 + 1).astype("float32")
+    mix = ScalarMix()
+    out = np.asarray(mix(x))
+    mix.mix_logits.assign([0.3, -0.2, 0.5])
+    out = np.asarray(mix(x))
+    w = np.exp([0.3, -0.2, 0.5]) / np.exp([0.3, -0.2, 0.5]).sum()
+    ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    ref = (ln * w[None, :, None, None]).sum(1)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_input_dtypes_accepted(dtype):
+    config = small_config("adapter_pooler", input_dtype="float16")
+    model = build_model(config)
+    x = make_inputs(config, n=4, dtype=dtype)
+    x16 = make_inputs(config, n=4, dtype="float16")
+    out = model(x)
+    assert out.dtype == "float32"
+    np.testing.assert_allclose(out, model(x16), atol=1e-2)
+    assert model.inputs[0].dtype == "float16" or model.inputs[1].dtype == "float16"
