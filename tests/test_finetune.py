@@ -1,0 +1,134 @@
+"""BERT fine-tuning on the real shared data: checkpoints, results, resume,
+checkpoints as backbones for extraction."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bertvision import store as st
+from bertvision.ensemble import Predictions
+from bertvision.finetune import FinetuneConfig, Finetuner, checkpoint_schedule, latest_checkpoint
+from pipelines import extract as extract_cli
+from pipelines import finetune as finetune_cli
+
+SST2_ARGS = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
+             "--checkpoint-every", "0.5", "--lr", "1e-4", "--no-jit", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def sst2_run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft") / "sst2"
+    assert finetune_cli.main([*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(out)]) == 0
+    return out
+
+
+def test_checkpoint_schedule():
+    assert checkpoint_schedule(10, 1.0, 0.5) == [(5, 0.5), (10, 1.0)]
+    assert checkpoint_schedule(3, 1.0, 0.5) == [(2, 0.5), (3, 1.0)]
+    assert [s for s, _ in checkpoint_schedule(250, 1.0, 0.1)] == list(range(25, 251, 25))
+    assert checkpoint_schedule(4, 1.5, None) == [(4, 1.0), (6, 1.5)]
+
+
+def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_data):
+    ckpts = sorted(p.name for p in (sst2_run / "checkpoints").iterdir())
+    assert ckpts == ["epoch-0.50", "epoch-1.00"]
+    for name in ckpts:
+        folder = sst2_run / "checkpoints" / name
+        for f in ("config.json", "model.weights.h5", "tokenizer/tokenizer.json", "head.weights.npz",
+                  "checkpoint.json", "predictions/dev.npz"):
+            assert (folder / f).is_file(), f"{name}/{f}"
+    r = json.loads((sst2_run / "results.json").read_text())
+    assert (r["run_type"], r["method"], r["task"], r["main_metric"]) == ("finetune", "bert_finetune", "sst2", "accuracy")
+    assert [h["epoch"] for h in r["history"]] == [0.5, 1.0]
+    assert [h["step"] for h in r["history"]] == [2, 3]
+    assert r["trainable_params"] == r["backbone_params"] + r["head_params"]
+    assert 22_000_000 < r["backbone_params"] < 23_500_000 and 1.0 < r["param_share"] < 1.001
+    assert r["dev_metrics"] == r["history"][-1]["dev"]
+    assert r["best"]["dev_metrics"]["accuracy"] == max(h["dev"]["accuracy"] for h in r["history"])
+    assert r["train_examples"] == 48 and r["train_examples_per_s"] > 0
+    preds = Predictions.load(sst2_run / "predictions" / "dev.npz")
+    from bertvision.data import load_examples
+
+    dev = load_examples("sst2", "dev", shared_data / "glue" / "SST-2", limit=48).examples
+    assert preds.uids.tolist() == [e.uid for e in dev]
+    assert preds.labels.tolist() == [e.label for e in dev]
+    np.testing.assert_allclose(preds.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert preds.evaluate() == pytest.approx(r["dev_metrics"])
+
+
+def test_training_lowers_the_loss(sst2_run, shared_data):
+    config = FinetuneConfig(task="sst2", out=str(sst2_run), data_dir=str(shared_data / "glue" / "SST-2"),
+                            limit=48, max_seq_len=32, jit_compile=False, progress=False)
+    before = Finetuner(config)
+    before.prepare()
+    before._build(None)  # same seed: the head starts as the run's did
+    after = Finetuner(config)
+    after.prepare()
+    after._build(latest_checkpoint(sst2_run))
+    assert latest_checkpoint(sst2_run).name == "epoch-1.00"
+    assert after.mean_loss() < before.mean_loss() - 0.005
+
+
+def test_checkpoint_is_a_backbone_for_extract(sst2_run, shared_data, tmp_path):
+    data = str(shared_data / "glue" / "SST-2")
+    common = ["--task", "sst2", "--data-dir", data, "--split", "dev", "--limit", "8", "--max-seq-len", "32",
+              "--no-jit", "--no-progress"]
+    ckpt = sst2_run / "checkpoints" / "epoch-1.00"
+    assert extract_cli.main([*common, "--out", str(tmp_path / "base")]) == 0
+    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--model", str(ckpt)]) == 0
+    acts = {}
+    for name in ("base", "tuned"):
+        store = st.open_store(str(tmp_path / name))
+        acts[name] = np.concatenate([f["activations"].numpy() for f, _ in store.dataset("dev", 8)]).astype(np.float32)
+    manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
+    assert manifest["model"]["kind"] == "keras_hub" and manifest["model"]["name"] == "epoch-1.00"
+    assert acts["base"].shape == acts["tuned"].shape == (8, 7, 384)
+    # Embeddings moved a little, the last layer more; neither is identical.
+    diff = np.abs(acts["base"] - acts["tuned"]).mean(axis=(0, 2))
+    assert diff[0] > 0 and diff[-1] > 1e-3, diff
+
+
+def test_resume_from_latest_checkpoint(sst2_run, shared_data, tmp_path, capsys):
+    run = tmp_path / "sst2"
+    shutil.copytree(sst2_run, run)
+    shutil.rmtree(run / "checkpoints" / "epoch-1.00")
+    (run / "results.json").unlink()
+    shutil.rmtree(run / "predictions")
+    (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").mkdir()  # a save killed half-way
+    args = [*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(run)]
+    assert finetune_cli.main(args) == 0
+    r = json.loads((run / "results.json").read_text())
+    assert r["resumed_from"] == {"checkpoint": "epoch-0.50", "step": 2}
+    original = json.loads((sst2_run / "results.json").read_text())
+    assert r["history"][0] == original["history"][0]
+    assert [h["step"] for h in r["history"]] == [2, 3]
+    assert not (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").exists()
+    assert (run / "predictions" / "dev.npz").is_file()
+    # Other settings into the same run folder are refused.
+    with pytest.raises(SystemExit) as err:
+        finetune_cli.main([*args[:-2], "--out", str(run), "--lr", "3e-5"])
+    assert err.value.code == 2
+    assert "different settings (lr differ)" in capsys.readouterr().err
+
+
+def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
+    out = tmp_path / "squad"
+    args = ["--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--train-split", "dev-v2.0.Normans_CCT",
+            "--eval-split", "dev-v2.0.Rhine", "--limit", "8", "--max-seq-len", "64", "--doc-stride", "32",
+            "--max-query-len", "24", "--batch-size", "8", "--epochs", "1", "--checkpoint-every", "0.5",
+            "--lr", "1e-4", "--no-jit", "--no-progress", "--out", str(out)]
+    assert finetune_cli.main(args) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0.50", "epoch-1.00"]
+    r = json.loads((out / "results.json").read_text())
+    assert r["main_metric"] == "f1" and r["eval_examples"] == {"dev-v2.0.Rhine": 8}
+    for key in ("exact", "f1", "HasAns_f1", "best_f1"):
+        assert 0.0 <= r["dev_metrics"][key] <= 100.0
+    first, last = r["history"]
+    assert last["loss"] < first["loss"]  # mean training loss over each half epoch
+    p = Predictions.load(out / "predictions" / "dev-v2.0.Rhine.npz")
+    assert len(p.uids) == 8 and len(p.window_uids) > 8  # contexts longer than a 64-token window
+    assert p.start_logits.shape == (len(p.window_uids), 64) and p.offsets.shape == (len(p.window_uids), 64, 2)
+    assert set(p.window_uids.tolist()) == set(p.uids.tolist())
+    assert p.evaluate() == pytest.approx(r["dev_metrics"])
