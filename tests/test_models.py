@@ -217,3 +217,21 @@ def test_input_dtypes_accepted(dtype):
     assert out.dtype == "float32"
     np.testing.assert_allclose(out, model(x16), atol=1e-2)
     assert model.inputs[0].dtype == "float16" or model.inputs[1].dtype == "float16"
+
+
+@pytest.mark.parametrize("kind", ["linear_probe", "scalar_mix", "adapter_pooler", "cnn"])
+def test_sequence_models_take_any_token_length(kind):
+    """The reader pads each batch to a power-of-two bucket: one model, many lengths."""
+    from bertvision.models import ModelConfig, build_model
+
+    for task_kind in ("classification", "span"):
+        model = build_model(ModelConfig(kind=kind, task_kind=task_kind, num_layers=3, hidden=16, tokens=64))
+        for t in (16, 32, 64):
+            acts = np.random.default_rng(t).standard_normal((2, 3, t, 16)).astype("float16")
+            mask = np.ones((2, t), "int32")
+            mask[1, t // 2:] = 0
+            out = model({"activations": acts, "padding_mask": mask})
+            if task_kind == "span":
+                assert out["start_logits"].shape == (2, t)
+            else:
+                assert out.shape == (2, 2)

@@ -142,6 +142,15 @@ class ModelConfig:
             return (self.num_layers, self.tokens, self.hidden)
         return (self.num_layers, self.hidden)
 
+    @property
+    def input_shape(self) -> tuple:
+        """Shape of the model's `activations` input: the token length varies
+        per batch (the reader pads each batch to a power-of-two bucket), so
+        it is `None`; `tokens` records the store's `max_seq_len`."""
+        if self.is_sequence:
+            return (self.num_layers, None, self.hidden)
+        return (self.num_layers, self.hidden)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -368,9 +368,10 @@ class LayersToChannels(_ActivationsLayer):
 
     def call(self, inputs, padding_mask=None):
         x = _f32(inputs)
-        _, layers, tokens, channels = x.shape
+        _, layers, _, channels = x.shape
         x = ops.transpose(x, (0, 2, 1, 3))
-        x = ops.reshape(x, (-1, tokens, layers * channels))
+        shape = ops.shape(x)
+        x = ops.reshape(x, (shape[0], shape[1], layers * channels))
         if padding_mask is not None:
             x = x * _expand_mask(padding_mask, 3)
         return x
@@ -443,9 +444,8 @@ class SpanHead(keras.layers.Layer):
     def call(self, inputs, padding_mask):
         logits = self.dense(_f32(inputs))
         mask = _f32(padding_mask)
-        tokens = mask.shape[1]
-        cls = ops.one_hot(ops.zeros((1,), "int32"), tokens)  # [1, T], 1 at 0
-        mask = ops.maximum(mask, cls)
+        cls = ops.cast(ops.equal(ops.arange(ops.shape(mask)[1]), 0), "float32")  # [T], 1 at 0
+        mask = ops.maximum(mask, cls[None, :])
         bias = (1.0 - mask) * NEG_INF
         return logits[..., 0] + bias, logits[..., 1] + bias
 

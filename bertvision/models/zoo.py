@@ -62,14 +62,14 @@ def build_model(config: ModelConfig) -> keras.Model:
     }
     inputs = {
         "activations": keras.Input(
-            shape=config.activations_shape,
+            shape=config.input_shape,
             dtype=config.input_dtype,
             name="activations",
         )
     }
     if config.is_sequence:
         inputs["padding_mask"] = keras.Input(
-            shape=(config.tokens,), dtype="int32", name="padding_mask"
+            shape=(None,), dtype="int32", name="padding_mask"
         )
     outputs = builders[config.kind](config, inputs["activations"], inputs.get("padding_mask"))
     name = config.name or f"{config.kind}_{config.task_kind}"
