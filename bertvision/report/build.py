@@ -1,0 +1,159 @@
+"""Write a report folder: charts (HTML, PNG, SVG), summary.md/.csv, report.json.
+
+>>> from bertvision.report import build_report
+>>> report = build_report(["runs/", "searches/sst2"], "reports/sst2")   # doctest: +SKIP
+>>> report.charts["metric_vs_params"]["png"]                            # doctest: +SKIP
+'metric_vs_params.png'
+>>> report.skipped                                                      # doctest: +SKIP
+{'finetune_curve': 'no finetune run ...'}
+
+Every file is written under a temporary name beside its target and renamed
+when complete, so a report folder never holds half-written files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import altair as alt
+
+from bertvision.report.charts import ChartResult, build_charts
+from bertvision.report.runs import Run, ReportError, load_runs, read_trials
+from bertvision.report.table import markdown_table, summary_frame
+from bertvision.report.theme import use_theme
+
+FORMATS = ("html", "png", "svg")
+
+
+@dataclass
+class Report:
+    """What `build_report` wrote; paths are relative to `out`."""
+
+    out: str
+    inputs: list[str]
+    runs: int
+    tasks: list[str]
+    charts: dict[str, dict[str, str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    summary: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _atomic_target(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+    return Path(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.0) -> None:
+    """Save `chart` as `fmt` (html: interactive, offline -- vega inlined;
+    png at `scale` x; svg) atomically."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}; choose from {', '.join(FORMATS)}")
+    tmp = _atomic_target(path)
+    try:
+        if fmt == "html":
+            chart.save(str(tmp), format="html", inline=True)
+        elif fmt == "png":
+            chart.save(str(tmp), format="png", scale_factor=scale)
+        else:
+            chart.save(str(tmp), format="svg")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> str:
+    lines = ["# BERTVision report", "",
+             f"{report.runs} run(s), {len(report.tasks)} task(s), generated {generated} from:", ""]
+    lines += [f"- `{p}`" for p in report.inputs]
+    for task in report.tasks:
+        part = frame[frame["task"] == task]
+        metric = part["main_metric"].iloc[0]
+        lines += ["", f"## {task} (main metric: {metric})", "",
+                  "Best first. `dev_main` is the main metric; `param_share_pct` is trainable "
+                  "parameters as a share of the backbone's.", "",
+                  markdown_table(part.drop(columns=["task"]))]
+    searches = sorted({r.search_dir for r in runs if r.search_dir})
+    if searches:
+        lines += ["", "## Searches", ""]
+        for folder in searches:
+            trials = read_trials(folder)
+            best = [r.label for r in runs if r.search_dir == folder]
+            lines.append(f"- `{folder}`: {len(trials.rows)} trial(s) in trials.csv; run(s) reported: "
+                         f"{', '.join(best)}")
+    lines += ["", "## Charts", ""]
+    for name, files in report.charts.items():
+        links = " · ".join(f"[{fmt}]({rel})" for fmt, rel in files.items())
+        lines.append(f"- **{name}**: {links}")
+        lines += [f"  - not shown: {note}" for note in report.notes.get(name, [])]
+    if report.skipped:
+        lines += ["", "## Charts not drawn (no data)", ""]
+        lines += [f"- **{name}**: {reason}" for name, reason in report.skipped.items()]
+    lines += ["", f"Table as CSV: [{report.summary['csv']}]({report.summary['csv']})", ""]
+    return "\n".join(lines)
+
+
+def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                 formats: Sequence[str] = FORMATS, scale: float = 2.0) -> Report:
+    """Read every run under `paths`, write the charts in `formats`,
+    ``summary.md``, ``summary.csv`` and ``report.json`` into `out`.
+
+    Charts without data are not drawn; `Report.skipped` (and summary.md)
+    says why. Raises `ReportError` for unreadable or invalid results.
+    """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ReportError(f"formats {list(formats)}: choose one or more of {', '.join(FORMATS)}")
+    runs = load_runs(paths)
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"{out_dir}: cannot create the report folder ({err})") from err
+    frame = summary_frame(runs)
+    report = Report(out=str(out_dir), inputs=[str(p) for p in paths], runs=len(runs),
+                    tasks=sorted({r.task for r in runs}))
+    use_theme()
+    results: list[ChartResult] = build_charts(runs)
+    for result in results:
+        if result.chart is None:
+            report.skipped[result.name] = result.reason or "no data"
+            continue
+        files = {}
+        for fmt in formats:
+            rel = f"{result.name}.{fmt}"
+            save_chart(result.chart, out_dir / rel, fmt, scale)
+            files[fmt] = rel
+        report.charts[result.name] = files
+        if result.notes:
+            report.notes[result.name] = result.notes
+    report.summary = {"csv": "summary.csv", "md": "summary.md"}
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    atomic_write_text(out_dir / "summary.csv", frame.to_csv(index=False))
+    atomic_write_text(out_dir / "summary.md", _summary_md(report, runs, frame, generated))
+    atomic_write_text(out_dir / "report.json", json.dumps({**report.to_dict(), "generated": generated,
+                                                           "report_json": "report.json"}, indent=2) + "\n")
+    return report

@@ -1,0 +1,271 @@
+"""The report's Altair charts, built from `Run` records.
+
+Each builder returns a `ChartResult`: the chart (one sub-chart per task,
+stacked, each titled with the task and its main metric's name) or ``None``
+with the reason it was not drawn (no data), plus notes on tasks left out.
+
+>>> from bertvision.report.runs import load_runs
+>>> result = metric_vs_params(load_runs(["runs/"]))      # doctest: +SKIP
+>>> result.chart.save("metric_vs_params.html")           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import altair as alt
+
+from bertvision.report.runs import Run
+
+FACET_WIDTH = 200
+FACET_HEIGHT = 150
+
+
+@dataclass
+class ChartResult:
+    """A built chart, or ``chart=None`` and the `reason` nothing was drawn.
+    `notes` say which tasks (or runs) a drawn chart leaves out and why."""
+
+    name: str
+    chart: alt.TopLevelMixin | None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _by_task(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.task].append(run)
+    return dict(sorted(groups.items()))
+
+
+def _metric_title(metric: str) -> str:
+    return f"dev {metric.replace('_', ' ')}"
+
+
+def _per_task(name: str, runs: Sequence[Run], build: Callable[[str, list[Run]], "alt.TopLevelMixin | str"],
+              nothing: str) -> ChartResult:
+    """Build one sub-chart per task (`build` returns a chart or the reason it
+    has none) and stack them; ``nothing`` is the reason when no task has one."""
+    charts, notes = [], []
+    groups = _by_task(runs)
+    for task, task_runs in groups.items():
+        out = build(task, task_runs)
+        if isinstance(out, str):
+            notes.append(f"{task}: {out}")
+        else:
+            charts.append(out)
+    if not charts:
+        reason = nothing if len(groups) <= 1 else f"{nothing} ({'; '.join(notes)})"
+        return ChartResult(name, None, reason=reason if runs else "no runs")
+    chart = charts[0] if len(charts) == 1 else alt.vconcat(*charts, spacing=40)
+    return ChartResult(name, chart, notes=notes)
+
+
+# ------------------------------------------------------------ finetune_curve
+
+
+def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    metric = runs[0].main_metric
+    curve = [
+        {"run": r.label, "method": r.method, "epoch": h.epoch, "value": h.dev[metric],
+         "loss": h.loss, "wall_time_s": h.wall_time_s}
+        for r in runs if r.run_type == "finetune" for h in r.history if metric in h.dev
+    ]
+    if not curve:
+        return "no finetune run with a dev history"
+    end = max(p["epoch"] for p in curve)
+    best: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        if r.run_type != "finetune":
+            best[(r.method, r.run_type)].append(r)
+    refs = []
+    for (method, run_type), group in sorted(best.items()):
+        top = max(group, key=lambda r: r.main_value)
+        label = method if len(group) == 1 else f"{method} (best of {len(group)})"
+        refs.append({"method": method, "label": label, "run_type": run_type, "run": top.label,
+                     "value": top.main_value, "trainable_params": top.trainable_params})
+    # labels sit just above their rule inside the plot, staggered along x so
+    # that rules with close values do not print their labels on top of each other
+    refs.sort(key=lambda ref: ref["value"])
+    for i, ref in enumerate(refs):
+        ref["label_x"] = end * (0.02 + 0.75 * i / max(len(refs), 1))
+    y = alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False))
+    lines = alt.Chart(alt.Data(values=curve)).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch (fractional)", scale=alt.Scale(zero=True)),
+        y=y,
+        color=alt.Color("run:N", title="BERT fine-tuning run"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q", format=".2f"),
+                 alt.Tooltip("value:Q", title=metric, format=".4f"), alt.Tooltip("loss:Q", format=".4f"),
+                 alt.Tooltip("wall_time_s:Q", title="wall time (s)", format=".1f")],
+    )
+    layers = [lines]
+    if refs:
+        ref_data = alt.Data(values=refs)
+        colour = alt.Color("label:N", title="adapter runs (final dev)",
+                           scale=alt.Scale(scheme="dark2"))
+        tips = [alt.Tooltip("label:N", title="method"), alt.Tooltip("run_type:N"), alt.Tooltip("run:N"),
+                alt.Tooltip("value:Q", title=metric, format=".4f"),
+                alt.Tooltip("trainable_params:Q", title="trainable params", format=",")]
+        rules = alt.Chart(ref_data).mark_rule(strokeDash=[6, 4], strokeWidth=2).encode(
+            y=y, color=colour, tooltip=tips)
+        text = alt.Chart(ref_data).mark_text(align="left", baseline="bottom", dy=-3, fontSize=11).encode(
+            x="label_x:Q", y="value:Q", text="label:N", color=alt.Color("label:N", legend=None,
+                                                                       scale=alt.Scale(scheme="dark2")))
+        layers += [rules, text]
+    return alt.layer(*layers).resolve_scale(color="independent").properties(
+        title=f"{task}: dev {metric} while fine-tuning BERT vs adapters")
+
+
+def finetune_curve(runs: Sequence[Run]) -> ChartResult:
+    """Dev main metric against fractional epoch for BERT fine-tuning runs
+    (lines with points); adapter/ensemble runs of the same task as labelled
+    horizontal reference rules (the best run per method)."""
+    return _per_task("finetune_curve", runs, _finetune_task,
+                     "no finetune run (python -m pipelines.finetune) with a dev history among the inputs")
+
+
+# ---------------------------------------------------------- metric_vs_params
+
+
+def _params_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    metric = runs[0].main_metric
+    rows = [{"run": r.label, "method": r.method, "run_type": r.run_type, "params": r.trainable_params,
+             "share": r.param_share_pct, "value": r.main_value, "fraction": r.train_fraction}
+            for r in runs if r.trainable_params]
+    if not rows:
+        return "no run records trainable_params"
+    return alt.Chart(alt.Data(values=rows)).mark_point(filled=True, size=90, opacity=0.85).encode(
+        x=alt.X("params:Q", title="trainable parameters (count, log scale)", scale=alt.Scale(type="log"),
+                  axis=alt.Axis(format="~s")),
+        y=alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False)),
+        color=alt.Color("method:N", title="method"),
+        shape=alt.Shape("run_type:N", title="run type"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("run_type:N"),
+                 alt.Tooltip("params:Q", title="trainable params", format=","),
+                 alt.Tooltip("share:Q", title="share of backbone (%)", format=".3g"),
+                 alt.Tooltip("fraction:Q", title="train fraction"),
+                 alt.Tooltip("value:Q", title=metric, format=".4f")],
+    ).properties(title=f"{task}: dev {metric} vs trainable parameters")
+
+
+def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
+    """Dev main metric against trainable parameters (log x), every run that
+    records them, coloured by method, shaped by run type."""
+    result = _per_task("metric_vs_params", runs, _params_task, "no run records trainable_params")
+    left_out = [r.label for r in runs if not r.trainable_params]
+    if result.chart is not None and left_out:
+        result.notes.append(f"{len(left_out)} run(s) without trainable_params not shown "
+                            f"(e.g. ensembles): {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}")
+    return result
+
+
+# -------------------------------------------------------- metric_vs_fraction
+
+
+def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    metric = runs[0].main_metric
+    rows = [{"run": r.label, "method": r.method, "fraction": r.train_fraction, "value": r.main_value}
+            for r in runs if r.train_fraction is not None]
+    fractions = {row["fraction"] for row in rows}
+    if len(fractions) < 2:
+        return ("no run records train_fraction" if not rows else
+                f"every run uses the same training fraction ({next(iter(fractions)):g})")
+    x = alt.X("fraction:Q", title="training data used (fraction of the train split)",
+              axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    base = alt.Chart(alt.Data(values=rows))
+    lines = base.mark_line().encode(
+        x=x, y=alt.Y("mean(value):Q", title=_metric_title(metric), scale=alt.Scale(zero=False)),
+        color=alt.Color("method:N", title="method"),
+        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("fraction:Q", format=".0%"),
+                 alt.Tooltip("mean(value):Q", title=f"mean {metric}", format=".4f"),
+                 alt.Tooltip("count():Q", title="runs")],
+    )
+    points = base.mark_point(filled=True, size=70).encode(
+        x=x, y=alt.Y("value:Q"), color="method:N",
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("fraction:Q", format=".0%"),
+                 alt.Tooltip("value:Q", title=metric, format=".4f")],
+    )
+    return alt.layer(lines, points).properties(title=f"{task}: dev {metric} vs training data fraction")
+
+
+def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
+    """Dev main metric against the training-data fraction: one line per
+    method (mean over runs), a point per run. Needs >= 2 fractions per task."""
+    return _per_task("metric_vs_fraction", runs, _fraction_task,
+                     "no task has runs at two or more training fractions (python -m pipelines.fit --train-fraction)")
+
+
+# ------------------------------------------------------------- layer_weights
+
+
+def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    rows = [{"run": r.label, "method": r.method, "layer": i, "weight": w}
+            for r in runs if r.layer_weights for i, w in enumerate(r.layer_weights)]
+    if not rows:
+        return "no run has layer_weights"
+    n_runs = len({row["run"] for row in rows})
+    bars = alt.Chart().mark_bar().encode(
+        x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("weight:Q", title="pooling weight"),
+        color=alt.Color("method:N", title="method"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("layer:O"),
+                 alt.Tooltip("weight:Q", format=".4f")],
+    ).properties(width=FACET_WIDTH, height=FACET_HEIGHT)
+    return alt.FacetChart(data=alt.Data(values=rows), spec=bars,
+                          facet=alt.Facet("run:N", title=None, header=alt.Header(labelLimit=FACET_WIDTH)),
+                          columns=min(n_runs, 3)).properties(
+        title=f"{task}: learned layer-pooling weights")
+
+
+def layer_weights(runs: Sequence[Run]) -> ChartResult:
+    """Learned layer-pooling weights per layer: bars, one panel per run."""
+    return _per_task("layer_weights", runs, _layers_task,
+                     "no run has layer_weights (only layer-pooling adapters such as scalar_mix record them)")
+
+
+# ------------------------------------------------------------------ wall_time
+
+
+def _wall_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    rows = [{"run": r.label, "method": r.method, "run_type": r.run_type, "seconds": r.train_wall_time_s,
+             "examples_per_s": r.train_examples_per_s}
+            for r in runs if r.train_wall_time_s is not None]
+    if not rows:
+        return "no run records train_wall_time_s"
+    base = alt.Chart(alt.Data(values=rows))
+    y = alt.Y("method:N", title=None, sort="-x")
+    bars = base.mark_bar(opacity=0.85).encode(
+        y=y, x=alt.X("mean(seconds):Q", title="training wall time (s; bar = mean over runs)"),
+        color=alt.Color("run_type:N", title="run type"),
+        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("run_type:N"),
+                 alt.Tooltip("mean(seconds):Q", title="mean wall time (s)", format=".1f"),
+                 alt.Tooltip("count():Q", title="runs")],
+    )
+    ticks = base.mark_tick(color="black", thickness=2, size=18).encode(
+        y=y, x="seconds:Q",
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("seconds:Q", title="wall time (s)", format=".1f"),
+                 alt.Tooltip("examples_per_s:Q", title="train examples/s", format=",.0f")],
+    )
+    return alt.layer(bars, ticks).properties(height=alt.Step(32), title=f"{task}: training wall time per method")
+
+
+def wall_time(runs: Sequence[Run]) -> ChartResult:
+    """Training wall time per method (horizontal bars: the mean; ticks: each run)."""
+    return _per_task("wall_time", runs, _wall_task, "no run records train_wall_time_s")
+
+
+CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
+    "finetune_curve": finetune_curve,
+    "metric_vs_params": metric_vs_params,
+    "metric_vs_fraction": metric_vs_fraction,
+    "layer_weights": layer_weights,
+    "wall_time": wall_time,
+}
+
+
+def build_charts(runs: Sequence[Run]) -> list[ChartResult]:
+    """Every report chart, in a fixed order (undrawn ones with a reason)."""
+    return [build(runs) for build in CHARTS.values()]

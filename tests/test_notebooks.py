@@ -1,0 +1,79 @@
+"""The notebooks in notebooks/ run top to bottom, headless, without errors.
+
+They run in order (02 trains on the store 01 writes, 03 reports on 02's
+runs) in one temporary work folder (``BERTVISION_NB_WORKDIR``), on a kernel
+whose spec is written at test time to point at this interpreter, so the
+notebooks see the same environment as the tests. Committed notebooks must
+have no outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ["01_extract.ipynb", "02_fit.ipynb", "03_report.ipynb"]
+KERNEL = "bertvision-test"
+
+
+@pytest.fixture(scope="module")
+def notebook_env(tmp_path_factory, shared_data):
+    """A kernel spec for this interpreter (under a temporary JUPYTER_PATH)
+    and the environment variables the notebooks read, set for the module."""
+    root = tmp_path_factory.mktemp("notebooks")
+    prefix = root / "jupyter"
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", KERNEL],
+                   check=True, capture_output=True)
+    spec = prefix / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json"
+    argv = json.loads(spec.read_text())["argv"]
+    assert argv[0] == sys.executable, argv
+    env = {"JUPYTER_PATH": str(prefix / "share" / "jupyter"), "BERTVISION_NB_WORKDIR": str(root / "work"),
+           "BERTVISION_SHARED_DATA": str(shared_data), "BERTVISION_NB_LIMIT": "256"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield root / "work"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs(name):
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, f"{name} has no code"
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{name} is committed with outputs"
+
+
+def _execute(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    # an extra first cell (not in the file) reports the kernel's interpreter
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=600,
+                            resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()
+    return nb
+
+
+def test_notebooks_run_in_order(notebook_env):
+    for name in NOTEBOOKS:
+        nb = _execute(name)
+        first = "".join(o.get("text", "") for o in nb.cells[0].outputs).strip()
+        assert first == sys.executable, f"{name}: kernel ran {first!r}, not this interpreter"
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    work = notebook_env
+    assert (work / "store-sst2-cls-256" / "manifest.json").is_file()
+    report = json.loads((work / "report-sst2-256" / "report.json").read_text())
+    assert {"metric_vs_params", "layer_weights", "wall_time"} <= set(report["charts"])

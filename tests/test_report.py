@@ -1,0 +1,255 @@
+"""Reports: results.json loading and checks, the summary table, the charts,
+and `python -m pipelines.report` end to end on real small runs (a store
+extracted from SST-2 and adapters trained on it by `pipelines.fit`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertvision.report import (CHARTS, ReportError, build_charts, build_report, find_results, load_runs,
+                               markdown_table, read_run, summary_frame)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def results(task="sst2", method="linear_probe", run_type="fit", metric="accuracy", value=0.8, **extra) -> dict:
+    data = {"task": task, "method": method, "run_type": run_type, "main_metric": metric,
+            "dev_metrics": {metric: value}, "trainable_params": 770, "backbone_params": 22713216,
+            "param_share": 770 / 22713216, "train_fraction": 1.0, "train_wall_time_s": 2.5,
+            "history": [{"epoch": 1.0, "loss": 0.6, "dev": {metric: value}, "wall_time_s": 2.5}]}
+    data.update(extra)
+    return data
+
+
+def write_run(folder: Path, data) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "results.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+# ------------------------------------------------------------------ loading
+
+
+def test_find_results_recursive_dedup_and_labels(tmp_path):
+    write_run(tmp_path / "runs" / "a", results())
+    write_run(tmp_path / "runs" / "deep" / "b", results(method="scalar_mix"))
+    write_run(tmp_path / "runs" / ".hidden" / "c", results())
+    found = find_results([tmp_path / "runs", tmp_path / "runs" / "a", tmp_path / "runs" / "a" / "results.json"])
+    assert [p.parent.name for p in found] == ["a", "b"]
+    runs = load_runs([tmp_path / "runs"])
+    assert sorted(r.label for r in runs) == ["a", "deep/b"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps({"task": "sst2", "method": "m"}), "missing key(s) run_type, main_metric, dev_metrics"),
+    (json.dumps(results(run_type="train")), "run_type 'train' is not one of"),
+    (json.dumps(results(main_metric="f1")), "main_metric 'f1' is not in dev_metrics"),
+    (json.dumps(results(dev_metrics={"accuracy": "high"})), "dev_metrics.accuracy: expected a finite number"),
+    (json.dumps(results(history=[{"loss": 1.0}])), "history[0]: expected an object with 'epoch'"),
+    (json.dumps(results(trainable_params="many")), "trainable_params: expected a finite number"),
+    (json.dumps(results(layer_weights=[])), "layer_weights must be a non-empty list"),
+], ids=["json", "not-object", "missing-keys", "run-type", "main-metric", "metric-value", "history", "params",
+        "layer-weights"])
+def test_bad_results_json_names_the_file(tmp_path, content, message):
+    folder = write_run(tmp_path / "bad-run", content)
+    with pytest.raises(ReportError) as err:
+        load_runs([tmp_path])
+    assert str(folder / "results.json") in str(err.value)
+    assert message in str(err.value)
+
+
+def test_missing_paths_are_clear_errors(tmp_path):
+    with pytest.raises(ReportError, match="no such file or folder"):
+        find_results([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match=r"empty: no results.json in this folder or below"):
+        find_results([tmp_path / "empty"])
+    with pytest.raises(ReportError, match=r"results.json: no such file"):
+        read_run(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ReportError, match="notes.txt: not a results.json file"):
+        find_results([tmp_path / "notes.txt"])
+
+
+def test_search_folder_best_run_is_marked(tmp_path):
+    search = tmp_path / "searches" / "sst2"
+    write_run(search / "best", results(run_type="search", method="adapter_pooler"))
+    (search / "trials.csv").write_text("trial,adapter_dim,accuracy,trainable_params,time_s\n0,32,0.8,100,1\n"
+                                       "1,64,0.82,200,2\n")
+    [run] = load_runs([search])
+    assert run.search_dir == str(search) and run.run_type == "search"
+    report = build_report([search], tmp_path / "rep", formats=["svg"])
+    assert "2 trial(s) in trials.csv" in (tmp_path / "rep" / "summary.md").read_text()
+    assert report.runs == 1
+
+
+# -------------------------------------------------------------------- table
+
+
+def test_summary_frame_columns_and_order(tmp_path):
+    write_run(tmp_path / "lp", results(value=0.7))
+    write_run(tmp_path / "mix", results(method="scalar_mix", value=0.9, train_fraction=0.5))
+    write_run(tmp_path / "mrpc", results(task="mrpc", metric="f1", value=0.85,
+                                         dev_metrics={"f1": 0.85, "accuracy": 0.8}))
+    write_run(tmp_path / "ens", results(method="ensemble(mean: a+b)", run_type="ensemble", value=0.95,
+                                        trainable_params=None, param_share=None, backbone_params=None,
+                                        train_wall_time_s=None, history=None, train_fraction=None))
+    frame = summary_frame(load_runs([tmp_path]))
+    assert list(frame.columns) == ["task", "method", "run_type", "trainable_params", "param_share_pct",
+                                   "main_metric", "dev_main", "dev_accuracy", "dev_f1", "train_fraction",
+                                   "train_wall_time_s", "run_dir"]
+    # by task, then best main metric first
+    assert list(zip(frame["task"], frame["method"], frame["dev_main"])) == [
+        ("mrpc", "linear_probe", 0.85), ("sst2", "ensemble(mean: a+b)", 0.95), ("sst2", "scalar_mix", 0.9),
+        ("sst2", "linear_probe", 0.7)]
+    sst2_lp = frame[frame["run_dir"] == str(tmp_path / "lp")].iloc[0]
+    assert sst2_lp["param_share_pct"] == pytest.approx(100 * 770 / 22713216)
+    assert frame["dev_f1"].isna().sum() == 3 and frame["trainable_params"].isna().sum() == 1
+    table = markdown_table(frame[frame["task"] == "sst2"])
+    assert "dev_f1" not in table  # empty columns dropped
+    assert "| sst2 | ensemble(mean: a+b) | ensemble |  |  | accuracy | 0.9500 |" in table
+    assert "| 770 | 0.00339% |" in table and "| 2.5 s |" in table
+
+
+def test_param_share_computed_when_absent(tmp_path):
+    write_run(tmp_path / "a", results(param_share=None, trainable_params=1000, backbone_params=100000))
+    [run] = load_runs([tmp_path])
+    assert run.param_share_pct == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------- charts
+
+
+def test_charts_skip_without_data_and_say_why(tmp_path):
+    write_run(tmp_path / "ens", {"task": "sst2", "method": "ensemble(mean: a+b)", "run_type": "ensemble",
+                                 "main_metric": "accuracy", "dev_metrics": {"accuracy": 0.9}})
+    report = build_report([tmp_path], tmp_path / "rep", formats=["svg"])
+    assert report.charts == {}
+    assert set(report.skipped) == set(CHARTS)
+    assert "no finetune run" in report.skipped["finetune_curve"]
+    assert "trainable_params" in report.skipped["metric_vs_params"]
+    assert "layer_weights" in report.skipped["layer_weights"]
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Charts not drawn (no data)" in summary and "**wall_time**: no run records train_wall_time_s" in summary
+    assert not list((tmp_path / "rep").glob("*.svg"))
+
+
+def test_one_fraction_is_not_a_fraction_chart_and_tasks_get_own_axes(tmp_path):
+    write_run(tmp_path / "a", results(value=0.7))
+    write_run(tmp_path / "b", results(task="mrpc", metric="f1", value=0.8, train_fraction=0.5))
+    write_run(tmp_path / "c", results(task="mrpc", metric="f1", value=0.85, train_fraction=1.0))
+    charts = {c.name: c for c in build_charts(load_runs([tmp_path]))}
+    frac = charts["metric_vs_fraction"]
+    assert frac.chart is not None
+    assert frac.notes == ["sst2: every run uses the same training fraction (1)"]
+    spec = charts["metric_vs_params"].chart.to_dict()
+    titles = [sub["encoding"]["y"]["title"] for sub in spec["vconcat"]]
+    assert titles == ["dev f1", "dev accuracy"]
+
+
+def test_finetune_curve_from_finetune_history(tmp_path):
+    write_run(tmp_path / "bert", results(method="bert_finetune", run_type="finetune", value=0.9,
+                                         history=[{"epoch": e / 4, "loss": 1 / e, "dev": {"accuracy": 0.5 + e / 20},
+                                                   "wall_time_s": float(e)} for e in range(1, 9)]))
+    write_run(tmp_path / "lp1", results(value=0.7))
+    write_run(tmp_path / "lp2", results(value=0.75, train_fraction=0.5))
+    [curve] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "finetune_curve"]
+    spec = curve.chart.to_dict()
+    lines, rules, labels = spec["layer"]
+    assert lines["mark"]["type"] == "line" and rules["mark"]["type"] == "rule"
+    assert [p["epoch"] for p in lines["data"]["values"]] == [e / 4 for e in range(1, 9)]
+    assert [(r["label"], r["value"]) for r in rules["data"]["values"]] == [("linear_probe (best of 2)", 0.75)]
+    assert lines["encoding"]["y"]["title"] == "dev accuracy"
+
+
+# ------------------------------------------------------- end to end (real)
+
+
+def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory, shared_data) -> Path:
+    """Real small runs on SST-2 (64 train / 64 dev examples): a cls store
+    from `pipelines.extract`, three adapter runs on it from `pipelines.fit`
+    (linear_probe, scalar_mix, scalar_mix on half the training data) and a
+    BERT fine-tuning run from `pipelines.finetune` evaluated every half epoch."""
+    root = tmp_path_factory.mktemp("report-real")
+    sst2 = str(shared_data / "glue" / "SST-2")
+    store = root / "store"
+    _run("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",
+         "--out", str(store), "--tokens", "cls", "--limit", "64", "--no-progress")
+    runs = root / "runs"
+    for name, extra in [("linear_probe", ["--model", "linear_probe"]), ("scalar_mix", ["--model", "scalar_mix"]),
+                        ("scalar_mix-half", ["--model", "scalar_mix", "--train-fraction", "0.5"])]:
+        _run("pipelines.fit", "--store", str(store), "--out", str(runs / name), "--epochs", "2",
+             "--batch-size", "16", "--seed", "0", "--quiet", *extra)
+    _run("pipelines.finetune", "--task", "sst2", "--data-dir", sst2, "--out", str(runs / "bert"), "--epochs", "1",
+         "--limit", "64", "--batch-size", "16", "--checkpoint-every", "0.5", "--no-jit", "--no-progress")
+    return runs
+
+
+def test_report_cli_on_real_runs(real_runs, tmp_path):
+    out = tmp_path / "report"
+    proc = _run("pipelines.report", str(real_runs), "--out", str(out))
+    assert "4 run(s), task(s): sst2" in proc.stdout
+    manifest = json.loads((out / "report.json").read_text())
+    assert set(manifest["charts"]) == set(CHARTS) and manifest["skipped"] == {}
+    assert manifest["runs"] == 4 and manifest["summary"] == {"csv": "summary.csv", "md": "summary.md"}
+    for name, files in manifest["charts"].items():
+        assert set(files) == {"html", "png", "svg"}
+        html = (out / files["html"]).read_text()
+        assert '"$schema": "https://vega.github.io/schema/vega-lite/' in html and "vegaEmbed" in html
+        width, height = png_size(out / files["png"])
+        assert width > 200 and height > 200, (name, width, height)
+        assert (out / files["svg"]).read_text().lstrip().startswith("<svg")
+    with (out / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert sorted((r["method"], r["run_type"], r["train_fraction"]) for r in rows) == [
+        ("bert_finetune", "finetune", "1.0"), ("linear_probe", "fit", "1.0"), ("scalar_mix", "fit", "0.5"),
+        ("scalar_mix", "fit", "1.0")]
+    assert all(r["task"] == "sst2" and r["main_metric"] == "accuracy" and 0 <= float(r["dev_accuracy"]) <= 1
+               and int(r["trainable_params"]) > 0 and float(r["train_wall_time_s"]) > 0 for r in rows)
+    shares = {r["method"]: float(r["param_share_pct"]) for r in rows}
+    assert shares["bert_finetune"] >= 100 > 0.1 > shares["linear_probe"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "## sst2 (main metric: accuracy)" in summary and "[png](finetune_curve.png)" in summary
+
+
+def test_finetune_curve_on_real_runs(real_runs):
+    """The study's main chart: the fine-tuning run's two half-epoch evaluations
+    as a line, each adapter method's best run as a labelled rule."""
+    [curve] = [c for c in build_charts(load_runs([real_runs])) if c.name == "finetune_curve"]
+    lines, rules, labels = curve.chart.to_dict()["layer"]
+    assert [p["epoch"] for p in lines["data"]["values"]] == [0.5, 1.0]
+    assert sorted(r["label"] for r in rules["data"]["values"]) == ["linear_probe", "scalar_mix (best of 2)"]
+    assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "label"
+
+
+def test_report_cli_error_is_one_line(tmp_path):
+    write_run(tmp_path / "bad", "{oops")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.report", str(tmp_path), "--out", str(tmp_path / "r")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "bad/results.json: not valid JSON" in proc.stderr
