@@ -1,0 +1,104 @@
+"""Small real stores for the training/predict/distribute tests.
+
+Session-scoped fixtures extracting real data from the shared data folder with
+the embedded MiniLM (loaded once for all stores). Import the fixtures you use
+into a test module (``from tests.stores import sst2_cls_store``); a module-level
+cache makes every store extracted once per session even when several modules
+import its fixture.
+
+- ``sst2_cls_store``: SST-2 train + dev, first 64 examples each, ``cls`` tokens.
+- ``sst2_seq_store``: SST-2 train + dev, first 48 each, ``sequence``, max 32 tokens.
+- ``squad_store``: SQuAD 2.0, train = first 16 questions of
+  ``dev-v2.0.Normans_CCT.json``, dev = first 16 of ``dev-v2.0.Rhine.json``,
+  ``sequence``, max 128 tokens, doc stride 64 (several windows per question).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_CACHE: dict[str, str] = {}
+_MODEL: dict = {}
+
+
+def _model():
+    if not _MODEL:
+        from bertvision.backbone import load_backbone, load_tokenizer, resolve_model
+
+        ref = resolve_model(None)
+        _MODEL.update(backbone=load_backbone(ref), tokenizer=load_tokenizer(ref))
+    return _MODEL["backbone"], _MODEL["tokenizer"]
+
+
+def build_store(root: Path, name: str, task: str, data_dir: Path, splits, **settings) -> str:
+    """Extract `splits` of `task` into ``root/name`` once per session."""
+    if name in _CACHE:
+        return _CACHE[name]
+    from bertvision.extract import ExtractConfig, Extractor
+
+    backbone, tokenizer = _model()
+    out = root / name
+    for split in splits:
+        config = ExtractConfig(task=task, split=split, out=str(out), data_dir=str(data_dir), progress=False,
+                               **settings)
+        Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
+    _CACHE[name] = str(out)
+    return _CACHE[name]
+
+
+def _root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "stores"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sst2_cls_store(tmp_path_factory, shared_data) -> str:
+    return build_store(_root(tmp_path_factory), "sst2_cls", "sst2", shared_data / "glue" / "SST-2",
+                       ["train", "dev"], limit=64, tokens="cls", max_seq_len=64)
+
+
+@pytest.fixture(scope="session")
+def sst2_seq_store(tmp_path_factory, shared_data) -> str:
+    return build_store(_root(tmp_path_factory), "sst2_seq", "sst2", shared_data / "glue" / "SST-2",
+                       ["train", "dev"], limit=48, tokens="sequence", max_seq_len=32)
+
+
+@pytest.fixture(scope="session")
+def squad_store(tmp_path_factory, shared_data) -> str:
+    data = _root(tmp_path_factory) / "squad_data"
+    data.mkdir(exist_ok=True)
+    for name, source in (("train-v2.0.json", "dev-v2.0.Normans_CCT.json"), ("dev-v2.0.json", "dev-v2.0.Rhine.json")):
+        link = data / name
+        if not link.exists():
+            link.symlink_to(shared_data / "squad2" / source)
+    return build_store(_root(tmp_path_factory), "squad", "squad_v2", data, ["train", "dev"], limit=16,
+                       tokens="sequence", max_seq_len=128, doc_stride=64)
+
+
+def run_main(main, *args) -> tuple[int, str, str]:
+    """Call a pipeline's ``main(argv)`` in this process: ``(exit code, stdout, stderr)``."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args...`` from the repository root."""
+    full_env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
