@@ -87,8 +87,9 @@ class RunPredictions:
         return get_task(self.task).kind
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The ``.npz`` layout of `bertvision.ensemble.Predictions`."""
-        out = {"task": np.asarray(self.task), "split": np.asarray(self.split)}
+        """The ``.npz`` layout of `bertvision.ensemble.Predictions` (``task`` and
+        ``split`` as plain strings; `save` stores them as 0-d arrays)."""
+        out = {"task": str(self.task), "split": str(self.split)}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name not in ("task", "split") and value is not None:

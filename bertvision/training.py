@@ -558,8 +558,8 @@ def _check_run_folder(config: FitConfig) -> None:
         diff = [k for k in new if k not in skip and old.get(k) != new[k]]
         old_model = {k: v for k, v in (old.get("model") or {}).items() if k not in STORE_DERIVED}
         new_model = {k: v for k, v in config.model.items() if k not in STORE_DERIVED}
-        if old_model != new_model:
-            diff.append("model")
+        diff += [f"model.{k}" for k in sorted(set(old_model) | set(new_model))
+                 if old_model.get(k) != new_model.get(k)]
         if diff:
             raise FitError(f"{out} holds an unfinished run with other settings ({', '.join(diff)}); "
                            "run it again with the same settings to resume it, or choose another --out")

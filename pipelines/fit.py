@@ -110,7 +110,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     if not model.get("kind"):
         missing.append("--model")
     if missing:
-        raise SystemExit(f"error: {' and '.join(missing)} required (or --config RUN_DIR/config.json)")
+        print(f"error: {' and '.join(missing)} required (or --config RUN_DIR/config.json)", file=sys.stderr)
+        raise SystemExit(2)
     data["model"] = model
     data["verbose"] = 0 if args.quiet else 1
     data["command"] = ["python", "-m", "pipelines.fit", *(sys.argv[1:] if argv is None else argv)]

@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 
-from tests.stores import REPO_ROOT, run_cli, sst2_cls_store  # noqa: F401
+from pipelines.fit import main as fit_main
+from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store  # noqa: F401
 
 FIT = ["--model", "adapter_pooler", "--epochs", "2", "--batch-size", "16", "--quiet", "--no-jit-compile"]
 
@@ -32,8 +33,8 @@ def test_mirrored_on_two_cpu_devices(sst2_cls_store, tmp_path):  # noqa: F811
     assert result.returncode == 0, result.stderr[-3000:]
     mirrored = json.loads((tmp_path / "mirrored" / "results.json").read_text())
     assert mirrored["replicas"] == 2 and mirrored["strategy"] == "mirrored"
-    result = run_cli("pipelines.fit", "--store", sst2_cls_store, "--out", tmp_path / "default", *FIT)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = run_main(fit_main, "--store", sst2_cls_store, "--out", tmp_path / "default", *FIT)
+    assert code == 0, err[-3000:]
     default = json.loads((tmp_path / "default" / "results.json").read_text())
     assert default["replicas"] == 1
     assert _shape(mirrored) == _shape(default)

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from tests.stores import run_cli, sst2_cls_store  # noqa: F401
+from pipelines.fit import main as fit_main
+from tests.stores import run_main, sst2_cls_store  # noqa: F401
 
 RESULT_KEYS = {"task", "method", "run_type", "hyperparameters", "train_fraction", "train_examples",
                "trainable_params", "backbone_params", "param_share", "history", "main_metric", "dev_metrics",
@@ -26,12 +27,12 @@ def _scalars(folder):
 
 def test_fit_cli_writes_a_reproducible_run(sst2_cls_store, tmp_path):  # noqa: F811
     run = tmp_path / "run"
-    result = run_cli("pipelines.fit", "--store", sst2_cls_store, "--model", "adapter_pooler", "--out", run,
+    code, out, err = run_main(fit_main, "--store", sst2_cls_store, "--model", "adapter_pooler", "--out", run,
                      "--epochs", "3", "--batch-size", "8", "--lr", "2e-3", "--adapter-dim", "16",
                      "--dropout", "0.2", "--layer-pooling", "attention", "--train-fraction", "0.5",
                      "--seed", "7", "--patience", "5", "--schedule", "cosine", "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "adapter_pooler on sst2" in result.stdout
+    assert code == 0, err[-3000:]
+    assert "adapter_pooler on sst2" in out
     results = json.loads((run / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
     assert results["run_type"] == "fit" and results["task"] == "sst2" and results["method"] == "adapter_pooler"
@@ -54,8 +55,8 @@ def test_fit_cli_writes_a_reproducible_run(sst2_cls_store, tmp_path):  # noqa: F
 
     # the folder's config.json re-runs the same run
     again = tmp_path / "again"
-    result = run_cli("pipelines.fit", "--config", run / "config.json", "--out", again, "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, out, err = run_main(fit_main, "--config", run / "config.json", "--out", again, "--quiet")
+    assert code == 0, err[-3000:]
     first, second = json.loads((run / "config.json").read_text()), json.loads((again / "config.json").read_text())
     for cfg in (first, second):
         cfg.pop("out"), cfg.pop("command")
@@ -66,15 +67,15 @@ def test_fit_cli_writes_a_reproducible_run(sst2_cls_store, tmp_path):  # noqa: F
                                rtol=1e-4)
 
     # a finished run folder is not overwritten
-    result = run_cli("pipelines.fit", "--config", run / "config.json", "--out", run, "--quiet")
-    assert result.returncode == 2 and "already holds a finished run" in result.stderr
+    code, out, err = run_main(fit_main, "--config", run / "config.json", "--out", run, "--quiet")
+    assert code == 2 and "already holds a finished run" in err
 
 
 def test_fit_cli_clear_errors(sst2_cls_store, tmp_path):  # noqa: F811
-    result = run_cli("pipelines.fit", "--store", tmp_path / "nowhere", "--model", "cnn", "--out", tmp_path / "r")
-    assert result.returncode == 2 and "not a BERTVision store" in result.stderr
-    result = run_cli("pipelines.fit", "--store", sst2_cls_store, "--model", "cnn", "--out", tmp_path / "r",
+    code, out, err = run_main(fit_main, "--store", tmp_path / "nowhere", "--model", "cnn", "--out", tmp_path / "r")
+    assert code == 2 and "not a BERTVision store" in err
+    code, out, err = run_main(fit_main, "--store", sst2_cls_store, "--model", "cnn", "--out", tmp_path / "r",
                      "--eval-split", "test")
-    assert result.returncode == 2 and "no split(s) ['test']" in result.stderr
-    result = run_cli("pipelines.fit", "--store", sst2_cls_store, "--out", tmp_path / "r")
-    assert result.returncode != 0 and "--model" in result.stderr
+    assert code == 2 and "no split(s) ['test']" in err
+    code, out, err = run_main(fit_main, "--store", sst2_cls_store, "--out", tmp_path / "r")
+    assert code == 2 and "--model required" in err

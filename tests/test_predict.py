@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.stores import run_cli, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
+from pipelines.predict import main as predict_main
+from tests.stores import run_main, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +24,10 @@ def cls_run(sst2_cls_store, tmp_path_factory):  # noqa: F811
 def test_glue_submission_file(cls_run, sst2_cls_store, tmp_path):  # noqa: F811
     from bertvision.store import open_store
 
-    out = tmp_path / "SST-2.tsv"
-    result = run_cli("pipelines.predict", "--run", cls_run, "--split", "dev", "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = out.read_text().splitlines()
+    path = tmp_path / "SST-2.tsv"
+    code, out, err = run_main(predict_main, "--run", cls_run, "--split", "dev", "--out", path)
+    assert code == 0, err[-3000:]
+    lines = path.read_text().splitlines()
     assert lines[0] == "index\tprediction"
     rows = [line.split("\t") for line in lines[1:]]
     examples = open_store(sst2_cls_store).examples("dev")
@@ -37,7 +38,7 @@ def test_glue_submission_file(cls_run, sst2_cls_store, tmp_path):  # noqa: F811
     names = np.array(["negative", "positive"])[raw["probabilities"].argmax(axis=1)]
     assert names.tolist() == [r[1] for r in rows]
     # the metrics printed are the official ones the run reported
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    metrics = json.loads(out.strip().splitlines()[-1])
     results = json.loads((cls_run / "results.json").read_text())
     assert metrics["accuracy"] == round(results["dev_metrics"]["accuracy"], 4)
 
@@ -57,12 +58,12 @@ def test_store_run_mismatch_refused(cls_run, sst2_seq_store, squad_store, tmp_pa
 
     with pytest.raises(RunError, match='tokens: run "cls", store "sequence"'):
         predict_run(str(cls_run), sst2_seq_store, "dev")
-    result = run_cli("pipelines.predict", "--run", cls_run, "--store", squad_store, "--split", "dev",
+    code, out, err = run_main(predict_main, "--run", cls_run, "--store", squad_store, "--split", "dev",
                      "--out", tmp_path / "x.tsv")
-    assert result.returncode == 2
-    assert 'task: run "sst2", store "squad_v2"' in result.stderr and not (tmp_path / "x.tsv").exists()
-    result = run_cli("pipelines.predict", "--run", tmp_path, "--split", "dev", "--out", tmp_path / "y.tsv")
-    assert result.returncode == 2 and "not a finished fit run" in result.stderr
+    assert code == 2
+    assert 'task: run "sst2", store "squad_v2"' in err and not (tmp_path / "x.tsv").exists()
+    code, out, err = run_main(predict_main, "--run", tmp_path, "--split", "dev", "--out", tmp_path / "y.tsv")
+    assert code == 2 and "not a finished fit run" in err
 
 
 def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noqa: F811
@@ -72,10 +73,10 @@ def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noq
     run = tmp_path / "squad_run"
     fit(FitConfig(store=squad_store, out=str(run), model={"kind": "cnn"}, epochs=2, batch_size=8, lr=3e-3,
                   verbose=0, jit_compile=False))
-    out = tmp_path / "predictions.json"
-    result = run_cli("pipelines.predict", "--run", run, "--split", "dev", "--out", out, "--threshold", "inf")
-    assert result.returncode == 0, result.stderr[-3000:]
-    predictions = json.loads(out.read_text())
+    path = tmp_path / "predictions.json"
+    code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", path, "--threshold", "inf")
+    assert code == 0, err[-3000:]
+    predictions = json.loads(path.read_text())
     na_probs = json.loads((tmp_path / "predictions.na_prob.json").read_text())
     examples = {e["uid"]: e for e in open_store(squad_store).examples("dev")}
     assert set(predictions) == set(na_probs) == set(examples)
@@ -83,7 +84,7 @@ def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noq
         assert text and text in examples[qid]["context"], (qid, text)  # always answers at --threshold inf
         assert 0.0 <= na_probs[qid] <= 1.0
     # the default threshold (the run's best_f1_thresh) may abstain; answers are still substrings
-    result = run_cli("pipelines.predict", "--run", run, "--split", "dev", "--out", tmp_path / "best.json")
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", tmp_path / "best.json")
+    assert code == 0, err[-3000:]
     for qid, text in json.loads((tmp_path / "best.json").read_text()).items():
         assert text == "" or text == predictions[qid]
