@@ -317,7 +317,7 @@ class Extractor:
                     def write(acts=acts, b0=b0, b1=b1, writer=writer):
                         for j, r in enumerate(range(b0, b1)):
                             n = int(lengths[r])
-                            a = acts[j, :, :n, :].transpose(1, 0, 2) if seq else acts[j]
+                            a = acts[j, :, :n, :] if seq else acts[j]
                             span = None
                             if kind == "span":
                                 span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],

@@ -11,9 +11,8 @@ A store is a folder (local or any `tf.io.gfile` path such as ``gs://``)::
 One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
 
 - ``activations``: raw bytes in the stored dtype. ``cls``/``mean`` stores hold
-  ``[layers, hidden]``; ``sequence`` stores hold ``[length, layers, hidden]``
-  (token-major, only the ``length`` real tokens: the reader zero-pads to
-  ``max_seq_len`` and transposes to ``[layers, tokens, hidden]``).
+  ``[layers, hidden]``; ``sequence`` stores hold ``[layers, length, hidden]``
+  (only the ``length`` real tokens: the reader zero-pads each batch).
 - ``uid``; ``length`` (sequence stores); ``label`` (int64 class, float
   score; -1 / NaN where the split has no labels); span stores also
   ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "bertvision-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 DTYPES = ("float16", "bfloat16", "float32")
 # reader caches a split's parsed records in memory up to this size (env override, MiB)
@@ -475,7 +474,7 @@ class Store:
         return parse
 
     def _parse_sequence(self, with_meta: bool):
-        """Per-record parse of ``sequence`` records: ``[length, layers, hidden]``."""
+        """Per-record parse of ``sequence`` records: ``[layers, length, hidden]``."""
         import tensorflow as tf
 
         spec = self._feature_spec()
@@ -485,7 +484,7 @@ class Store:
 
         def parse(serialized):
             ex = tf.io.parse_single_example(serialized, spec)
-            acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), [-1, k, h])
+            acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), [k, -1, h])
             features = {"activations": acts, "length": tf.cast(ex["length"], tf.int32)}
             if with_meta:
                 features["uid"] = ex["uid"]
@@ -499,8 +498,8 @@ class Store:
         return parse
 
     def _finish_sequence_batch(self, pad_to: str):
-        """Pad a batch to a power-of-two token length (or ``max_seq_len``),
-        go layer-major ``[batch, layers, tokens, hidden]``, add the mask."""
+        """Pad a batch ``[batch, layers, tokens, hidden]`` to a power-of-two
+        token length (or ``max_seq_len``) and add the padding mask."""
         import tensorflow as tf
 
         max_len = self.max_seq_len
@@ -513,8 +512,7 @@ class Store:
                 longest = tf.maximum(tf.reduce_max(length), 16)
                 t = tf.minimum(tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(longest, tf.float32)) / tf.math.log(2.0)), tf.int32), max_len)
             acts = features["activations"]
-            acts = tf.pad(acts, [[0, 0], [0, t - tf.shape(acts)[1]], [0, 0], [0, 0]])
-            features["activations"] = tf.transpose(acts, [0, 2, 1, 3])
+            features["activations"] = tf.pad(acts, [[0, 0], [0, 0], [0, t - tf.shape(acts)[2]], [0, 0]])
             features["padding_mask"] = tf.sequence_mask(length, t, dtype=tf.int32)
             if "offsets" in features:
                 offs = features["offsets"]
