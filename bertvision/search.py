@@ -19,10 +19,9 @@ folder a person can open::
 The space (`SearchSpace`): model ``kind``; which stored ``layers`` enter the
 model (``all``, ``last_K``, ``every_other``; not for ``linear_probe``, which
 reads the last layer); ``layer_pooling`` and ``adapter_dim`` of
-``adapter_pooler``; ``dropout``; ``lr``; ``batch_size``. A layer subset is a
-frozen one-hot ``EinsumDense`` in front of the zoo model (`select_layers`), so
-the saved adapter still takes every stored layer and any store the run fits
-predicts with it.
+``adapter_pooler``; ``dropout``; ``lr``; ``batch_size``. A layer subset is
+`ModelConfig.layers`, so the saved adapter still takes every stored layer and
+any store the run fits predicts with it.
 
 The objective is the task's official main dev metric
 (`bertvision.tasks.TaskSpec.main_metric`; all are maximised), scored each
@@ -40,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -57,7 +55,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchError", "SearchSpace", "build_search_tuner",
-           "layer_indices", "read_trial_rows", "search", "select_layers", "write_trials_csv"]
+           "layer_indices", "read_trial_rows", "search", "write_trials_csv"]
 
 TUNERS = ("random", "bayesian", "hyperband")
 PROJECT = "tuner"  # KerasTuner project name: SEARCH_DIR/tuner
@@ -98,72 +96,6 @@ def layer_indices(subset: str, num_layers: int) -> list[int] | None:
                               f"{num_layers} layers)")
         chosen = list(range(num_layers - k, num_layers))
     return None if len(chosen) == num_layers else chosen
-
-
-def select_layers(config, indices: list[int] | None, build=None):
-    """The adapter `config` describes, reading only the stored layers at
-    `indices`: a frozen one-hot ``EinsumDense`` (``select_layers``, exact)
-    picks them from the full ``activations`` input, then the zoo model built
-    for ``len(indices)`` layers runs on them. Inputs and outputs are those of
-    `bertvision.models.build_model(config)`; only built-in Keras layers are
-    added, so ``model.keras`` loads wherever the zoo's layers are registered.
-
-    >>> model = select_layers(ModelConfig(kind="scalar_mix", num_layers=7), [4, 5, 6])
-    >>> model({"activations": np.zeros((2, 7, 384), "float16")}).shape
-    TensorShape([2, 2])
-    """
-    import keras
-
-    from bertvision.models import ModelConfig
-    from bertvision.models import zoo
-
-    build = build or zoo.build_model
-    config = ModelConfig.from_dict(config) if isinstance(config, dict) else config
-    if indices is None:
-        return build(config)
-    if not indices or min(indices) < 0 or max(indices) >= config.num_layers:
-        raise SearchError(f"layer indices {indices} do not fit {config.num_layers} stored layers")
-    inner = ModelConfig.from_dict({**config.to_dict(), "num_layers": len(indices), "input_dtype": "float32",
-                                   "name": f"{config.kind}_{config.task_kind}_on_{len(indices)}_layers"})
-    inputs = {"activations": keras.Input(shape=config.input_shape, dtype=config.input_dtype, name="activations")}
-    if config.is_sequence:
-        inputs["padding_mask"] = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        equation, out_shape = "altd,lk->aktd", (len(indices), None, config.hidden)
-    else:
-        equation, out_shape = "ald,lk->akd", (len(indices), config.hidden)
-    select = keras.layers.EinsumDense(equation, output_shape=out_shape, bias_axes=None, trainable=False,
-                                      name="select_layers")
-    selected = select(inputs["activations"])
-    onehot = np.zeros((config.num_layers, len(indices)), "float32")
-    onehot[list(indices), np.arange(len(indices))] = 1.0
-    select.kernel.assign(onehot)
-    inner_inputs = {"activations": selected}
-    if config.is_sequence:
-        inner_inputs["padding_mask"] = inputs["padding_mask"]
-    outputs = build(inner)(inner_inputs)
-    return keras.Model(inputs=inputs, outputs=outputs, name=config.name or f"{config.kind}_{config.task_kind}")
-
-
-@contextlib.contextmanager
-def _models_on_layers(indices: list[int] | None):
-    """Inside the block, `bertvision.models.build_model` builds `select_layers`
-    models, so `bertvision.training` (compile, fit, export) trains and saves
-    them through its normal path. No-op for all layers."""
-    if indices is None:
-        yield
-        return
-    import bertvision.models as models
-
-    original = models.build_model
-
-    def build_model(config):
-        return select_layers(config, indices, build=original)
-
-    models.build_model = build_model
-    try:
-        yield
-    finally:
-        models.build_model = original
 
 
 # ------------------------------------------------------------------ the space
@@ -442,12 +374,12 @@ class AdapterHyperModel(_hypermodel_base()):
         model_dict, subset, train = split_values(values)
         fit_config = self.config.fit_config(values, out=self.config.out)
         total_steps = self._steps_per_epoch(train["batch_size"]) * self.config.epochs
+        model_dict["layers"] = layer_indices(subset, self.plan.num_layers)
         try:
             model_config = make_model_config(self.plan.store, model_dict)
         except FitError as err:
             raise SearchError(str(err)) from err
-        with _models_on_layers(layer_indices(subset, self.plan.num_layers)):
-            return build_compiled_model(model_config, fit_config, total_steps)
+        return build_compiled_model(model_config, fit_config, total_steps)
 
     def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=None, verbose=0, **kwargs):
         from bertvision.models import trainable_params
@@ -642,9 +574,9 @@ def _retrain_best(config: SearchConfig, plan: _Plan, best_id: str, values: dict,
     fit_config = config.fit_config(values, out=out, train_fraction=config.retrain_fraction,
                                    verbose=1 if config.verbose > 1 else 0)
     fit_config.command = list(config.command)
-    with _models_on_layers(layer_indices(subset, plan.num_layers)):
-        results = fit(fit_config)
     indices = layer_indices(subset, plan.num_layers)
+    fit_config.model["layers"] = indices
+    results = fit(fit_config)
     results["hyperparameters"]["layers"] = subset
     results["layer_indices"] = indices if indices is not None else list(range(plan.num_layers))
     results["search"] = {"search_dir": config.out, "trial_id": best_id}

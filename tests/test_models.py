@@ -235,3 +235,15 @@ def test_sequence_models_take_any_token_length(kind):
                 assert out["start_logits"].shape == (2, t)
             else:
                 assert out.shape == (2, 2)
+
+
+def test_layer_subset_config():
+    from bertvision.models import ModelConfig, build_model, layer_weights
+
+    config = ModelConfig(kind="scalar_mix", num_layers=7, hidden=16, layers=[4, 5, 6])
+    model = build_model(ModelConfig.from_json(config.to_json()))
+    assert model.input["activations"].shape[1] == 7
+    assert len(layer_weights(model)) == 3
+    for bad in ([], [6, 4], [0, 7], [1, 1]):
+        with pytest.raises(ValueError, match="layers"):
+            ModelConfig(kind="scalar_mix", num_layers=7, hidden=16, layers=bad)

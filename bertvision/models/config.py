@@ -48,6 +48,9 @@ class ModelConfig:
         cnn_kernel_size: convolution width of `cnn` (over tokens for sequence
             input, over layers for vector input).
         input_dtype: dtype of the `activations` input (as stored).
+        layers: indices of the stored layers the model reads (e.g. the last
+            four, or every other one); `None` reads all `num_layers`. The
+            model's input stays the whole stored stack.
         name: optional model name.
 
     Example:
@@ -73,6 +76,7 @@ class ModelConfig:
     cnn_filters: int = 64
     cnn_kernel_size: int = 3
     input_dtype: str = "float16"
+    layers: list | None = None
     name: str | None = None
 
     def __post_init__(self):
@@ -104,6 +108,14 @@ class ModelConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(
                     f"ModelConfig.{field} must be a positive int, got {value!r}"
+                )
+        if self.layers is not None:
+            layers = list(self.layers)
+            if (not layers or any(not isinstance(i, int) or isinstance(i, bool) for i in layers)
+                    or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= self.num_layers):
+                raise ValueError(
+                    f"ModelConfig.layers must be increasing distinct indices in 0..{self.num_layers - 1}, "
+                    f"got {self.layers!r}"
                 )
         if self.tokens is not None and (
             not isinstance(self.tokens, int) or self.tokens < 1

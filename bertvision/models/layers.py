@@ -451,3 +451,29 @@ class SpanHead(keras.layers.Layer):
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
         return (inputs_shape[0], inputs_shape[1]), (inputs_shape[0], inputs_shape[1])
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class SelectLayers(_ActivationsLayer):
+    """Keep the stored layers at `indices` (axis 1), e.g. the last four.
+
+    Example:
+    ```python
+    y = SelectLayers([4, 5, 6])(np.zeros((2, 7, 384), "float16"))  # [2, 3, 384]
+    ```
+    """
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+
+    def call(self, inputs):
+        return ops.take(inputs, self.indices, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(self.indices)) + tuple(input_shape[2:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"indices": self.indices})
+        return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -16,6 +17,7 @@ from bertvision.models.layers import (
     NormalizedProjection,
     ScalarMix,
     SelectLayer,
+    SelectLayers,
     SpanHead,
     TaskHead,
 )
@@ -71,7 +73,11 @@ def build_model(config: ModelConfig) -> keras.Model:
         inputs["padding_mask"] = keras.Input(
             shape=(None,), dtype="int32", name="padding_mask"
         )
-    outputs = builders[config.kind](config, inputs["activations"], inputs.get("padding_mask"))
+    acts, inner = inputs["activations"], config
+    if config.layers is not None and list(config.layers) != list(range(config.num_layers)):
+        acts = SelectLayers(list(config.layers), name="select_layers")(acts)
+        inner = dataclasses.replace(config, num_layers=len(config.layers), layers=None)
+    outputs = builders[config.kind](inner, acts, inputs.get("padding_mask"))
     name = config.name or f"{config.kind}_{config.task_kind}"
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
