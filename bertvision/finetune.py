@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FinetuneConfig", "Finetuner", "TaskHead", "WarmupLinearDecay", "build_finetune_model",
+__all__ = ["FinetuneConfig", "Finetuner", "TaskHead", "build_finetune_model",
            "checkpoint_schedule", "latest_checkpoint", "seeded_subset"]
 
 CHECKPOINTS = "checkpoints"
@@ -144,48 +144,12 @@ def _keras():
     return keras
 
 
-class WarmupLinearDecay:
-    """Learning rate: linear from 0 to ``peak`` over ``warmup_steps``, then
-    linear to 0 at ``total_steps`` (BERT's schedule). A Keras
-    `LearningRateSchedule` (built by `make`, so importing this module needs no
-    Keras).
-
-    >>> schedule = WarmupLinearDecay.make(5e-5, total_steps=250, warmup_steps=25)
-    >>> float(schedule(25)), float(schedule(250))
-    (5e-05, 0.0)
-    """
-
-    @staticmethod
-    def make(peak: float, total_steps: int, warmup_steps: int):
-        keras = _keras()
-        ops = keras.ops
-
-        @keras.saving.register_keras_serializable(package="bertvision")
-        class _WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-            def __init__(self, peak, total_steps, warmup_steps):
-                self.peak = float(peak)
-                self.total_steps = int(total_steps)
-                self.warmup_steps = int(warmup_steps)
-
-            def __call__(self, step):
-                step = ops.cast(step, "float32")
-                warm = step / max(self.warmup_steps, 1)
-                decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-                factor = ops.where(step < self.warmup_steps, warm, decay)
-                return self.peak * ops.clip(factor, 0.0, 1.0)
-
-            def get_config(self):
-                return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
-
-        _WarmupLinearDecay.__name__ = "WarmupLinearDecay"
-        return _WarmupLinearDecay(peak, total_steps, warmup_steps)
-
-
 def _task_head_class():
     keras = _keras()
     ops = keras.ops
 
-    @keras.saving.register_keras_serializable(package="bertvision")
+    # registered apart from the adapters' `bertvision>TaskHead`, which it must not replace
+    @keras.saving.register_keras_serializable(package="bertvision", name="FinetuneHead")
     class TaskHead(keras.layers.Layer):
         """Fine-tuning head over `BertBackbone` outputs.
 
@@ -405,7 +369,9 @@ class Finetuner:
             if resume_from:
                 with np.load(resume_from / HEAD_WEIGHTS) as data:
                     self.head.set_weights([data[f"w{i}"] for i in range(len(data.files))])
-            schedule = WarmupLinearDecay.make(c.lr, self.total_steps, round(c.warmup * self.total_steps))
+            from bertvision.training import WarmupDecay
+
+            schedule = WarmupDecay(c.lr, self.total_steps, round(c.warmup * self.total_steps), decay="linear")
             self.optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=c.weight_decay,
                                                     epsilon=1e-6, global_clipnorm=c.clipnorm)
             self.optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
