@@ -10,7 +10,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 python="${PYTHON:-python3}"
-if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] >= (3, 11) and sys.version_info[:2] < (3, 14))'; then
+if ! "$python" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] < (3, 14) else 1)'; then
   echo "error: BERTVision needs Python 3.11-3.13 (found $("$python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
   exit 1
 fi
