@@ -130,7 +130,8 @@ class Predictions:
 
     # ------------------------------------------------------------------ io
     def to_arrays(self) -> dict[str, np.ndarray]:
-        out = {"task": np.asarray(self.task), "split": np.asarray(self.split)}
+        """The ``.npz`` layout (``task`` and ``split`` as plain strings)."""
+        out = {"task": str(self.task), "split": str(self.split)}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name not in ("task", "split", "source") and value is not None:

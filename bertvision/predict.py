@@ -4,8 +4,8 @@ The pieces `bertvision.training` (per-epoch dev evaluation), ``python -m
 pipelines.predict`` and the ensemble command share:
 
 - `predict_arrays(model, store, split)`: run a Keras adapter over a split in
-  store order, returning `RunPredictions` (the ``.npz`` layout of
-  `bertvision.ensemble`: probabilities / scores / per-window span logits).
+  store order, returning `RunPredictions` (= `bertvision.ensemble.Predictions`,
+  one class for every run kind: probabilities / scores / per-window span logits).
 - `RunPredictions.evaluate()`: the task's official metrics
   (`bertvision.metrics`; SQuAD: n-best decoding + the official 2.0 script).
 - `predict_run(run_dir, store, split)`: load ``RUN_DIR/model.keras``, refuse a
@@ -26,12 +26,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid as _uuid
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from bertvision.ensemble import Predictions
 
 __all__ = ["PAD_LOGIT", "RunError", "RunPredictions", "check_store_matches", "load_run", "predict_arrays",
            "predict_run", "store_signature", "write_glue_submission", "write_squad_predictions"]
@@ -49,104 +48,8 @@ class RunError(ValueError):
 # ----------------------------------------------------------------- predictions
 
 
-@dataclass
-class RunPredictions:
-    """What an adapter predicted for every example (or SQuAD window) of a split.
-
-    Same fields and meaning as `bertvision.ensemble.Predictions` (``uids`` in
-    store order; classification ``probabilities [N, C]``, regression ``scores
-    [N]``, ``labels`` with -1 / NaN where unlabelled; span: per-window
-    ``window_uids``, ``window_index``, ``start_logits``/``end_logits [W, T]``,
-    ``offsets [W, T, 2]``, and per question ``contexts``, ``answers`` (JSON
-    lists of gold texts, ``[]`` when unanswerable)).
-
-    >>> p = RunPredictions("sst2", "dev", np.array(["0", "1"]),
-    ...                    probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]), labels=np.array([0, 1]))
-    >>> p.evaluate()
-    {'accuracy': 1.0}
-    """
-
-    task: str
-    split: str
-    uids: np.ndarray
-    probabilities: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    window_uids: np.ndarray | None = None
-    window_index: np.ndarray | None = None
-    start_logits: np.ndarray | None = None
-    end_logits: np.ndarray | None = None
-    offsets: np.ndarray | None = None
-    contexts: np.ndarray | None = None
-    answers: np.ndarray | None = None
-
-    @property
-    def kind(self) -> str:
-        from bertvision.tasks import get_task
-
-        return get_task(self.task).kind
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The ``.npz`` layout of `bertvision.ensemble.Predictions` (``task`` and
-        ``split`` as plain strings; `save` stores them as 0-d arrays)."""
-        out = {"task": str(self.task), "split": str(self.split)}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("task", "split") and value is not None:
-                out[f.name] = np.asarray(value)
-        return out
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the ``.npz`` atomically (e.g. ``RUN_DIR/predictions/dev.npz``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{_uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **self.to_arrays())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
-
-    def point_predictions(self) -> np.ndarray:
-        """Class indices (classification) or scores (regression)."""
-        if self.kind == "classification":
-            return np.argmax(self.probabilities, axis=1)
-        if self.kind == "regression":
-            return np.asarray(self.scores)
-        raise ValueError("span predictions are decoded text: use decode()")
-
-    def decode(self, threshold: float = 0.0, **kwargs: Any):
-        """SQuAD: n-best decoding (`bertvision.squad.decode_squad`); `threshold`
-        is on ``null_score - best_span_score`` (``inf``: always answer)."""
-        from bertvision.squad import SquadWindows, decode_squad
-
-        if self.kind != "span":
-            raise ValueError(f"decode is for span tasks; {self.task} is {self.kind}")
-        contexts = dict(zip(self.uids.tolist(), self.contexts.tolist()))
-        windows = SquadWindows(self.window_uids.tolist(), self.offsets, contexts)
-        return decode_squad(windows, self.start_logits, self.end_logits, threshold=threshold, **kwargs)
-
-    def evaluate(self) -> dict[str, float]:
-        """The task's official metrics (SQuAD: the 2.0 script, in percent, incl.
-        ``best_f1``/``best_f1_thresh``; GLUE: `bertvision.metrics.compute_metrics`)."""
-        from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_examples
-        from bertvision.tasks import get_task
-
-        task = get_task(self.task)
-        if task.kind == "span":
-            decoded = self.decode()
-            golds = [SquadGold(u, tuple(json.loads(a))) for u, a in zip(self.uids.tolist(), self.answers.tolist())]
-            result = squad_evaluate_examples(golds, decoded.predictions, decoded.na_probs)
-            return {k: float(v) for k, v in result.items()}
-        labels = np.asarray(self.labels)
-        keep = labels >= 0 if task.kind == "classification" else np.isfinite(labels.astype(np.float64))
-        if not np.any(keep):
-            raise ValueError(f"{self.task}/{self.split}: the split has no labels to evaluate against")
-        return {k: float(v) for k, v in compute_metrics(task.metrics, self.point_predictions()[keep],
-                                                         labels[keep]).items()}
+# what a run predicted for a split: one class for fit, finetune and ensemble runs
+RunPredictions = Predictions
 
 
 def model_input_names(model) -> list[str]:
