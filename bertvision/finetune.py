@@ -34,7 +34,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,8 @@ class FinetuneConfig:
 
     ``epochs`` may be fractional; ``warmup`` is a fraction of all steps;
     ``checkpoint_every`` a fraction of an epoch (``None``: at epoch ends
-    only); ``limit`` keeps the first N examples of every split
+    only); ``checkpoint_at`` lists extra epochs to checkpoint at (e.g.
+    ``[0.1, 0.3]``, as the original study's short fine-tunings); ``limit`` keeps the first N examples of every split
     (``eval_limit`` overrides it for eval splits); ``sample`` draws a seeded
     random N of the training examples (after ``limit``; as
     ``pipelines.extract --sample``); ``train_fraction`` then keeps a seeded
@@ -99,6 +99,7 @@ class FinetuneConfig:
     eval_limit: int | None = None
     sample: int | None = None
     checkpoint_every: float | None = None
+    checkpoint_at: list | None = None
     eval_batch_size: int = 64
     strategy: str = "default"
     jit_compile: bool = True
@@ -118,6 +119,11 @@ class FinetuneConfig:
             raise ValueError(f"--train-fraction must be in (0, 1]; got {self.train_fraction}")
         if self.checkpoint_every is not None and not 0 < self.checkpoint_every <= 1:
             raise ValueError(f"--checkpoint-every is a fraction of an epoch in (0, 1]; got {self.checkpoint_every}")
+        if self.checkpoint_at is not None:
+            self.checkpoint_at = sorted({float(x) for x in self.checkpoint_at})
+            if not all(0 < x <= self.epochs for x in self.checkpoint_at):
+                raise ValueError(f"--checkpoint-at epochs must lie in (0, --epochs={self.epochs}]; "
+                                 f"got {self.checkpoint_at}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1); got {self.dropout}")
         if isinstance(self.eval_splits, str):
@@ -222,14 +228,17 @@ def build_finetune_model(backbone, task_kind: str, num_labels: int = 2, dropout:
 # ------------------------------------------------------------- schedule
 
 
-def checkpoint_schedule(steps_per_epoch: int, epochs: float, every: float | None) -> list[tuple[int, float]]:
+def checkpoint_schedule(steps_per_epoch: int, epochs: float, every: float | None,
+                        at: list | None = None) -> list[tuple[int, float]]:
     """``(global step, epoch label)`` of every checkpoint: each ``every``
-    fraction of an epoch, each epoch end and the end of training; labels are
-    the nominal fractions (``0.1, 0.2, ...``). Fractions that fall on the same
-    step keep the later label.
+    fraction of an epoch, each epoch in ``at``, each epoch end and the end of
+    training; labels are the nominal fractions (``0.1, 0.2, ...``). Fractions
+    that fall on the same step keep the later label.
 
     >>> checkpoint_schedule(10, 1.0, 0.5)
     [(5, 0.5), (10, 1.0)]
+    >>> checkpoint_schedule(10, 2.0, None, at=[0.1, 0.3])
+    [(1, 0.1), (3, 0.3), (10, 1.0), (20, 2.0)]
     """
     total = max(1, math.ceil(epochs * steps_per_epoch))
     marks: dict[int, float] = {}
@@ -239,6 +248,7 @@ def checkpoint_schedule(steps_per_epoch: int, epochs: float, every: float | None
         while k * every < epochs - 1e-9:
             labels.append(round(k * every, 6))
             k += 1
+    labels += [float(x) for x in (at or []) if 0 < x <= epochs]
     labels += [float(e) for e in range(1, int(math.floor(epochs + 1e-9)) + 1)]
     labels.append(float(epochs))
     for label in sorted(set(labels)):
@@ -528,16 +538,14 @@ class Finetuner:
     # ---------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, label: float, metrics: dict, preds: dict, state: dict) -> Path:
         """Write ``checkpoints/epoch-X.XX`` atomically (temporary folder, renamed when complete)."""
-        from bertvision.backbone import model_identity, save_backbone
+        from bertvision.backbone import model_identity, write_backbone_files
+        from bertvision.store import atomic_folder
 
-        root = self.run_dir / CHECKPOINTS
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / checkpoint_name(label)
-        tmp = root / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            save_backbone(self.backbone, self.tokenizer, tmp, self.act,
-                          extra={"finetuned_from": model_identity(self.ref), "task": self.task.name,
-                                 "step": step, "epoch": label})
+        final = self.run_dir / CHECKPOINTS / checkpoint_name(label)
+        with atomic_folder(final) as tmp:
+            write_backbone_files(self.backbone, self.tokenizer, tmp, self.act,
+                                 extra={"finetuned_from": model_identity(self.ref), "task": self.task.name,
+                                        "step": step, "epoch": label})
             with open(tmp / HEAD_WEIGHTS, "wb") as handle:
                 np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.head.get_weights())})
             for split, p in preds.items():
@@ -546,12 +554,6 @@ class Finetuner:
                     "examples_seen": min(step * self.config.batch_size, int(math.ceil(self.config.epochs * len(self.train.features)))),
                     "metrics": metrics, "head": self.head.get_config(), "config": self.config.to_dict(), **state}
             (tmp / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2, default=float) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     # ----------------------------------------------------------------- run
@@ -596,7 +598,8 @@ class Finetuner:
             print(f"resuming {self.run_dir} from {resume.name} (step {start_step}/{self.total_steps})",
                   file=sys.stderr)
         schedule = [(s, label) for s, label in checkpoint_schedule(self.steps_per_epoch, c.epochs,
-                                                                   c.checkpoint_every) if s > start_step]
+                                                                   c.checkpoint_every, c.checkpoint_at)
+                    if s > start_step]
         marks = dict(schedule)
         prep_s = time.perf_counter() - t_start
         rows_per_epoch = len(self.train.features)
@@ -656,7 +659,7 @@ class Finetuner:
             "task": self.task.name, "method": "bert_finetune", "run_type": "finetune",
             "hyperparameters": {k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
                                                             "max_query_len", "warmup", "weight_decay", "dropout",
-                                                            "clipnorm", "seed", "checkpoint_every")},
+                                                            "clipnorm", "seed", "checkpoint_every", "checkpoint_at")},
             "train_fraction": c.train_fraction, "train_examples": len(self.train.examples),
             "train_rows": len(self.train.features), "sample": c.sample,
             "eval_splits": list(c.eval_splits),

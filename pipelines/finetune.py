@@ -22,6 +22,13 @@ import sys
 from pipelines._common import die, setup_env
 
 
+def _epochs_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 0.1,0.3; got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.finetune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a seeded random N training examples (as pipelines.extract --sample N --seed S)")
     p.add_argument("--checkpoint-every", type=float, default=None,
                    help="also checkpoint and evaluate every this fraction of an epoch, e.g. 0.1")
+    p.add_argument("--checkpoint-at", type=_epochs_list, default=None, metavar="E[,E...]",
+                   help="also checkpoint and evaluate at these epochs, e.g. 0.1,0.3")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker", "tpu"])
     p.add_argument("--no-jit", action="store_true", help="do not XLA-compile the steps (compiling a shape costs ~20 s on CPU)")
     p.add_argument("--no-progress", action="store_true")
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             doc_stride=args.doc_stride, max_query_len=args.max_query_len, warmup=args.warmup,
             weight_decay=args.weight_decay, dropout=args.dropout, clipnorm=args.clipnorm or None, seed=args.seed,
             train_fraction=args.train_fraction, limit=args.limit, eval_limit=args.eval_limit, sample=args.sample,
-            checkpoint_every=args.checkpoint_every, strategy=args.strategy, jit_compile=not args.no_jit,
+            checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at, strategy=args.strategy, jit_compile=not args.no_jit,
             progress=not args.no_progress,
             command=["python", "-m", "pipelines.finetune", *(argv if argv is not None else sys.argv[1:])],
         )

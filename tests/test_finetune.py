@@ -29,6 +29,15 @@ def test_checkpoint_schedule():
     assert checkpoint_schedule(3, 1.0, 0.5) == [(2, 0.5), (3, 1.0)]
     assert [s for s, _ in checkpoint_schedule(250, 1.0, 0.1)] == list(range(25, 251, 25))
     assert checkpoint_schedule(4, 1.5, None) == [(4, 1.0), (6, 1.5)]
+    assert checkpoint_schedule(10, 2.0, None, at=[0.1, 0.3]) == [(1, 0.1), (3, 0.3), (10, 1.0), (20, 2.0)]
+    # the explicit epochs combine with a regular interval; out-of-range ones are ignored
+    assert checkpoint_schedule(10, 1.0, 0.5, at=[0.3, 5.0]) == [(3, 0.3), (5, 0.5), (10, 1.0)]
+
+
+def test_checkpoint_at_validated(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint-at"):
+        FinetuneConfig(task="sst2", out=str(tmp_path), epochs=1.0, checkpoint_at=[0.5, 1.5])
+    assert FinetuneConfig(task="sst2", out=str(tmp_path), epochs=2.0, checkpoint_at=[1, 0.3]).checkpoint_at == [0.3, 1.0]
 
 
 def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_data):
