@@ -156,22 +156,17 @@ def save_backbone(backbone, tokenizer, folder: str | os.PathLike, act: str, extr
 
     Written to a temporary folder and renamed when complete.
     """
-    import shutil
-    import uuid
+    from bertvision.store import atomic_folder
 
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir(parents=True)
-        backbone.save_to_preset(str(tmp))
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        (tmp / BACKBONE_INFO).write_text(json.dumps({"hidden_act": act, **(extra or {})}, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(folder) as tmp:
+        write_backbone_files(backbone, tokenizer, tmp, act, extra)
+
+
+def write_backbone_files(backbone, tokenizer, folder: Path, act: str, extra: dict | None = None) -> None:
+    """The files of `save_backbone`, written into the existing `folder`."""
+    backbone.save_to_preset(str(folder))
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    (folder / BACKBONE_INFO).write_text(json.dumps({"hidden_act": act, **(extra or {})}, indent=2))
 
 
 def load_tokenizer(ref: ModelRef):

@@ -29,7 +29,6 @@ __all__ = [
     "compute_exact",
     "compute_f1",
     "compute_metrics",
-    "decode_spans",
     "f1",
     "find_best_thresh",
     "get_tokens",
@@ -565,14 +564,3 @@ def squad_evaluate_examples(
         ex if isinstance(ex, SquadGold) else _gold_from_examples([ex])[0] for ex in examples
     ]
     return _evaluate(golds, preds, na_probs, na_prob_thresh)
-
-
-def decode_spans(*args: Any, **kwargs: Any) -> Any:
-    """Alias of :func:`bertvision.squad.decode_squad` (n-best span decoding).
-
-    >>> callable(decode_spans)
-    True
-    """
-    from bertvision.squad import decode_squad
-
-    return decode_squad(*args, **kwargs)

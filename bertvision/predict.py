@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bertvision.ensemble import Predictions
+from bertvision.store import atomic_write_text
 
 __all__ = ["PAD_LOGIT", "RunError", "RunPredictions", "check_store_matches", "load_run", "predict_arrays",
            "predict_run", "store_signature", "write_glue_submission", "write_squad_predictions"]
@@ -270,15 +271,6 @@ def predict_run(run_dir: str, store, split: str, batch_size: int = 256) -> RunPr
 # ------------------------------------------------------------------ submissions
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    from bertvision.store import atomic_write_bytes
-
-    parent = os.path.dirname(str(path))
-    if parent and "://" not in str(path):
-        os.makedirs(parent, exist_ok=True)
-    atomic_write_bytes(str(path), text.encode("utf-8"))
-
-
 def write_glue_submission(preds: RunPredictions, path: str | os.PathLike) -> int:
     """GLUE's submission format: ``index<TAB>prediction`` with a header line,
     label names for classification, scores for regression, one line per
@@ -298,7 +290,7 @@ def write_glue_submission(preds: RunPredictions, path: str | os.PathLike) -> int
     else:
         values = [f"{float(s):.6f}" for s in preds.point_predictions()]
     lines = ["index\tprediction"] + [f"{u}\t{v}" for u, v in zip(preds.uids.tolist(), values)]
-    _atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return len(values)
 
 
@@ -330,6 +322,6 @@ def write_squad_predictions(preds: RunPredictions, path: str | os.PathLike,
     """
     decoded = preds.decode(threshold=threshold)
     na_path = na_prob_path(path)
-    _atomic_write_text(path, json.dumps(decoded.predictions, ensure_ascii=False, indent=1) + "\n")
-    _atomic_write_text(na_path, json.dumps(decoded.na_probs, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(decoded.predictions, ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(na_path, json.dumps(decoded.na_probs, indent=1) + "\n")
     return str(path), na_path

@@ -29,6 +29,7 @@ Reading:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,17 +79,59 @@ def read_json(path: str) -> dict:
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to a temporary name beside `path`, then rename."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    local = "://" not in str(path)  # local files need no TensorFlow
     try:
-        with _gfile().GFile(tmp, "wb") as handle:
-            handle.write(data)
-        _gfile().rename(tmp, path, overwrite=True)
+        if local:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        else:
+            with _gfile().GFile(tmp, "wb") as handle:
+                handle.write(data)
+            _gfile().rename(tmp, path, overwrite=True)
     except Exception as err:
-        _remove_quietly(tmp)
+        if local:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        else:
+            _remove_quietly(tmp)
         raise _io_error(path, err) from err
 
 
 def atomic_write_json(path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text, creating a local parent folder."""
+    parent = os.path.dirname(str(path))
+    if parent and "://" not in str(path):
+        os.makedirs(parent, exist_ok=True)
+    atomic_write_bytes(str(path), text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike):
+    """Build a local folder under a temporary name beside it; it replaces
+    `folder` only when the block completes, and is removed on any error.
+
+    >>> with atomic_folder("runs/x/checkpoint") as tmp:
+    ...     (tmp / "weights.bin").write_bytes(b"...")
+    """
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _remove_quietly(path: str) -> None:
@@ -567,7 +610,7 @@ class Store:
             keep = np.zeros(self.num_records(split), dtype=bool)
             keep[np.asarray(take_indices)] = True
             keep_t = tf.constant(keep)
-            ds = ds.enumerate().filter(lambda i, r: keep_t[i]).map(lambda i, r: r)
+            ds = ds.enumerate().filter(lambda i, _rec: keep_t[i]).map(lambda _i, rec: rec)
         if workers > 1 and not sharded_by_file:
             ds = ds.shard(workers, input_context.input_pipeline_id)
         if cache is None:

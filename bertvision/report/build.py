@@ -27,6 +27,7 @@ from bertvision.report.charts import ChartResult, build_charts
 from bertvision.report.runs import Run, ReportError, load_runs, read_trials
 from bertvision.report.table import markdown_table, summary_frame
 from bertvision.report.theme import use_theme
+from bertvision.store import atomic_write_text
 
 FORMATS = ("html", "png", "svg")
 
@@ -55,16 +56,6 @@ def _atomic_target(path: Path) -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
     return Path(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.0) -> None:
