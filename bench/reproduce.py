@@ -303,7 +303,28 @@ class TaskRun:
                 self.fit(best_frozen, "frozen", fraction)
 
     # ---- rows
+    def expected_runs(self) -> list[Path]:
+        """Every run folder a finished task holds (fractions: of the best frozen kind, once known)."""
+        runs = [self.bert] + [self.adapter_dir(k, b) for b in BACKBONES for k in self.c.kinds]
+        runs += [self.root / f"ensemble-{m}" for m in ("mean", "max")]
+        kind = self._best_frozen_kind()
+        runs += [self.adapter_dir(kind or "BEST", "frozen", f) for f in self.c.fractions if f < 1.0]
+        return runs
+
+    def missing(self) -> list[str]:
+        """Run folders not finished yet (names relative to the task folder)."""
+        return [r.name for r in self.expected_runs() if not (r / "results.json").is_file()]
+
+    def _best_frozen_kind(self) -> str | None:
+        runs = [self.adapter_dir(k, "frozen") for k in self.c.kinds]
+        if not all((r / "results.json").is_file() for r in runs):
+            return None
+        return _results(self.best_adapter(("frozen",)))["method"]
+
     def rows(self) -> list[dict]:
+        """The table rows of every finished run of this task (all of them once the task is complete)."""
+        if not (self.bert / "results.json").is_file():
+            return []
         done = self.stages.done
         bert = _results(self.bert)
         history = {h["epoch"]: h for h in bert["history"]}
@@ -316,6 +337,9 @@ class TaskRun:
                     "param_share": params / backbone_params, "finetune_s": finetune_s, "extract_s": extract_s,
                     "fit_s": fit_s, "store_bytes": store_bytes, "run": str(run)}
 
+        def finished(run: Path) -> bool:
+            return (run / "results.json").is_file()
+
         train_desc = f"{bert['train_examples']} ex"
         for epoch in self.c.finetune_checkpoints:
             h = history.get(epoch)
@@ -324,34 +348,39 @@ class TaskRun:
             rows.append(row(f"BERT fine-tuned {epoch:g} ep", "-", h["dev"], bert["trainable_params"],
                             h["wall_time_s"], None, None, None, train_desc, self.checkpoint(epoch)))
         ft1_s = history[1.0]["wall_time_s"]
-        extract_s = {b: sum(done[f"{self.task}/{self.store(b).name}/{s}"]["wall_s"] for s in ("train", "dev"))
-                     for b in BACKBONES}
-        store_bytes = {b: _store_bytes(self.store(b)) for b in BACKBONES}
+        extract_s, store_bytes = {}, {}
+        for b in BACKBONES:
+            names = [f"{self.task}/{self.store(b).name}/{s}" for s in ("train", "dev")]
+            if all(n in done for n in names):
+                extract_s[b] = sum(done[n]["wall_s"] for n in names)
+                store_bytes[b] = _store_bytes(self.store(b))
         for backbone in BACKBONES:
             for kind in self.c.kinds:
                 run = self.adapter_dir(kind, backbone)
-                r = _results(run)
-                rows.append(row(kind, BACKBONE_NAMES[backbone], r["dev_metrics"], r["trainable_params"],
-                                ft1_s if backbone == "ft1" else 0.0, extract_s[backbone], r["train_wall_time_s"],
-                                store_bytes[backbone], train_desc, run))
-        best = self.best_adapter()
-        rb = _results(best)
-        best_backbone = best.name.rsplit("-", 1)[1]
+                if finished(run):
+                    r = _results(run)
+                    rows.append(row(kind, BACKBONE_NAMES[backbone], r["dev_metrics"], r["trainable_params"],
+                                    ft1_s if backbone == "ft1" else 0.0, extract_s.get(backbone),
+                                    r["train_wall_time_s"], store_bytes.get(backbone), train_desc, run))
         for mode in ("mean", "max"):
             out = self.root / f"ensemble-{mode}"
-            r = _results(out)
-            rows.append(row(f"ensemble ({mode}): BERT 1 ep + {rb['method']}", BACKBONE_NAMES[best_backbone],
-                            r["dev_metrics"], bert["trainable_params"] + rb["trainable_params"], ft1_s,
-                            extract_s[best_backbone], rb["train_wall_time_s"], store_bytes[best_backbone],
-                            train_desc, out))
-        best_frozen = self.best_adapter(("frozen",))
-        kind = _results(best_frozen)["method"]
-        for fraction in self.c.fractions:
+            if finished(out):
+                r = _results(out)
+                best = Path(r["members"][1]["run"])
+                rb = _results(best)
+                best_backbone = best.name.rsplit("-", 1)[1]
+                rows.append(row(f"ensemble ({mode}): BERT 1 ep + {rb['method']}", BACKBONE_NAMES[best_backbone],
+                                r["dev_metrics"], bert["trainable_params"] + rb["trainable_params"], ft1_s,
+                                extract_s.get(best_backbone), rb["train_wall_time_s"],
+                                store_bytes.get(best_backbone), train_desc, out))
+        kind = self._best_frozen_kind()
+        for fraction in self.c.fractions if kind else []:
             run = self.adapter_dir(kind, "frozen", fraction)
-            r = _results(run)
-            rows.append(row(f"{kind} on {fraction:.0%} of train", BACKBONE_NAMES["frozen"], r["dev_metrics"],
-                            r["trainable_params"], 0.0, extract_s["frozen"], r["train_wall_time_s"],
-                            store_bytes["frozen"], f"{r['train_examples']} records", run))
+            if finished(run):
+                r = _results(run)
+                rows.append(row(f"{kind} on {fraction:.0%} of train", BACKBONE_NAMES["frozen"], r["dev_metrics"],
+                                r["trainable_params"], 0.0, extract_s.get("frozen"), r["train_wall_time_s"],
+                                store_bytes.get("frozen"), f"{r['train_examples']} records", run))
         return rows
 
 
@@ -414,9 +443,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "`store MiB` = train + dev store. Adapter rows report their best dev epoch; BERT rows are fixed "
         "checkpoints of one 2-epoch run. The ensemble uses the best adapter by dev main metric.",
     ]
+    if meta.get("missing"):
+        lines += ["", "**Incomplete reproduction.** Runs not finished yet (run the same command again to "
+                  "resume): " + "; ".join(f"{TASK_TITLES.get(t, t)}: {', '.join(m)}"
+                                          for t, m in meta["missing"].items()) + "."]
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         names = METRIC_COLUMNS.get(task) or tuple(task_rows[0]["dev_metrics"])
+        names = tuple(n for n in names if n in task_rows[0]["dev_metrics"])
         lines += ["", f"## {TASK_TITLES.get(task, task)}", "",
                   "| method | backbone | train data | " + " | ".join(names)
                   + " | trainable params | share | fine-tune s | extract s | fit s | store MiB |",
@@ -433,18 +467,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, docs: Path | None) -> dict:
+def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, docs: Path | None,
+                  missing: dict | None = None) -> dict:
     from bertvision.report import build_report
     from bertvision.store import atomic_write_json, atomic_write_text
 
     work = Path(config.work)
-    first = _results(Path(config.work) / config.tasks[0] / "bert")
+    first = _results(work / rows[0]["task"] / "bert")
     meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "quick": config.quick,
             "backbone": first["backbone"].get("name"), "backbone_params": first["backbone_params"],
             "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1),
-            "stages_run_now": stages.ran}
+            "stages_run_now": stages.ran, "missing": missing or {}}
     runs = [Path(r["run"]) for r in rows if (Path(r["run"]) / "results.json").is_file()]
-    runs = list(dict.fromkeys([work / t / "bert" for t in config.tasks] + runs))
+    runs = list(dict.fromkeys(runs))
     build_report([str(r) for r in runs], work / "report", formats=("html", "png", "svg"))
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
     atomic_write_json(str(work / "results.json"), {"meta": meta, "rows": rows, "config": config.to_dict()})
@@ -477,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reduced version: a few dozen examples per task, short sequences, 2 adapter epochs, no XLA")
     p.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/results.md and DIR/results/*.png|svg")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
+    p.add_argument("--report-only", action="store_true",
+                   help="run no stage: write the tables and charts of the runs finished so far")
     return p
 
 
@@ -485,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     tasks = args.tasks.split(",") if args.tasks else list(FULL_PLANS)
     try:
-        config = ReproduceConfig(work=str(work), data_root=args.data_root, tasks=tasks, quick=args.quick,
+        config = ReproduceConfig(work=str(work), data_root=str(Path(args.data_root).resolve()), tasks=tasks, quick=args.quick,
                                  seed=args.seed, model=args.model, jit_compile=not args.quick,
                                  progress=not args.no_progress)
     except ValueError as err:
@@ -497,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     if path.is_file():
         old = json.loads(path.read_text())
         new = config.to_dict()
-        diff = sorted(k for k in new if k != "progress" and old.get(k) != new[k])
+        diff = sorted(k for k in new if k not in ("progress", "work") and old.get(k) != new[k])
         if diff:
             print(f"error: {work} holds a reproduction with other settings ({', '.join(diff)}); "
                   f"use the same flags to resume, or another --work", file=sys.stderr)
@@ -506,16 +543,22 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(str(path), config.to_dict())
     stages = Stages(work)
     t0 = time.perf_counter()
-    rows = []
+    rows, missing = [], {}
     try:
         for task in config.tasks:
             run = TaskRun(config, task, stages)
-            run.run()
+            if not args.report_only:
+                run.run()
             rows += run.rows()
+            if run.missing():
+                missing[task] = run.missing()
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    meta = write_outputs(config, rows, stages, Path(args.docs) if args.docs else None)
+    if not rows:
+        print(f"error: {work} holds no finished run yet", file=sys.stderr)
+        return 2
+    meta = write_outputs(config, rows, stages, Path(args.docs) if args.docs else None, missing)
     print(markdown(rows, meta))
     print(f"this invocation: {len(stages.ran)} stage(s) run, {time.perf_counter() - t0:.0f} s; "
           f"all stages: {meta['total_stage_s'] / 60:.1f} min; outputs in {work}")
