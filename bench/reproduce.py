@@ -479,7 +479,8 @@ def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, doc
             "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1),
             "stages_run_now": stages.ran, "missing": missing or {}}
     runs = [Path(r["run"]) for r in rows if (Path(r["run"]) / "results.json").is_file()]
-    runs = list(dict.fromkeys(runs))
+    bert = [work / t / "bert" for t in dict.fromkeys(r["task"] for r in rows)]
+    runs = list(dict.fromkeys(bert + runs))
     build_report([str(r) for r in runs], work / "report", formats=("html", "png", "svg"))
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
     atomic_write_json(str(work / "results.json"), {"meta": meta, "rows": rows, "config": config.to_dict()})
