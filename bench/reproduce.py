@@ -185,12 +185,16 @@ def _results(folder: Path) -> dict:
 
 
 def _store_split_done(store: Path, split: str) -> bool:
-    manifest = store / "manifest.json"
-    return manifest.is_file() and split in json.loads(manifest.read_text()).get("splits", {})
+    from bertvision.store import MANIFEST, read_json
+
+    manifest = store / MANIFEST
+    return manifest.is_file() and split in read_json(str(manifest)).get("splits", {})
 
 
 def _store_bytes(store: Path) -> int:
-    manifest = json.loads((store / "manifest.json").read_text())
+    from bertvision.store import MANIFEST, read_json
+
+    manifest = read_json(str(store / MANIFEST))
     return int(sum(s["bytes"] for s in manifest["splits"].values()))
 
 
@@ -556,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.report_only:
                 run.run()
             rows += run.rows()
-            if run.missing():
-                missing[task] = run.missing()
+            left = run.missing()
+            if left:
+                missing[task] = left
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
