@@ -113,7 +113,10 @@ class ReproduceConfig:
     kinds: list = field(default_factory=lambda: list(KINDS))
     fractions: list = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
     patience: int = 3
-    jit_compile: bool = True
+    jit_compile: bool = True  # XLA for extraction and adapter fits
+    # Fine-tuning runs un-jitted: its length-grouped batches come in many token
+    # lengths, and on CPU compiling each (~15 s) costs more than XLA saves.
+    finetune_jit_compile: bool = False
     progress: bool = True
     plans: dict = field(default_factory=dict)
 
@@ -224,7 +227,7 @@ class TaskRun:
             task=self.task, out=str(self.bert), data_dir=self.data_dir, model=c.model, epochs=c.finetune_epochs,
             lr=c.finetune_lr, batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
             seed=c.seed, limit=p.train_limit, eval_limit=p.eval_limit, sample=p.train_sample,
-            checkpoint_at=extra or None, jit_compile=c.jit_compile, progress=c.progress,
+            checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile, progress=c.progress,
             command=["python", "-m", "bench.reproduce", f"(stage {self.task}/bert)"])
         self.stages.run(f"{self.task}/bert", lambda: (self.bert / "results.json").is_file(),
                         lambda: Finetuner(config).run())

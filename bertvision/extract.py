@@ -70,9 +70,14 @@ def package_versions() -> dict:
     return out
 
 
-def bucket_length(n: int, max_len: int) -> int:
+def bucket_length(n: int, max_len: int, fine: bool = False) -> int:
     """Round a batch's longest sequence up to a power of two (>= 16), capped:
-    few distinct shapes keep jit recompilation rare."""
+    few distinct shapes keep jit recompilation rare. ``fine``: to a multiple
+    of 16 up to 128 and of 64 beyond, for length-sorted batches, whose
+    padding the coarse sizes would mostly give back."""
+    if fine:
+        size = max(16, -(-n // 16) * 16) if n <= 128 else -(-n // 64) * 64
+        return min(size, max_len)
     size = 16
     while size < n:
         size *= 2

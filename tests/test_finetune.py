@@ -9,7 +9,9 @@ import pytest
 
 from bertvision import store as st
 from bertvision.ensemble import Predictions
-from bertvision.finetune import FinetuneConfig, Finetuner, checkpoint_schedule, latest_checkpoint
+from bertvision.extract import bucket_length
+from bertvision.finetune import (FinetuneConfig, Finetuner, checkpoint_schedule, latest_checkpoint,
+                                 length_grouped_batches)
 from pipelines import extract as extract_cli
 from pipelines import finetune as finetune_cli
 
@@ -32,6 +34,37 @@ def test_checkpoint_schedule():
     assert checkpoint_schedule(10, 2.0, None, at=[0.1, 0.3]) == [(1, 0.1), (3, 0.3), (10, 1.0), (20, 2.0)]
     # the explicit epochs combine with a regular interval; out-of-range ones are ignored
     assert checkpoint_schedule(10, 1.0, 0.5, at=[0.3, 5.0]) == [(3, 0.3), (5, 0.5), (10, 1.0)]
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding():
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(1 / 14, size=1000) + 2, 64)  # SST-2-like: many short rows
+    for window in (0, 1, 50):
+        batches = length_grouped_batches(lengths, 32, window, np.random.default_rng([0, 1]))
+        assert len(batches) == -(-1000 // 32)
+        assert all(len(b) == 32 for b in batches[:-1]) and len(batches[-1]) == 1000 - 31 * 32
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        again = length_grouped_batches(lengths, 32, window, np.random.default_rng([0, 1]))
+        assert all((a == b).all() for a, b in zip(batches, again))  # seeded: a resume sees the same batches
+
+    def padded(batches):
+        return sum(bucket_length(int(lengths[b].max()), 64, fine=True) * len(b) for b in batches) / lengths.sum()
+
+    plain = padded(length_grouped_batches(lengths, 32, 0, np.random.default_rng(0)))
+    grouped = padded(length_grouped_batches(lengths, 32, 50, np.random.default_rng(0)))
+    assert grouped < plain / 2
+    # the batch order is shuffled: short and long batches are mixed through the epoch
+    maxima = [int(lengths[b].max()) for b in length_grouped_batches(lengths, 32, 50, np.random.default_rng(0))]
+    assert maxima != sorted(maxima)
+    with pytest.raises(ValueError, match="group-by-length"):
+        FinetuneConfig(task="sst2", out="x", group_by_length=-1)
+
+
+def test_bucket_lengths():
+    assert [bucket_length(n, 384) for n in (1, 17, 33, 65, 200, 384)] == [16, 32, 64, 128, 256, 384]
+    assert [bucket_length(n, 384, fine=True) for n in (1, 17, 40, 100, 129, 200, 384)] == [16, 32, 48, 112, 192,
+                                                                                              256, 384]
+    assert bucket_length(60, 50, fine=True) == 50
 
 
 def test_checkpoint_at_validated(tmp_path):

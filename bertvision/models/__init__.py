@@ -19,6 +19,7 @@ from bertvision.models.config import (
     ModelConfig,
 )
 from bertvision.models.layers import (
+    Dropout,
     LayerAttention,
     LayersToChannels,
     MaskedAttentionPooling,
@@ -33,6 +34,7 @@ from bertvision.models.layers import (
 from bertvision.models.zoo import build_model, layer_weights, trainable_params
 
 __all__ = [
+    "Dropout",
     "KINDS",
     "LAYER_POOLINGS",
     "TASK_KINDS",

@@ -382,6 +382,39 @@ class LayersToChannels(_ActivationsLayer):
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
+class Dropout(keras.layers.Dropout):
+    """`keras.layers.Dropout` that names its random-number algorithm.
+
+    Keras draws a dropout mask with `tf.random.stateless_uniform`'s default
+    algorithm from a seed kept in a variable. Under XLA on CPU that
+    combination runs about 100 times slower than naming the algorithm:
+    dropout over a `[32, 384, 384]` span head took 1.8 s a training step
+    (linear probe on SQuAD: 16 instead of ~230 examples/s). This layer
+    draws the same kind of mask (same rate, noise shape and `SeedGenerator`
+    seeding) with Philox; other backends use Keras' own.
+
+    Example:
+    ```python
+    drop = Dropout(0.1, seed=0)
+    y = drop(np.ones((2, 8), "float32"), training=True)
+    ```
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate <= 0 or keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        shape = tf.shape(inputs)
+        if self.noise_shape is not None:
+            shape = tf.stack([shape[i] if d is None else d for i, d in enumerate(self.noise_shape)])
+        seed = tf.cast(self.seed_generator.next(), tf.int32)
+        keep = tf.random.stateless_uniform(shape, seed=seed, alg="philox") >= self.rate
+        scale = tf.cast(1.0 / (1.0 - self.rate), inputs.dtype)
+        return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
 class TaskHead(keras.layers.Layer):
     """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`.
 

@@ -9,6 +9,7 @@ import keras
 
 from bertvision.models.config import ModelConfig
 from bertvision.models.layers import (
+    Dropout,
     LayerAttention,
     LayersToChannels,
     MaskedAttentionPooling,
@@ -85,7 +86,7 @@ def build_model(config: ModelConfig) -> keras.Model:
 def _head(config, features, padding_mask=None):
     """Dropout + task head; `features` is `[B, D]` (or `[B, T, D]` for span)."""
     if config.dropout > 0:
-        features = keras.layers.Dropout(config.dropout, name="dropout")(features)
+        features = Dropout(config.dropout, name="dropout")(features)
     if config.task_kind == "span":
         start, end = SpanHead(name="span_head")(features, padding_mask=padding_mask)
         return {"start_logits": start, "end_logits": end}
