@@ -11,6 +11,14 @@ size.
         --variants adapter_pooler adapter_pooler:layer_pooling=concat
 
 A variant is `kind[:field=value[,field=value]]` with `ModelConfig` fields.
+
+`--task-kind span --tokens 384` profiles SQuAD-shaped heads (per-token
+start/end logits). `--dropout bertvision keras` measures each row twice: with
+BERTVision's `Dropout` and with `keras.layers.Dropout` (the baseline), and
+prints the speed ratio:
+
+    python bench/profile_adapters.py --inputs sequence --task-kind span --tokens 384 \
+        --batch-sizes 32 --jit true --dropout bertvision keras
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import contextlib  # noqa: E402
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bertvision.models import KINDS, ModelConfig, build_model, trainable_params  # noqa: E402
+from bertvision.models import zoo  # noqa: E402
 
 INPUTS = {"sequence": 128, "vector": None}
 
@@ -64,14 +75,31 @@ def make_data(config: ModelConfig, n: int, seed: int):
         features["padding_mask"] = (
             np.arange(config.tokens)[None, :] < lengths[:, None]
         ).astype(np.int32)
+    if config.task_kind == "span":
+        ends = features["padding_mask"].sum(axis=1)
+        start = (rng.random(n) * ends).astype(np.int32)
+        return features, {"start_logits": start, "end_logits": np.minimum(start + 3, ends - 1).astype(np.int32)}
     labels = rng.integers(0, config.num_labels, size=n).astype(np.int32)
     return features, labels
 
 
+@contextlib.contextmanager
+def dropout_layer(which: str):
+    """Build adapters with BERTVision's `Dropout` or, as a baseline,
+    `keras.layers.Dropout` (whose mask is ~100x slower under XLA on CPU)."""
+    ours = zoo.Dropout
+    zoo.Dropout = ours if which == "bertvision" else keras.layers.Dropout
+    try:
+        yield
+    finally:
+        zoo.Dropout = ours
+
+
 def profile(config: ModelConfig, batch_size: int, jit: bool, steps: int,
-            warmup: int, data) -> dict:
+            warmup: int, data, dropout: str = "bertvision") -> dict:
     keras.utils.set_random_seed(0)
-    model = build_model(config)
+    with dropout_layer(dropout):
+        model = build_model(config)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -105,6 +133,10 @@ def main(argv=None):
     parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--jit", nargs="+", default=["true", "false"], choices=["true", "false"])
+    parser.add_argument("--task-kind", default="classification", choices=["classification", "span"])
+    parser.add_argument("--tokens", type=int, default=INPUTS["sequence"], help="tokens of a sequence input")
+    parser.add_argument("--dropout", nargs="+", default=["bertvision"], choices=["bertvision", "keras"],
+                        help="dropout layer(s) to build with; 'keras' is the baseline")
     parser.add_argument("--examples", type=int, default=1024, help="rows of random data")
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="approximate timed seconds per measurement")
@@ -115,32 +147,44 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rows = []
-    header = f"{'input':9} {'variant':42} {'batch':>5} {'jit':>5} {'params':>8} {'ex/s':>9} {'step ms':>8} {'1st fit s':>9}"
+    if args.task_kind == "span" and "vector" in args.inputs:
+        parser.error("--task-kind span needs --inputs sequence")
+    header = (f"{'input':9} {'variant':42} {'batch':>5} {'jit':>5} {'dropout':>10} {'params':>8} {'ex/s':>9} "
+              f"{'step ms':>8} {'1st fit s':>9} {'vs keras':>8}")
     print(header)
     print("-" * len(header))
     for input_name in args.inputs:
         for variant in args.variants:
             kind, overrides = parse_variant(variant)
-            config = ModelConfig(kind=kind, task_kind="classification", num_labels=2,
-                                 num_layers=7, hidden=384, tokens=INPUTS[input_name],
-                                 **overrides)
+            tokens = args.tokens if input_name == "sequence" else None
+            config = ModelConfig(kind=kind, task_kind=args.task_kind, num_labels=2,
+                                 num_layers=7, hidden=384, tokens=tokens, **overrides)
             data = make_data(config, args.examples, args.seed)
             for batch_size in args.batch_sizes:
                 for jit in args.jit:
                     jit_on = jit == "true"
-                    # A quick probe sizes the timed run to about --seconds.
-                    probe = profile(config, batch_size, jit_on, args.min_steps,
-                                    args.warmup, data)
-                    steps = max(args.min_steps, int(args.seconds * probe["examples_per_s"] / batch_size))
-                    row = probe if steps <= args.min_steps else profile(
-                        config, batch_size, jit_on, steps, args.warmup, data)
-                    row.update(input=input_name, variant=variant, batch_size=batch_size,
-                               jit_compile=jit_on, steps=steps)
-                    rows.append(row)
-                    print(f"{input_name:9} {variant:42} {batch_size:>5} {jit:>5} "
-                          f"{row['params']:>8} {row['examples_per_s']:>9.0f} "
-                          f"{row['step_ms']:>8.1f} {row['first_fit_s']:>9.1f}", flush=True)
-                    keras.backend.clear_session()
+                    speeds = {}
+                    for dropout in sorted(args.dropout, key=lambda d: d != "keras"):  # the baseline first
+                        # A quick probe sizes the timed run to about --seconds.
+                        probe = profile(config, batch_size, jit_on, args.min_steps,
+                                        args.warmup, data, dropout)
+                        steps = max(args.min_steps, int(args.seconds * probe["examples_per_s"] / batch_size))
+                        row = probe if steps <= args.min_steps else profile(
+                            config, batch_size, jit_on, steps, args.warmup, data, dropout)
+                        speeds[dropout] = row["examples_per_s"]
+                        ratio = row["examples_per_s"] / speeds["keras"] if "keras" in speeds and dropout != "keras" else None
+                        row.update(input=input_name, variant=variant, batch_size=batch_size, tokens=tokens,
+                                   task_kind=args.task_kind, jit_compile=jit_on, dropout=dropout, steps=steps,
+                                   speed_vs_keras_dropout=ratio)
+                        rows.append(row)
+                        print(f"{input_name:9} {variant:42} {batch_size:>5} {jit:>5} {dropout:>10} "
+                              f"{row['params']:>8} {row['examples_per_s']:>9.0f} "
+                              f"{row['step_ms']:>8.1f} {row['first_fit_s']:>9.1f} "
+                              f"{'' if ratio is None else f'{ratio:.2f}x':>8}", flush=True)
+                        keras.backend.clear_session()
+                    if "keras" in speeds and "bertvision" in speeds:
+                        print(f"{'':9} {'':42} BERTVision's Dropout: {speeds['bertvision'] / speeds['keras']:.1f}x "
+                              f"the examples/s of keras.layers.Dropout", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -1,6 +1,6 @@
 """Reproduce BERTVision's claims on real data: one command, one table.
 
-    python -m bench.reproduce --docs docs                # full run, ~60-90 min on the 2-core VM
+    python -m bench.reproduce --docs docs                # full run, ~75 min on the 2-core VM
     python -m bench.reproduce --quick --work /tmp/rq     # reduced version on SST-2 + SQuAD (the test suite runs it)
 
 On the embedded MiniLM and the real data in ``../shared/data``:

@@ -84,6 +84,20 @@ def bucket_length(n: int, max_len: int, fine: bool = False) -> int:
     return min(size, max_len)
 
 
+def length_sorted_batches(lengths: np.ndarray, start: int, end: int, batch_size: int) -> list:
+    """Rows ``start..end-1`` in batches of similar length (shortest first):
+    the forward pass then pads each batch only to its own longest row (the
+    tf.data guide's bucketing). Extraction still writes records in row order.
+
+    Example:
+        >>> [b.tolist() for b in length_sorted_batches(np.array([9, 2, 7, 1]), 0, 4, 2)]
+        [[3, 1], [2, 0]]
+    """
+    rows = np.arange(start, end)
+    rows = rows[np.argsort(lengths[start:end], kind="stable")]
+    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
 class _Writer(threading.Thread):
     """Serialises and writes records in the background so the forward pass
     never waits for protobufs or disk."""
@@ -309,30 +323,41 @@ class Extractor:
             for shard in todo:
                 start, end = bounds[shard]
                 writer = st.ShardWriter(st.join(c.out, st.shard_name(c.split, shard, n_shards)))
-                for b0 in range(start, end, c.batch_size):
-                    b1 = min(b0 + c.batch_size, end)
-                    t = bucket_length(int(lengths[b0:b1].max()), c.max_seq_len)
+                # Forward in length-sorted batches; write in row order as soon as
+                # the next row's activations are there (at most one shard held).
+                ready, next_row = {}, start
+                for rows in length_sorted_batches(lengths, start, end, c.batch_size):
+                    t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
                     batch = {
-                        "token_ids": f.token_ids[b0:b1, :t],
-                        "segment_ids": f.segment_ids[b0:b1, :t],
-                        "padding_mask": f.padding_mask[b0:b1, :t],
+                        "token_ids": f.token_ids[rows, :t],
+                        "segment_ids": f.segment_ids[rows, :t],
+                        "padding_mask": f.padding_mask[rows, :t],
                     }
                     acts = forward(batch)
+                    for j, r in enumerate(rows):
+                        ready[int(r)] = np.ascontiguousarray(acts[j, :, :int(lengths[r]), :]) if seq else acts[j]
+                    first = next_row
+                    while next_row in ready:
+                        next_row += 1
+                    if next_row > first:
+                        arrays = [ready.pop(r) for r in range(first, next_row)]
 
-                    def write(acts=acts, b0=b0, b1=b1, writer=writer):
-                        for j, r in enumerate(range(b0, b1)):
-                            n = int(lengths[r])
-                            a = acts[j, :, :n, :] if seq else acts[j]
-                            span = None
-                            if kind == "span":
-                                span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
-                                        "window_index": windows[r], "offsets": f.offsets[r]}
-                            record = st.serialize_record(a, length=n if seq else None, uid=uids[r], example_index=int(f.example_index[r]),
-                                                         label=labels[r], task_kind=kind, span=span)
-                            writer.write(record, a.nbytes)
+                        def write(arrays=arrays, first=first, writer=writer):
+                            for r, a in enumerate(arrays, start=first):
+                                n = int(lengths[r])
+                                span = None
+                                if kind == "span":
+                                    span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
+                                            "window_index": windows[r], "offsets": f.offsets[r]}
+                                record = st.serialize_record(a, length=n if seq else None, uid=uids[r],
+                                                             example_index=int(f.example_index[r]), label=labels[r],
+                                                             task_kind=kind, span=span)
+                                writer.write(record, a.nbytes)
 
-                    writer_thread.submit(write)
-                    bar.update(b1 - b0)
+                        writer_thread.submit(write)
+                    bar.update(len(rows))
+                if ready or next_row != end:  # cannot happen: every row is in exactly one batch
+                    raise RuntimeError(f"shard {shard}: rows {start}..{end - 1} were not all extracted")
                 writer_thread.submit(writer.commit)
         except BaseException:
             try:

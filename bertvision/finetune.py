@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FinetuneConfig", "Finetuner", "TaskHead", "build_finetune_model",
+__all__ = ["FinetuneConfig", "FinetuneError", "Finetuner", "TaskHead", "build_finetune_model",
            "checkpoint_schedule", "latest_checkpoint", "length_grouped_batches", "seeded_subset"]
 
 CHECKPOINTS = "checkpoints"
@@ -48,6 +48,10 @@ CHECKPOINT_INFO = "checkpoint.json"
 HEAD_WEIGHTS = "head.weights.npz"
 # Settings that may change when a run is resumed.
 _RESUME_FREE = ("progress", "strategy", "command", "jit_compile", "out")
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning run that cannot go on (e.g. its loss became NaN)."""
 
 
 def seeded_subset(items: list, n: int, seed: int = 0) -> list:
@@ -653,7 +657,7 @@ class Finetuner:
             for step, batch, labels in self._batches(start_step):
                 loss = float(self._train_step(batch, labels))
                 if not math.isfinite(loss):
-                    raise RuntimeError(f"loss became {loss} at step {step + 1}; lower --lr")
+                    raise FinetuneError(f"loss became {loss} at step {step + 1}; lower --lr")
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 rows = len(batch["token_ids"])
                 trained += rows

@@ -19,9 +19,13 @@ class _Die:
 
     @contextlib.contextmanager
     def on_errors(self):
+        # The library's user-facing errors are ValueErrors (StoreError, FitError,
+        # ...) plus StrategyError; any other exception is a bug and keeps its traceback.
+        from bertvision.distribute import StrategyError
+
         try:
             yield
-        except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as err:
+        except (ValueError, FileNotFoundError, PermissionError, StrategyError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 

@@ -390,8 +390,10 @@ class Dropout(keras.layers.Dropout):
     combination runs about 100 times slower than naming the algorithm:
     dropout over a `[32, 384, 384]` span head took 1.8 s a training step
     (linear probe on SQuAD: 16 instead of ~230 examples/s). This layer
-    draws the same kind of mask (same rate, noise shape and `SeedGenerator`
-    seeding) with Philox; other backends use Keras' own.
+    names Philox, the algorithm the default resolves to, so it draws exactly
+    Keras' masks (same rate, noise shape and `SeedGenerator` seeds; the
+    tests check the masks are equal), only faster. Other backends use Keras'
+    own.
 
     Example:
     ```python
