@@ -44,7 +44,7 @@ def bare_forward_rate(backbone, features, batch_size, max_seq_len, sort=True):
     lengths = features.padding_mask.sum(1)
     n = len(lengths)
     if sort:
-        batches = length_sorted_batches(lengths, 0, n, batch_size)
+        batches = length_sorted_batches(lengths, np.arange(n), batch_size)
     else:
         batches = [np.arange(b0, min(b0 + batch_size, n)) for b0 in range(0, n, batch_size)]
     start = time.perf_counter()

@@ -84,17 +84,18 @@ def bucket_length(n: int, max_len: int, fine: bool = False) -> int:
     return min(size, max_len)
 
 
-def length_sorted_batches(lengths: np.ndarray, start: int, end: int, batch_size: int) -> list:
-    """Rows ``start..end-1`` in batches of similar length (shortest first):
-    the forward pass then pads each batch only to its own longest row (the
-    tf.data guide's bucketing). Extraction still writes records in row order.
+def length_sorted_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int) -> list:
+    """`rows` (indices into `lengths`) in batches of similar length, shortest
+    first (ties keep their order): each batch then pads only to its own
+    longest row (the tf.data guide's bucketing). Extraction sorts a shard's
+    rows (and still writes records in row order); fine-tuning sorts windows
+    of its shuffled rows (`finetune.length_grouped_batches`).
 
     Example:
-        >>> [b.tolist() for b in length_sorted_batches(np.array([9, 2, 7, 1]), 0, 4, 2)]
+        >>> [b.tolist() for b in length_sorted_batches(np.array([9, 2, 7, 1]), np.arange(4), 2)]
         [[3, 1], [2, 0]]
     """
-    rows = np.arange(start, end)
-    rows = rows[np.argsort(lengths[start:end], kind="stable")]
+    rows = rows[np.argsort(lengths[rows], kind="stable")]
     return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
@@ -326,7 +327,7 @@ class Extractor:
                 # Forward in length-sorted batches; write in row order as soon as
                 # the next row's activations are there (at most one shard held).
                 ready, next_row = {}, start
-                for rows in length_sorted_batches(lengths, start, end, c.batch_size):
+                for rows in length_sorted_batches(lengths, np.arange(start, end), c.batch_size):
                     t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
                     batch = {
                         "token_ids": f.token_ids[rows, :t],

@@ -314,15 +314,15 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, window: int, rn
         >>> sorted(sorted(x.tolist()) for x in b)
         [[0, 2], [1, 3]]
     """
+    from bertvision.extract import length_sorted_batches
+
     order = rng.permutation(len(lengths))
     if window <= 0:
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches = []
     span = batch_size * window
     for w0 in range(0, len(order), span):
-        rows = order[w0:w0 + span]
-        rows = rows[np.argsort(lengths[rows], kind="stable")]
-        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        batches += length_sorted_batches(lengths, order[w0:w0 + span], batch_size)
     last = batches.pop() if len(batches[-1]) < batch_size else None
     batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches + ([last] if last is not None else [])
@@ -483,11 +483,6 @@ class Finetuner:
         return int(self.backbone.count_params()), int(self.head.count_params())
 
     # ------------------------------------------------------------- batches
-    def _epoch_batches(self, epoch: int) -> list:
-        lengths = self.train.features.padding_mask.sum(axis=1)
-        rng = np.random.default_rng([self.config.seed, epoch])
-        return length_grouped_batches(lengths, self.config.batch_size, self.config.group_by_length, rng)
-
     def _batches(self, first_step: int):
         """Yield ``(step, batch, labels)`` from global step `first_step` on:
         each epoch's batches are a seeded function of (seed, epoch) (see
@@ -500,7 +495,8 @@ class Finetuner:
         while step < self.total_steps:
             if step // self.steps_per_epoch != epoch:
                 epoch = step // self.steps_per_epoch
-                batches = self._epoch_batches(epoch)
+                rng = np.random.default_rng([c.seed, epoch])
+                batches = length_grouped_batches(lengths, c.batch_size, c.group_by_length, rng)
             rows = batches[step % self.steps_per_epoch]
             t = _bucket(int(lengths[rows].max()), c.max_seq_len)
             batch = {k: v[rows, :t] for k, v in f.inputs().items()}

@@ -245,7 +245,7 @@ def test_length_sorted_batches_cover_a_shard_once():
     from bertvision.extract import length_sorted_batches
 
     lengths = np.random.default_rng(0).integers(1, 129, size=300)
-    batches = length_sorted_batches(lengths, 40, 250, 32)
+    batches = length_sorted_batches(lengths, np.arange(40, 250), 32)
     rows = np.concatenate(batches)
     assert sorted(rows.tolist()) == list(range(40, 250))
     assert all(len(b) == 32 for b in batches[:-1]) and len(batches[-1]) == 210 - 6 * 32
