@@ -387,9 +387,10 @@ class Dropout(keras.layers.Dropout):
 
     Keras draws a dropout mask with `tf.random.stateless_uniform`'s default
     algorithm from a seed kept in a variable. Under XLA on CPU that
-    combination runs about 100 times slower than naming the algorithm:
-    dropout over a `[32, 384, 384]` span head took 1.8 s a training step
-    (linear probe on SQuAD: 16 instead of ~230 examples/s). This layer
+    combination runs far slower than naming the algorithm: a linear probe
+    with a span head over 384 tokens (dropout on `[32, 384, 384]`) trains at
+    12 instead of 226 examples/s (`bench/profile_adapters.py --task-kind span
+    --tokens 384 --dropout bertvision keras`, docs/benchmarks.md). This layer
     names Philox, the algorithm the default resolves to, so it draws exactly
     Keras' masks (same rate, noise shape and `SeedGenerator` seeds; the
     tests check the masks are equal), only faster. Other backends use Keras'
