@@ -6,7 +6,7 @@ Each store should hold ``train`` (the 8,000-example seeded subset:
 ``pipelines.extract --split train --sample 8000 --seed 0``) and the full
 ``dev``. For every store it trains ``linear_probe``, ``scalar_mix``,
 ``adapter_pooler`` and ``cnn`` through the real fit path
-(`bertvision.training.fit`) and prints, side by side: dev accuracy, trainable
+(`bertvision.fit.fit`) and prints, side by side: dev accuracy, trainable
 parameters (and share of MiniLM's 22.7M), wall time and training examples/s.
 
 Then, for ``adapter_pooler``, the training speed from the store (the tf.data
@@ -21,45 +21,50 @@ BERT fine-tuned 1 epoch 84.4%).
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import platform
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
+import keras  # noqa: E402  (after the environment above)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bertvision import io  # noqa: E402
+from bertvision.errors import BertVisionError  # noqa: E402
+from bertvision.fit import FitConfig, adapter_config, fit  # noqa: E402
+from bertvision.models import KINDS, build_model  # noqa: E402
+from bertvision.runs import RunResults  # noqa: E402
+from bertvision.store import open_store  # noqa: E402
+from bertvision.trainer import compile_for_task, make_optimizer  # noqa: E402
 
 
-def fit_one(store_path, kind, out, epochs, batch_size, seed):
-    from bertvision.training import FitConfig, fit
-
-    config = FitConfig(store=store_path, out=out, model={"kind": kind}, epochs=epochs, batch_size=batch_size,
+def fit_one(store_path, kind, out, epochs, batch_size, seed) -> RunResults:
+    config = FitConfig(store=store_path, out=out, adapter={"kind": kind}, epochs=epochs, batch_size=batch_size,
                        seed=seed, verbose=0)
     return fit(config)
 
 
 def store_vs_memory(store_path, epochs, batch_size, seed):
     """Examples/s of adapter_pooler's training epochs: store reader vs in-memory tensors."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from bertvision.store import open_store
-    from bertvision.training import FitConfig, build_compiled_model, make_model_config
-
     store = open_store(store_path)
     n = store.num_records("train")
-    config = FitConfig(store=store_path, out="", model={"kind": "adapter_pooler"}, epochs=epochs,
+    config = FitConfig(store=store_path, out="", adapter={"kind": "adapter_pooler"}, epochs=epochs,
                        batch_size=batch_size, seed=seed, verbose=0)
-    model_config = make_model_config(store, config.model)
-    steps = epochs * int(np.ceil(n / batch_size))
+    model_config = adapter_config(store, config.adapter)
+    steps = epochs * math.ceil(n / batch_size)
 
     def rate(ds):
         keras.utils.set_random_seed(seed)
-        model = build_compiled_model(model_config, config, steps)
+        model = build_model(model_config)  # compiled as `fit` trains it
+        optimizer = make_optimizer(config.lr, steps, warmup=config.warmup, schedule=config.schedule,
+                                   weight_decay=config.weight_decay)
+        compile_for_task(model, model_config.task_kind, optimizer, config.jit_compile, config.steps_per_execution)
         model.fit(ds, epochs=1, verbose=0)  # compile + first pass (fills the reader cache)
         start = time.perf_counter()
         model.fit(ds, epochs=epochs - 1, verbose=0)
@@ -74,7 +79,7 @@ def store_vs_memory(store_path, epochs, batch_size, seed):
     arrays = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
     y = np.concatenate(labels)
     memory = tf.data.Dataset.from_tensor_slices((arrays, y)).shuffle(len(y), seed=seed).batch(batch_size)
-    if store.tokens == "sequence":  # trim each batch to the same power-of-two bucket as the reader
+    if store.is_sequence:  # trim each batch to the same power-of-two bucket as the reader
         def trim(f, y):
             longest = tf.maximum(tf.reduce_max(tf.reduce_sum(f["padding_mask"], 1)), 16)
             t = tf.minimum(tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(longest, tf.float32)) / tf.math.log(2.0)), tf.int32),
@@ -94,31 +99,35 @@ def main(argv=None):
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--work", default=None, help="folder for the run folders (default: a temp dir)")
     args = p.parse_args(argv)
-    from bertvision.store import open_store
 
     work = args.work or tempfile.mkdtemp(prefix="bench-adapters-")
     print(f"# adapter benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
           f"epochs {args.epochs}, batch {args.batch_size}, seed {args.seed}")
-    print("| store | tokens | model | dev accuracy | trainable params | share of BERT | train s | train ex/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for store_path in args.store:
-        store = open_store(store_path, expect={"task": "sst2"})
-        for kind in args.kinds.split(","):
-            out = os.path.join(work, f"{os.path.basename(store_path.rstrip('/'))}-{kind}")
-            r = fit_one(store_path, kind, out, args.epochs, args.batch_size, args.seed)
-            print(f"| {os.path.basename(store_path)} | {store.tokens} | {kind} | {r['dev_metrics']['accuracy']:.4f} | "
-                  f"{r['trainable_params']:,} | {100 * r['param_share']:.3f}% | {r['train_wall_time_s']:.1f} | "
-                  f"{r['train_examples_per_s']:.0f} |", flush=True)
-    print("\nbaselines (guide, same machine class): linear [CLS] 73.3% | linear last-layer mean 81.1% | "
-          "scalar mix 80.8% | prototype adapter (sequence) 84.8% @ ~80 s/epoch | conv 83.6% @ 4.5 s/epoch | "
-          "BERT fine-tuned 1 epoch 84.4% (215 s), 2 epochs 87.3%")
-    print("\n| store | adapter_pooler train ex/s from store | from memory | ratio (>= 0.8) |")
-    print("|---|---|---|---|")
-    for store_path in args.store:
-        s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, args.seed)
-        print(f"| {os.path.basename(store_path)} | {s:.0f} | {m:.0f} | {s / m:.2f} |", flush=True)
-    json.dump({"work": work}, open(os.path.join(work, "bench.json"), "w"))
+    try:
+        print("| store | tokens | model | dev accuracy | trainable params | share of BERT | train s | train ex/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for store_path in args.store:
+            store = open_store(store_path, expect={"task": "sst2"})
+            for kind in args.kinds.split(","):
+                out = os.path.join(work, f"{os.path.basename(store_path.rstrip('/'))}-{kind}")
+                r = fit_one(store_path, kind, out, args.epochs, args.batch_size, args.seed)
+                print(f"| {os.path.basename(store_path)} | {store.token_mode} | {kind} | "
+                      f"{r.dev_metrics['accuracy']:.4f} | {r.trainable_params:,} | {r.param_share_pct:.3f}% | "
+                      f"{r.train_wall_time_s:.1f} | {r.train_examples_per_s:.0f} |", flush=True)
+        print("\nbaselines (guide, same machine class): linear [CLS] 73.3% | linear last-layer mean 81.1% | "
+              "scalar mix 80.8% | prototype adapter (sequence) 84.8% @ ~80 s/epoch | conv 83.6% @ 4.5 s/epoch | "
+              "BERT fine-tuned 1 epoch 84.4% (215 s), 2 epochs 87.3%")
+        print("\n| store | adapter_pooler train ex/s from store | from memory | ratio (>= 0.8) |")
+        print("|---|---|---|---|")
+        for store_path in args.store:
+            s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, args.seed)
+            print(f"| {os.path.basename(store_path)} | {s:.0f} | {m:.0f} | {s / m:.2f} |", flush=True)
+    except BertVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    io.atomic_write_json(os.path.join(work, "bench.json"), {"work": work})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

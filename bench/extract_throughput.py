@@ -2,7 +2,7 @@
 
     python -m bench.extract_throughput --data-dir ../shared/data/glue/SST-2 --n 2000
 
-Prints, for ``--tokens cls`` and ``--tokens sequence`` on the embedded MiniLM:
+Prints, for ``--token-mode cls`` and ``--token-mode sequence`` on the embedded MiniLM:
 
 - extraction examples/s (featurize + forward + serialize + write, the
   complete ``Extractor.run``) next to the backbone's own jit-compiled forward
@@ -21,24 +21,33 @@ import argparse
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
-
-import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import keras  # noqa: E402  (after the environment above)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bertvision.backbone import load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
+from bertvision.data import load_examples  # noqa: E402
+from bertvision.errors import BertVisionError  # noqa: E402
+from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
+from bertvision.fit import adapter_config  # noqa: E402
+from bertvision.models import build_model  # noqa: E402
+from bertvision.store import open_store  # noqa: E402
+from bertvision.trainer import compile_for_task  # noqa: E402
 
 
 def bare_forward_rate(backbone, features, batch_size, max_seq_len, sort=True):
     """Examples/s of a fresh jit-compiled ``backbone(inputs)`` over bucketed
     batches (compilation included, as in extraction): ``sort`` the
     length-sorted batches extraction runs, else batches in row order."""
-    import tensorflow as tf
-
-    from bertvision.extract import bucket_length, length_sorted_batches
-
     forward = tf.function(lambda b: backbone(b, training=False)["sequence_output"], jit_compile=True,
                           reduce_retracing=True)
     lengths = features.padding_mask.sum(1)
@@ -68,17 +77,9 @@ def read_rate(store, split, batch_size=64, repeats=2):
 
 
 def adapter_rate(store, split, kind="adapter_pooler", batch_size=64, epochs=2):
-    import keras
-
-    from bertvision.models import ModelConfig, build_model
-
-    shape = store.example_shape
-    config = ModelConfig(kind=kind, task_kind=store.task_kind, num_labels=2, num_layers=shape[0],
-                         hidden=shape[-1], tokens=shape[1] if store.tokens == "sequence" else None,
-                         input_dtype=store.manifest["dtype"])
+    config = adapter_config(store, {"kind": kind})
     model = build_model(config)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    compile_for_task(model, config.task_kind, keras.optimizers.AdamW(1e-3), jit_compile=True)
     ds = store.dataset(split, batch_size, shuffle=True, seed=0)
     # cache in memory: we time the model's consumption alone, without the reader
     cached = ds.cache()
@@ -88,23 +89,9 @@ def adapter_rate(store, split, kind="adapter_pooler", batch_size=64, epochs=2):
     return epochs * store.num_records(split) / (time.perf_counter() - start)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data/glue/SST-2")
-    p.add_argument("--split", default="train")
-    p.add_argument("--n", type=int, default=2000, help="examples (the first N of the split)")
-    p.add_argument("--max-seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--tokens", nargs="+", default=["cls", "sequence"])
-    args = p.parse_args(argv)
-
-    from bertvision.backbone import load_backbone, load_tokenizer, resolve_model
-    from bertvision.data import load_examples
-    from bertvision.extract import ExtractConfig, Extractor
-    from bertvision.features import Featurizer
-    from bertvision.store import open_store
-
-    ref = resolve_model(None)
+def measure(args) -> list[tuple]:
+    """One row per token mode (see the module docstring)."""
+    ref = resolve_backbone(None)
     backbone, tokenizer = load_backbone(ref), load_tokenizer(ref)
     examples = load_examples("sst2", args.split, args.data_dir, limit=args.n).examples
     features = Featurizer(tokenizer, max_seq_len=args.max_seq_len).encode("sst2", examples)
@@ -112,25 +99,43 @@ def main(argv=None):
           f"{os.cpu_count()} CPU cores  sst2/{args.split} first {len(examples)} examples, "
           f"max_seq_len {args.max_seq_len}, batch {args.batch_size}, embedded all-MiniLM-L6-v2")
     rows = []
-    for tokens in args.tokens:
+    for token_mode in args.token_modes:
         bare = bare_forward_rate(backbone, features, args.batch_size, args.max_seq_len)
         naive = bare_forward_rate(backbone, features, args.batch_size, args.max_seq_len, sort=False)
-        out = tempfile.mkdtemp(prefix=f"bench-{tokens}-")
+        out = tempfile.mkdtemp(prefix=f"bench-{token_mode}-")
         try:
             config = ExtractConfig(task="sst2", split=args.split, out=out, data_dir=args.data_dir, limit=args.n,
-                                   tokens=tokens, max_seq_len=args.max_seq_len, batch_size=args.batch_size,
+                                   token_mode=token_mode, max_seq_len=args.max_seq_len, batch_size=args.batch_size,
                                    progress=False)
             start = time.perf_counter()
-            manifest = Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
+            Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
             extract = len(examples) / (time.perf_counter() - start)
-            info = manifest["splits"][args.split]
             store = open_store(out)
+            stored, raw = store.split_bytes(args.split), store.decoded_bytes(args.split)
             read = read_rate(store, args.split)
             train = adapter_rate(store, args.split)
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        rows.append((tokens, extract, bare, extract / bare, naive, extract / naive, info["bytes"],
-                     info["activation_bytes"], info["bytes"] / info["activation_bytes"], read, train, read / train))
+        rows.append((token_mode, extract, bare, extract / bare, naive, extract / naive, stored, raw, stored / raw,
+                     read, train, read / train))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="../shared/data/glue/SST-2")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, default=2000, help="examples (the first N of the split)")
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--token-mode", "--tokens", dest="token_modes", nargs="+", default=["cls", "sequence"],
+                   help="token modes to extract (--tokens is an old alias)")
+    args = p.parse_args(argv)
+    try:
+        rows = measure(args)
+    except BertVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     header = ("tokens", "extract ex/s", "bare fwd ex/s (same sorted batches)", "ratio (>=0.85)",
               "bare fwd ex/s (row order)", "extract / row-order fwd", "store bytes", "raw act. bytes",
               "size ratio (<=1.02)", "read ex/s", "adapter_pooler train ex/s", "read/train (>=5)")
@@ -139,7 +144,8 @@ def main(argv=None):
     for r in rows:
         print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:,} | {r[7]:,} | "
               f"{r[8]:.4f} | {r[9]:.0f} | {r[10]:.0f} | {r[11]:.1f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

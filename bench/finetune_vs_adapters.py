@@ -21,6 +21,7 @@ table with the fine-tuned BERT baseline beside every row.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,7 +29,15 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # also run as ``python bench/finetune_vs_adapters.py``
+    sys.path.insert(0, str(REPO))
+
+from bertvision import io  # noqa: E402  (after the environment and path above)
+from bertvision.runs import RunFolder, RunResults  # noqa: E402
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -44,8 +53,12 @@ def run(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t
 
 
-def results(folder: Path) -> dict:
-    return json.loads((folder / "results.json").read_text())
+def results(folder: Path) -> RunResults:
+    return RunFolder(folder).results()
+
+
+def _seconds(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(REPO / "bench_out" / "finetune_vs_adapters"))
     p.add_argument("--sample", type=int, default=8000, help="seeded training subset size")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default=None, help="backbone (default: embedded MiniLM)")
+    p.add_argument("--backbone", "--model", dest="backbone", default=None,
+                   help="backbone (default: embedded MiniLM; --model is an old alias)")
     p.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
     p.add_argument("--checkpoint-every", type=float, default=0.1)
     p.add_argument("--max-seq-len", type=int, default=64, help="SST-2 sentences fit in 64 tokens")
-    p.add_argument("--tokens", default="sequence", choices=["cls", "mean", "sequence"], help="store kind for the adapter")
+    p.add_argument("--token-mode", "--tokens", dest="token_mode", default="sequence", choices=["cls", "mean", "sequence"],
+                   help="store kind for the adapter (--tokens is an old alias)")
     p.add_argument("--adapter-epochs", type=int, default=10)
     p.add_argument("--dev-limit", type=int, default=None, help="first N dev examples (default: all 872)")
     p.add_argument("--no-jit", action="store_true")
@@ -72,30 +87,30 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
     data = ["--task", "sst2", "--data-dir", a.data_dir]
-    model = ["--model", a.model] if a.model else []
+    backbone = ["--backbone", a.backbone] if a.backbone else []
     nojit = ["--no-jit"] if a.no_jit else []
     dev_limit = ["--limit", str(a.dev_limit)] if a.dev_limit else []
     walls = {}
 
     # 1. BERT fine-tuning, the baseline.
     bert = work / "bert"
-    walls["bert"] = run(["pipelines.finetune", *data, *model, "--out", str(bert), "--sample", str(a.sample),
+    walls["bert"] = run(["pipelines.finetune", *data, *backbone, "--out", str(bert), "--sample", str(a.sample),
                          "--seed", str(a.seed), "--epochs", str(a.epochs), "--checkpoint-every", str(a.checkpoint_every),
                          "--max-seq-len", str(a.max_seq_len), "--no-progress", *nojit,
                          *(["--eval-limit", str(a.dev_limit)] if a.dev_limit else [])], log)
-    final_ckpt = bert / results(bert)["final_checkpoint"]
+    final_ckpt = bert / results(bert).checkpoints["final"]
 
     # 2./3. Extract the frozen and the fine-tuned backbone; adapter_pooler on each.
     adapters = {}
-    for name, backbone in (("frozen", model), ("finetuned", ["--model", str(final_ckpt)])):
+    for name, source in (("frozen", backbone), ("finetuned", ["--backbone", str(final_ckpt)])):
         store = work / f"store-{name}"
-        common = [*data, *backbone, "--out", str(store), "--tokens", a.tokens, "--max-seq-len", str(a.max_seq_len),
+        common = [*data, *source, "--out", str(store), "--token-mode", a.token_mode, "--max-seq-len", str(a.max_seq_len),
                   "--no-progress", *nojit]
         walls[f"extract-{name}"] = run(["pipelines.extract", *common, "--split", "train", "--sample", str(a.sample),
                                         "--seed", str(a.seed)], log)
         walls[f"extract-{name}"] += run(["pipelines.extract", *common, "--split", "dev", *dev_limit], log)
         out = work / f"adapter-{name}"
-        walls[f"adapter-{name}"] = run(["pipelines.fit", "--store", str(store), "--model", "adapter_pooler",
+        walls[f"adapter-{name}"] = run(["pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler",
                                         "--out", str(out), "--epochs", str(a.adapter_epochs), "--seed", str(a.seed),
                                         "--quiet"], log)
         adapters[name] = out
@@ -111,37 +126,39 @@ def main(argv: list[str] | None = None) -> int:
 
     # Report.
     rb = results(bert)
-    base = rb["dev_metrics"]["accuracy"]
-    print(f"\nSST-2, {rb['train_examples']} train examples (seeded sample, seed {a.seed}), "
-          f"{rb['eval_examples']['dev']} dev examples; baseline = fine-tuned BERT after "
-          f"{rb['history'][-1]['epoch']:g} epoch: dev accuracy {base:.4f}\n")
+    base = rb.dev_metrics["accuracy"]
+    dev_examples = len(RunFolder(bert).load_predictions("dev").uids)
+    print(f"\nSST-2, {rb.train_examples} train examples (seeded sample, seed {a.seed}), "
+          f"{dev_examples} dev examples; baseline = fine-tuned BERT after "
+          f"{rb.history[-1].epoch:g} epoch: dev accuracy {base:.4f}\n")
     head = f"{'method':<46s} {'dev acc':>8s} {'BERT':>8s} {'delta':>8s} {'train s':>9s} {'trainable':>11s}"
     print(head)
     print("-" * len(head))
-    for h in rb["history"]:
-        acc = h["dev"]["accuracy"]
-        print(f"{'bert_finetune @ epoch ' + format(h['epoch'], '.2f'):<46s} {acc:8.4f} {base:8.4f} "
-              f"{acc - base:+8.4f} {h['wall_time_s']:9.1f} {rb['trainable_params']:11,d}")
+    for h in rb.history:
+        acc = h.dev["accuracy"]
+        print(f"{'bert_finetune @ epoch ' + format(h.epoch, '.2f'):<46s} {acc:8.4f} {base:8.4f} "
+              f"{acc - base:+8.4f} {_seconds(h.train_time_s):9.1f} {rb.trainable_params:11,d}")
     for name, out in adapters.items():
         r = results(out)
-        acc = r["dev_metrics"]["accuracy"]
+        acc = r.dev_metrics["accuracy"]
         extract_s = walls[f"extract-{name}"]
         print(f"{'adapter_pooler on ' + name + ' backbone':<46s} {acc:8.4f} {base:8.4f} {acc - base:+8.4f} "
-              f"{r.get('train_wall_time_s', float('nan')):9.1f} {r.get('trainable_params', 0):11,d}"
+              f"{_seconds(r.train_wall_time_s):9.1f} {r.trainable_params or 0:11,d}"
               f"   (+ extraction {extract_s:.0f} s wall)")
     for (mode, name), out in ensembles.items():
-        acc = results(out)["dev_metrics"]["accuracy"]
+        acc = results(out).dev_metrics["accuracy"]
         print(f"{f'ensemble({mode}: bert + adapter on {name})':<46s} {acc:8.4f} {base:8.4f} {acc - base:+8.4f} "
               f"{'':>9s} {'':>11s}")
-    print(f"\nBERT fine-tuning: {rb['train_examples_per_s']} train examples/s, {rb['train_wall_time_s']:.0f} s "
-          f"training + {rb['eval_wall_time_s']:.0f} s evaluating {len(rb['history'])} checkpoints; "
-          f"best checkpoint {rb['best']['checkpoint']} ({rb['best']['dev_metrics']['accuracy']:.4f})")
+    other_s = rb.total_wall_time_s - rb.train_wall_time_s  # loading, featurizing, evaluating, checkpointing
+    print(f"\nBERT fine-tuning: {rb.train_examples_per_s} train examples/s, {rb.train_wall_time_s:.0f} s "
+          f"training + {other_s:.0f} s loading and evaluating {len(rb.history)} checkpoints; "
+          f"best checkpoint {rb.checkpoints['best']} ({rb.best_dev_metrics['accuracy']:.4f})")
     print("wall seconds per step (incl. start-up):", json.dumps({k: round(v, 1) for k, v in walls.items()}))
-    summary = {"baseline_accuracy": base, "bert_history": rb["history"],
-               "adapters": {n: results(o)["dev_metrics"] for n, o in adapters.items()},
-               "ensembles": {f"{m}-{n}": results(o)["dev_metrics"] for (m, n), o in ensembles.items()},
+    summary = {"baseline_accuracy": base, "bert_history": [dataclasses.asdict(h) for h in rb.history],
+               "adapters": {n: results(o).dev_metrics for n, o in adapters.items()},
+               "ensembles": {f"{m}-{n}": results(o).dev_metrics for (m, n), o in ensembles.items()},
                "walls": walls}
-    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    io.atomic_write_json(work / "summary.json", summary)
     return 0
 
 

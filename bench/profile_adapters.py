@@ -12,12 +12,12 @@ size.
 
 A variant is `kind[:field=value[,field=value]]` with `ModelConfig` fields.
 
-`--task-kind span --tokens 384` profiles SQuAD-shaped heads (per-token
+`--task-kind span --max-seq-len 384` profiles SQuAD-shaped heads (per-token
 start/end logits). `--dropout bertvision keras` measures each row twice: with
 BERTVision's `Dropout` and with `keras.layers.Dropout` (the baseline), and
 prints the speed ratio:
 
-    python bench/profile_adapters.py --inputs sequence --task-kind span --tokens 384 \
+    python bench/profile_adapters.py --inputs sequence --task-kind span --max-seq-len 384 \
         --batch-sizes 32 --jit true --dropout bertvision keras
 """
 
@@ -40,6 +40,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bertvision import io  # noqa: E402
+from bertvision.errors import BertVisionError  # noqa: E402
 from bertvision.models import KINDS, ModelConfig, build_model, trainable_params  # noqa: E402
 from bertvision.models import zoo  # noqa: E402
 
@@ -71,9 +73,9 @@ def make_data(config: ModelConfig, n: int, seed: int):
         )
     }
     if config.is_sequence:
-        lengths = rng.integers(8, config.tokens + 1, size=n)
+        lengths = rng.integers(8, config.max_seq_len + 1, size=n)
         features["padding_mask"] = (
-            np.arange(config.tokens)[None, :] < lengths[:, None]
+            np.arange(config.max_seq_len)[None, :] < lengths[:, None]
         ).astype(np.int32)
     if config.task_kind == "span":
         ends = features["padding_mask"].sum(axis=1)
@@ -134,7 +136,8 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 128])
     parser.add_argument("--jit", nargs="+", default=["true", "false"], choices=["true", "false"])
     parser.add_argument("--task-kind", default="classification", choices=["classification", "span"])
-    parser.add_argument("--tokens", type=int, default=INPUTS["sequence"], help="tokens of a sequence input")
+    parser.add_argument("--max-seq-len", "--tokens", dest="max_seq_len", type=int, default=INPUTS["sequence"],
+                        help="tokens of a sequence input (--tokens is an old alias)")
     parser.add_argument("--dropout", nargs="+", default=["bertvision"], choices=["bertvision", "keras"],
                         help="dropout layer(s) to build with; 'keras' is the baseline")
     parser.add_argument("--examples", type=int, default=1024, help="rows of random data")
@@ -156,9 +159,12 @@ def main(argv=None):
     for input_name in args.inputs:
         for variant in args.variants:
             kind, overrides = parse_variant(variant)
-            tokens = args.tokens if input_name == "sequence" else None
-            config = ModelConfig(kind=kind, task_kind=args.task_kind, num_labels=2,
-                                 num_layers=7, hidden=384, tokens=tokens, **overrides)
+            tokens = args.max_seq_len if input_name == "sequence" else None
+            try:
+                config = ModelConfig(kind=kind, task_kind=args.task_kind, num_labels=2,
+                                     num_layers=7, hidden=384, max_seq_len=tokens, **overrides)
+            except (BertVisionError, TypeError) as err:  # a bad value, an unknown field
+                parser.error(f"variant {variant!r}: {err}")
             data = make_data(config, args.examples, args.seed)
             for batch_size in args.batch_sizes:
                 for jit in args.jit:
@@ -186,8 +192,7 @@ def main(argv=None):
                         print(f"{'':9} {'':42} BERTVision's Dropout: {speeds['bertvision'] / speeds['keras']:.1f}x "
                               f"the examples/s of keras.layers.Dropout", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        io.atomic_write_json(args.json, rows)
 
 
 if __name__ == "__main__":

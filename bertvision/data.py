@@ -26,14 +26,14 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bertvision.errors import DataError
 from bertvision.tasks import TaskSpec, TsvLayout, get_task
 
 DATA_DIR_ENV = "BERTVISION_DATA_DIR"
 """Environment variable naming the default data root (holding `glue/`, `squad2/`)."""
-
-
-class DataError(ValueError):
-    """A data file is missing or malformed in a way that cannot be skipped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,8 +441,6 @@ def _squad_example(
 def _load_tfds(
     spec: TaskSpec, split: str, data_dir, limit: int | None
 ) -> LoadResult:
-    import tensorflow_datasets as tfds  # lazy: only this path needs it
-
     tfds_split = spec.tfds_splits[split]
     if limit is not None:
         tfds_split = f"{tfds_split}[:{limit}]"
@@ -526,3 +524,17 @@ def _tfds_example(
     layout = spec.tsv_layouts.get(split)
     uid = str(idx) if layout is not None and layout.id_column == "index" else f"{split}-{idx}"
     return Example(uid=uid, texts=texts, label=label)
+
+
+def seeded_subset(items: list, n: int, seed: int = 0) -> list:
+    """`n` items drawn at random (seeded), kept in their original order: the
+    draw of ``pipelines.extract --sample n --seed seed`` and of
+    ``pipelines.finetune --sample n --seed seed``.
+
+    >>> seeded_subset(list(range(10)), 3, seed=0)
+    [...]  # three of 0..9, ascending
+    """
+    if not 0 < n <= len(items):
+        raise DataError(f"cannot sample {n} of {len(items)} examples")
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
+    return [items[i] for i in keep]

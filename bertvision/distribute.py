@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+import tensorflow as tf
 
+from bertvision.config import STRATEGIES
+from bertvision.errors import StrategyError
 
-class StrategyError(RuntimeError):
-    """A strategy that cannot be set up here (no TPU, bad TF_CONFIG, ...)."""
+__all__ = ["STRATEGIES", "get_strategy", "is_chief", "split_cpu_devices"]
 
 
 def get_strategy(name: str = "default", tpu: str | None = None):
@@ -27,8 +28,6 @@ def get_strategy(name: str = "default", tpu: str | None = None):
     - ``tpu``: `TPUStrategy` through a `TPUClusterResolver` (``tpu`` names
       the TPU; empty means the local/colab one).
     """
-    import tensorflow as tf
-
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -63,9 +62,55 @@ def split_cpu_devices(n: int) -> None:
 
     Must run before TensorFlow initialises its devices.
     """
-    import tensorflow as tf
-
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
     )
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the outputs: always, except on the
+    non-chief workers of a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    spec = resolver.cluster_spec().as_dict() if hasattr(resolver, "cluster_spec") else {}
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
+
+
+def num_workers(strategy) -> int:
+    """Workers in the strategy's cluster (1 without a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
+
+
+def prepare_multi_worker(model, strategy) -> None:
+    """Make Keras 3 ``fit`` train a compiled `model` under a multi-worker
+    strategy (a no-op otherwise).
+
+    Keras 3.15's ``fit`` builds a model it thinks unbuilt by averaging a
+    first batch across workers with ``strategy.reduce``, which
+    `MultiWorkerMirroredStrategy` cannot do for a ``(features dict,
+    labels)`` batch, and it averages each step's scalar logs with
+    ``reduce(axis=0)``, which needs a batch axis. There is no public switch
+    for either, so (in this one place) the optimizer is built here, the
+    model's cached strategy is cleared so ``fit`` takes the enclosing scope's,
+    and the step's logs get a batch axis. `tests/test_distribute.py` trains
+    two real workers and fails if a Keras upgrade changes this.
+    """
+    if num_workers(strategy) <= 1:
+        return
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    model._distribute_strategy = None
+    keras_train_step = model.train_step
+
+    def train_step(data):
+        return {k: tf.reshape(v, [1]) for k, v in keras_train_step(data).items()}
+
+    model.train_step = train_step

@@ -1,14 +1,15 @@
 """Extraction: run BERT once over a split and keep every layer in a store.
 
 >>> config = ExtractConfig(task="sst2", split="dev", out="tfrecords/sst2",
-...                        data_dir="../shared/data/glue/SST-2", tokens="cls")
+...                        data_dir="../shared/data/glue/SST-2", token_mode="cls")
 >>> manifest = Extractor(config).run()
 
 A run killed at any point and started again with the same arguments resumes:
 finished shards (those with a ``.done`` marker) are kept, the others are
-written again from the start under a temporary name. With
-``num_workers=W, worker_index=I`` worker I writes shards I, I+W, ... of the
-same plan, and ``finalize`` merges them into the manifest.
+written again from the start under a temporary name. Two processes extracting
+the same split into the same store are refused (a lock per split and
+worker). With ``num_workers=W, worker_index=I`` worker I writes shards I,
+I+W, ... of the same plan, and ``finalize`` merges them into the manifest.
 """
 
 from __future__ import annotations
@@ -18,15 +19,30 @@ import os
 import queue
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
 
+from bertvision import io
 from bertvision import store as st
+from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
+                                 load_tokenizer, resolve_backbone)
+from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_positive, check_positive_int,
+                               default_max_seq_len)
+from bertvision.data import load_examples, seeded_subset
+from bertvision.distribute import get_strategy
+from bertvision.errors import ConfigError, StoreError
+from bertvision.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.runs import package_versions
+from bertvision.tasks import get_task
+
+EXTRACT_STRATEGIES = ("default", "mirrored")  # the forward pass runs on this machine's devices
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(ConfigBase):
     """Everything that determines a split of a store (saved in its plan)."""
 
     task: str
@@ -34,9 +50,9 @@ class ExtractConfig:
     out: str
     data_dir: str | None = None
     use_tfds: bool = False
-    model: str | None = None
+    backbone: str | None = None
     layers: str = "all"
-    tokens: str = "cls"
+    token_mode: str = "cls"
     dtype: str = "float16"
     max_seq_len: int | None = None  # default: 128, or 384 for span tasks
     doc_stride: int = 128
@@ -53,50 +69,27 @@ class ExtractConfig:
     progress: bool = True
     command: list = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    error = ConfigError
 
-
-def package_versions() -> dict:
-    from importlib import metadata
-
-    names = ["tensorflow", "keras", "keras-hub", "transformers", "tokenizers", "numpy"]
-    out = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def bucket_length(n: int, max_len: int, fine: bool = False) -> int:
-    """Round a batch's longest sequence up to a power of two (>= 16), capped:
-    few distinct shapes keep jit recompilation rare. ``fine``: to a multiple
-    of 16 up to 128 and of 64 beyond, for length-sorted batches, whose
-    padding the coarse sizes would mostly give back."""
-    if fine:
-        size = max(16, -(-n // 16) * 16) if n <= 128 else -(-n // 64) * 64
-        return min(size, max_len)
-    size = 16
-    while size < n:
-        size *= 2
-    return min(size, max_len)
-
-
-def length_sorted_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int) -> list:
-    """`rows` (indices into `lengths`) in batches of similar length, shortest
-    first (ties keep their order): each batch then pads only to its own
-    longest row (the tf.data guide's bucketing). Extraction sorts a shard's
-    rows (and still writes records in row order); fine-tuning sorts windows
-    of its shuffled rows (`finetune.length_grouped_batches`).
-
-    Example:
-        >>> [b.tolist() for b in length_sorted_batches(np.array([9, 2, 7, 1]), np.arange(4), 2)]
-        [[3, 1], [2, 0]]
-    """
-    rows = rows[np.argsort(lengths[rows], kind="stable")]
-    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    def validate(self) -> None:
+        task = get_task(self.task)
+        check_choice("token_mode", self.token_mode, TOKEN_MODES)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("strategy", self.strategy, EXTRACT_STRATEGIES)
+        if task.kind == "span" and self.token_mode != "sequence":
+            raise ConfigError(f"task {self.task} is span annotation: it needs --token-mode sequence "
+                              f"(every token's activations), not {self.token_mode!r}")
+        for name in ("batch_size", "doc_stride", "max_query_len", "num_workers"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("max_seq_len", "limit", "sample"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.max_seq_len is None:
+            self.max_seq_len = default_max_seq_len(task.kind)
+        check_positive("shard_size_mb", self.shard_size_mb)
+        if isinstance(self.worker_index, bool) or not isinstance(self.worker_index, int) \
+                or not 0 <= self.worker_index < self.num_workers:
+            raise ConfigError(f"--worker-index {self.worker_index!r} must be in 0..{self.num_workers - 1}")
 
 
 class _Writer(threading.Thread):
@@ -137,31 +130,14 @@ class Extractor:
 
     def __init__(self, config: ExtractConfig, backbone=None, tokenizer=None):
         """`backbone`/`tokenizer` may be passed in already loaded (they must
-        be the ones `config.model` names) to save loading them again."""
-        from bertvision.tasks import get_task
-
+        be the ones `config.backbone` names) to save loading them again."""
         self.config = config
         self._backbone, self._tokenizer = backbone, tokenizer
         self.task = get_task(config.task)
-        if config.tokens not in ("cls", "mean", "sequence"):
-            raise ValueError(f"--tokens must be cls, mean or sequence, got {config.tokens!r}")
-        if config.dtype not in st.DTYPES:
-            raise ValueError(f"--dtype must be one of {st.DTYPES}, got {config.dtype!r}")
-        if self.task.kind == "span" and config.tokens != "sequence":
-            raise ValueError(f"task {config.task} is span annotation: it needs --tokens sequence "
-                             f"(every token's activations), not {config.tokens!r}")
-        if not 0 <= config.worker_index < config.num_workers:
-            raise ValueError(f"--worker-index {config.worker_index} must be in 0..{config.num_workers - 1}")
-        if config.max_seq_len is None:
-            config.max_seq_len = 384 if self.task.kind == "span" else 128
 
     # ------------------------------------------------------------------
     def prepare(self):
-        """Load examples, tokenizer and model; featurize. Returns the features."""
-        from bertvision.backbone import load_backbone, load_tokenizer, model_identity, parse_layers, resolve_model
-        from bertvision.data import load_examples
-        from bertvision.features import Featurizer
-
+        """Load examples, tokenizer and backbone; featurize. Returns the features."""
         c = self.config
         loaded = load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
         self.examples = loaded.examples
@@ -169,22 +145,22 @@ class Extractor:
             self.examples = seeded_subset(self.examples, c.sample, c.seed)
         self.skipped = [list(s) for s in loaded.skipped]
         if not self.examples:
-            raise ValueError(f"{c.task}/{c.split}: no examples to extract")
-        self.ref = resolve_model(c.model)
+            raise ConfigError(f"{c.task}/{c.split}: no examples to extract")
+        self.ref = resolve_backbone(c.backbone)
         self.tokenizer = self._tokenizer or load_tokenizer(self.ref)
         featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
                                 max_query_len=c.max_query_len)
         self.features = featurizer.encode(self.task, self.examples)
         self.backbone = self._backbone or load_backbone(self.ref)
-        self.layers = parse_layers(c.layers, self.backbone.num_layers)
+        self.layers = backbone_layers(c.layers, self.backbone.num_layers)
         featurizer_config = {"max_seq_len": c.max_seq_len}
         if self.task.kind == "span":
             featurizer_config.update(doc_stride=c.doc_stride, max_query_len=c.max_query_len)
         self.spec = st.StoreSpec(
             task=self.task.name, task_kind=self.task.kind, label_names=list(self.task.label_names),
-            model=model_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
+            backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
             layers=self.layers, num_model_layers=int(self.backbone.num_layers),
-            hidden=int(self.backbone.hidden_dim), tokens=c.tokens, max_seq_len=c.max_seq_len,
+            hidden=int(self.backbone.hidden_dim), token_mode=c.token_mode, max_seq_len=c.max_seq_len,
             dtype=c.dtype, featurizer=featurizer_config,
         )
         return self.features
@@ -192,16 +168,9 @@ class Extractor:
     def record_bytes(self) -> np.ndarray:
         """Activation bytes of each record (sequence stores keep real tokens only)."""
         per_token = len(self.layers) * self.spec.hidden * st.bytes_per_value(self.config.dtype)
-        if self.config.tokens == "sequence":
+        if self.config.token_mode == "sequence":
             return self.features.padding_mask.sum(axis=1).astype(np.int64) * per_token
         return np.full(len(self.features.token_ids), per_token, dtype=np.int64)
-
-    def window_indices(self) -> np.ndarray:
-        idx = self.features.example_index
-        out = np.zeros(len(idx), dtype=np.int64)
-        for i in range(1, len(idx)):
-            out[i] = out[i - 1] + 1 if idx[i] == idx[i - 1] else 0
-        return out
 
     def _example_rows(self) -> list[str]:
         rows = []
@@ -216,17 +185,26 @@ class Extractor:
         return rows
 
     # ------------------------------------------------------------------
+    def _check_out(self) -> None:
+        """Refuse an --out that holds files but is not a store."""
+        out = self.config.out
+        if io.exists(out) and not io.isdir(out):
+            raise StoreError(f"--out {out} is a file; give a folder for the store")
+        if io.isdir(out):
+            names = [n.rstrip("/") for n in io.listdir(out)]
+            ours = [n for n in names if n == st.MANIFEST or n.endswith(".plan.json")]
+            if names and not ours and set(names) - {io.LOCK_FILE} - {n for n in names if n.startswith(".lock")}:
+                raise StoreError(f"--out {out} is a folder holding other files and no store; "
+                                 "give a new or empty folder")
+
     def write_plan(self) -> dict:
         """Write (or check) the split's plan, examples file and store header."""
         c = self.config
         out = c.out
-        try:
-            st._gfile().makedirs(out)
-        except Exception as err:
-            raise st.StoreError(f"cannot create store folder {out}: {err}") from err
-        manifest_path = st.join(out, st.MANIFEST)
-        if st.exists(manifest_path):
-            st.check_compatible(st.read_json(manifest_path), self.spec, out)
+        io.makedirs(out)
+        manifest_path = io.join(out, st.MANIFEST)
+        if io.exists(manifest_path):
+            st.check_compatible(st.open_store(out).manifest, self.spec, out)
         sizes = self.record_bytes()
         bounds = st.plan_shards(sizes, c.shard_size_mb)
         uids = [self.examples[i].uid for i in self.features.example_index]
@@ -234,35 +212,33 @@ class Extractor:
             "split": c.split,
             "num_examples": len(self.examples),
             "num_records": len(uids),
-            "uids_sha256": st.hashlib.sha256("\n".join(uids).encode()).hexdigest(),
+            "uids_sha256": io.sha256_bytes("\n".join(uids).encode()),
             "shards": [list(b) for b in bounds],
             "header": self.spec.header(),
             "skipped": self.skipped,
             "provenance": {"command": c.command or sys.argv, "config": c.to_dict(),
                            "versions": package_versions()},
         }
-        plan_path = st.join(out, f"{c.split}.plan.json")
-        if st.exists(plan_path):
-            old = st.read_json(plan_path)
+        plan_path = io.join(out, f"{c.split}.plan.json")
+        if io.exists(plan_path):
+            old = io.read_json(plan_path, StoreError)
             for key in ("num_records", "uids_sha256", "shards", "header"):
                 if old.get(key) != plan[key]:
-                    raise st.StoreError(
+                    raise StoreError(
                         f"{plan_path}: split {c.split!r} was started with different settings or data "
                         f"({key} differs); use the same arguments to resume, or another --out"
                     )
             plan["provenance"] = old["provenance"]
         else:
-            st.atomic_write_json(plan_path, plan)
-        examples_path = st.join(out, f"{c.split}.examples.jsonl")
-        if not st.exists(examples_path):
-            st.atomic_write_bytes(examples_path, ("\n".join(self._example_rows()) + "\n").encode())
+            io.atomic_write_json(plan_path, plan)
+        examples_path = io.join(out, f"{c.split}.examples.jsonl")
+        if not io.exists(examples_path):
+            io.atomic_write_bytes(examples_path, ("\n".join(self._example_rows()) + "\n").encode())
         self.plan = plan
         return plan
 
     # ------------------------------------------------------------------
     def _distributed_forward(self, encoder, strategy):
-        import tensorflow as tf
-
         if strategy.num_replicas_in_sync == 1:
             return lambda batch: encoder(batch).numpy()
 
@@ -278,39 +254,36 @@ class Extractor:
 
     def run(self) -> dict | None:
         """Extract this worker's shards; finalize when every shard is done."""
-        from bertvision.backbone import AllLayersEncoder
-        from bertvision.distribute import get_strategy
-
         c = self.config
-        self.prepare()
-        plan = self.write_plan()
-        bounds = [tuple(b) for b in plan["shards"]]
-        n_shards = len(bounds)
-        mine = [i for i in range(n_shards) if i % c.num_workers == c.worker_index]
-        todo = [i for i in mine if st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) is None]
-        total = sum(bounds[i][1] - bounds[i][0] for i in mine)
-        remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
-
-        for i in todo:  # leftovers of a killed run
-            for stale in st._gfile().glob(st.join(c.out, st.shard_name(c.split, i, n_shards)) + ".tmp-*"):
-                st._remove_quietly(stale)
-        if todo:
-            strategy = get_strategy(c.strategy)
-            with strategy.scope():
-                encoder = AllLayersEncoder(self.backbone, self.layers, c.tokens, c.dtype, c.jit_compile)
-            forward = self._distributed_forward(encoder, strategy)
-            self._extract_shards(todo, bounds, forward, total, total - remaining)
+        self._check_out()
+        lock = f".lock.{c.split}.{c.worker_index}"
+        with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=lock):
+            self.prepare()
+            plan = self.write_plan()
+            bounds = [tuple(b) for b in plan["shards"]]
+            n_shards = len(bounds)
+            mine = [i for i in range(n_shards) if i % c.num_workers == c.worker_index]
+            todo = [i for i in mine if st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) is None]
+            total = sum(bounds[i][1] - bounds[i][0] for i in mine)
+            remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
+            for i in todo:  # leftovers of a killed run (nobody else writes these shards: we hold the lock)
+                for stale in io.glob(io.join(c.out, st.shard_name(c.split, i, n_shards)) + ".tmp-*"):
+                    io.remove(stale)
+            if todo:
+                strategy = get_strategy(c.strategy)
+                with strategy.scope():
+                    encoder = AllLayersEncoder(self.backbone, self.layers, c.token_mode, c.dtype, c.jit_compile)
+                forward = self._distributed_forward(encoder, strategy)
+                self._extract_shards(todo, bounds, forward, total, total - remaining)
         done = all(st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) for i in range(n_shards))
         if done:
-            return st.finalize_split(c.out, c.split, self.spec.header(), plan["provenance"])
+            with io.exclusive_lock(c.out, "updating the manifest", StoreError, wait=True):
+                return st.finalize_split(c.out, c.split, self.spec.header(), plan["provenance"])
         return None
-
     def _extract_shards(self, todo, bounds, forward, total, already):
-        from tqdm import tqdm
-
         c, f = self.config, self.features
         lengths = f.padding_mask.sum(axis=1)
-        windows = self.window_indices() if self.task.kind == "span" else None
+        windows = self.features.window_index() if self.task.kind == "span" else None
         labels = [self.examples[i].label for i in f.example_index]
         uids = [self.examples[i].uid for i in f.example_index]
         n_shards = len(bounds)
@@ -318,12 +291,12 @@ class Extractor:
                    disable=not c.progress, dynamic_ncols=True, file=sys.stderr)
         writer_thread = _Writer()
         writer_thread.start()
-        seq = c.tokens == "sequence"
+        seq = c.token_mode == "sequence"
         kind = self.task.kind
         try:
             for shard in todo:
                 start, end = bounds[shard]
-                writer = st.ShardWriter(st.join(c.out, st.shard_name(c.split, shard, n_shards)))
+                writer = st.ShardWriter(io.join(c.out, st.shard_name(c.split, shard, n_shards)))
                 # Forward in length-sorted batches; write in row order as soon as
                 # the next row's activations are there (at most one shard held).
                 ready, next_row = {}, start
@@ -358,7 +331,7 @@ class Extractor:
                         writer_thread.submit(write)
                     bar.update(len(rows))
                 if ready or next_row != end:  # cannot happen: every row is in exactly one batch
-                    raise RuntimeError(f"shard {shard}: rows {start}..{end - 1} were not all extracted")
+                    raise AssertionError(f"shard {shard}: rows {start}..{end - 1} were not all extracted")
                 writer_thread.submit(writer.commit)
         except BaseException:
             try:
@@ -371,23 +344,18 @@ class Extractor:
         writer_thread.close()
 
 
-def seeded_subset(items: list, n: int, seed: int = 0) -> list:
-    """`n` items drawn at random (seeded), kept in their original order."""
-    if not 0 < n <= len(items):
-        raise ValueError(f"cannot sample {n} of {len(items)} examples")
-    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=n, replace=False))
-    return [items[i] for i in keep]
-
-
 def finalize(store_dir: str, split: str | None = None) -> dict:
     """Verify and merge the shards of `split` (or of every planned split)."""
+    if not io.isdir(store_dir):
+        raise StoreError(f"{store_dir}: no such store folder")
     names = [split] if split else sorted(
-        n[: -len(".plan.json")] for n in st._gfile().listdir(store_dir) if n.endswith(".plan.json"))
+        n[: -len(".plan.json")] for n in io.listdir(store_dir) if n.endswith(".plan.json"))
     if not names:
-        raise st.StoreError(f"{store_dir}: nothing to finalize (no *.plan.json)")
+        raise StoreError(f"{store_dir}: nothing to finalize (no *.plan.json)")
     manifest = None
-    for name in names:
-        manifest = st.finalize_split(store_dir, name)
+    with io.exclusive_lock(store_dir, "updating the manifest", StoreError, wait=True):
+        for name in names:
+            manifest = st.finalize_split(store_dir, name)
     return manifest
 
 
@@ -396,7 +364,10 @@ def env_worker_from_tf_config() -> tuple[int, int] | None:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
-    config = json.loads(raw)
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({err})") from err
     workers = config.get("cluster", {}).get("worker", [])
     if config.get("task", {}).get("type") != "worker" or not workers:
         return None

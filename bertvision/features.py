@@ -14,7 +14,7 @@ model input:
   ``end_positions`` labels (``0`` = CLS: no answer in this window).
 
 Example:
-    >>> featurizer = Featurizer.from_model(None, max_seq_len=384, doc_stride=128)
+    >>> featurizer = Featurizer(load_tokenizer(resolve_backbone(None)), max_seq_len=384, doc_stride=128)
     >>> feats = featurizer.encode("squad2", examples)
     >>> feats.token_ids.shape, feats.example_index[:3]
     ((1234, 384), array([0, 0, 1], dtype=int32))
@@ -30,23 +30,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+from transformers.utils import logging as hf_logging
 
-__all__ = ["Features", "Featurizer", "FeaturizerConfig", "span_text"]
+from bertvision.config import ConfigBase
+from bertvision.errors import ConfigError, DataError
+from bertvision.tasks import get_task
+
+__all__ = ["Features", "Featurizer", "FeaturizerConfig", "bucket_length", "length_grouped_batches",
+           "length_sorted_batches", "span_text"]
 
 SPAN_KIND = "span"
 SEQUENCE_KINDS = ("classification", "regression")
-# Files that make a folder loadable by `AutoTokenizer.from_pretrained`.
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
-@dataclass(frozen=True)
-class FeaturizerConfig:
+@dataclass
+class FeaturizerConfig(ConfigBase):
     """How examples become model inputs; stored in manifests as JSON.
 
     ``max_seq_len``: tokens per row, special tokens included.
@@ -71,41 +73,29 @@ class FeaturizerConfig:
     doc_stride: int = 128
     max_query_len: int = 64
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"FeaturizerConfig.{f.name} must be an integer; got {value!r}")
-            object.__setattr__(self, f.name, int(value))
+                raise ConfigError(f"FeaturizerConfig.{f.name} must be an integer; got {value!r}")
+            setattr(self, f.name, int(value))
         if self.max_seq_len < 3:
-            raise ValueError(f"max_seq_len={self.max_seq_len} is too small; need at least 3 ([CLS] x [SEP])")
+            raise ConfigError(f"max_seq_len={self.max_seq_len} is too small; need at least 3 ([CLS] x [SEP])")
         if self.doc_stride < 1:
-            raise ValueError(f"doc_stride={self.doc_stride} must be at least 1 token")
+            raise ConfigError(f"doc_stride={self.doc_stride} must be at least 1 token")
         if self.max_query_len < 1:
-            raise ValueError(f"max_query_len={self.max_query_len} must be at least 1 token")
+            raise ConfigError(f"max_query_len={self.max_query_len} must be at least 1 token")
 
     def check_span(self) -> None:
         """Raise unless a span window has room for some context after the question."""
         if self.max_query_len + 3 >= self.max_seq_len:
-            raise ValueError(
+            raise ConfigError(
                 f"max_query_len={self.max_query_len} leaves no room for context in "
                 f"max_seq_len={self.max_seq_len} (need max_query_len + 3 < max_seq_len)"
             )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FeaturizerConfig":
-        """Inverse of `to_dict`; unknown keys are an error (naming them)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FeaturizerConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 @dataclass
@@ -120,7 +110,7 @@ class Features:
     index in the row; ``0`` = CLS when the answer is not wholly in the window
     or the question is impossible).
 
-    >>> feats = Featurizer.from_model(None).encode("sst2", examples)
+    >>> feats = Featurizer(tokenizer).encode("sst2", examples)
     >>> len(feats), sorted(feats.inputs())
     (872, ['padding_mask', 'segment_ids', 'token_ids'])
     """
@@ -165,6 +155,19 @@ class Features:
     def max_seq_len(self) -> int:
         return int(self.token_ids.shape[1])
 
+    def window_index(self) -> np.ndarray:
+        """Position of each row among its example's rows (0, 1, ... for a
+        SQuAD question's windows; all 0 for one row per example)."""
+        idx = self.example_index
+        out = np.zeros(len(idx), dtype=np.int32)
+        for i in range(1, len(idx)):
+            out[i] = out[i - 1] + 1 if idx[i] == idx[i - 1] else 0
+        return out
+
+    def lengths(self) -> np.ndarray:
+        """Real tokens of each row."""
+        return self.padding_mask.sum(axis=1)
+
     def inputs(self) -> dict[str, np.ndarray]:
         """The BERT inputs, named as the backbone expects them."""
         return {"token_ids": self.token_ids, "segment_ids": self.segment_ids, "padding_mask": self.padding_mask}
@@ -205,8 +208,6 @@ def span_text(context: str, offsets_row: Any, start: int, end: int) -> str:
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' 'sequence longer than max length' warning: span
     contexts are tokenized whole on purpose and windowed afterwards."""
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -228,35 +229,16 @@ class Featurizer:
     def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64):
         self.config = FeaturizerConfig(max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_len=max_query_len)
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(
+            raise ConfigError(
                 f"Featurizer needs a Hugging Face *fast* tokenizer (character offsets); got {type(tokenizer).__name__}"
             )
         for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
             if getattr(tokenizer, name, None) is None:
-                raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {name}; not a BERT tokenizer")
+                raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no {name}; not a BERT tokenizer")
         limit = getattr(tokenizer, "model_max_length", None)
         if isinstance(limit, int) and limit < 100_000 and self.config.max_seq_len > limit:
-            raise ValueError(f"max_seq_len={self.config.max_seq_len} exceeds the model's maximum of {limit} tokens")
+            raise ConfigError(f"max_seq_len={self.config.max_seq_len} exceeds the model's maximum of {limit} tokens")
         self.tokenizer = tokenizer
-
-    @classmethod
-    def from_model(cls, model: str | os.PathLike | None = None, **kwargs: Any) -> "Featurizer":
-        """A featurizer for a model name/folder (as `backbone.resolve_model`) or a tokenizer folder.
-
-        >>> Featurizer.from_model(None, max_seq_len=384).config.max_seq_len
-        384
-        """
-        from transformers import AutoTokenizer
-
-        path = Path(model) if model is not None else None
-        if path is not None and path.is_dir() and not (path / "config.json").is_file() \
-                and any((path / name).is_file() for name in _TOKENIZER_FILES):
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        else:
-            from bertvision.backbone import load_tokenizer, resolve_model
-
-            tokenizer = load_tokenizer(resolve_model(model))
-        return cls(tokenizer, **kwargs)
 
     @classmethod
     def from_config(cls, tokenizer: Any, config: FeaturizerConfig | dict) -> "Featurizer":
@@ -304,7 +286,7 @@ class Featurizer:
             return Features(empty, empty, empty, np.zeros((0,), np.int32))
         columns = [[_text(ex, k) for ex in examples] for k in range(n_texts)]
         if n_texts == 2 and length < 5:
-            raise ValueError(f"max_seq_len={length} cannot hold a pair ([CLS] a [SEP] b [SEP] needs 5)")
+            raise ConfigError(f"max_seq_len={length} cannot hold a pair ([CLS] a [SEP] b [SEP] needs 5)")
         enc = self.tokenizer(
             *columns,
             truncation="longest_first",
@@ -350,11 +332,11 @@ class Featurizer:
         for i, ex in enumerate(examples):
             q = np.asarray(q_ids[i][: cfg.max_query_len], dtype=np.int32)
             if q.size == 0:
-                raise ValueError(f"example {_uid(ex)!r}: the question has no tokens")
+                raise DataError(f"example {_uid(ex)!r}: the question has no tokens")
             slot = unique[contexts[i]]
             n_ctx = c_ids[slot].size
             if n_ctx == 0:
-                raise ValueError(f"example {_uid(ex)!r}: the context has no tokens")
+                raise DataError(f"example {_uid(ex)!r}: the context has no tokens")
             capacity = length - 3 - q.size
             step = max(1, min(cfg.doc_stride, capacity // 2))
             answer = _answer_tokens(ex, contexts[i], c_offsets[slot])
@@ -400,10 +382,6 @@ class Featurizer:
 
 def _resolve_task(task: Any) -> Any:
     if isinstance(task, str):
-        try:
-            from bertvision.tasks import get_task
-        except ImportError as err:  # pragma: no cover - only before tasks.py exists
-            raise ValueError(f"task {task!r} given by name, but bertvision.tasks is not available") from err
         return get_task(task)
     if getattr(task, "kind", None) is None:
         raise ValueError(f"task must be a TaskSpec, a task name, or have a .kind; got {task!r}")
@@ -419,7 +397,7 @@ def _text_count(task: Any, examples: list) -> int:
     for ex in examples:
         texts = getattr(ex, "texts", None)
         if not isinstance(texts, (tuple, list)) or len(texts) != expected:
-            raise ValueError(f"example {_uid(ex)!r}: expected {expected} text(s), got {texts!r}")
+            raise DataError(f"example {_uid(ex)!r}: expected {expected} text(s), got {texts!r}")
     return expected
 
 
@@ -458,3 +436,67 @@ def _answer_tokens(example: Any, context: str, offsets: np.ndarray) -> tuple[int
     if first > last:
         return None  # the answer covers no token (e.g. only whitespace)
     return first, last
+
+
+# --------------------------------------------------------------------------
+# batching rows of similar length
+
+
+def bucket_length(n: int, max_len: int, fine: bool = False) -> int:
+    """Round a batch's longest sequence up to a power of two (>= 16), capped:
+    few distinct shapes keep jit recompilation rare. ``fine``: to a multiple
+    of 16 up to 128 and of 64 beyond, for length-sorted batches, whose
+    padding the coarse sizes would mostly give back.
+
+    >>> bucket_length(20, 128), bucket_length(20, 128, fine=True)
+    (32, 32)
+    """
+    if fine:
+        size = max(16, -(-n // 16) * 16) if n <= 128 else -(-n // 64) * 64
+        return min(size, max_len)
+    size = 16
+    while size < n:
+        size *= 2
+    return min(size, max_len)
+
+
+def length_sorted_batches(lengths: np.ndarray, rows: np.ndarray, batch_size: int) -> list:
+    """`rows` (indices into `lengths`) in batches of similar length, shortest
+    first (ties keep their order): each batch then pads only to its own
+    longest row (the tf.data guide's bucketing). Extraction sorts a shard's
+    rows (and still writes records in row order); fine-tuning sorts windows
+    of its shuffled rows (`length_grouped_batches`).
+
+    Example:
+        >>> [b.tolist() for b in length_sorted_batches(np.array([9, 2, 7, 1]), np.arange(4), 2)]
+        [[3, 1], [2, 0]]
+    """
+    rows = rows[np.argsort(lengths[rows], kind="stable")]
+    return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, window: int, rng: np.random.Generator) -> list:
+    """One epoch's batches (arrays of row indices) with little padding.
+
+    Rows are shuffled, cut into windows of ``window`` batches, each window
+    sorted by length and cut into batches, and the batch order shuffled
+    again: batches hold rows of similar length (SST-2 pads 1.7x the real
+    tokens instead of 4.5x), yet each epoch still mixes short and long
+    batches. ``window=0``: a plain shuffle. Always ``ceil(n / batch_size)``
+    batches, only the very last one short.
+
+    Example:
+        >>> b = length_grouped_batches(np.array([5, 1, 9, 2]), 2, 50, np.random.default_rng(0))
+        >>> sorted(sorted(x.tolist()) for x in b)
+        [[0, 2], [1, 3]]
+    """
+    order = rng.permutation(len(lengths))
+    if window <= 0:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    span = batch_size * window
+    for w0 in range(0, len(order), span):
+        batches += length_sorted_batches(lengths, order[w0:w0 + span], batch_size)
+    last = batches.pop() if len(batches[-1]) < batch_size else None
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches + ([last] if last is not None else [])

@@ -2,91 +2,90 @@
 BERTVision's adapters are measured against.
 
 `Finetuner(FinetuneConfig(...)).run()` featurizes the task once (numpy in
-memory), builds `build_finetune_model` (a keras-hub `BertBackbone` with a
-`TaskHead`: dropout + dense on the pooled [CLS] output for classification and
-regression, a per-token dense(2) giving start/end logits for span tasks),
-trains it with AdamW under linear warmup + linear decay in a jit-compiled
-step, and at every checkpoint (each ``checkpoint_every`` fraction of an epoch
-and each epoch end) evaluates the eval splits with the official metrics and
-saves ``RUN_DIR/checkpoints/epoch-0.10/``: a keras-hub preset folder that *is*
-a backbone (``python -m pipelines.extract --model`` loads it), with the
-Hugging Face tokenizer in ``tokenizer/``, the head in ``head.weights.npz``,
-per-example predictions in ``predictions/<split>.npz`` and
-``checkpoint.json`` (step, epoch, metrics, history). A killed run started
-again with the same arguments resumes from its latest complete checkpoint:
-weights, optimizer step (the learning-rate schedule) and the position in the
-seeded shuffle; Adam's moment estimates and the dropout random state start
-afresh.
+memory), builds a `BertTask` (a keras-hub ``Task`` wrapping a
+``BertBackbone`` with the adapters' heads: dropout + `TaskHead` on the pooled
+[CLS] output for classification and regression, dropout + `SpanHead` on the
+token outputs for span tasks) and trains it with the one trainer
+(`bertvision.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
+linear decay, global-norm clipping, batches of rows of similar length.
+
+At every checkpoint (each ``checkpoint_every`` fraction of an epoch, each
+epoch in ``checkpoint_at``, each epoch end) the eval splits are scored with
+the official metrics and ``RUN_DIR/checkpoints/epoch-0.10/`` is written: a
+keras-hub preset folder that *is* a backbone (``python -m pipelines.extract
+--backbone`` loads it), holding the task (``task.json``,
+``task.weights.h5``: the head), the Hugging Face tokenizer in ``tokenizer/``,
+``predictions/<split>.npz`` and ``checkpoint.json`` (step, epoch, metrics).
+A killed run started again with the same arguments resumes from its last
+checkpoint exactly: weights, optimizer moments, dropout random state and
+the position in the seeded batch order (``RUN_DIR/state/``).
 
 Example:
     >>> config = FinetuneConfig(task="sst2", out="runs/sst2-bert", data_dir="../shared/data/glue/SST-2",
     ...                         epochs=1, checkpoint_every=0.1, sample=8000)
     >>> results = Finetuner(config).run()
-    >>> results["dev_metrics"], results["best"]["epoch"]
+    >>> results.dev_metrics, results.best_epoch
     ({'accuracy': 0.87}, 0.9)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import keras
+import keras_hub
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["FinetuneConfig", "FinetuneError", "Finetuner", "TaskHead", "build_finetune_model",
-           "checkpoint_schedule", "latest_checkpoint", "length_grouped_batches", "seeded_subset"]
+from bertvision import io
+from bertvision.backbone import (backbone_identity, backbone_param_count, hidden_act, load_backbone,
+                                 load_tokenizer, resolve_backbone, write_backbone_info)
+from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
+                               check_positive, check_positive_int, default_max_seq_len)
+from bertvision.data import load_examples, seeded_subset
+from bertvision.distribute import get_strategy
+from bertvision.errors import FinetuneError
+from bertvision.features import Featurizer, bucket_length, length_grouped_batches
+from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
+from bertvision.runs import Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.tasks import get_task
+from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer
+
+__all__ = ["CHECKPOINTS", "BertTask", "FinetuneConfig", "Finetuner", "checkpoint_name", "checkpoint_path",
+           "latest_checkpoint"]
 
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INFO = "checkpoint.json"
-HEAD_WEIGHTS = "head.weights.npz"
-# Settings that may change when a run is resumed.
-_RESUME_FREE = ("progress", "strategy", "command", "jit_compile", "out")
-
-
-class FinetuneError(ValueError):
-    """A fine-tuning run that cannot go on (e.g. its loss became NaN)."""
-
-
-def seeded_subset(items: list, n: int, seed: int = 0) -> list:
-    """`n` items drawn at random (seeded), kept in their original order; the
-    same draw as ``pipelines.extract --sample n --seed seed``.
-
-    >>> seeded_subset(list(range(10)), 3, seed=0)
-    [...]  # three of 0..9, ascending
-    """
-    from bertvision.extract import seeded_subset as _draw
-
-    return _draw(items, n, seed)
+# settings that may change when a run is resumed
+_RESUME_FREE = ("progress", "command", "jit_compile", "out")
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(ConfigBase):
     """Everything that determines a fine-tuning run (saved as ``RUN_DIR/config.json``).
 
     ``epochs`` may be fractional; ``warmup`` is a fraction of all steps;
     ``checkpoint_every`` a fraction of an epoch (``None``: at epoch ends
     only); ``checkpoint_at`` lists extra epochs to checkpoint at (e.g.
-    ``[0.1, 0.3]``, as the original study's short fine-tunings); ``limit`` keeps the first N examples of every split
-    (``eval_limit`` overrides it for eval splits); ``sample`` draws a seeded
-    random N of the training examples (after ``limit``; as
-    ``pipelines.extract --sample``); ``train_fraction`` then keeps a seeded
-    fraction of those. ``group_by_length`` batches rows of similar length
-    together, sorting windows of that many batches (0: a plain shuffle; see
-    `length_grouped_batches`): most batches need far fewer tokens.
+    ``[0.1, 0.3]``, as the original study's short fine-tunings); ``limit``
+    keeps the first N examples of every split (``eval_limit`` overrides it for
+    eval splits); ``sample`` draws a seeded random N of the training examples
+    (after ``limit``; as ``pipelines.extract --sample``); ``train_fraction``
+    then keeps a seeded fraction of those. ``group_by_length`` batches rows of
+    similar length together, sorting windows of that many batches (0: a plain
+    shuffle; see `bertvision.features.length_grouped_batches`).
     """
 
     task: str
     out: str
     data_dir: str | None = None
     use_tfds: bool = False
-    model: str | None = None
+    backbone: str | None = None
     train_split: str = "train"
     eval_splits: list | None = None
     epochs: float = 1.0
@@ -113,162 +112,104 @@ class FinetuneConfig:
     progress: bool = True
     command: list = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if not self.epochs > 0:
-            raise ValueError(f"--epochs must be > 0; got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0; got {self.lr}")
-        if self.group_by_length < 0:
-            raise ValueError(f"--group-by-length must be >= 0 (0: off); got {self.group_by_length}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1; got {self.batch_size}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup is a fraction of the training steps in [0, 1); got {self.warmup}")
-        if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"--train-fraction must be in (0, 1]; got {self.train_fraction}")
-        if self.checkpoint_every is not None and not 0 < self.checkpoint_every <= 1:
-            raise ValueError(f"--checkpoint-every is a fraction of an epoch in (0, 1]; got {self.checkpoint_every}")
+    error = FinetuneError
+
+    def validate(self) -> None:
+        task = get_task(self.task)
+        check_positive("epochs", self.epochs, FinetuneError)
+        check_positive("lr", self.lr, FinetuneError)
+        for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
+            check_positive_int(name, getattr(self, name), FinetuneError)
+        for name in ("max_seq_len", "limit", "eval_limit", "sample"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name), FinetuneError)
+        if isinstance(self.group_by_length, bool) or not isinstance(self.group_by_length, int) \
+                or self.group_by_length < 0:
+            raise FinetuneError(f"--group-by-length must be an integer >= 0 (0: off); got {self.group_by_length!r}")
+        check_fraction("warmup", self.warmup, low_open=False, high_open=True, error=FinetuneError)
+        check_fraction("train_fraction", self.train_fraction, error=FinetuneError)
+        check_non_negative("weight_decay", self.weight_decay, FinetuneError)
+        check_fraction("dropout", self.dropout, low_open=False, high_open=True, error=FinetuneError)
+        if self.clipnorm is not None:
+            check_positive("clipnorm", self.clipnorm, FinetuneError)
+        if self.checkpoint_every is not None:
+            check_fraction("checkpoint_every", self.checkpoint_every, error=FinetuneError)
         if self.checkpoint_at is not None:
             self.checkpoint_at = sorted({float(x) for x in self.checkpoint_at})
             if not all(0 < x <= self.epochs for x in self.checkpoint_at):
-                raise ValueError(f"--checkpoint-at epochs must lie in (0, --epochs={self.epochs}]; "
-                                 f"got {self.checkpoint_at}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1); got {self.dropout}")
+                raise FinetuneError(f"--checkpoint-at epochs must lie in (0, --epochs={self.epochs}]; "
+                                    f"got {self.checkpoint_at}")
+        check_choice("strategy", self.strategy, STRATEGIES, FinetuneError)
         if isinstance(self.eval_splits, str):
             self.eval_splits = [self.eval_splits]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig keys {unknown}")
-        return cls(**data)
+        if self.max_seq_len is None:
+            self.max_seq_len = default_max_seq_len(task.kind)
+        if self.eval_splits is None:
+            self.eval_splits = list(task.eval_splits)
 
 
 # ------------------------------------------------------------------ model
 
 
-def _keras():
-    import keras
+@keras.saving.register_keras_serializable(package="bertvision")
+class BertTask(keras_hub.models.Task):
+    """A BERT backbone with one of BertVision's task heads, as a keras-hub Task.
 
-    return keras
+    Inputs ``token_ids``, ``segment_ids``, ``padding_mask`` ``[B, T]``;
+    outputs as the adapters': logits ``[B, C]`` (classification), a score
+    ``[B]`` (regression) or ``{"start_logits", "end_logits"}`` ``[B, T]``
+    (span, padding masked). Heads are initialised as BERT's (truncated
+    normal, stddev 0.02).
 
+    Args:
+        backbone: a `keras_hub.models.BertBackbone`.
+        task_kind: ``classification``, ``regression`` or ``span``.
+        num_labels: classes (classification).
+        dropout: dropout rate before the head.
 
-def _task_head_class():
-    keras = _keras()
-    ops = keras.ops
-    from bertvision.models.layers import Dropout
-
-    # registered apart from the adapters' `bertvision>TaskHead`, which it must not replace
-    @keras.saving.register_keras_serializable(package="bertvision", name="FinetuneHead")
-    class TaskHead(keras.layers.Layer):
-        """Fine-tuning head over `BertBackbone` outputs.
-
-        ``classification``: dropout + dense(num_labels) on ``pooled_output``
-        -> logits; ``regression``: the same with one output -> score
-        ``[batch]``; ``span``: dropout + dense(2) on ``sequence_output`` ->
-        ``(start_logits, end_logits)`` ``[batch, tokens]``, padding set to -1e4.
-        """
-
-        def __init__(self, task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):
-            super().__init__(**kwargs)
-            if task_kind not in ("classification", "regression", "span"):
-                raise ValueError(f"TaskHead: unknown task_kind {task_kind!r}")
-            self.task_kind = task_kind
-            self.num_labels = 1 if task_kind == "regression" else (2 if task_kind == "span" else int(num_labels))
-            self.dropout_rate = float(dropout)
-            self.drop = Dropout(self.dropout_rate, name="dropout")
-            init = keras.initializers.TruncatedNormal(stddev=0.02)
-            self.dense = keras.layers.Dense(self.num_labels, kernel_initializer=init, name="logits")
-
-        def build(self, shapes):
-            key = "sequence_output" if self.task_kind == "span" else "pooled_output"
-            self.dense.build(shapes[key])
-            self.built = True
-
-        def call(self, outputs, padding_mask=None, training=None):
-            if self.task_kind == "span":
-                x = self.dense(self.drop(outputs["sequence_output"], training=training))
-                start, end = x[..., 0], x[..., 1]
-                if padding_mask is not None:
-                    pad = ops.cast(padding_mask, "bool")
-                    start = ops.where(pad, start, -1e4)
-                    end = ops.where(pad, end, -1e4)
-                return start, end
-            x = self.dense(self.drop(outputs["pooled_output"], training=training))
-            return x[:, 0] if self.task_kind == "regression" else x
-
-        def get_config(self):
-            return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
-                    "dropout": self.dropout_rate}
-
-    return TaskHead
-
-
-def TaskHead(task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):  # noqa: N802 - a layer
-    """Build the `TaskHead` Keras layer (see `_task_head_class`).
-
-    >>> head = TaskHead("classification", num_labels=2, dropout=0.1)
-    >>> head.get_config()["task_kind"]
-    'classification'
+    Example:
+        >>> task = BertTask(load_backbone(resolve_backbone(None)), "classification", num_labels=2)
+        >>> task(batch).shape  # (batch, 2)
     """
-    return _task_head_class()(task_kind, num_labels, dropout, **kwargs)
+
+    backbone_cls = keras_hub.models.BertBackbone
+
+    def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.backbone = backbone
+        self.preprocessor = None
+        self.output_dropout = Dropout(dropout, name="dropout")
+        if task_kind == "span":
+            self.head = SpanHead(kernel_initializer=init, name="span_head")
+        else:
+            self.head = TaskHead(task_kind, 1 if task_kind == "regression" else num_labels,
+                                 kernel_initializer=init, name="head")
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        if task_kind == "span":
+            x = self.output_dropout(outputs["sequence_output"])
+            start, end = self.head(x, padding_mask=inputs["padding_mask"])
+            out = {"start_logits": start, "end_logits": end}
+        else:
+            out = self.head(self.output_dropout(outputs["pooled_output"]))
+        super().__init__(inputs=inputs, outputs=out, compile=False, **kwargs)
+        self.task_kind, self.num_labels, self.dropout = task_kind, int(num_labels), float(dropout)
+
+    def get_config(self):
+        return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
+                "dropout": self.dropout}
 
 
-def build_finetune_model(backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1):
-    """Functional Keras model: BERT inputs -> logits / score / (start, end).
-
-    Returns ``(model, head)``.
-
-    >>> model, head = build_finetune_model(load_backbone(resolve_model(None)), "classification", 2)
-    >>> model(batch).shape  # (batch, 2)
-    """
-    keras = _keras()
-    inputs = {k: keras.Input(shape=(None,), dtype="int32", name=k) for k in ("token_ids", "segment_ids", "padding_mask")}
-    head = TaskHead(task_kind, num_labels, dropout, name="task_head")
-    outputs = head(backbone(inputs), padding_mask=inputs["padding_mask"])
-    return keras.Model(inputs, outputs, name=f"bert_finetune_{task_kind}"), head
-
-
-# ------------------------------------------------------------- schedule
-
-
-def checkpoint_schedule(steps_per_epoch: int, epochs: float, every: float | None,
-                        at: list | None = None) -> list[tuple[int, float]]:
-    """``(global step, epoch label)`` of every checkpoint: each ``every``
-    fraction of an epoch, each epoch in ``at``, each epoch end and the end of
-    training; labels are the nominal fractions (``0.1, 0.2, ...``). Fractions
-    that fall on the same step keep the later label.
-
-    >>> checkpoint_schedule(10, 1.0, 0.5)
-    [(5, 0.5), (10, 1.0)]
-    >>> checkpoint_schedule(10, 2.0, None, at=[0.1, 0.3])
-    [(1, 0.1), (3, 0.3), (10, 1.0), (20, 2.0)]
-    """
-    total = max(1, math.ceil(epochs * steps_per_epoch))
-    marks: dict[int, float] = {}
-    labels: list[float] = []
-    if every:
-        k = 1
-        while k * every < epochs - 1e-9:
-            labels.append(round(k * every, 6))
-            k += 1
-    labels += [float(x) for x in (at or []) if 0 < x <= epochs]
-    labels += [float(e) for e in range(1, int(math.floor(epochs + 1e-9)) + 1)]
-    labels.append(float(epochs))
-    for label in sorted(set(labels)):
-        step = min(total, max(1, round(label * steps_per_epoch)))
-        marks[step] = label
-    return sorted(marks.items())
+# ------------------------------------------------------------- checkpoints
 
 
 def checkpoint_name(label: float) -> str:
     return f"epoch-{label:.2f}"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, epoch: float) -> Path:
+    """``RUN_DIR/checkpoints/epoch-X.XX``."""
+    return Path(run_dir) / CHECKPOINTS / checkpoint_name(epoch)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -280,52 +221,10 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
             info = folder / CHECKPOINT_INFO
             if folder.name.startswith(".") or not info.is_file():
                 continue
-            step = json.loads(info.read_text())["step"]
+            step = io.read_json(info)["step"]
             if step > best_step:
                 best, best_step = folder, step
     return best
-
-
-def _window_indices(example_index: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(example_index), dtype=np.int32)
-    for i in range(1, len(example_index)):
-        out[i] = out[i - 1] + 1 if example_index[i] == example_index[i - 1] else 0
-    return out
-
-
-def _bucket(n: int, max_len: int) -> int:
-    from bertvision.extract import bucket_length
-
-    return bucket_length(n, max_len, fine=True)
-
-
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, window: int, rng: np.random.Generator) -> list:
-    """One epoch's batches (arrays of row indices) with little padding.
-
-    Rows are shuffled, cut into windows of ``window`` batches, each window
-    sorted by length and cut into batches, and the batch order shuffled
-    again: batches hold rows of similar length (SST-2 pads 1.7x the real
-    tokens instead of 4.5x), yet each epoch still mixes short and long
-    batches. ``window=0``: a plain shuffle. Always ``ceil(n / batch_size)``
-    batches, only the very last one short.
-
-    Example:
-        >>> b = length_grouped_batches(np.array([5, 1, 9, 2]), 2, 50, np.random.default_rng(0))
-        >>> sorted(sorted(x.tolist()) for x in b)
-        [[0, 2], [1, 3]]
-    """
-    from bertvision.extract import length_sorted_batches
-
-    order = rng.permutation(len(lengths))
-    if window <= 0:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    batches = []
-    span = batch_size * window
-    for w0 in range(0, len(order), span):
-        batches += length_sorted_batches(lengths, order[w0:w0 + span], batch_size)
-    last = batches.pop() if len(batches[-1]) < batch_size else None
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches + ([last] if last is not None else [])
 
 
 # ---------------------------------------------------------------- runner
@@ -342,207 +241,136 @@ class Finetuner:
     """Runs one `FinetuneConfig` (see the module docstring)."""
 
     def __init__(self, config: FinetuneConfig):
-        from bertvision.tasks import get_task
-
         self.config = config
         self.task = get_task(config.task)
-        if config.max_seq_len is None:
-            config.max_seq_len = 384 if self.task.kind == "span" else 128
-        if config.eval_splits is None:
-            config.eval_splits = list(self.task.eval_splits)
-        self.run_dir = Path(config.out)
+        self.run_dir = RunFolder(config.out)
 
     # ---------------------------------------------------------------- data
     def _load(self, split: str, limit: int | None) -> list:
-        from bertvision.data import load_examples
-
         c = self.config
         loaded = load_examples(self.task, split, c.data_dir, use_tfds=c.use_tfds, limit=limit)
         if not loaded.examples:
-            raise ValueError(f"{c.task}/{split}: no examples")
+            raise FinetuneError(f"{c.task}/{split}: no examples")
         return loaded.examples
 
     def prepare(self) -> None:
         """Load examples and tokenizer; featurize train and eval splits."""
-        from bertvision.backbone import load_tokenizer, resolve_model
-        from bertvision.features import Featurizer
-
         c = self.config
-        self.ref = resolve_model(c.model)
+        self.ref = resolve_backbone(c.backbone)
         self.tokenizer = load_tokenizer(self.ref)
-        self.featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
-                                     max_query_len=c.max_query_len)
+        featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
+                                max_query_len=c.max_query_len)
         train = self._load(c.train_split, c.limit)
         if c.sample is not None:
             train = seeded_subset(train, c.sample, c.seed)
         if c.train_fraction < 1:
             train = seeded_subset(train, max(1, round(c.train_fraction * len(train))), c.seed + 1)
-        self.train = _Split(c.train_split, train, self.featurizer.encode(self.task, train))
+        self.train = _Split(c.train_split, train, featurizer.encode(self.task, train))
         eval_limit = c.eval_limit if c.eval_limit is not None else c.limit
-        self.evals = []
-        for split in c.eval_splits:
-            examples = self._load(split, eval_limit)
-            self.evals.append(_Split(split, examples, self.featurizer.encode(self.task, examples)))
-        if self.task.kind != "span":
-            dtype = np.float32 if self.task.kind == "regression" else np.int32
+        self.evals = [_Split(s, ex, featurizer.encode(self.task, ex))
+                      for s, ex in ((s, self._load(s, eval_limit)) for s in c.eval_splits)]
+        if self.task.kind == "span":
+            f = self.train.features
+            self.train_targets = {"start_logits": f.start_positions, "end_logits": f.end_positions}
+        else:
             labels = [ex.label for ex in train]
             if any(label is None for label in labels):
-                raise ValueError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
-            self.train_labels = {"label": np.asarray(labels, dtype)}
-        else:
-            f = self.train.features
-            self.train_labels = {"start_positions": f.start_positions, "end_positions": f.end_positions}
+                raise FinetuneError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
+            self.train_targets = np.asarray(labels, np.float32 if self.task.kind == "regression" else np.int32)
 
     # --------------------------------------------------------------- model
-    def _build(self, resume_from: Path | None) -> None:
-        import keras
-        import tensorflow as tf
-
-        from bertvision.backbone import hidden_act, load_backbone, resolve_model
-        from bertvision.distribute import get_strategy
-
+    def build(self) -> None:
+        """The task model, compiled with the trainer's optimizer and loss."""
         c = self.config
         keras.utils.set_random_seed(c.seed)
         self.act = hidden_act(self.ref)
         self.strategy = get_strategy(c.strategy)
-        n = len(self.train.features)
-        self.steps_per_epoch = math.ceil(n / c.batch_size)
-        self.total_steps = max(1, math.ceil(c.epochs * self.steps_per_epoch))
+        rows = len(self.train.features)
+        self.steps_per_epoch = math.ceil(rows / c.batch_size)
+        self.schedule = Schedule.checkpoints(self.steps_per_epoch, c.epochs, c.checkpoint_every, c.checkpoint_at)
         with self.strategy.scope():
-            source = resolve_model(str(resume_from)) if resume_from else self.ref
-            self.backbone = load_backbone(source)
+            self.backbone = load_backbone(self.ref)
             if self.task.kind == "span":  # the pooled output feeds nothing: no gradients
                 self.backbone.pooled_dense.trainable = False
-            self.model, self.head = build_finetune_model(self.backbone, self.task.kind, self.task.num_labels,
-                                                         c.dropout)
-            if resume_from:
-                with np.load(resume_from / HEAD_WEIGHTS) as data:
-                    self.head.set_weights([data[f"w{i}"] for i in range(len(data.files))])
-            from bertvision.training import WarmupDecay
-
-            schedule = WarmupDecay(c.lr, self.total_steps, round(c.warmup * self.total_steps), decay="linear")
-            self.optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=c.weight_decay,
-                                                    epsilon=1e-6, global_clipnorm=c.clipnorm)
-            self.optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-            self.optimizer.build(self.model.trainable_variables)
-        replicas = self.strategy.num_replicas_in_sync
-        jit = c.jit_compile and replicas == 1
-
-        def loss_fn(outputs, labels):
-            if self.task.kind == "classification":
-                return keras.losses.sparse_categorical_crossentropy(labels["label"], outputs, from_logits=True)
-            if self.task.kind == "regression":
-                return tf.square(outputs - labels["label"])
-            start, end = outputs
-            return 0.5 * (keras.losses.sparse_categorical_crossentropy(labels["start_positions"], start, from_logits=True)
-                          + keras.losses.sparse_categorical_crossentropy(labels["end_positions"], end, from_logits=True))
-
-        def replica_step(batch, labels):
-            with tf.GradientTape() as tape:
-                outputs = self.model(batch, training=True)
-                per_example = loss_fn(outputs, labels)
-                loss = tf.nn.compute_average_loss(per_example)
-            variables = self.model.trainable_variables
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply(grads, variables)
-            return loss
-
-        def forward(batch):
-            return self.model(batch, training=False)
-
-        # One trace for every batch shape: tokens and batch size vary (length
-        # buckets, the last partial batch); XLA still compiles each shape.
-        ids = tf.TensorSpec([None, None], tf.int32)
-        batch_spec = {"token_ids": ids, "segment_ids": ids, "padding_mask": ids}
-        if self.task.kind == "span":
-            label_spec = {"start_positions": tf.TensorSpec([None], tf.int32),
-                          "end_positions": tf.TensorSpec([None], tf.int32)}
-        else:
-            label_spec = {"label": tf.TensorSpec([None], tf.float32 if self.task.kind == "regression" else tf.int32)}
-        if replicas == 1:
-            self._train_step = tf.function(replica_step, jit_compile=jit, input_signature=[batch_spec, label_spec])
-            self._forward = tf.function(forward, jit_compile=jit, input_signature=[batch_spec])
-        else:
-            strategy = self.strategy
-
-            @tf.function(reduce_retracing=True)
-            def dist_step(batch, labels):
-                loss = strategy.run(replica_step, args=(batch, labels))
-                return strategy.reduce("SUM", loss, axis=None)
-
-            def train_step(batch, labels):
-                ds = tf.data.Dataset.from_tensors((batch, labels)).unbatch().batch(len(batch["token_ids"]))
-                for b, y in strategy.experimental_distribute_dataset(ds):
-                    return dist_step(b, y)
-
-            self._train_step = train_step
-            self._forward = tf.function(forward, reduce_retracing=True)
-
-    def param_counts(self) -> tuple[int, int]:
-        """(backbone params, head params)."""
-        return int(self.backbone.count_params()), int(self.head.count_params())
+            self.model = BertTask(self.backbone, self.task.kind, self.task.num_labels, c.dropout)
+            optimizer = make_optimizer(c.lr, self.schedule.total_steps, warmup=c.warmup,
+                                       weight_decay=c.weight_decay, clipnorm=c.clipnorm, epsilon=1e-6)
+            compile_for_task(self.model, self.task.kind, optimizer, jit_compile=c.jit_compile)
 
     # ------------------------------------------------------------- batches
-    def _batches(self, first_step: int):
-        """Yield ``(step, batch, labels)`` from global step `first_step` on:
+    def batches(self, first_step: int):
+        """``(inputs, targets)`` batches from global step `first_step` on:
         each epoch's batches are a seeded function of (seed, epoch) (see
-        `length_grouped_batches`), so a resumed run skips exactly the
-        batches already trained on. Each batch is cut to a bucketed token
-        length covering its longest row."""
+        `length_grouped_batches`), so a resumed run trains on exactly the
+        batches the uninterrupted run would. Each batch is cut to a bucketed
+        token length covering its longest row."""
         c, f = self.config, self.train.features
-        lengths = f.padding_mask.sum(axis=1)
-        step, epoch, batches = first_step, None, None
-        while step < self.total_steps:
+        lengths = f.lengths()
+        inputs = f.inputs()
+        epoch, batches = None, None
+        for step in range(first_step, self.schedule.total_steps):
             if step // self.steps_per_epoch != epoch:
                 epoch = step // self.steps_per_epoch
-                rng = np.random.default_rng([c.seed, epoch])
-                batches = length_grouped_batches(lengths, c.batch_size, c.group_by_length, rng)
+                batches = length_grouped_batches(lengths, c.batch_size, c.group_by_length,
+                                                 np.random.default_rng([c.seed, epoch]))
             rows = batches[step % self.steps_per_epoch]
-            t = _bucket(int(lengths[rows].max()), c.max_seq_len)
-            batch = {k: v[rows, :t] for k, v in f.inputs().items()}
-            labels = {k: v[rows] for k, v in self.train_labels.items()}
-            yield step, batch, labels
-            step += 1
+            t = bucket_length(int(lengths[rows].max()), c.max_seq_len, fine=True)
+            x = {k: v[rows, :t] for k, v in inputs.items()}
+            y = {k: v[rows] for k, v in self.train_targets.items()} if isinstance(self.train_targets, dict) \
+                else self.train_targets[rows]
+            yield x, y
+
+    def train_data(self, first_step: int) -> tf.data.Dataset:
+        ids = tf.TensorSpec([None, None], tf.int32)
+        x_spec = {"token_ids": ids, "segment_ids": ids, "padding_mask": ids}
+        if self.task.kind == "span":
+            y_spec = {k: tf.TensorSpec([None], tf.int32) for k in ("start_logits", "end_logits")}
+        else:
+            y_spec = tf.TensorSpec([None], tf.float32 if self.task.kind == "regression" else tf.int32)
+        ds = tf.data.Dataset.from_generator(lambda: self.batches(first_step), output_signature=(x_spec, y_spec))
+        return ds.prefetch(2)
 
     # ------------------------------------------------------------ evaluate
-    def predict_split(self, split: _Split):
-        """Run the model over a split; returns `Predictions`."""
-        from bertvision.ensemble import Predictions
-
+    def predict_split(self, split: _Split) -> Predictions:
+        """Run the model over a split (length-sorted batches); returns `Predictions`."""
         c, f = self.config, split.features
-        n, length = f.token_ids.shape
-        lengths = f.padding_mask.sum(axis=1)
+        if not hasattr(self, "_forward"):
+            self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
+                                        jit_compile=c.jit_compile)
+        lengths = f.lengths()
         order = np.argsort(lengths, kind="stable")
-        kind = self.task.kind
-        if kind == "span":
-            start = np.full((n, length), -1e4, np.float32)
-            end = np.full((n, length), -1e4, np.float32)
-        else:
-            out = np.zeros((n, self.task.num_labels) if kind == "classification" else (n,), np.float32)
-        for b0 in range(0, n, c.eval_batch_size):
+        outputs: list = [None] * len(f)
+        inputs = f.inputs()
+        for b0 in range(0, len(f), c.eval_batch_size):
             rows = order[b0:b0 + c.eval_batch_size]
-            t = _bucket(int(lengths[rows].max()), c.max_seq_len)
-            batch = {k: v[rows, :t] for k, v in f.inputs().items()}
-            result = self._forward(batch)
-            if kind == "span":
-                start[rows, :t] = np.asarray(result[0])
-                end[rows, :t] = np.asarray(result[1])
-            else:
-                out[rows] = np.asarray(result)
-        uids = [ex.uid for ex in split.examples]
-        common = dict(task=self.task.name, split=split.name, uids=uids, source=str(self.run_dir))
-        if kind == "classification":
-            logits = out - out.max(axis=1, keepdims=True)
-            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-            labels = np.asarray([-1 if ex.label is None else ex.label for ex in split.examples], np.int64)
-            return Predictions(**common, probabilities=probs, labels=labels)
-        if kind == "regression":
-            labels = np.asarray([np.nan if ex.label is None else ex.label for ex in split.examples], np.float64)
-            return Predictions(**common, scores=out, labels=labels)
-        answers = [json.dumps([] if ex.is_impossible else [a.text for a in ex.answers]) for ex in split.examples]
-        return Predictions(**common, window_uids=[split.examples[i].uid for i in f.example_index],
-                           window_index=_window_indices(f.example_index), start_logits=start, end_logits=end,
-                           offsets=f.offsets, contexts=[ex.texts[1] for ex in split.examples], answers=answers)
+            t = bucket_length(int(lengths[rows].max()), c.max_seq_len, fine=True)
+            out = self._forward({k: v[rows, :t] for k, v in inputs.items()})
+            for j, r in enumerate(rows):
+                outputs[r] = {k: np.asarray(v[j]) for k, v in out.items()} if isinstance(out, dict) \
+                    else np.asarray(out[j])
+        examples = split.examples
+        record_uids = [examples[i].uid for i in f.example_index]
+        if self.task.kind != "span":
+            labels = [(-1 if self.task.kind == "classification" else np.nan) if ex.label is None else ex.label
+                      for ex in examples]
+            return Predictions.from_outputs(self.task.name, split.name, record_uids, [np.stack(outputs)],
+                                            labels=labels, source=str(self.run_dir.path))
+        width = max(o["start_logits"].shape[0] for o in outputs)
+        batch = {k: np.stack([np.pad(o[k], (0, width - len(o[k])), constant_values=-1e4) for o in outputs])
+                 for k in ("start_logits", "end_logits")}
+        offsets = f.offsets[:, :width]
+        gold = {ex.uid: (ex.texts[1], [] if ex.is_impossible else [a.text for a in ex.answers]) for ex in examples}
+        return Predictions.from_outputs(self.task.name, split.name, record_uids, [batch],
+                                        window_index=[f.window_index()], offsets=[offsets], gold=gold,
+                                        source=str(self.run_dir.path))
+
+    def evaluate(self, model=None) -> tuple[dict, dict]:
+        """``(merged metrics, {split: Predictions})`` of the eval splits."""
+        per_split, preds = {}, {}
+        for split in self.evals:
+            preds[split.name] = self.predict_split(split)
+            per_split[split.name] = preds[split.name].evaluate()
+        return merge_split_metrics(per_split, self.task), preds
 
     def mean_loss(self, split: _Split | None = None) -> float:
         """The training loss (dropout off) averaged over a split (default:
@@ -564,162 +392,74 @@ class Finetuner:
 
         return float(np.mean(0.5 * (ce(p.start_logits, f.start_positions) + ce(p.end_logits, f.end_positions))))
 
-    def evaluate(self) -> tuple[dict, dict]:
-        """``({split: metrics}, {split: Predictions})`` for the eval splits."""
-        metrics, preds = {}, {}
-        for split in self.evals:
-            p = self.predict_split(split)
-            preds[split.name] = p
-            metrics[split.name] = p.evaluate()
-        return metrics, preds
-
     # ---------------------------------------------------------- checkpoints
-    def save_checkpoint(self, step: int, label: float, metrics: dict, preds: dict, state: dict) -> Path:
-        """Write ``checkpoints/epoch-X.XX`` atomically (temporary folder, renamed when complete)."""
-        from bertvision.backbone import model_identity, write_backbone_files
-        from bertvision.store import atomic_folder
-
-        final = self.run_dir / CHECKPOINTS / checkpoint_name(label)
-        with atomic_folder(final) as tmp:
-            write_backbone_files(self.backbone, self.tokenizer, tmp, self.act,
-                                 extra={"finetuned_from": model_identity(self.ref), "task": self.task.name,
-                                        "step": step, "epoch": label})
-            with open(tmp / HEAD_WEIGHTS, "wb") as handle:
-                np.savez(handle, **{f"w{i}": w for i, w in enumerate(self.head.get_weights())})
+    def save_checkpoint(self, step: int, label: float, model, metrics: dict, preds: dict) -> Path:
+        """Write ``checkpoints/epoch-X.XX`` atomically: the task as a keras-hub
+        preset (a backbone folder), tokenizer, predictions, checkpoint.json."""
+        final = checkpoint_path(self.run_dir.path, label)
+        with io.atomic_folder(final) as tmp:
+            self.model.save_to_preset(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            write_backbone_info(tmp, self.act, {"finetuned_from": backbone_identity(self.ref),
+                                                "task": self.task.name, "step": step, "epoch": label})
             for split, p in preds.items():
                 p.save(tmp / "predictions" / f"{split}.npz")
             info = {"step": step, "epoch": label, "label": final.name, "steps_per_epoch": self.steps_per_epoch,
-                    "examples_seen": min(step * self.config.batch_size, int(math.ceil(self.config.epochs * len(self.train.features)))),
-                    "metrics": metrics, "head": self.head.get_config(), "config": self.config.to_dict(), **state}
-            (tmp / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2, default=float) + "\n")
+                    "examples_seen": min(step * self.config.batch_size,
+                                         int(math.ceil(self.config.epochs * len(self.train.features)))),
+                    "metrics": metrics, "config": self.config.to_dict()}
+            io.atomic_write_json(tmp / CHECKPOINT_INFO, info)
         return final
 
     # ----------------------------------------------------------------- run
-    def _check_resume(self) -> None:
-        from bertvision.store import atomic_write_json
-
-        path = self.run_dir / "config.json"
-        mine = {k: v for k, v in self.config.to_dict().items() if k not in _RESUME_FREE}
-        if path.is_file():
-            old = {k: v for k, v in json.loads(path.read_text()).items() if k not in _RESUME_FREE}
-            diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
-            if diff:
-                raise ValueError(f"{self.run_dir} holds a run started with different settings ({', '.join(diff)} "
-                                 f"differ); use the same arguments to resume, or another --out")
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(str(path), self.config.to_dict())
-        for stale in (self.run_dir / CHECKPOINTS).glob(".epoch-*.tmp-*") if (self.run_dir / CHECKPOINTS).is_dir() else []:
-            shutil.rmtree(stale, ignore_errors=True)
-
-    def run(self) -> dict:
+    def run(self) -> RunResults:
         """Train (or resume), checkpoint, evaluate; write ``results.json``. Returns the results."""
-        from tqdm import tqdm
-
         c = self.config
-        self._check_resume()
-        done = self.run_dir / "results.json"
-        if done.is_file():
-            return json.loads(done.read_text())
-        t_start = time.perf_counter()
-        self.prepare()
-        resume = latest_checkpoint(self.run_dir)
-        state = {"history": [], "train_time_s": 0.0, "examples_trained": 0}
-        if resume is not None:
-            info = json.loads((resume / CHECKPOINT_INFO).read_text())
-            state = {k: info[k] for k in state}
-        self._build(resume)
-        start_step = 0
-        if resume is not None:
-            start_step = int(info["step"])
-            self.optimizer.iterations.assign(start_step)
-            print(f"resuming {self.run_dir} from {resume.name} (step {start_step}/{self.total_steps})",
-                  file=sys.stderr)
-        schedule = [(s, label) for s, label in checkpoint_schedule(self.steps_per_epoch, c.epochs,
-                                                                   c.checkpoint_every, c.checkpoint_at)
-                    if s > start_step]
-        marks = dict(schedule)
-        prep_s = time.perf_counter() - t_start
-        rows_per_epoch = len(self.train.features)
-        total_examples = min(self.total_steps * c.batch_size, math.ceil(c.epochs * rows_per_epoch))
-        initial = min(start_step * c.batch_size, total_examples)
-        bar = tqdm(total=total_examples, initial=initial, unit="ex", desc=f"finetune {c.task}",
-                   disable=not c.progress, dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
-        history, train_time, trained = state["history"], float(state["train_time_s"]), int(state["examples_trained"])
-        loss_sum, loss_count = 0.0, 0
-        eval_time = 0.0
-        try:
-            t0 = time.perf_counter()
-            for step, batch, labels in self._batches(start_step):
-                loss = float(self._train_step(batch, labels))
-                if not math.isfinite(loss):
-                    raise FinetuneError(f"loss became {loss} at step {step + 1}; lower --lr")
-                loss_sum, loss_count = loss_sum + loss, loss_count + 1
-                rows = len(batch["token_ids"])
-                trained += rows
-                bar.update(rows)
-                bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
-                if step + 1 in marks:
-                    train_time += time.perf_counter() - t0
-                    t_eval = time.perf_counter()
-                    metrics, preds = self.evaluate()
-                    entry = {"epoch": marks[step + 1], "step": step + 1, "loss": loss_sum / loss_count,
-                             "lr": float(self.optimizer.learning_rate), "wall_time_s": round(train_time, 3),
-                             **{("dev" if i == 0 else s): m for i, (s, m) in enumerate(metrics.items())}}
-                    history.append(entry)
-                    self.save_checkpoint(step + 1, marks[step + 1], metrics, preds,
-                                         {"history": history, "train_time_s": train_time, "examples_trained": trained})
-                    main = self.task.main_metric
-                    bar.write(f"epoch {marks[step + 1]:.2f}: loss {entry['loss']:.4f}, "
-                              + ", ".join(f"{s} {main} {m.get(main, float('nan')):.4f}" for s, m in metrics.items()))
-                    loss_sum, loss_count = 0.0, 0
-                    eval_time += time.perf_counter() - t_eval
-                    t0 = time.perf_counter()
-        finally:
-            bar.close()
-        return self._finish(history, train_time, trained, prep_s, eval_time, resume, start_step,
-                            time.perf_counter() - t_start)
-
-    def _finish(self, history, train_time, trained, prep_s, eval_time, resume, start_step, wall) -> dict:
-        from bertvision.backbone import model_identity
-        from bertvision.ensemble import Predictions, predictions_path
-        from bertvision.store import atomic_write_json
-
-        c = self.config
-        main = self.task.main_metric
-        final_ckpt = latest_checkpoint(self.run_dir)
-        first_eval = c.eval_splits[0]
-        for split in c.eval_splits:
-            Predictions.load(final_ckpt / "predictions" / f"{split}.npz").save(predictions_path(self.run_dir, split))
-        best = max(history, key=lambda h: (h["dev"].get(main, -math.inf), h["epoch"]))
-        backbone_params, head_params = self.param_counts()
-        results = {
-            "task": self.task.name, "method": "bert_finetune", "run_type": "finetune",
-            "hyperparameters": {k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
-                                                            "max_query_len", "warmup", "weight_decay", "dropout",
-                                                            "clipnorm", "seed", "checkpoint_every", "checkpoint_at")},
-            "train_fraction": c.train_fraction, "train_examples": len(self.train.examples),
-            "train_rows": len(self.train.features), "sample": c.sample,
-            "eval_splits": list(c.eval_splits),
-            "eval_examples": {s.name: len(s.examples) for s in self.evals},
-            "trainable_params": backbone_params + head_params, "backbone_params": backbone_params,
-            "head_params": head_params, "param_share": (backbone_params + head_params) / backbone_params,
-            "history": history, "main_metric": main,
-            "dev_metrics": history[-1]["dev"],
-            "dev_metrics_from": "final checkpoint",
-            "best": {"epoch": best["epoch"], "step": best["step"], "dev_metrics": best["dev"],
-                     "checkpoint": str(Path(CHECKPOINTS) / checkpoint_name(best["epoch"]))},
-            "final_checkpoint": str(Path(CHECKPOINTS) / final_ckpt.name),
-            "predictions": {s: str(Path("predictions") / f"{s}.npz") for s in c.eval_splits},
-            "train_wall_time_s": round(train_time, 3),
-            "train_examples_per_s": round(trained / train_time, 2) if train_time > 0 else None,
-            "eval_wall_time_s": round(eval_time, 3), "prepare_wall_time_s": round(prep_s, 3),
-            "total_wall_time_s": round(wall, 3),
-            "resumed_from": None if resume is None else {"checkpoint": resume.name, "step": start_step},
-            "backbone": model_identity(self.ref),
-            "store": None,
-        }
-        if len(c.eval_splits) > 1:
-            results["eval_metrics"] = {s: history[-1].get("dev" if s == first_eval else s) for s in c.eval_splits}
-        atomic_write_json(str(self.run_dir / "results.json"), results)
+        run = self.run_dir
+        if run.finished:  # the same command again: the finished run's results
+            diff = c.differences(run.read_config(), _RESUME_FREE)
+            if diff:
+                raise FinetuneError(f"{run.path} holds a finished run with other settings ({', '.join(diff)}); "
+                                    "choose another --out")
+            return run.results()
+        run.begin(c, ignore=_RESUME_FREE)
+        with run.lock("a fine-tuning run"):
+            start = time.perf_counter()
+            self.prepare()
+            self.build()
+            trainer = Trainer(self.model, task=self.task, schedule=self.schedule, train_data=self.train_data,
+                              evaluate=self.evaluate, state_dir=run.state_dir, select_best=False,
+                              on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
+                              verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy)
+            outcome = trainer.run()
+            results = self._results(outcome, time.perf_counter() - start)
+            results.predictions = run.save_predictions(outcome.predictions)
+            run.write_results(results)
+            trainer.cleanup()
         return results
+
+    def _results(self, outcome, wall: float) -> RunResults:
+        c = self.config
+        final = outcome.history[-1]
+        n_trainable = trainable_params(self.model)
+        n_backbone = backbone_param_count(backbone_identity(self.ref)) or int(self.backbone.count_params())
+        return RunResults(
+            task=self.task.name, method="bert_finetune", run_type="finetune", main_metric=self.task.main_metric,
+            dev_metrics=final.dev, eval_splits=list(c.eval_splits), history=outcome.history,
+            best_epoch=outcome.best_epoch, best_dev_metrics=outcome.best_metrics,
+            hyperparameters={k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
+                                                          "max_query_len", "warmup", "weight_decay", "dropout",
+                                                          "clipnorm", "seed", "checkpoint_every", "checkpoint_at",
+                                                          "sample", "group_by_length")},
+            seed=c.seed, train_fraction=c.train_fraction, train_examples=len(self.train.examples),
+            train_records=len(self.train.features), trainable_params=n_trainable, backbone_params=n_backbone,
+            param_share=n_trainable / n_backbone, train_wall_time_s=round(outcome.train_seconds, 3),
+            total_wall_time_s=round(wall, 3),
+            train_examples_per_s=round(final.step * c.batch_size / max(outcome.train_seconds, 1e-9), 2)
+            if outcome.resumed_from is None else final.examples_per_s,
+            backbone=backbone_identity(self.ref),
+            checkpoints={"best": str(Path(CHECKPOINTS) / checkpoint_name(outcome.best_epoch)),
+                         "final": str(Path(CHECKPOINTS) / checkpoint_name(final.epoch))},
+            resumed_from=outcome.resumed_from,
+            environment={"strategy": c.strategy, "replicas": int(self.strategy.num_replicas_in_sync),
+                         "jit_compile": c.jit_compile, "versions": package_versions()})

@@ -1,7 +1,7 @@
 """Official evaluation metrics: GLUE (numpy) and SQuAD 2.0 (the official script).
 
-Pure numpy and the standard library; no TensorFlow. GLUE metrics follow the
-definitions used by the GLUE benchmark (scikit-learn / scipy semantics), SQuAD
+numpy and scipy; no TensorFlow. GLUE metrics follow the definitions used by
+the GLUE benchmark (scikit-learn semantics; correlations from scipy), SQuAD
 follows ``evaluate-v2.0.py`` line for line, values in percent.
 
 Example:
@@ -16,10 +16,14 @@ from __future__ import annotations
 import collections
 import re
 import string
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
+
+from bertvision.tasks import get_task
 
 __all__ = [
     "METRIC_FUNCTIONS",
@@ -33,7 +37,6 @@ __all__ = [
     "find_best_thresh",
     "get_tokens",
     "matthews_corrcoef",
-    "mnli_metrics",
     "normalize_answer",
     "pearson",
     "spearmanr",
@@ -152,55 +155,31 @@ def matthews_corrcoef(predictions: Any, labels: Any) -> float:
     return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
 
 
-def _pearson_1d(x: np.ndarray, y: np.ndarray) -> float:
-    if x.shape[0] < 2:
-        raise ValueError(f"correlation needs at least 2 values; got {x.shape[0]}")
-    xm = x - x.mean()
-    ym = y - y.mean()
-    denom = np.sqrt(np.dot(xm, xm) * np.dot(ym, ym))
-    if denom == 0:
-        return float("nan")  # as scipy: undefined for a constant input
-    return float(np.clip(np.dot(xm, ym) / denom, -1.0, 1.0))
+def _correlation(fn, predictions: Any, labels: Any) -> float:
+    pred, gold = _paired(predictions, labels, classes=False)
+    if pred.shape[0] < 2:
+        raise ValueError(f"correlation needs at least 2 values; got {pred.shape[0]}")
+    with warnings.catch_warnings():  # a constant input gives NaN, as the metric is undefined
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(fn(pred, gold).statistic)
 
 
 def pearson(predictions: Any, labels: Any) -> float:
-    """Pearson correlation (as ``scipy.stats.pearsonr``; NaN if an input is constant).
+    """Pearson correlation (`scipy.stats.pearsonr`; NaN if an input is constant).
 
     >>> round(pearson([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]), 6)
     0.981981
     """
-    pred, gold = _paired(predictions, labels, classes=False)
-    return _pearson_1d(pred, gold)
-
-
-def rankdata(values: Any) -> np.ndarray:
-    """Ranks starting at 1, ties get the average rank (``scipy.stats.rankdata``).
-
-    >>> rankdata([10, 20, 20, 5]).tolist()
-    [2.0, 3.5, 3.5, 1.0]
-    """
-    arr = np.asarray(values)
-    order = np.argsort(arr, kind="stable")
-    ordered = arr[order]
-    n = arr.shape[0]
-    # Start index (in sorted order) of every run of equal values.
-    new_run = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    starts = np.flatnonzero(new_run)
-    ends = np.concatenate([starts[1:], [n]])
-    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+    return _correlation(stats.pearsonr, predictions, labels)
 
 
 def spearmanr(predictions: Any, labels: Any) -> float:
-    """Spearman rank correlation with average ranks for ties (``scipy.stats.spearmanr``).
+    """Spearman rank correlation, average ranks for ties (`scipy.stats.spearmanr`).
 
     >>> spearmanr([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
     -1.0
     """
-    pred, gold = _paired(predictions, labels, classes=False)
-    return _pearson_1d(rankdata(pred), rankdata(gold))
+    return _correlation(stats.spearmanr, predictions, labels)
 
 
 MetricFunction = Callable[[Any, Any], float]
@@ -225,8 +204,6 @@ def _metric_names(metrics: str | Sequence[str] | Any) -> list[str]:
     if isinstance(metrics, str):
         if metrics in METRIC_FUNCTIONS:
             return [metrics]
-        from bertvision.tasks import get_task  # task names live in tasks.py only
-
         return list(get_task(metrics).metrics)
     if hasattr(metrics, "metrics") and not isinstance(metrics, Mapping):
         return list(metrics.metrics)
@@ -263,23 +240,6 @@ def compute_metrics(
             )
         out[name] = fn(predictions, labels)
     return out
-
-
-def mnli_metrics(
-    matched_predictions: Any,
-    matched_labels: Any,
-    mismatched_predictions: Any,
-    mismatched_labels: Any,
-) -> dict[str, float]:
-    """MNLI accuracy on the matched and mismatched dev sets.
-
-    >>> mnli_metrics([0, 1], [0, 1], [2, 2], [2, 0])
-    {'matched_accuracy': 1.0, 'mismatched_accuracy': 0.5}
-    """
-    return {
-        "matched_accuracy": accuracy(matched_predictions, matched_labels),
-        "mismatched_accuracy": accuracy(mismatched_predictions, mismatched_labels),
-    }
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
 
 Reading:
 
->>> store = open_store("tfrecords/sst2", expect={"tokens": "cls"})
+>>> store = open_store("tfrecords/sst2", expect={"token_mode": "cls"})
 >>> ds = store.dataset("train", batch_size=64, shuffle=True, seed=0)
 >>> features, labels = next(iter(ds))
 >>> features["activations"].shape  # (64, 7, 384)
@@ -29,137 +29,29 @@ Reading:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
+
+from bertvision import io
+from bertvision.config import DTYPES, TOKEN_MODES
+from bertvision.errors import StoreError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ShardWriter", "Store", "StoreError", "StoreSpec",
+           "bytes_per_value", "check_compatible", "finalize_split", "finished_shard", "open_store", "plan_shards",
+           "serialize_record", "shard_name"]
 
 FORMAT = "bertvision-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
-DTYPES = ("float16", "bfloat16", "float32")
+# format 2 named these manifest keys differently; they are read under their new names
+_V2_KEYS = {"model": "backbone", "tokens": "token_mode"}
 # reader caches a split's parsed records in memory up to this size (env override, MiB)
 CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "2048")) * (1 << 20))
-
-
-class StoreError(ValueError):
-    """A store that is missing, corrupt, or not what the caller expects."""
-
-
-# --------------------------------------------------------------------------
-# small gfile helpers (work on local paths and gs://)
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def join(*parts: str) -> str:
-    return "/".join([str(parts[0]).rstrip("/")] + [str(p) for p in parts[1:]])
-
-
-def exists(path: str) -> bool:
-    return _gfile().exists(path)
-
-
-def read_json(path: str) -> dict:
-    try:
-        with _gfile().GFile(path, "r") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise StoreError(f"{path}: not valid JSON ({err})") from err
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to a temporary name beside `path`, then rename."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    local = "://" not in str(path)  # local files need no TensorFlow
-    try:
-        if local:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        else:
-            with _gfile().GFile(tmp, "wb") as handle:
-                handle.write(data)
-            _gfile().rename(tmp, path, overwrite=True)
-    except Exception as err:
-        if local:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-        else:
-            _remove_quietly(tmp)
-        raise _io_error(path, err) from err
-
-
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """`atomic_write_bytes` of UTF-8 text, creating a local parent folder."""
-    parent = os.path.dirname(str(path))
-    if parent and "://" not in str(path):
-        os.makedirs(parent, exist_ok=True)
-    atomic_write_bytes(str(path), text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike):
-    """Build a local folder under a temporary name beside it; it replaces
-    `folder` only when the block completes, and is removed on any error.
-
-    >>> with atomic_folder("runs/x/checkpoint") as tmp:
-    ...     (tmp / "weights.bin").write_bytes(b"...")
-    """
-    import shutil
-    from pathlib import Path
-
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir(parents=True)
-        yield tmp
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        if _gfile().exists(path):
-            _gfile().remove(path)
-    except Exception:
-        pass
-
-
-def _io_error(path: str, err: Exception) -> Exception:
-    text = str(err)
-    if "No space left" in text or "ENOSPC" in text:
-        return StoreError(f"disk full while writing {path}: free space and run the same command again to resume")
-    if "Permission denied" in text or "Read-only" in text:
-        return StoreError(f"cannot write {path}: permission denied (choose a writable --out)")
-    return StoreError(f"writing {path} failed: {text}")
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with _gfile().GFile(path, "rb") as handle:
-        while True:
-            block = handle.read(8 << 20)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -181,18 +73,24 @@ class StoreSpec:
     task: str
     task_kind: str
     label_names: list
-    model: dict
+    backbone: dict  # identity: name, kind, path, config_sha256, weights_sha256
     tokenizer: str
     layers: list
     num_model_layers: int
     hidden: int
-    tokens: str
+    token_mode: str
     max_seq_len: int
     dtype: str
     featurizer: dict
 
+    def __post_init__(self):
+        if self.token_mode not in TOKEN_MODES:
+            raise StoreError(f"token mode must be one of {', '.join(TOKEN_MODES)}, got {self.token_mode!r}")
+        if self.dtype not in DTYPES:
+            raise StoreError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
     def example_shape(self) -> list:
-        if self.tokens == "sequence":
+        if self.token_mode == "sequence":
             return [len(self.layers), self.max_seq_len, self.hidden]
         return [len(self.layers), self.hidden]
 
@@ -203,7 +101,9 @@ class StoreSpec:
 
 
 # the fields that must agree between a store and a new split written into it
-_COMPATIBLE_KEYS = ("task", "task_kind", "model", "layers", "hidden", "tokens", "max_seq_len", "dtype", "featurizer")
+_COMPATIBLE_KEYS = ("task", "task_kind", "backbone", "layers", "hidden", "token_mode", "max_seq_len", "dtype",
+                    "featurizer")
+_IDENTITY_KEYS = ("config_sha256", "weights_sha256", "path")
 
 
 def check_compatible(existing: dict, spec: StoreSpec, path: str) -> None:
@@ -211,9 +111,9 @@ def check_compatible(existing: dict, spec: StoreSpec, path: str) -> None:
     new = spec.header()
     for key in _COMPATIBLE_KEYS:
         a, b = existing.get(key), new.get(key)
-        if key == "model" and isinstance(a, dict) and isinstance(b, dict):
-            a = {k: a.get(k) for k in ("config_sha256", "weights_sha256", "path")}
-            b = {k: b.get(k) for k in ("config_sha256", "weights_sha256", "path")}
+        if key == "backbone" and isinstance(a, dict) and isinstance(b, dict):
+            a = {k: a.get(k) for k in _IDENTITY_KEYS}
+            b = {k: b.get(k) for k in _IDENTITY_KEYS}
         if a != b:
             raise StoreError(
                 f"{path} was built with {key}={json.dumps(a)} but this run uses {key}={json.dumps(b)}; "
@@ -234,29 +134,23 @@ def plan_shards(record_bytes: np.ndarray, shard_size_mb: float) -> list[tuple[in
     return bounds
 
 
-def _int_feature(values):
-    import tensorflow as tf
-
+def _int_feature(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def _float_feature(values):
-    import tensorflow as tf
-
+def _float_feature(values) -> tf.train.Feature:
     return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
-def _bytes_feature(values):
-    import tensorflow as tf
-
+def _bytes_feature(values) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
 def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
                      label=None, task_kind: str = "classification", span: dict | None = None) -> bytes:
-    """One `tf.train.Example` as bytes (see the module docstring)."""
-    import tensorflow as tf
-
+    """One `tf.train.Example` as bytes (see the module docstring). The
+    serialization is deterministic (features in a fixed order), so two
+    extractions of the same data write the same bytes and checksums."""
     feats = {
         "activations": _bytes_feature([np.ascontiguousarray(activations).tobytes()]),
         "uid": _bytes_feature([uid.encode()]),
@@ -274,7 +168,8 @@ def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, e
         feats["example_index"] = _int_feature([int(example_index)])
         offsets = (np.asarray(span["offsets"], dtype=np.int32)[:length] + 1).astype("<i4")
         feats["offsets"] = _bytes_feature([offsets.tobytes()])
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
 
 
 class ShardWriter:
@@ -282,8 +177,6 @@ class ShardWriter:
     writes its ``.done`` marker (record count, sha256, bytes)."""
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
         self.path = path
         self.tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         self.count = 0
@@ -291,14 +184,14 @@ class ShardWriter:
         try:
             self._writer = tf.io.TFRecordWriter(self.tmp)
         except Exception as err:
-            raise _io_error(path, err) from err
+            raise StoreError(str(io.write_error(path, err))) from err
 
     def write(self, record: bytes, activation_bytes: int) -> None:
         try:
             self._writer.write(record)
         except Exception as err:
             self.abort()
-            raise _io_error(self.path, err) from err
+            raise StoreError(str(io.write_error(self.path, err))) from err
         self.count += 1
         self.activation_bytes += activation_bytes
 
@@ -308,17 +201,15 @@ class ShardWriter:
             info = {
                 "file": os.path.basename(self.path),
                 "records": self.count,
-                "bytes": _gfile().stat(self.tmp).length,
+                "bytes": io.size(self.tmp),
                 "activation_bytes": self.activation_bytes,
-                "sha256": sha256_file(self.tmp),
+                "sha256": io.sha256_file(self.tmp),
             }
-            _gfile().rename(self.tmp, self.path, overwrite=True)
-        except StoreError:
-            raise
+            tf.io.gfile.rename(self.tmp, self.path, overwrite=True)
         except Exception as err:
             self.abort()
-            raise _io_error(self.path, err) from err
-        atomic_write_json(self.path + ".done", info)
+            raise StoreError(str(io.write_error(self.path, err))) from err
+        io.atomic_write_json(self.path + ".done", info)
         return info
 
     def abort(self) -> None:
@@ -326,16 +217,16 @@ class ShardWriter:
             self._writer.close()
         except Exception:
             pass
-        _remove_quietly(self.tmp)
+        io.remove(self.tmp)
 
 
 def finished_shard(store_dir: str, name: str) -> dict | None:
     """The ``.done`` info of a shard that was completely written, else None."""
-    done = join(store_dir, name + ".done")
-    if not (exists(done) and exists(join(store_dir, name))):
+    done = io.join(store_dir, name + ".done")
+    if not (io.exists(done) and io.exists(io.join(store_dir, name))):
         return None
     try:
-        return read_json(done)
+        return io.read_json(done, StoreError)
     except StoreError:
         return None
 
@@ -347,10 +238,10 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
     Called by the extractor at the end of a single-worker run and by
     ``pipelines.extract --finalize`` after several workers.
     """
-    plan_path = join(store_dir, f"{split}.plan.json")
-    if not exists(plan_path):
+    plan_path = io.join(store_dir, f"{split}.plan.json")
+    if not io.exists(plan_path):
         raise StoreError(f"{store_dir}: no plan for split {split!r} (was it extracted into this folder?)")
-    plan = read_json(plan_path)
+    plan = io.read_json(plan_path, StoreError)
     count = len(plan["shards"])
     shards, missing = [], []
     for i in range(count):
@@ -360,17 +251,17 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
             missing.append(name)
             continue
         if info["records"] != plan["shards"][i][1] - plan["shards"][i][0]:
-            raise StoreError(f"{join(store_dir, name)}: {info['records']} records, plan says "
+            raise StoreError(f"{io.join(store_dir, name)}: {info['records']} records, plan says "
                              f"{plan['shards'][i][1] - plan['shards'][i][0]}")
-        if verify and sha256_file(join(store_dir, name)) != info["sha256"]:
-            raise StoreError(f"{join(store_dir, name)}: sha256 does not match what was written; re-extract it")
+        if verify and io.sha256_file(io.join(store_dir, name)) != info["sha256"]:
+            raise StoreError(f"{io.join(store_dir, name)}: sha256 does not match what was written; re-extract it")
         shards.append(info)
     if missing:
         raise StoreError(f"{store_dir}: split {split!r} is incomplete, {len(missing)} of {count} shards missing "
                          f"(e.g. {missing[0]}); run the remaining workers, then finalize again")
-    examples_file = join(store_dir, f"{split}.examples.jsonl")
-    manifest_path = join(store_dir, MANIFEST)
-    manifest = read_json(manifest_path) if exists(manifest_path) else None
+    examples_file = io.join(store_dir, f"{split}.examples.jsonl")
+    manifest_path = io.join(store_dir, MANIFEST)
+    manifest = io.read_json(manifest_path, StoreError) if io.exists(manifest_path) else None
     header = spec_header or plan["header"]
     if manifest is None:
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **header, "splits": {}}
@@ -381,12 +272,12 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
         "activation_bytes": sum(s["activation_bytes"] for s in shards),
         "bytes": sum(s["bytes"] for s in shards),
         "examples_file": f"{split}.examples.jsonl",
-        "examples_sha256": sha256_file(examples_file),
+        "examples_sha256": io.sha256_file(examples_file),
         "shards": shards,
         "created_by": provenance or plan.get("provenance", {}),
     }
     manifest["splits"][split] = split_info
-    atomic_write_json(manifest_path, manifest)
+    io.atomic_write_json(manifest_path, manifest)
     return manifest
 
 
@@ -394,41 +285,39 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
 # reading
 
 
+def _header(key: str, convert=lambda v: v, doc: str = ""):
+    """A read-only `Store` property of the manifest's `key`."""
+    return property(lambda self: convert(self.manifest.get(key)), doc=doc or f"the manifest's {key}")
+
+
 class Store:
-    """An opened, validated store. Build one with `open_store`."""
+    """An opened, validated store. Build one with `open_store`.
+
+    Everything a reader needs is a property or a method: nothing outside
+    this class reads the manifest's keys or parses its shards.
+    """
 
     def __init__(self, path: str, manifest: dict):
         self.path = path
         self.manifest = manifest
 
-    # -- properties a model builder needs
-    @property
-    def task(self) -> str:
-        return self.manifest["task"]
+    # -- what the store holds (the manifest's header)
+    task = _header("task")
+    task_kind = _header("task_kind")
+    token_mode = _header("token_mode", doc="cls, mean or sequence")
+    layers = _header("layers", list, "the backbone layers stored (0 = the embeddings)")
+    hidden = _header("hidden", int)
+    max_seq_len = _header("max_seq_len", int)
+    dtype = _header("dtype")
+    label_names = _header("label_names", lambda v: list(v or []))
+    example_shape = _header("example_shape", list)
+    backbone = _header("backbone", lambda v: dict(v or {}),
+                       "identity of the backbone the activations come from (name, path, sha256 of config and weights)")
+    featurizer = _header("featurizer", lambda v: dict(v or {}))
 
     @property
-    def task_kind(self) -> str:
-        return self.manifest["task_kind"]
-
-    @property
-    def tokens(self) -> str:
-        return self.manifest["tokens"]
-
-    @property
-    def layers(self) -> list:
-        return list(self.manifest["layers"])
-
-    @property
-    def hidden(self) -> int:
-        return int(self.manifest["hidden"])
-
-    @property
-    def max_seq_len(self) -> int:
-        return int(self.manifest["max_seq_len"])
-
-    @property
-    def example_shape(self) -> list:
-        return list(self.manifest["example_shape"])
+    def is_sequence(self) -> bool:
+        return self.token_mode == "sequence"
 
     @property
     def splits(self) -> list:
@@ -437,43 +326,94 @@ class Store:
     def num_records(self, split: str) -> int:
         return int(self._split(split)["num_records"])
 
+    def num_examples(self, split: str) -> int:
+        return int(self._split(split)["num_examples"])
+
+    def split_bytes(self, split: str) -> int:
+        return int(self._split(split)["bytes"])
+
     def _split(self, split: str) -> dict:
         if split not in self.manifest["splits"]:
             raise StoreError(f"{self.path}: no split {split!r}; it has {', '.join(self.splits) or 'none'}")
         return self.manifest["splits"][split]
 
     def shard_paths(self, split: str) -> list[str]:
-        return [join(self.path, s["file"]) for s in self._split(split)["shards"]]
+        return [io.join(self.path, s["file"]) for s in self._split(split)["shards"]]
+
+    def signature(self) -> dict:
+        """What an adapter trained on this store depends on (saved in its results)."""
+        sig = {k: self.manifest[k] for k in SIGNATURE_KEYS}
+        sig["backbone"] = {k: self.backbone.get(k) for k in ("name", "config_sha256", "weights_sha256")}
+        return sig
+
+    def adapter_fields(self) -> dict:
+        """The `bertvision.models.ModelConfig` fields this store determines."""
+        return {
+            "task_kind": self.task_kind,
+            "num_labels": 1 if self.task_kind == "regression" else max(2, len(self.label_names)),
+            "num_layers": len(self.layers),
+            "hidden": self.hidden,
+            "max_seq_len": self.max_seq_len if self.is_sequence else None,
+            "input_dtype": self.dtype,
+        }
 
     def examples(self, split: str) -> list[dict]:
         """The per-example side file: uid, label, and for SQuAD context/answers."""
-        path = join(self.path, self._split(split)["examples_file"])
-        with _gfile().GFile(path, "r") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        text = io.read_text(io.join(self.path, self._split(split)["examples_file"]))
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def verify(self, split: str) -> None:
         """Check every shard's sha256 and record count against the manifest."""
-        import tensorflow as tf
-
         for info in self._split(split)["shards"]:
-            path = join(self.path, info["file"])
-            if not exists(path):
+            path = io.join(self.path, info["file"])
+            if not io.exists(path):
                 raise StoreError(f"{path}: shard missing")
-            if sha256_file(path) != info["sha256"]:
+            if io.sha256_file(path) != info["sha256"]:
                 raise StoreError(f"{path}: checksum mismatch (corrupt or changed shard)")
             n = sum(1 for _ in tf.data.TFRecordDataset(path))
             if n != info["records"]:
                 raise StoreError(f"{path}: {n} records, manifest says {info['records']}")
 
+    def uids(self, split: str) -> np.ndarray:
+        """The uid of every record of `split`, in store order (parses only uids)."""
+        if not self.num_records(split):
+            return np.zeros([0], object)
+        spec = {"uid": self._feature_spec()["uid"]}
+        ds = tf.data.TFRecordDataset(self.shard_paths(split)).batch(4096)
+        ds = ds.map(lambda s: tf.io.parse_example(s, spec)["uid"])
+        return np.concatenate([b.numpy() for b in ds])
+
+    def select_fraction(self, split: str, fraction: float, seed: int) -> tuple[np.ndarray | None, int]:
+        """A seeded `fraction` of the examples of `split`: ``(record indices,
+        or None for all; number of examples)``. Span stores sample whole
+        questions (all windows of a question together); others records.
+
+        >>> indices, n = store.select_fraction("train", 0.1, seed=0)
+        """
+        n_records = self.num_records(split)
+        groups = None
+        if self.task_kind == "span":
+            _, groups = np.unique(self.uids(split), return_inverse=True)
+            n_examples = int(groups.max()) + 1 if len(groups) else 0
+        else:
+            n_examples = n_records
+        if fraction >= 1.0:
+            return None, n_examples
+        keep = max(1, int(round(fraction * n_examples)))
+        chosen = np.random.default_rng(seed).permutation(n_examples)[:keep]
+        if groups is None:
+            return np.sort(chosen), keep
+        mask = np.zeros(n_examples, bool)
+        mask[chosen] = True
+        return np.flatnonzero(mask[groups]), keep
+
     # -- the tf.data pipeline
     def _feature_spec(self):
-        import tensorflow as tf
-
         spec = {
             "activations": tf.io.FixedLenFeature([], tf.string),
             "uid": tf.io.FixedLenFeature([], tf.string),
         }
-        if self.tokens == "sequence":
+        if self.is_sequence:
             spec["length"] = tf.io.FixedLenFeature([], tf.int64)
         if self.task_kind == "classification":
             spec["label"] = tf.io.FixedLenFeature([], tf.int64)
@@ -490,8 +430,6 @@ class Store:
         return spec
 
     def _labels(self, ex):
-        import tensorflow as tf
-
         if self.task_kind == "span":
             return {"start_positions": tf.cast(ex["start_position"], tf.int32),
                     "end_positions": tf.cast(ex["end_position"], tf.int32)}
@@ -501,10 +439,8 @@ class Store:
 
     def _parse_vectors(self, with_meta: bool):
         """Batched parse of ``cls``/``mean`` records: one op for the whole batch."""
-        import tensorflow as tf
-
         spec, shape = self._feature_spec(), self.example_shape
-        dtype = tf.as_dtype(self.manifest["dtype"])
+        dtype = tf.as_dtype(self.dtype)
 
         def parse(serialized):
             ex = tf.io.parse_example(serialized, spec)
@@ -518,11 +454,9 @@ class Store:
 
     def _parse_sequence(self, with_meta: bool):
         """Per-record parse of ``sequence`` records: ``[layers, length, hidden]``."""
-        import tensorflow as tf
-
         spec = self._feature_spec()
         k, _, h = self.example_shape
-        dtype = tf.as_dtype(self.manifest["dtype"])
+        dtype = tf.as_dtype(self.dtype)
         span = self.task_kind == "span"
 
         def parse(serialized):
@@ -543,8 +477,6 @@ class Store:
     def _finish_sequence_batch(self, pad_to: str):
         """Pad a batch ``[batch, layers, tokens, hidden]`` to a power-of-two
         token length (or ``max_seq_len``) and add the padding mask."""
-        import tensorflow as tf
-
         max_len = self.max_seq_len
 
         def finish(features, labels):
@@ -585,8 +517,6 @@ class Store:
         few distinct shapes, far less work for short texts) or to
         ``max_seq_len`` (``pad_to="max"``).
         """
-        import tensorflow as tf
-
         if pad_to not in ("bucket", "max"):
             raise ValueError(f"pad_to must be 'bucket' or 'max', got {pad_to!r}")
         files = self.shard_paths(split)
@@ -615,7 +545,7 @@ class Store:
             ds = ds.shard(workers, input_context.input_pipeline_id)
         if cache is None:
             cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
-        seq = self.tokens == "sequence"
+        seq = self.is_sequence
         if seq:
             ds = ds.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=deterministic)
@@ -640,34 +570,49 @@ class Store:
 
     def decoded_bytes(self, split: str) -> int:
         """Memory the split's parsed records take (sequence stores: real tokens only)."""
-        if self.tokens == "sequence":
+        if self.is_sequence:
             return int(self._split(split)["activation_bytes"])
-        return self.num_records(split) * int(np.prod(self.example_shape)) * bytes_per_value(self.manifest["dtype"])
+        return self.num_records(split) * int(np.prod(self.example_shape)) * bytes_per_value(self.dtype)
+
+
+# store manifest fields an adapter depends on; a store to predict must agree on all of them
+SIGNATURE_KEYS = ("task", "task_kind", "layers", "token_mode", "hidden", "max_seq_len", "example_shape")
+
+
+def _upgrade(manifest: dict) -> dict:
+    """Read a format-2 manifest under format 3's key names."""
+    if manifest.get("format_version") == 2:
+        manifest = {_V2_KEYS.get(k, k): v for k, v in manifest.items()}
+        manifest["format_version"] = FORMAT_VERSION
+    return manifest
 
 
 def open_store(path: str, expect: dict | None = None, verify: bool = False) -> Store:
     """Open and validate the store at `path`.
 
-    `expect` maps manifest keys (``task``, ``tokens``, ``layers``, ``hidden``,
-    ``example_shape``, ``model`` ...) to the values the caller needs; any
-    difference is refused with a message naming it. `verify` also checks
-    every shard's checksum and record count.
+    `expect` maps manifest keys (``task``, ``token_mode``, ``layers``,
+    ``hidden``, ``example_shape``, ``backbone`` ...) to the values the caller
+    needs; any difference is refused with a message naming it. `verify` also
+    checks every shard's checksum and record count.
     """
-    manifest_path = join(path, MANIFEST)
-    if not exists(manifest_path):
+    path = str(path)
+    manifest_path = io.join(path, MANIFEST)
+    if not io.exists(manifest_path):
         hint = ""
-        if exists(path) and any(n.endswith(".plan.json") for n in _gfile().listdir(path)):
+        if io.isdir(path) and any(n.endswith(".plan.json") for n in io.listdir(path)):
             hint = " (extraction started but no split was finalized: run extract again, or --finalize)"
         raise StoreError(f"{path}: no {MANIFEST}; not a BERTVision store{hint}")
-    manifest = read_json(manifest_path)
-    if manifest.get("format") != FORMAT:
-        raise StoreError(f"{manifest_path}: not a BERTVision store manifest (format={manifest.get('format')!r})")
+    manifest = io.read_json(manifest_path, StoreError)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise StoreError(f"{manifest_path}: not a BERTVision store manifest (format={fmt!r})")
+    manifest = _upgrade(manifest)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{manifest_path}: format version {manifest.get('format_version')} is not "
                          f"{FORMAT_VERSION}, which this version of bertvision reads")
     for key, want in (expect or {}).items():
         have = manifest.get(key)
-        if key == "model" and isinstance(want, dict) and isinstance(have, dict):
+        if key == "backbone" and isinstance(want, dict) and isinstance(have, dict):
             have = {k: have.get(k) for k in want}
         if have != want:
             raise StoreError(f"{path}: store has {key}={json.dumps(have)}, expected {json.dumps(want)}")
@@ -678,6 +623,6 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
     else:
         for split in store.splits:
             for shard in store.shard_paths(split):
-                if not exists(shard):
+                if not io.exists(shard):
                     raise StoreError(f"{shard}: shard listed in the manifest is missing")
     return store

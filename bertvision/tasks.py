@@ -23,10 +23,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Mapping
 
+from bertvision.errors import ConfigError
+
 TaskKind = Literal["classification", "regression", "span"]
 LabelFormat = Literal["index", "name", "score", "none"]
 
-_KINDS = ("classification", "regression", "span")
+TASK_KINDS = ("classification", "regression", "span")
 _LABEL_FORMATS = ("index", "name", "score", "none")
 
 
@@ -126,8 +128,8 @@ class TaskSpec:
 
     def __post_init__(self):
         where = f"TaskSpec {self.name!r}"
-        if self.kind not in _KINDS:
-            raise ValueError(f"{where}: kind {self.kind!r} not in {_KINDS}")
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"{where}: kind {self.kind!r} not in {TASK_KINDS}")
         if self.label_format not in _LABEL_FORMATS:
             raise ValueError(
                 f"{where}: label_format {self.label_format!r} not in {_LABEL_FORMATS}"
@@ -172,366 +174,95 @@ class TaskSpec:
             return 1
         return 2
 
-    @property
-    def is_glue(self) -> bool:
-        """Whether the task's local files are GLUE TSVs."""
-        return bool(self.tsv_layouts)
-
-    def split_names(self) -> tuple[str, ...]:
-        """The split names this task knows, in registry order."""
-        return tuple(self.splits)
 
 
 # --------------------------------------------------------------------------
 # GLUE layouts, column for column as the GLUE distribution publishes them.
 # --------------------------------------------------------------------------
 
-_GLUE_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
-_GLUE_TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 _DEV_LABELS = {"dev": "dev"}
 
 
-def _glue_layouts(labelled: TsvLayout, test: TsvLayout) -> dict[str, TsvLayout]:
-    return {"train": labelled, "dev": labelled, "test": test}
+def _tsv(columns, text_columns, label_column=None, id_column=None, has_header=True) -> TsvLayout:
+    return TsvLayout(columns=tuple(columns), has_header=has_header, text_columns=tuple(text_columns),
+                     label_column=label_column, id_column=id_column)
 
 
-_INDEX_S1_S2 = ("index", "sentence1", "sentence2")
+def _glue(name: str, folder: str, kind: TaskKind, label_names: tuple, label_format: LabelFormat,
+          text_fields: tuple, metrics: tuple, main_metric: str, labelled: TsvLayout, test: TsvLayout) -> TaskSpec:
+    """A GLUE task with the standard train/dev/test files (MNLI is written out in full)."""
+    return TaskSpec(
+        name=name, kind=kind, label_names=label_names, label_format=label_format, text_fields=text_fields,
+        metrics=metrics, main_metric=main_metric, tfds_name=f"glue/{name}", local_dir=f"glue/{folder}",
+        splits={"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+        tfds_splits={"train": "train", "dev": "validation", "test": "test"},
+        eval_splits=("dev",), eval_split_labels=_DEV_LABELS,
+        tsv_layouts={"train": labelled, "dev": labelled, "test": test})
 
-_MNLI_PREFIX = (
-    "index",
-    "promptID",
-    "pairID",
-    "genre",
-    "sentence1_binary_parse",
-    "sentence2_binary_parse",
-    "sentence1_parse",
-    "sentence2_parse",
-    "sentence1",
-    "sentence2",
-)
-_MNLI_TRAIN = TsvLayout(
-    columns=_MNLI_PREFIX + ("label1", "gold_label"),
-    has_header=True,
-    text_columns=("sentence1", "sentence2"),
-    label_column="gold_label",
-    id_column="index",
-)
-_MNLI_DEV = TsvLayout(
-    columns=_MNLI_PREFIX
-    + ("label1", "label2", "label3", "label4", "label5", "gold_label"),
-    has_header=True,
-    text_columns=("sentence1", "sentence2"),
-    label_column="gold_label",
-    id_column="index",
-)
-_MNLI_TEST = TsvLayout(
-    columns=_MNLI_PREFIX,
-    has_header=True,
-    text_columns=("sentence1", "sentence2"),
-    id_column="index",
-)
 
-_STSB_COLUMNS = (
-    "index",
-    "genre",
-    "filename",
-    "year",
-    "old_index",
-    "source1",
-    "source2",
-    "sentence1",
-    "sentence2",
-)
-
-_MRPC_LABELLED = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
-_MRPC_TEST = ("index", "#1 ID", "#2 ID", "#1 String", "#2 String")
+_S1_S2 = ("sentence1", "sentence2")
+_MNLI_PREFIX = ("index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+                "sentence1_parse", "sentence2_parse", "sentence1", "sentence2")
+_MNLI_TRAIN = _tsv(_MNLI_PREFIX + ("label1", "gold_label"), _S1_S2, "gold_label", "index")
+_MNLI_DEV = _tsv(_MNLI_PREFIX + ("label1", "label2", "label3", "label4", "label5", "gold_label"), _S1_S2,
+                 "gold_label", "index")
+_MNLI_TEST = _tsv(_MNLI_PREFIX, _S1_S2, id_column="index")
+_STSB_COLUMNS = ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2")
+_MRPC_TEXTS = ("#1 String", "#2 String")
+_SQUAD_METRICS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
 
 
 def _specs() -> dict[str, TaskSpec]:
     specs = [
         TaskSpec(
-            name="squad_v2",
-            kind="span",
-            label_names=(),
-            label_format="none",
-            text_fields=("question", "context"),
-            metrics=(
-                "exact",
-                "f1",
-                "HasAns_exact",
-                "HasAns_f1",
-                "NoAns_exact",
-                "NoAns_f1",
-                "best_exact",
-                "best_f1",
-            ),
-            main_metric="f1",
-            tfds_name="squad/v2.0",
-            local_dir="squad2",
+            name="squad_v2", kind="span", label_names=(), label_format="none", text_fields=("question", "context"),
+            metrics=_SQUAD_METRICS, main_metric="f1", tfds_name="squad/v2.0", local_dir="squad2",
             splits={"train": "train-v2.0.json", "dev": "dev-v2.0.json"},
-            tfds_splits={"train": "train", "dev": "validation"},
-            eval_splits=("dev",),
+            tfds_splits={"train": "train", "dev": "validation"}, eval_splits=("dev",),
             eval_split_labels=_DEV_LABELS,
         ),
+        # CoLA train/dev are the only GLUE files without a header.
+        _glue("cola", "CoLA", "classification", ("unacceptable", "acceptable"), "index", ("sentence",),
+              ("matthews_corrcoef",), "matthews_corrcoef",
+              _tsv(("source", "label", "original_label", "sentence"), ("sentence",), "label", has_header=False),
+              _tsv(("index", "sentence"), ("sentence",), id_column="index")),
+        _glue("sst2", "SST-2", "classification", ("negative", "positive"), "index", ("sentence",), ("accuracy",),
+              "accuracy", _tsv(("sentence", "label"), ("sentence",), "label"),
+              _tsv(("index", "sentence"), ("sentence",), id_column="index")),
+        _glue("mrpc", "MRPC", "classification", ("not_equivalent", "equivalent"), "index", _S1_S2,
+              ("accuracy", "f1"), "f1", _tsv(("Quality", "#1 ID", "#2 ID") + _MRPC_TEXTS, _MRPC_TEXTS, "Quality"),
+              _tsv(("index", "#1 ID", "#2 ID") + _MRPC_TEXTS, _MRPC_TEXTS, id_column="index")),
+        _glue("stsb", "STS-B", "regression", (), "score", _S1_S2, ("pearson", "spearmanr"), "pearson",
+              _tsv(_STSB_COLUMNS + ("score",), _S1_S2, "score", "index"), _tsv(_STSB_COLUMNS, _S1_S2, id_column="index")),
+        _glue("qqp", "QQP", "classification", ("not_duplicate", "duplicate"), "index", ("question1", "question2"),
+              ("accuracy", "f1"), "f1",
+              _tsv(("id", "qid1", "qid2", "question1", "question2", "is_duplicate"), ("question1", "question2"),
+                   "is_duplicate", "id"),
+              _tsv(("id", "question1", "question2"), ("question1", "question2"), id_column="id")),
         TaskSpec(
-            name="cola",
-            kind="classification",
-            label_names=("unacceptable", "acceptable"),
-            label_format="index",
-            text_fields=("sentence",),
-            metrics=("matthews_corrcoef",),
-            main_metric="matthews_corrcoef",
-            tfds_name="glue/cola",
-            local_dir="glue/CoLA",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                # CoLA train/dev are the only GLUE files without a header.
-                TsvLayout(
-                    columns=("source", "label", "original_label", "sentence"),
-                    has_header=False,
-                    text_columns=("sentence",),
-                    label_column="label",
-                ),
-                TsvLayout(
-                    columns=("index", "sentence"),
-                    has_header=True,
-                    text_columns=("sentence",),
-                    id_column="index",
-                ),
-            ),
-        ),
-        TaskSpec(
-            name="sst2",
-            kind="classification",
-            label_names=("negative", "positive"),
-            label_format="index",
-            text_fields=("sentence",),
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            tfds_name="glue/sst2",
-            local_dir="glue/SST-2",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                TsvLayout(
-                    columns=("sentence", "label"),
-                    has_header=True,
-                    text_columns=("sentence",),
-                    label_column="label",
-                ),
-                TsvLayout(
-                    columns=("index", "sentence"),
-                    has_header=True,
-                    text_columns=("sentence",),
-                    id_column="index",
-                ),
-            ),
-        ),
-        TaskSpec(
-            name="mrpc",
-            kind="classification",
-            label_names=("not_equivalent", "equivalent"),
-            label_format="index",
-            text_fields=("sentence1", "sentence2"),
-            metrics=("accuracy", "f1"),
-            main_metric="f1",
-            tfds_name="glue/mrpc",
-            local_dir="glue/MRPC",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                TsvLayout(
-                    columns=_MRPC_LABELLED,
-                    has_header=True,
-                    text_columns=("#1 String", "#2 String"),
-                    label_column="Quality",
-                ),
-                TsvLayout(
-                    columns=_MRPC_TEST,
-                    has_header=True,
-                    text_columns=("#1 String", "#2 String"),
-                    id_column="index",
-                ),
-            ),
-        ),
-        TaskSpec(
-            name="stsb",
-            kind="regression",
-            label_names=(),
-            label_format="score",
-            text_fields=("sentence1", "sentence2"),
-            metrics=("pearson", "spearmanr"),
-            main_metric="pearson",
-            tfds_name="glue/stsb",
-            local_dir="glue/STS-B",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                TsvLayout(
-                    columns=_STSB_COLUMNS + ("score",),
-                    has_header=True,
-                    text_columns=("sentence1", "sentence2"),
-                    label_column="score",
-                    id_column="index",
-                ),
-                TsvLayout(
-                    columns=_STSB_COLUMNS,
-                    has_header=True,
-                    text_columns=("sentence1", "sentence2"),
-                    id_column="index",
-                ),
-            ),
-        ),
-        TaskSpec(
-            name="qqp",
-            kind="classification",
-            label_names=("not_duplicate", "duplicate"),
-            label_format="index",
-            text_fields=("question1", "question2"),
-            metrics=("accuracy", "f1"),
-            main_metric="f1",
-            tfds_name="glue/qqp",
-            local_dir="glue/QQP",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                TsvLayout(
-                    columns=(
-                        "id",
-                        "qid1",
-                        "qid2",
-                        "question1",
-                        "question2",
-                        "is_duplicate",
-                    ),
-                    has_header=True,
-                    text_columns=("question1", "question2"),
-                    label_column="is_duplicate",
-                    id_column="id",
-                ),
-                TsvLayout(
-                    columns=("id", "question1", "question2"),
-                    has_header=True,
-                    text_columns=("question1", "question2"),
-                    id_column="id",
-                ),
-            ),
-        ),
-        TaskSpec(
-            name="mnli",
-            kind="classification",
-            label_names=("entailment", "neutral", "contradiction"),
-            label_format="name",
-            text_fields=("premise", "hypothesis"),
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            tfds_name="glue/mnli",
-            local_dir="glue/MNLI",
-            splits={
-                "train": "train.tsv",
-                "dev_matched": "dev_matched.tsv",
-                "dev_mismatched": "dev_mismatched.tsv",
-                "test_matched": "test_matched.tsv",
-                "test_mismatched": "test_mismatched.tsv",
-            },
-            tfds_splits={
-                "train": "train",
-                "dev_matched": "validation_matched",
-                "dev_mismatched": "validation_mismatched",
-                "test_matched": "test_matched",
-                "test_mismatched": "test_mismatched",
-            },
+            name="mnli", kind="classification", label_names=("entailment", "neutral", "contradiction"),
+            label_format="name", text_fields=("premise", "hypothesis"), metrics=("accuracy",), main_metric="accuracy",
+            tfds_name="glue/mnli", local_dir="glue/MNLI",
+            splits={"train": "train.tsv", "dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv",
+                    "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
+            tfds_splits={"train": "train", "dev_matched": "validation_matched",
+                         "dev_mismatched": "validation_mismatched", "test_matched": "test_matched",
+                         "test_mismatched": "test_mismatched"},
             eval_splits=("dev_matched", "dev_mismatched"),
-            eval_split_labels={
-                "dev_matched": "matched",
-                "dev_mismatched": "mismatched",
-            },
-            tsv_layouts={
-                "train": _MNLI_TRAIN,
-                "dev_matched": _MNLI_DEV,
-                "dev_mismatched": _MNLI_DEV,
-                "test_matched": _MNLI_TEST,
-                "test_mismatched": _MNLI_TEST,
-            },
+            eval_split_labels={"dev_matched": "matched", "dev_mismatched": "mismatched"},
+            tsv_layouts={"train": _MNLI_TRAIN, "dev_matched": _MNLI_DEV, "dev_mismatched": _MNLI_DEV,
+                         "test_matched": _MNLI_TEST, "test_mismatched": _MNLI_TEST},
         ),
-        TaskSpec(
-            name="qnli",
-            kind="classification",
-            label_names=("entailment", "not_entailment"),
-            label_format="name",
-            text_fields=("question", "sentence"),
-            metrics=("accuracy",),
-            main_metric="accuracy",
-            tfds_name="glue/qnli",
-            local_dir="glue/QNLI",
-            splits=_GLUE_SPLITS,
-            tfds_splits=_GLUE_TFDS_SPLITS,
-            eval_splits=("dev",),
-            eval_split_labels=_DEV_LABELS,
-            tsv_layouts=_glue_layouts(
-                TsvLayout(
-                    columns=("index", "question", "sentence", "label"),
-                    has_header=True,
-                    text_columns=("question", "sentence"),
-                    label_column="label",
-                    id_column="index",
-                ),
-                TsvLayout(
-                    columns=("index", "question", "sentence"),
-                    has_header=True,
-                    text_columns=("question", "sentence"),
-                    id_column="index",
-                ),
-            ),
-        ),
+        _glue("qnli", "QNLI", "classification", ("entailment", "not_entailment"), "name", ("question", "sentence"),
+              ("accuracy",), "accuracy",
+              _tsv(("index", "question", "sentence", "label"), ("question", "sentence"), "label", "index"),
+              _tsv(("index", "question", "sentence"), ("question", "sentence"), id_column="index")),
     ]
-    for name, label_names, label_format in (
-        ("rte", ("entailment", "not_entailment"), "name"),
-        ("wnli", ("not_entailment", "entailment"), "index"),
-    ):
-        specs.append(
-            TaskSpec(
-                name=name,
-                kind="classification",
-                label_names=label_names,
-                label_format=label_format,
-                text_fields=("sentence1", "sentence2"),
-                metrics=("accuracy",),
-                main_metric="accuracy",
-                tfds_name=f"glue/{name}",
-                local_dir=f"glue/{name.upper()}",
-                splits=_GLUE_SPLITS,
-                tfds_splits=_GLUE_TFDS_SPLITS,
-                eval_splits=("dev",),
-                eval_split_labels=_DEV_LABELS,
-                tsv_layouts=_glue_layouts(
-                    TsvLayout(
-                        columns=_INDEX_S1_S2 + ("label",),
-                        has_header=True,
-                        text_columns=("sentence1", "sentence2"),
-                        label_column="label",
-                        id_column="index",
-                    ),
-                    TsvLayout(
-                        columns=_INDEX_S1_S2,
-                        has_header=True,
-                        text_columns=("sentence1", "sentence2"),
-                        id_column="index",
-                    ),
-                ),
-            )
-        )
+    for name, label_names, label_format in (("rte", ("entailment", "not_entailment"), "name"),
+                                            ("wnli", ("not_entailment", "entailment"), "index")):
+        specs.append(_glue(name, name.upper(), "classification", label_names, label_format, _S1_S2, ("accuracy",),
+                           "accuracy", _tsv(("index",) + _S1_S2 + ("label",), _S1_S2, "label", "index"),
+                           _tsv(("index",) + _S1_S2, _S1_S2, id_column="index")))
     return {spec.name: spec for spec in specs}
 
 
@@ -543,7 +274,7 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     """Return the `TaskSpec` registered as `name` (a spec is returned as is).
 
     Raises:
-        ValueError: naming the known tasks when `name` is not registered.
+        ConfigError: naming the known tasks when `name` is not registered.
 
     Example:
 
@@ -555,6 +286,6 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     try:
         return TASKS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ConfigError(
             f"Unknown task {name!r}; known tasks: {', '.join(TASKS)}"
         ) from None

@@ -20,6 +20,10 @@ import sys
 
 from pipelines._common import die, setup_env
 
+setup_env()
+
+from bertvision.ensemble import COMBINE_MODES, EnsembleConfig, run_ensemble  # noqa: E402  (after setup_env)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.ensemble", description=__doc__,
@@ -27,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="run folders (two or more)")
     p.add_argument("--split", default="dev")
     p.add_argument("--out", required=True, help="ensemble run folder")
-    p.add_argument("--combine", default="mean", choices=["mean", "max"],
+    p.add_argument("--combine", default="mean", choices=COMBINE_MODES,
                    help="mean (default) or max of probabilities / per-window logits")
     p.add_argument("--store", action="append", dest="stores",
                    help="store of the adapter runs (once for all, or once per run in --runs order)")
@@ -36,17 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_env()
-    from bertvision.ensemble import EnsembleConfig, run_ensemble
-
     with die.on_errors():
         results = run_ensemble(EnsembleConfig(runs=args.runs, out=args.out, split=args.split,
                                               combine=args.combine, stores=args.stores))
-    main_metric = results["main_metric"]
-    for m in results["members"]:
+    main_metric = results.main_metric
+    for m in results.members:
         print(f"{m['method']:<40s} {main_metric} {m['dev_metrics'].get(main_metric, float('nan')):.4f}  ({m['run']})")
-    print(f"{results['method']:<40s} {main_metric} {results['dev_metrics'][main_metric]:.4f}  -> {args.out}")
-    print(json.dumps(results["dev_metrics"]))
+    print(f"{results.method:<40s} {main_metric} {results.main_value:.4f}  -> {args.out}")
+    print(json.dumps(results.dev_metrics))
     return 0
 
 

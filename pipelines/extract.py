@@ -3,7 +3,7 @@
 Examples::
 
     python -m pipelines.extract --task sst2 --data-dir ../shared/data/glue/SST-2 \\
-        --split train --out tfrecords/sst2 --tokens cls
+        --split train --out tfrecords/sst2 --token-mode cls
     python -m pipelines.extract --finalize tfrecords/sst2
 """
 
@@ -16,21 +16,31 @@ import sys
 
 from pipelines._common import die, setup_env
 
+setup_env()
+
+from bertvision import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
+from bertvision.config import DTYPES, TOKEN_MODES  # noqa: E402
+from bertvision.tasks import TASKS, get_task  # noqa: E402
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.extract", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", help="task name: squad_v2, cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    p.add_argument("--task", help=f"task name: {', '.join(TASKS)}")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", default=os.environ.get("BERTVISION_DATA_DIR"),
                      help="local folder in the task's standard format (default: $BERTVISION_DATA_DIR)")
     src.add_argument("--tfds", action="store_true", help="read the task from tensorflow-datasets (online)")
-    p.add_argument("--split", action="append", help="split(s) to extract; repeat the flag for several (default: train and the eval splits)")
+    p.add_argument("--split", action="append",
+                   help="split(s) to extract; repeat the flag for several (default: train and the eval splits)")
     p.add_argument("--out", help="store folder (local path or gs://...)")
-    p.add_argument("--model", default=None, help="HF folder, keras-hub preset, or a finetune checkpoint folder (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--layers", default="all", help="'all', 'lastK' or a list like 0,3,6")
-    p.add_argument("--tokens", default="cls", choices=["cls", "mean", "sequence"])
-    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--backbone", "--model", dest="backbone", default=None,
+                   help="HF folder, keras-hub preset, or a finetune checkpoint folder "
+                        "(default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--layers", default="all", help="'all', 'lastK' or a list like 0,3,6 (0 = the embeddings)")
+    p.add_argument("--token-mode", "--tokens", dest="token_mode", default="cls", choices=TOKEN_MODES,
+                   help="cls (first token), mean (masked mean) or sequence (every token; span tasks need it)")
+    p.add_argument("--dtype", default="float16", choices=DTYPES)
     p.add_argument("--max-seq-len", type=int, default=None, help="default 128 (384 for squad_v2)")
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-len", type=int, default=64)
@@ -41,56 +51,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size-mb", type=float, default=128.0)
     p.add_argument("--num-workers", type=int, default=None, help="workers sharing the split (default: TF_CONFIG or 1)")
     p.add_argument("--worker-index", type=int, default=None)
-    p.add_argument("--strategy", default="default", choices=["default", "mirrored"],
+    p.add_argument("--strategy", default="default", choices=extract.EXTRACT_STRATEGIES,
                    help="tf.distribute strategy for the forward pass on this machine")
     p.add_argument("--no-jit", action="store_true", help="do not XLA-compile the forward pass")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--finalize", metavar="STORE_DIR", help="verify a store written by several workers and merge its manifest")
+    p.add_argument("--finalize", metavar="STORE_DIR",
+                   help="verify a store written by several workers and merge its manifest")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_env()
-    from bertvision import extract
-    from bertvision.store import StoreError
-
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.finalize:
         with die.on_errors():
             manifest = extract.finalize(args.finalize)
         print(json.dumps({s: v["num_records"] for s, v in manifest["splits"].items()}))
         return 0
     if not (args.task and args.out):
-        build_parser().error("--task and --out are required (or --finalize STORE_DIR)")
+        parser.error("--task and --out are required (or --finalize STORE_DIR)")
     if not args.data_dir and not args.tfds:
-        build_parser().error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
-    from bertvision.tasks import get_task
-
+        parser.error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
     with die.on_errors():
         task = get_task(args.task)
-    splits = args.split or ["train", *task.eval_splits]
-    workers = (args.num_workers, args.worker_index)
-    if workers == (None, None):
-        workers = extract.env_worker_from_tf_config() or (1, 0)
-    num_workers, worker_index = workers[0] or 1, workers[1] or 0
-    for split in splits:
-        config = extract.ExtractConfig(
+        splits = args.split or ["train", *task.eval_splits]
+        workers = (args.num_workers, args.worker_index)
+        if workers == (None, None):
+            workers = extract.env_worker_from_tf_config() or (1, 0)
+        num_workers = 1 if workers[0] is None else workers[0]
+        worker_index = 0 if workers[1] is None else workers[1]
+        configs = [extract.ExtractConfig(
             task=args.task, split=split, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds,
-            model=args.model, layers=args.layers, tokens=args.tokens, dtype=args.dtype,
+            backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, dtype=args.dtype,
             max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
-            batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed, shard_size_mb=args.shard_size_mb,
-            num_workers=num_workers, worker_index=worker_index, strategy=args.strategy,
-            jit_compile=not args.no_jit, progress=not args.no_progress, command=["python", "-m", "pipelines.extract", *(argv or sys.argv[1:])],
-        )
-        with die.on_errors():
+            batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
+            shard_size_mb=args.shard_size_mb, num_workers=num_workers, worker_index=worker_index,
+            strategy=args.strategy, jit_compile=not args.no_jit, progress=not args.no_progress,
+            command=["python", "-m", "pipelines.extract", *(sys.argv[1:] if argv is None else argv)],
+        ) for split in splits]  # every split's settings are checked before any is extracted
+        for config in configs:
             manifest = extract.Extractor(config).run()
-        if manifest is None:
-            print(f"{split}: worker {worker_index}/{num_workers} finished its shards; "
-                  f"run `python -m pipelines.extract --finalize {args.out}` once every worker is done")
-        else:
-            info = manifest["splits"][split]
-            print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "
-                  f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
+            split = config.split
+            if manifest is None:
+                print(f"{split}: worker {worker_index}/{num_workers} finished its shards; "
+                      f"run `python -m pipelines.extract --finalize {args.out}` once every worker is done")
+            else:
+                info = manifest["splits"][split]
+                print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "
+                      f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
     return 0
 
 

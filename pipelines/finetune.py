@@ -8,7 +8,7 @@ Examples::
         --train-split dev-v2.0.Normans_CCT --eval-split dev-v2.0.Rhine --out runs/squad-bert
 
 Every checkpoint (RUN_DIR/checkpoints/epoch-0.10, ...) is a backbone folder:
-``python -m pipelines.extract --model RUN_DIR/checkpoints/epoch-1.00 ...``.
+``python -m pipelines.extract --backbone RUN_DIR/checkpoints/epoch-1.00 ...``.
 Run the same command again to resume a killed run from its latest checkpoint.
 """
 
@@ -21,6 +21,12 @@ import sys
 
 from pipelines._common import die, setup_env
 
+setup_env()
+
+from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
+from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
+from bertvision.tasks import TASKS  # noqa: E402
+
 
 def _epochs_list(text: str) -> list[float]:
     try:
@@ -32,13 +38,14 @@ def _epochs_list(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.finetune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, help="task name: squad_v2, cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli")
+    p.add_argument("--task", required=True, help=f"task name: {', '.join(TASKS)}")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", default=os.environ.get("BERTVISION_DATA_DIR"),
                      help="local folder in the task's standard format (default: $BERTVISION_DATA_DIR)")
     src.add_argument("--tfds", action="store_true", help="read the task from tensorflow-datasets (online)")
     p.add_argument("--out", required=True, help="run folder (RUN_DIR)")
-    p.add_argument("--model", default=None, help="HF folder, keras-hub preset or checkpoint folder (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--backbone", "--model", dest="backbone", default=None,
+                   help="HF folder, keras-hub preset or checkpoint folder (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--eval-split", action="append", dest="eval_splits",
                    help="split(s) evaluated at every checkpoint; repeat for several (default: the task's eval splits)")
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint and evaluate at these epochs, e.g. 0.1,0.3")
     p.add_argument("--group-by-length", type=int, default=50, metavar="N",
                    help="batch rows of similar length: sort windows of N batches by length (0: plain shuffle)")
-    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multi_worker", "tpu"])
+    p.add_argument("--strategy", default="default", choices=STRATEGIES)
     p.add_argument("--no-jit", action="store_true", help="do not XLA-compile the steps (compiling a shape costs ~20 s on CPU)")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -75,27 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.data_dir and not args.tfds:
         build_parser().error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
-    setup_env()
-    from bertvision.finetune import FinetuneConfig, Finetuner
-
     with die.on_errors():
         config = FinetuneConfig(
-            task=args.task, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds, model=args.model,
+            task=args.task, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds, backbone=args.backbone,
             train_split=args.train_split, eval_splits=args.eval_splits, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_seq_len=args.max_seq_len,
             doc_stride=args.doc_stride, max_query_len=args.max_query_len, warmup=args.warmup,
             weight_decay=args.weight_decay, dropout=args.dropout, clipnorm=args.clipnorm or None, seed=args.seed,
             train_fraction=args.train_fraction, limit=args.limit, eval_limit=args.eval_limit, sample=args.sample,
-            checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at, group_by_length=args.group_by_length, strategy=args.strategy, jit_compile=not args.no_jit,
+            checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at,
+            group_by_length=args.group_by_length, strategy=args.strategy, jit_compile=not args.no_jit,
             progress=not args.no_progress,
             command=["python", "-m", "pipelines.finetune", *(argv if argv is not None else sys.argv[1:])],
         )
         results = Finetuner(config).run()
-    main_metric = results["main_metric"]
     print(json.dumps({
-        "out": args.out, "dev_metrics": results["dev_metrics"], "best": results["best"],
-        "train_wall_time_s": results["train_wall_time_s"], "train_examples_per_s": results["train_examples_per_s"],
-        "checkpoints": [h["epoch"] for h in results["history"]], "main_metric": main_metric,
+        "out": args.out, "dev_metrics": results.dev_metrics, "best_epoch": results.best_epoch,
+        "best_dev_metrics": results.best_dev_metrics, "train_wall_time_s": results.train_wall_time_s,
+        "train_examples_per_s": results.train_examples_per_s,
+        "checkpoints": [h.epoch for h in results.history], "main_metric": results.main_metric,
     }))
     return 0
 

@@ -2,10 +2,10 @@
 
 Examples::
 
-    python -m pipelines.fit --store tfrecords/sst2 --model adapter_pooler --out runs/sst2-pooler \\
+    python -m pipelines.fit --store tfrecords/sst2 --adapter adapter_pooler --out runs/sst2-pooler \\
         --epochs 10 --batch-size 64 --lr 1e-3 --adapter-dim 64 --patience 3
     python -m pipelines.fit --config runs/sst2-pooler/config.json --out runs/sst2-pooler-again
-    python -m pipelines.fit --store tfrecords/sst2 --model cnn --out runs/x --strategy mirrored
+    python -m pipelines.fit --store tfrecords/sst2 --adapter cnn --out runs/x --strategy mirrored
 
 Run again with the same arguments to resume a killed fit from its last epoch.
 ``BERTVISION_CPU_DEVICES=N`` splits the CPU into N logical devices (to try
@@ -22,24 +22,28 @@ import sys
 
 from pipelines._common import die, setup_env
 
+setup_env()
+
+from bertvision.config import SCHEDULES, STRATEGIES  # noqa: E402  (after setup_env)
+from bertvision.distribute import split_cpu_devices  # noqa: E402
+from bertvision.errors import ConfigError  # noqa: E402
+from bertvision.fit import STORE_DERIVED, FitConfig, fit  # noqa: E402
+from bertvision.models import KINDS, LAYER_POOLINGS, TOKEN_POOLINGS, ModelConfig  # noqa: E402
+
 CPU_DEVICES_ENV = "BERTVISION_CPU_DEVICES"
-# ModelConfig fields set from the store (not flags)
-_DERIVED = ("kind", "task_kind", "num_labels", "num_layers", "hidden", "tokens", "input_dtype", "name")
-_CHOICES = {"layer_pooling": "LAYER_POOLINGS", "token_pooling": "TOKEN_POOLINGS"}
+_CHOICES = {"layer_pooling": LAYER_POOLINGS, "token_pooling": TOKEN_POOLINGS}
+_NOT_FLAGS = STORE_DERIVED + ("kind", "name")  # ModelConfig fields that are not adapter flags
 
 
-def _model_fields():
+def _adapter_fields():
     """(name, type, default, choices) of the user-settable ModelConfig fields."""
-    from bertvision.models import config as model_config
-
     out = []
-    for f in dataclasses.fields(model_config.ModelConfig):
-        if f.name in _DERIVED:
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in _NOT_FLAGS:
             continue
         default = f.default
         kind = type(default) if default is not None else str
-        choices = getattr(model_config, _CHOICES[f.name], None) if f.name in _CHOICES else None
-        out.append((f.name, kind, default, choices))
+        out.append((f.name, kind, default, _CHOICES.get(f.name)))
     return out
 
 
@@ -49,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     # every default is None: a flag given overrides --config, the rest come from FitConfig's defaults
     p.add_argument("--config", help="a run's config.json to re-run (flags given override it)")
     p.add_argument("--store", help="store folder (from pipelines.extract)")
-    p.add_argument("--model", help="adapter kind: linear_probe, scalar_mix, adapter_pooler, cnn")
+    p.add_argument("--adapter", "--model", dest="adapter", choices=KINDS, help="adapter kind")
     p.add_argument("--out", help="run folder to write")
     p.add_argument("--train-split", help="split to train on (default train)")
     p.add_argument("--eval-split", action="append", dest="eval_splits",
@@ -60,19 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
     p.add_argument("--warmup", type=float, help="warmup as a fraction of all steps (default 0.1)")
-    p.add_argument("--schedule", choices=["linear", "cosine", "constant"], help="decay after warmup (default linear)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="decay after warmup (default linear)")
     p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--train-fraction", type=float,
                    help="seeded fraction of the training examples (span: whole questions); default 1")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker", "tpu"], help="tf.distribute strategy")
+    p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
     p.add_argument("--tpu", help="TPU name for --strategy tpu (empty: the local one)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better dev main metric")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the train and predict steps (default on)")
     p.add_argument("--steps-per-execution", type=int, help="train steps per compiled call (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    group = p.add_argument_group("model hyperparameters (bertvision.models.ModelConfig)")
-    for name, kind, default, choices in _model_fields():
+    group = p.add_argument_group("adapter hyperparameters (bertvision.models.ModelConfig)")
+    for name, kind, default, choices in _adapter_fields():
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             group.add_argument(flag, dest=f"m_{name}", action=argparse.BooleanOptionalAction, default=None,
@@ -82,24 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
+def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> FitConfig:
     """A `FitConfig` from --config (if any) and the flags given."""
-    from bertvision.training import FitConfig
-
     base = {}
     if args.config:
         base = FitConfig.load(args.config).to_dict()
-        base.pop("command", None)
-        base.pop("verbose", None)
+        for key in ("command", "verbose", "search"):
+            base.pop(key, None)
     values = {k: v for k, v in vars(args).items() if v is not None}
-    model = dict(base.get("model") or {})
-    if "model" in values:
-        if model.get("kind") not in (None, values["model"]):
-            model = {}  # another kind: the saved model settings do not apply
-        model["kind"] = values["model"]
+    adapter = dict(base.get("adapter") or {})
+    if "adapter" in values:
+        if adapter.get("kind") not in (None, values["adapter"]):
+            adapter = {}  # another kind: the saved adapter settings do not apply
+        adapter["kind"] = values["adapter"]
     for key, value in values.items():
         if key.startswith("m_"):
-            model[key[2:]] = value
+            adapter[key[2:]] = value
     data = dict(base)
     for key in ("store", "out", "train_split", "eval_splits", "epochs", "batch_size", "eval_batch_size", "lr",
                 "weight_decay", "warmup", "schedule", "seed", "train_fraction", "strategy", "tpu", "patience",
@@ -107,12 +109,11 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
         if key in values:
             data[key] = values[key]
     missing = [flag for flag, key in (("--store", "store"), ("--out", "out")) if not data.get(key)]
-    if not model.get("kind"):
-        missing.append("--model")
+    if not adapter.get("kind"):
+        missing.append("--adapter")
     if missing:
-        print(f"error: {' and '.join(missing)} required (or --config RUN_DIR/config.json)", file=sys.stderr)
-        raise SystemExit(2)
-    data["model"] = model
+        raise ConfigError(f"{' and '.join(missing)} required (or --config RUN_DIR/config.json)")
+    data["adapter"] = adapter
     data["verbose"] = 0 if args.quiet else 1
     data["command"] = ["python", "-m", "pipelines.fit", *(sys.argv[1:] if argv is None else argv)]
     return FitConfig.from_dict(data)
@@ -120,22 +121,19 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_env()
     devices = os.environ.get(CPU_DEVICES_ENV)
-    if devices:  # before TensorFlow initialises its devices
-        from bertvision.distribute import split_cpu_devices
-
-        with die.on_errors():
-            split_cpu_devices(int(devices))
-    from bertvision.training import fit
-
-    with die.on_errors():  # FitError, StoreError (ValueError), StrategyError (RuntimeError): one line, exit 2
+    with die.on_errors():
+        if devices:  # before TensorFlow initialises its devices
+            try:
+                split_cpu_devices(int(devices))
+            except ValueError:
+                raise ConfigError(f"{CPU_DEVICES_ENV}={devices!r} is not a number of devices") from None
         config = config_from_args(args, argv)
         results = fit(config)
-    dev = ", ".join(f"{k}={v:.4f}" for k, v in results["dev_metrics"].items()
+    dev = ", ".join(f"{k}={v:.4f}" for k, v in results.dev_metrics.items()
                     if isinstance(v, float) and not k.endswith("total"))
-    print(f"{results['method']} on {results['task']}: best epoch {results['best_epoch']}, {dev}; "
-          f"{results['train_examples_per_s']:.0f} train examples/s -> {config.out}")
+    print(f"{results.method} on {results.task}: best epoch {results.best_epoch:g}, {dev}; "
+          f"{results.train_examples_per_s:.0f} train examples/s -> {config.out}")
     return 0
 
 

@@ -25,6 +25,13 @@ import sys
 
 from pipelines._common import die, setup_env
 
+setup_env()
+
+from bertvision.errors import ConfigError  # noqa: E402  (after setup_env)
+from bertvision.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
+                                write_squad_predictions)
+from bertvision.tasks import get_task  # noqa: E402
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.predict", description=__doc__,
@@ -41,19 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def squad_threshold(text: str, results: dict) -> float:
+def squad_threshold(text: str, results) -> float:
     """The null-odds threshold ``--threshold`` asks for."""
-    from bertvision.predict import odds_threshold
-
     if text == "best":
-        thresh = (results.get("dev_metrics") or {}).get("best_f1_thresh")
+        thresh = results.dev_metrics.get("best_f1_thresh")
         return 0.0 if thresh is None else odds_threshold(thresh)
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--threshold must be 'best' or a number, got {text!r}") from None
+        raise ConfigError(f"--threshold must be 'best' or a number, got {text!r}") from None
     if math.isnan(value):
-        raise ValueError("--threshold is NaN")
+        raise ConfigError("--threshold is NaN")
     return value
 
 
@@ -64,15 +69,11 @@ def default_npz(out: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_env()
-    from bertvision.predict import load_run, predict_run, write_glue_submission, write_squad_predictions
-    from bertvision.tasks import get_task
-
     with die.on_errors():
-        _, results = load_run(args.run)
-        store = args.store or results.get("store")
+        results, _ = load_adapter_run(args.run)
+        store = args.store or results.store
         if not store:
-            raise ValueError(f"{args.run}/results.json names no store; give --store")
+            raise ConfigError(f"{args.run}/results.json names no store; give --store")
         preds = predict_run(args.run, store, args.split, batch_size=args.batch_size)
         task = get_task(preds.task)
         if task.kind == "span":
@@ -87,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             preds.save(npz)
             written += f" (raw outputs: {npz})"
         metrics = None
-        try:
-            metrics = preds.evaluate()
-        except ValueError:
-            pass  # an unlabelled split (GLUE test)
+        if preds.has_labels:  # not for an unlabelled split (GLUE test)
+            metrics = preds.evaluate(threshold) if task.kind == "span" else preds.evaluate()
     print(written)
     if metrics is not None:
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))

@@ -19,7 +19,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines._common import die
+from pipelines._common import die, setup_env
+
+setup_env()
+
+from bertvision.report import build_report  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bertvision.report import build_report
-
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     with die.on_errors():
         report = build_report(args.paths, args.out, formats=formats, scale=args.scale)

@@ -34,13 +34,14 @@ run="${RUN:-runs/sst2-adapter_pooler}"
 sample=(--sample "${TRAIN_SAMPLE:-8000}" --seed 0)
 [ "${TRAIN_SAMPLE:-}" = "all" ] && sample=()
 "$py" -m pipelines.extract --task sst2 "${source[@]}" --split train "${sample[@]}" \
-  --tokens sequence --max-seq-len 64 --out "$store"
+  --token-mode sequence --max-seq-len 64 --out "$store"
 "$py" -m pipelines.extract --task sst2 "${source[@]}" --split dev \
-  --tokens sequence --max-seq-len 64 --out "$store"
-"$py" -m pipelines.fit --store "$store" --model adapter_pooler --out "$run" --epochs "${EPOCHS:-10}"
+  --token-mode sequence --max-seq-len 64 --out "$store"
+"$py" -m pipelines.fit --store "$store" --adapter adapter_pooler --out "$run" --epochs "${EPOCHS:-10}"
 "$py" - "$run" <<'PY'
-import json, sys
-r = json.load(open(f"{sys.argv[1]}/results.json"))
-print(f"\n{r['task']} {r['method']}: dev {r['dev_metrics']} | {r['trainable_params']:,} trainable parameters "
-      f"({100 * r['param_share']:.2f}% of BERT) | {r['train_wall_time_s']:.0f} s training -> {sys.argv[1]}")
+import sys
+from bertvision.runs import RunFolder
+r = RunFolder(sys.argv[1]).results()
+print(f"\n{r.task} {r.method}: dev {r.dev_metrics} | {r.trainable_params:,} trainable parameters "
+      f"({r.param_share_pct:.2f}% of BERT) | {r.train_wall_time_s:.0f} s training -> {sys.argv[1]}")
 PY

@@ -29,9 +29,9 @@ _MODEL: dict = {}
 
 def _model():
     if not _MODEL:
-        from bertvision.backbone import load_backbone, load_tokenizer, resolve_model
+        from bertvision.backbone import load_backbone, load_tokenizer, resolve_backbone
 
-        ref = resolve_model(None)
+        ref = resolve_backbone(None)
         _MODEL.update(backbone=load_backbone(ref), tokenizer=load_tokenizer(ref))
     return _MODEL["backbone"], _MODEL["tokenizer"]
 
@@ -61,13 +61,13 @@ def _root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sst2_cls_store(tmp_path_factory, shared_data) -> str:
     return build_store(_root(tmp_path_factory), "sst2_cls", "sst2", shared_data / "glue" / "SST-2",
-                       ["train", "dev"], limit=64, tokens="cls", max_seq_len=64)
+                       ["train", "dev"], limit=64, token_mode="cls", max_seq_len=64)
 
 
 @pytest.fixture(scope="session")
 def sst2_seq_store(tmp_path_factory, shared_data) -> str:
     return build_store(_root(tmp_path_factory), "sst2_seq", "sst2", shared_data / "glue" / "SST-2",
-                       ["train", "dev"], limit=48, tokens="sequence", max_seq_len=32)
+                       ["train", "dev"], limit=48, token_mode="sequence", max_seq_len=32)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ def squad_store(tmp_path_factory, shared_data) -> str:
         if not link.exists():
             link.symlink_to(shared_data / "squad2" / source)
     return build_store(_root(tmp_path_factory), "squad", "squad_v2", data, ["train", "dev"], limit=16,
-                       tokens="sequence", max_seq_len=128, doc_stride=64)
+                       token_mode="sequence", max_seq_len=128, doc_stride=64)
 
 
 def run_main(main, *args) -> tuple[int, str, str]:

@@ -6,15 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertvision.backbone import (AllLayersEncoder, ModelError, all_layers_model, hidden_act, load_backbone, load_tokenizer,
-                                 model_identity, parse_layers, resolve_model, save_backbone)
+from bertvision.backbone import (AllLayersEncoder, all_layers_model, backbone_identity, backbone_layers, hidden_act,
+                                 load_backbone, load_tokenizer, resolve_backbone, save_backbone, set_hidden_act)
+from bertvision.errors import BackboneError, ConfigError
 
 REFERENCE = Path(__file__).parent / "fixtures" / "backbone_reference.npz"
 
 
 @pytest.fixture(scope="module")
 def embedded():
-    ref = resolve_model(None)
+    ref = resolve_backbone(None)
     return ref, load_backbone(ref)
 
 
@@ -54,13 +55,13 @@ def test_encoder_token_modes(embedded):
     expected = (full * mask).sum(2) / mask.sum(2)
     assert mean.dtype == np.float16
     np.testing.assert_allclose(mean.astype(np.float32), expected, atol=1e-2, rtol=2e-3)
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(BackboneError, match="token mode"):
         AllLayersEncoder(backbone, None, "max")
 
 
 def test_model_identity_hashes_config_and_weights(embedded):
     ref, _ = embedded
-    identity = model_identity(ref)
+    identity = backbone_identity(ref)
     assert identity["name"] == "all-MiniLM-L6-v2" and identity["kind"] == "hf"
     assert len(identity["config_sha256"]) == 64 and len(identity["weights_sha256"]) == 64
 
@@ -69,31 +70,45 @@ def test_model_identity_hashes_config_and_weights(embedded):
     ("all", [0, 1, 2, 3, 4, 5, 6]), (None, [0, 1, 2, 3, 4, 5, 6]), ("last4", [3, 4, 5, 6]),
     ("0,3,6", [0, 3, 6]), ("-1", [6]), ([0, 6], [0, 6]),
 ])
-def test_parse_layers(spec, expected):
-    assert parse_layers(spec, 6) == expected
+def test_backbone_layers(spec, expected):
+    assert backbone_layers(spec, 6) == expected
 
 
-@pytest.mark.parametrize("spec,match", [("0,7", "out of range"), ("last9", "1..6"), ("lastx", "lastK"),
+@pytest.mark.parametrize("spec,match", [("0,7", "out of range"), ("last9", "1..7"), ("lastx", "lastK"),
                                         ("3,1", "increasing"), ("a,b", "comma-separated")])
-def test_parse_layers_errors(spec, match):
-    with pytest.raises(ValueError, match=match):
-        parse_layers(spec, 6)
+def test_backbone_layers_errors(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        backbone_layers(spec, 6)
+
+
+def test_exact_gelu_needs_keras_hubs_feedforward_attribute(embedded):
+    """set_hidden_act reaches keras-hub's TransformerEncoder._feedforward_intermediate_dense
+    (no public option exists): this fails loudly if an upgrade renames it."""
+    _, backbone = embedded
+    for layer in backbone.transformer_layers:
+        assert hasattr(layer, "_feedforward_intermediate_dense")
+
+    class Renamed:
+        transformer_layers = [object()]
+
+    with pytest.raises(BackboneError, match="set_hidden_act needs updating"):
+        set_hidden_act(Renamed(), "gelu")
 
 
 def test_resolve_model_errors(tmp_path):
-    with pytest.raises(ModelError, match="does not exist"):
-        resolve_model(str(tmp_path / "missing"))
-    with pytest.raises(ModelError, match="no config.json"):
-        resolve_model(str(tmp_path))
+    with pytest.raises(BackboneError, match="does not exist"):
+        resolve_backbone(str(tmp_path / "missing"))
+    with pytest.raises(BackboneError, match="no config.json"):
+        resolve_backbone(str(tmp_path))
     (tmp_path / "config.json").write_text("{oops")
-    with pytest.raises(ModelError, match="not valid JSON"):
-        resolve_model(str(tmp_path))
+    with pytest.raises(BackboneError, match="not valid JSON"):
+        resolve_backbone(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ModelError, match="not a BERT"):
-        resolve_model(str(tmp_path))
+    with pytest.raises(BackboneError, match="not a BERT"):
+        resolve_backbone(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelError, match="model.safetensors"):
-        resolve_model(str(tmp_path))
+    with pytest.raises(BackboneError, match="model.safetensors"):
+        resolve_backbone(str(tmp_path))
 
 
 def test_saved_backbone_is_a_model_folder(embedded, tmp_path):
@@ -101,7 +116,7 @@ def test_saved_backbone_is_a_model_folder(embedded, tmp_path):
     folder = tmp_path / "ckpt"
     save_backbone(backbone, load_tokenizer(ref), folder, hidden_act(ref), extra={"epoch": 0.5})
     assert not list(tmp_path.glob(".ckpt.tmp-*"))
-    saved = resolve_model(str(folder))
+    saved = resolve_backbone(str(folder))
     assert saved.kind == "keras_hub" and hidden_act(saved) == "gelu"
     data = np.load(REFERENCE)
     inputs = {"token_ids": data["token_ids"], "segment_ids": data["segment_ids"], "padding_mask": data["padding_mask"]}

@@ -3,9 +3,7 @@ become one line and exit 2; anything else is a bug and keeps its traceback."""
 
 import pytest
 
-from bertvision.distribute import StrategyError
-from bertvision.finetune import FinetuneError
-from bertvision.store import StoreError
+from bertvision.errors import FinetuneError, StoreError, StrategyError
 from pipelines._common import die
 
 
@@ -17,6 +15,13 @@ def test_user_facing_errors_are_one_line(error, capsys):
             raise error
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_bugs_value_error_keeps_its_traceback():
+    """Keras raises ValueError for shape bugs: the CLI boundary must not turn one into a one-liner."""
+    with pytest.raises(ValueError, match="Input 0 of layer dense is incompatible"):
+        with die.on_errors():
+            raise ValueError("Input 0 of layer dense is incompatible with the layer")
 
 
 def test_bugs_keep_their_traceback():

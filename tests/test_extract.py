@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bertvision import store as st
-from bertvision.backbone import all_layers_model, load_backbone, load_tokenizer, resolve_model
+from bertvision.backbone import all_layers_model, load_backbone, load_tokenizer, resolve_backbone
 from bertvision.data import load_examples
 from bertvision.extract import ExtractConfig, Extractor
 from bertvision.features import Featurizer
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bert():
-    ref = resolve_model(None)
+    ref = resolve_backbone(None)
     return load_backbone(ref), load_tokenizer(ref)
 
 
@@ -52,10 +52,10 @@ def _read_all(store, split, **kw):
 @pytest.mark.parametrize("tokens", ["cls", "mean", "sequence"])
 def test_sst2_round_trip_equals_backbone(bert, shared_data, tmp_path, tokens):
     data_dir = shared_data / "glue" / "SST-2"
-    manifest = _extract(bert, tmp_path, "sst2", "dev", data_dir, tokens=tokens, limit=40, max_seq_len=64,
+    manifest = _extract(bert, tmp_path, "sst2", "dev", data_dir, token_mode=tokens, limit=40, max_seq_len=64,
                         batch_size=16)
     assert manifest["splits"]["dev"]["num_records"] == 40
-    store = st.open_store(str(tmp_path), expect={"task": "sst2", "tokens": tokens}, verify=True)
+    store = st.open_store(str(tmp_path), expect={"task": "sst2", "token_mode": tokens}, verify=True)
     got, labels = _read_all(store, "dev")
     examples = load_examples("sst2", "dev", data_dir, limit=40).examples
     feats, ref = _reference(bert, "sst2", examples, 64)
@@ -76,7 +76,7 @@ def test_sst2_round_trip_equals_backbone(bert, shared_data, tmp_path, tokens):
 
 
 def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="sequence", limit=40,
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="sequence", limit=40,
              max_seq_len=128, batch_size=16)
     store = st.open_store(str(tmp_path))
     full = [f for f, _ in store.dataset("dev", 8, pad_to="max")]
@@ -90,7 +90,7 @@ def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
 
 
 def test_cached_and_uncached_reads_agree(bert, shared_data, tmp_path):
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="cls", limit=40)
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40)
     store = st.open_store(str(tmp_path))
     a = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=True)]
     b = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=False)]
@@ -98,7 +98,7 @@ def test_cached_and_uncached_reads_agree(bert, shared_data, tmp_path):
 
 
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
-    manifest = _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", tokens="cls", limit=64)
+    manifest = _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=64)
     info = manifest["splits"]["dev"]
     assert info["activation_bytes"] == 64 * 7 * 384 * 2
     assert info["bytes"] / info["activation_bytes"] < 1.02
@@ -107,7 +107,7 @@ def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
 def test_squad_store_keeps_windows_offsets_and_positions(bert, shared_data, tmp_path):
     data_dir = shared_data / "squad2"
     kw = dict(max_seq_len=128, doc_stride=64, max_query_len=32)
-    manifest = _extract(bert, tmp_path, "squad_v2", "dev-v2.0.Rhine", data_dir, tokens="sequence", limit=12,
+    manifest = _extract(bert, tmp_path, "squad_v2", "dev-v2.0.Rhine", data_dir, token_mode="sequence", limit=12,
                         layers="last2", **kw)
     assert manifest["layers"] == [5, 6]
     store = st.open_store(str(tmp_path), verify=True)
@@ -128,13 +128,13 @@ def test_squad_store_keeps_windows_offsets_and_positions(bert, shared_data, tmp_
 
 def test_mismatched_store_and_corrupt_shard_are_refused(bert, shared_data, tmp_path):
     data_dir = shared_data / "glue" / "SST-2"
-    _extract(bert, tmp_path, "sst2", "dev", data_dir, tokens="cls", limit=20)
-    with pytest.raises(st.StoreError, match="tokens"):
-        st.open_store(str(tmp_path), expect={"tokens": "sequence"})
+    _extract(bert, tmp_path, "sst2", "dev", data_dir, token_mode="cls", limit=20)
+    with pytest.raises(st.StoreError, match="token_mode"):
+        st.open_store(str(tmp_path), expect={"token_mode": "sequence"})
     with pytest.raises(st.StoreError, match="layers"):  # another split with other settings
-        _extract(bert, tmp_path, "sst2", "train", data_dir, tokens="cls", limit=20, layers="last2")
-    with pytest.raises(st.StoreError, match="model"):
-        st.open_store(str(tmp_path), expect={"model": {"weights_sha256": "0" * 64}})
+        _extract(bert, tmp_path, "sst2", "train", data_dir, token_mode="cls", limit=20, layers="last2")
+    with pytest.raises(st.StoreError, match="backbone"):
+        st.open_store(str(tmp_path), expect={"backbone": {"weights_sha256": "0" * 64}})
     shard = next(tmp_path.glob("dev-*.tfrecord"))
     original = shard.read_bytes()
     data = bytearray(original)
@@ -227,11 +227,11 @@ def test_cli_errors_are_clear(tmp_path, shared_data):
     proc = _cli("--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--split", "dev",
                 "--tokens", "cls", "--out", str(tmp_path / "s"))
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "--tokens sequence" in stderr
+    assert proc.returncode == 2 and "--token-mode sequence" in stderr
 
 
 def test_seeded_subset_is_reproducible_and_ordered():
-    from bertvision.extract import seeded_subset
+    from bertvision.data import seeded_subset
 
     items = list(range(100))
     a, b = seeded_subset(items, 10, seed=3), seeded_subset(items, 10, seed=3)
@@ -242,7 +242,7 @@ def test_seeded_subset_is_reproducible_and_ordered():
 
 
 def test_length_sorted_batches_cover_a_shard_once():
-    from bertvision.extract import length_sorted_batches
+    from bertvision.features import length_sorted_batches
 
     lengths = np.random.default_rng(0).integers(1, 129, size=300)
     batches = length_sorted_batches(lengths, np.arange(40, 250), 32)

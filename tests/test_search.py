@@ -74,11 +74,14 @@ def test_random_search_writes_trials_and_best_run(finished_search):
     best = out / "best"
     for name in ("config.json", "model.keras", "results.json", "predictions/dev.npz"):
         assert (best / name).is_file(), name
-    results = json.loads((best / "results.json").read_text())
-    assert results["run_type"] == "fit" and results["method"] == saved["best_hyperparameters"]["kind"]
-    assert results["dev_metrics"]["accuracy"] == pytest.approx(saved["best_metric"])
-    assert results["hyperparameters"]["lr"] == pytest.approx(saved["best_hyperparameters"]["lr"])
-    assert results["search"]["trial_id"] == saved["best_trial_id"]
+    from bertvision.runs import RunFolder
+
+    results = RunFolder(best).results()
+    assert results.run_type == "fit" and results.method == saved["best_hyperparameters"]["kind"]
+    assert results.dev_metrics["accuracy"] == pytest.approx(saved["best_metric"])
+    assert results.hyperparameters["lr"] == pytest.approx(saved["best_hyperparameters"]["lr"])
+    assert results.search["trial_id"] == saved["best_trial_id"]
+    assert results.search["layer_subset"] == saved["best_hyperparameters"].get("layers", "all")
 
     # the report command reads this folder as a search (trials.csv + best/results.json)
     from bertvision.report import load_runs
@@ -109,7 +112,7 @@ def test_layer_subset_model_is_exact_and_predicts_from_all_layers(sst2_cls_store
 
     assert layer_indices("every_other", 7) == [0, 2, 4, 6]
     assert layer_indices("every_other", 6) == [1, 3, 5]
-    assert layer_indices("last_2", 7) == [5, 6] and layer_indices("last_7", 7) is None
+    assert layer_indices("last2", 7) == [5, 6] and layer_indices("last7", 7) is None
     store = open_store(sst2_cls_store)
     features, _ = next(iter(store.dataset("dev", 8)))
     acts = features["activations"].numpy()
@@ -153,7 +156,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(sst2_cls_store, t
     done = sorted(t for t, s in before.items() if s == "COMPLETED")
     assert done and len(done) < 3 and not (out / "trials.csv").exists()
     records = {t: (out / "tuner" / f"trial_{t}" / "bertvision_trial.json").read_bytes() for t in done}
-    checkpoints = {t: (out / "tuner" / f"trial_{t}" / "checkpoint.weights.h5").stat().st_mtime_ns for t in done}
+    checkpoints = {t: (out / "tuner" / f"trial_{t}" / "best.weights.npz").stat().st_mtime_ns for t in done}
 
     resumed = run_cli("tuning.search", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -162,7 +165,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(sst2_cls_store, t
     assert sorted(p.name for p in (out / "tuner").glob("trial_*")) == ["trial_0", "trial_1", "trial_2"]
     for t in done:  # finished trials were not trained again
         assert (out / "tuner" / f"trial_{t}" / "bertvision_trial.json").read_bytes() == records[t]
-        assert (out / "tuner" / f"trial_{t}" / "checkpoint.weights.h5").stat().st_mtime_ns == checkpoints[t]
+        assert (out / "tuner" / f"trial_{t}" / "best.weights.npz").stat().st_mtime_ns == checkpoints[t]
     rows = read_rows(out)
     assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
     assert json.loads((out / "search.json").read_text())["status"] == "complete"
@@ -177,15 +180,16 @@ def test_killed_search_resumes_without_redoing_finished_trials(sst2_cls_store, t
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"max_trials": 0}, "max-trials must be a positive integer"),
+    ({"max_trials": 0}, "--max-trials must be a positive integer"),
     ({"tuner": "grid"}, "unknown tuner 'grid'"),
     ({"space": {"adapter_dims": [0, 64]}}, "adapter_dims: must be positive integers"),
     ({"space": {"kinds": ["transformer"]}}, "unknown ['transformer']"),
     ({"space": {"dropout": [0.2, 1.0]}}, "search space dropout"),
-    ({"space": {"layer_subsets": ["all", "first_2"]}}, "unknown layer subset 'first_2'"),
+    ({"space": {"layer_subsets": ["all", "first2"]}}, "unknown layer subset 'first2'"),
 ])
 def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
-    from bertvision.search import SearchConfig, SearchError
+    from bertvision.errors import SearchError
+    from bertvision.search import SearchConfig
 
     with pytest.raises(SearchError) as err:
         SearchConfig(store="unused", out=str(tmp_path / "s"), **change)
@@ -194,17 +198,18 @@ def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
 
 
 def test_store_that_does_not_fit_fails_before_any_trial(sst2_cls_store, tmp_path):  # noqa: F811
-    from bertvision.search import SearchConfig, SearchError, search
+    from bertvision.errors import SearchError, StoreError
+    from bertvision.search import SearchConfig, search
 
     out = tmp_path / "s"
-    with pytest.raises(SearchError, match=r"last_9.*the store has 7 layers"):
-        search(SearchConfig(store=sst2_cls_store, out=str(out), space={"layer_subsets": ["all", "last_9"]}))
+    with pytest.raises(SearchError, match=r"last9.*the store has 7 layers"):
+        search(SearchConfig(store=sst2_cls_store, out=str(out), space={"layer_subsets": ["all", "last9"]}))
     with pytest.raises(SearchError, match=r"no split\(s\) \['test'\]"):
         search(SearchConfig(store=sst2_cls_store, out=str(out), eval_split="test"))
-    with pytest.raises(SearchError, match="no manifest.json"):
+    with pytest.raises(StoreError, match="no manifest.json"):
         search(SearchConfig(store=str(tmp_path / "missing"), out=str(out)))
     assert not out.exists()
     proc = run_cli("tuning.search", "--store", sst2_cls_store, "--out", out, "--max-trials", "0")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == \
-        "error: max-trials must be a positive integer, got 0"
+        "error: --max-trials must be a positive integer, got 0"
     assert not out.exists()

@@ -4,7 +4,7 @@ Examples::
 
     python -m tuning.search --store tfrecords/sst2 --out searches/sst2 --max-trials 10 --epochs 4
     python -m tuning.search --store tfrecords/sst2 --out searches/sst2-bo --tuner bayesian \\
-        --kinds adapter_pooler --adapter-dims 32,64,128 --layer-subsets all,last_3,every_other
+        --kinds adapter_pooler --adapter-dims 32,64,128 --layer-subsets all,last3,every_other
     python -m tuning.search --store tfrecords/sst2 --out searches/hb --tuner hyperband --epochs 9 \\
         --train-fraction 0.25
 
@@ -22,6 +22,11 @@ import argparse
 import sys
 
 from pipelines._common import die, setup_env
+
+setup_env()
+
+from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
+from bertvision.search import TUNERS, SearchConfig, SearchSpace, search  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
@@ -48,8 +53,6 @@ def _range(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bertvision.search import TUNERS, SearchConfig, SearchSpace
-
     d, s = SearchConfig(store="", out=""), SearchSpace()
     p = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"epochs per trial and of the best retrain (hyperband: the most); default {d.epochs}")
     p.add_argument("--seed", type=int, default=d.seed, help="default 0")
-    p.add_argument("--strategy", default=d.strategy, help="tf.distribute strategy: default, mirrored, ...")
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES, help="tf.distribute strategy")
     p.add_argument("--train-fraction", type=float, default=d.train_fraction,
                    help="seeded fraction of the training data the trials train on (default 1)")
     p.add_argument("--retrain-fraction", type=float, default=d.retrain_fraction,
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("search space")
     g.add_argument("--kinds", type=_strs, default=s.kinds, help=f"default {','.join(s.kinds)}")
     g.add_argument("--layer-subsets", type=_strs, default=s.layer_subsets,
-                   help=f"all, last_K, every_other; default {','.join(s.layer_subsets)}")
+                   help=f"all, lastK, every_other; default {','.join(s.layer_subsets)}")
     g.add_argument("--layer-poolings", type=_strs, default=s.layer_poolings,
                    help=f"adapter_pooler layer pooling; default {','.join(s.layer_poolings)}")
     g.add_argument("--adapter-dims", type=_ints, default=s.adapter_dims,
@@ -94,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from bertvision.search import SearchConfig, SearchSpace
-
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
     space = SearchSpace(kinds=args.kinds, layer_subsets=args.layer_subsets, layer_poolings=args.layer_poolings,
                         adapter_dims=args.adapter_dims, dropout=args.dropout, lr=args.lr,
                         batch_sizes=args.batch_sizes)
@@ -111,10 +112,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_env()
     args = build_parser().parse_args(argv)
-    from bertvision.search import search
-
     with die.on_errors():  # SearchError / FitError / StoreError: one line, exit 2
         config = config_from_args(args)
         record = search(config)

@@ -5,7 +5,7 @@ Example:
 from bertvision.models import ModelConfig, build_model, trainable_params
 
 config = ModelConfig(kind="adapter_pooler", task_kind="classification",
-                     num_labels=2, num_layers=7, hidden=384, tokens=128)
+                     num_labels=2, num_layers=7, hidden=384, max_seq_len=128)
 model = build_model(config)
 trainable_params(model)
 ```

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+
+from bertvision.config import DTYPES, TASK_KINDS, ConfigBase, check_choice, check_fraction, check_positive_int
+from bertvision.errors import ConfigError
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
-TASK_KINDS = ("classification", "regression", "span")
 LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean")
-INPUT_DTYPES = ("float16", "bfloat16", "float32")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigBase):
     """Everything `build_model` needs to build an adapter.
 
     Args:
@@ -27,8 +26,8 @@ class ModelConfig:
         num_layers: stored layers (embeddings + transformer layers), e.g. 7
             for MiniLM-L6, 13 for BERT-base.
         hidden: hidden size of the stored activations (384, 768, ...).
-        tokens: tokens per example for `sequence` stores, `None` for vector
-            (`cls`/`mean`) stores.
+        max_seq_len: the store's tokens per example for `sequence` stores,
+            `None` for vector (`cls`/`mean`) stores.
         adapter_dim: width of the down-projection (`adapter_pooler`).
         dropout: dropout rate before the head.
         layer_pooling: how `adapter_pooler` combines layers:
@@ -55,7 +54,7 @@ class ModelConfig:
 
     Example:
     ```python
-    config = ModelConfig(kind="adapter_pooler", num_labels=2, tokens=128)
+    config = ModelConfig(kind="adapter_pooler", num_labels=2, max_seq_len=128)
     same = ModelConfig.from_json(config.to_json())
     assert same == config
     ```
@@ -66,7 +65,7 @@ class ModelConfig:
     num_labels: int = 2
     num_layers: int = 7
     hidden: int = 384
-    tokens: int | None = None
+    max_seq_len: int | None = None
     adapter_dim: int = 64
     dropout: float = 0.1
     layer_pooling: str = "scalar_mix"
@@ -79,141 +78,60 @@ class ModelConfig:
     layers: list | None = None
     name: str | None = None
 
-    def __post_init__(self):
-        self.validate()
+    error = ConfigError
 
     def validate(self) -> None:
-        """Raise `ValueError` for an inconsistent configuration."""
-
-        def choice(field, value, options):
-            if value not in options:
-                raise ValueError(
-                    f"ModelConfig.{field}={value!r} is not one of {options}"
-                )
-
-        choice("kind", self.kind, KINDS)
-        choice("task_kind", self.task_kind, TASK_KINDS)
-        choice("layer_pooling", self.layer_pooling, LAYER_POOLINGS)
-        choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)
-        choice("input_dtype", self.input_dtype, INPUT_DTYPES)
-        for field in (
-            "num_layers",
-            "hidden",
-            "adapter_dim",
-            "cnn_channels",
-            "cnn_filters",
-            "cnn_kernel_size",
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"ModelConfig.{field} must be a positive int, got {value!r}"
-                )
+        """Raise `ConfigError` for an inconsistent configuration (messages
+        name the `pipelines.fit` flag of the field)."""
+        check_choice("kind", self.kind, KINDS)
+        check_choice("task_kind", self.task_kind, TASK_KINDS)
+        check_choice("layer_pooling", self.layer_pooling, LAYER_POOLINGS)
+        check_choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)
+        check_choice("input_dtype", self.input_dtype, DTYPES)
+        for name in ("num_layers", "hidden", "adapter_dim", "cnn_channels", "cnn_filters", "cnn_kernel_size"):
+            check_positive_int(name, getattr(self, name))
+        if self.max_seq_len is not None:
+            check_positive_int("max_seq_len", self.max_seq_len)
+        check_fraction("dropout", self.dropout, low_open=False, high_open=True)
         if self.layers is not None:
             layers = list(self.layers)
             if (not layers or any(not isinstance(i, int) or isinstance(i, bool) for i in layers)
                     or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= self.num_layers):
-                raise ValueError(
-                    f"ModelConfig.layers must be increasing distinct indices in 0..{self.num_layers - 1}, "
-                    f"got {self.layers!r}"
-                )
-        if self.tokens is not None and (
-            not isinstance(self.tokens, int) or self.tokens < 1
-        ):
-            raise ValueError(
-                f"ModelConfig.tokens must be None or a positive int, "
-                f"got {self.tokens!r}"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+                raise ConfigError(f"ModelConfig.layers must be increasing distinct indices in "
+                                  f"0..{self.num_layers - 1}, got {self.layers!r}")
         if self.task_kind == "classification" and self.num_labels < 2:
-            raise ValueError(
-                f"classification needs num_labels >= 2, got {self.num_labels}"
-            )
+            raise ConfigError(f"classification needs num_labels >= 2, got {self.num_labels}")
         if self.task_kind == "regression" and self.num_labels != 1:
-            raise ValueError(
-                f"regression predicts one score: num_labels must be 1, "
-                f"got {self.num_labels}"
-            )
-        if self.task_kind == "span" and self.tokens is None:
-            raise ValueError(
-                "task_kind='span' needs per-token activations (a 'sequence' "
-                "store, ModelConfig.tokens set); this config describes a "
-                "vector ('cls'/'mean') store (tokens=None)."
-            )
+            raise ConfigError(f"regression predicts one score: num_labels must be 1, got {self.num_labels}")
+        if self.task_kind == "span" and self.max_seq_len is None:
+            raise ConfigError("task_kind='span' needs per-token activations (a 'sequence' store, "
+                              "ModelConfig.max_seq_len set); this config describes a vector ('cls'/'mean') "
+                              "store (max_seq_len=None).")
 
     @property
     def is_sequence(self) -> bool:
         """True for `sequence` stores (`[batch, layers, tokens, hidden]`)."""
-        return self.tokens is not None
+        return self.max_seq_len is not None
 
     @property
     def activations_shape(self) -> tuple:
         """Per-example shape of the `activations` input."""
         if self.is_sequence:
-            return (self.num_layers, self.tokens, self.hidden)
+            return (self.num_layers, self.max_seq_len, self.hidden)
         return (self.num_layers, self.hidden)
 
     @property
     def input_shape(self) -> tuple:
         """Shape of the model's `activations` input: the token length varies
         per batch (the reader pads each batch to a power-of-two bucket), so
-        it is `None`; `tokens` records the store's `max_seq_len`."""
+        it is `None`; `max_seq_len` records the store's."""
         if self.is_sequence:
             return (self.num_layers, None, self.hidden)
         return (self.num_layers, self.hidden)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown ModelConfig fields {unknown}; known: {sorted(known)}"
-            )
-        return cls(**data)
-
-    @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def for_dataset(
-        cls, element_spec, kind: str, task_kind: str, num_labels: int = 2, **kwargs
-    ) -> "ModelConfig":
-        """A config whose input shape matches a store dataset.
-
-        `element_spec` is `dataset.element_spec` of `store.dataset(...)` (a
-        `(features, labels)` pair or just the features dict).
-        """
-        features = element_spec[0] if isinstance(element_spec, tuple) else element_spec
-        shape = tuple(features["activations"].shape)[1:]
-        if len(shape) == 3:
-            num_layers, tokens, hidden = shape
-        elif len(shape) == 2:
-            (num_layers, hidden), tokens = shape, None
-        else:
-            raise ValueError(
-                f"activations must be [batch, layers, hidden] or "
-                f"[batch, layers, tokens, hidden], got {features['activations'].shape}"
-            )
-        dtype = features["activations"].dtype
-        dtype = getattr(dtype, "name", str(dtype))
-        if task_kind == "regression":
-            num_labels = 1
-        return cls(
-            kind=kind,
-            task_kind=task_kind,
-            num_labels=num_labels,
-            num_layers=int(num_layers),
-            hidden=int(hidden),
-            tokens=None if tokens is None else int(tokens),
-            input_dtype=dtype,
-            **kwargs,
-        )

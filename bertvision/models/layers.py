@@ -10,6 +10,7 @@ in the graph: on CPU the shape of the graph decides the speed.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 NEG_INF = -1e9
@@ -406,8 +407,6 @@ class Dropout(keras.layers.Dropout):
     def call(self, inputs, training=False):
         if not training or self.rate <= 0 or keras.backend.backend() != "tensorflow":
             return super().call(inputs, training=training)
-        import tensorflow as tf
-
         shape = tf.shape(inputs)
         if self.noise_shape is not None:
             shape = tf.stack([shape[i] if d is None else d for i, d in enumerate(self.noise_shape)])
@@ -428,14 +427,15 @@ class TaskHead(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, task_kind="classification", num_labels=2, **kwargs):
+    def __init__(self, task_kind="classification", num_labels=2, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if task_kind not in ("classification", "regression"):
             raise ValueError(f"TaskHead: unsupported task_kind {task_kind!r}")
         self.task_kind = task_kind
         self.num_labels = num_labels
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         units = 1 if task_kind == "regression" else num_labels
-        self.dense = keras.layers.Dense(units, name="dense")
+        self.dense = keras.layers.Dense(units, kernel_initializer=self.kernel_initializer, name="dense")
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -453,7 +453,8 @@ class TaskHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"task_kind": self.task_kind, "num_labels": self.num_labels})
+        config.update({"task_kind": self.task_kind, "num_labels": self.num_labels,
+                       "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)})
         return config
 
 
@@ -470,9 +471,10 @@ class SpanHead(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(2, name="dense")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.dense = keras.layers.Dense(2, kernel_initializer=self.kernel_initializer, name="dense")
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -487,6 +489,11 @@ class SpanHead(keras.layers.Layer):
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
         return (inputs_shape[0], inputs_shape[1]), (inputs_shape[0], inputs_shape[1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kernel_initializer": keras.initializers.serialize(self.kernel_initializer)})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="bertvision")

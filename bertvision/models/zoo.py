@@ -49,7 +49,7 @@ def build_model(config: ModelConfig) -> keras.Model:
 
     Example:
     ```python
-    config = ModelConfig(kind="adapter_pooler", num_labels=2, tokens=128)
+    config = ModelConfig(kind="adapter_pooler", num_labels=2, max_seq_len=128)
     model = build_model(config)
     logits = model({"activations": acts_f16, "padding_mask": mask})
     ```

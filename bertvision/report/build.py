@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from bertvision.report.charts import ChartResult, build_charts
 from bertvision.report.runs import Run, ReportError, load_runs, read_trials
 from bertvision.report.table import markdown_table, summary_frame
 from bertvision.report.theme import use_theme
-from bertvision.store import atomic_write_text
+from bertvision.io import atomic_path, atomic_write_text
 
 FORMATS = ("html", "png", "svg")
 
@@ -49,31 +48,18 @@ class Report:
         return asdict(self)
 
 
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-    return Path(tmp)
-
-
 def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.0) -> None:
     """Save `chart` as `fmt` (html: interactive, offline -- vega inlined;
     png at `scale` x; svg) atomically."""
     if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}; choose from {', '.join(FORMATS)}")
-    tmp = _atomic_target(path)
-    try:
+        raise ReportError(f"format {fmt!r}; choose from {', '.join(FORMATS)}")
+    with atomic_path(path) as tmp:
         if fmt == "html":
-            chart.save(str(tmp), format="html", inline=True)
+            chart.save(tmp, format="html", inline=True)
         elif fmt == "png":
-            chart.save(str(tmp), format="png", scale_factor=scale)
+            chart.save(tmp, format="png", scale_factor=scale)
         else:
-            chart.save(str(tmp), format="svg")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            chart.save(tmp, format="svg")
 
 
 def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> str:

@@ -71,7 +71,7 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
         {"run": r.label, "method": r.method, "epoch": h.epoch, "value": h.dev[metric],
-         "loss": h.loss, "wall_time_s": h.wall_time_s}
+         "loss": h.loss, "train_time_s": h.train_time_s}
         for r in runs if r.run_type == "finetune" for h in r.history if metric in h.dev
     ]
     if not curve:
@@ -99,7 +99,7 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
         color=alt.Color("run:N", title="BERT fine-tuning run"),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q", format=".2f"),
                  alt.Tooltip("value:Q", title=metric, format=".4f"), alt.Tooltip("loss:Q", format=".4f"),
-                 alt.Tooltip("wall_time_s:Q", title="wall time (s)", format=".1f")],
+                 alt.Tooltip("train_time_s:Q", title="training time (s)", format=".1f")],
     )
     layers = [lines]
     if refs:

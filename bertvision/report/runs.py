@@ -13,150 +13,43 @@ Everything that cannot be read is a `ReportError` naming the bad file.
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-RESULTS = "results.json"
+from bertvision.errors import BertVisionError, ReportError
+from bertvision.runs import RESULTS, HistoryPoint, RunFolder, RunResults
+
+__all__ = ["HistoryPoint", "ReportError", "Run", "SearchTrials", "find_results", "load_runs", "read_run",
+           "read_trials"]
+
 TRIALS = "trials.csv"
-RUN_TYPES = ("fit", "finetune", "ensemble", "search")
-REQUIRED = ("task", "method", "run_type", "main_metric", "dev_metrics")
-
-
-class ReportError(ValueError):
-    """A run folder or ``results.json`` that cannot be reported on."""
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    """One evaluation during training: `epoch` (fractional for finetune),
-    training `loss`, `dev` metrics and the elapsed `wall_time_s`."""
-
-    epoch: float
-    loss: float | None
-    dev: dict[str, float]
-    wall_time_s: float | None
 
 
 @dataclass
-class Run:
-    """One run's ``results.json``, checked and typed.
+class Run(RunResults):
+    """One run's `RunResults` and where it was found: the results file,
+    a short unique ``label`` within a report (set by `load_runs`) and the
+    search folder (``trials.csv``) it is the best run of, if any.
 
-    Example:
-
-    >>> run = Run.from_dict({"task": "sst2", "method": "linear_probe",
-    ...     "run_type": "fit", "main_metric": "accuracy",
-    ...     "dev_metrics": {"accuracy": 0.8}}, "runs/lp/results.json")
+    >>> run = Run.from_results(RunResults(task="sst2", method="linear_probe", run_type="fit",
+    ...     main_metric="accuracy", dev_metrics={"accuracy": 0.8}), "runs/lp/results.json")
     >>> run.main_value, run.run_dir
     (0.8, 'runs/lp')
     """
 
-    results_path: str
-    task: str
-    method: str
-    run_type: str
-    main_metric: str
-    dev_metrics: dict[str, float]
-    trainable_params: int | None = None
-    backbone_params: int | None = None
-    param_share: float | None = None
-    train_fraction: float | None = None
-    train_wall_time_s: float | None = None
-    train_examples_per_s: float | None = None
-    history: list[HistoryPoint] = field(default_factory=list)
-    layer_weights: list[float] | None = None
-    search_dir: str | None = None  # the search folder (trials.csv) this run is the best of
-    label: str = ""  # short, unique name within a report (set by `load_runs`)
+    results_path: str = ""
+    label: str = ""
+    search_dir: str | None = None
 
     @property
     def run_dir(self) -> str:
         return str(Path(self.results_path).parent)
 
-    @property
-    def main_value(self) -> float:
-        return self.dev_metrics[self.main_metric]
-
-    @property
-    def param_share_pct(self) -> float | None:
-        if self.param_share is not None:
-            return 100.0 * self.param_share
-        if self.trainable_params is not None and self.backbone_params:
-            return 100.0 * self.trainable_params / self.backbone_params
-        return None
-
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> "Run":
-        """Check a parsed ``results.json``; `where` names it in errors."""
-        if not isinstance(data, dict):
-            raise ReportError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        missing = [k for k in REQUIRED if k not in data]
-        if missing:
-            raise ReportError(f"{where}: missing key(s) {', '.join(missing)} (see docs/architecture.md, Run folders)")
-        for key in ("task", "method", "run_type", "main_metric"):
-            if not isinstance(data[key], str) or not data[key]:
-                raise ReportError(f"{where}: {key!r} must be a non-empty string, got {data[key]!r}")
-        if data["run_type"] not in RUN_TYPES:
-            raise ReportError(f"{where}: run_type {data['run_type']!r} is not one of {', '.join(RUN_TYPES)}")
-        dev = _metrics(data["dev_metrics"], f"{where}: dev_metrics")
-        if data["main_metric"] not in dev:
-            raise ReportError(f"{where}: main_metric {data['main_metric']!r} is not in dev_metrics "
-                              f"({', '.join(dev) or 'empty'})")
-        history = data.get("history") or []
-        if not isinstance(history, list):
-            raise ReportError(f"{where}: history must be a list, got {type(history).__name__}")
-        points = []
-        for i, item in enumerate(history):
-            at = f"{where}: history[{i}]"
-            if not isinstance(item, dict) or "epoch" not in item:
-                raise ReportError(f"{at}: expected an object with 'epoch'")
-            points.append(HistoryPoint(
-                epoch=_number(item["epoch"], f"{at}.epoch"),
-                loss=_optional_number(item.get("loss"), f"{at}.loss"),
-                dev=_metrics(item.get("dev") or {}, f"{at}.dev"),
-                wall_time_s=_optional_number(item.get("wall_time_s"), f"{at}.wall_time_s"),
-            ))
-        weights = data.get("layer_weights")
-        if weights is not None:
-            if not isinstance(weights, list) or not weights:
-                raise ReportError(f"{where}: layer_weights must be a non-empty list of numbers")
-            weights = [_number(w, f"{where}: layer_weights[{i}]") for i, w in enumerate(weights)]
-        params = _optional_number(data.get("trainable_params"), f"{where}: trainable_params")
-        backbone = _optional_number(data.get("backbone_params"), f"{where}: backbone_params")
-        return cls(
-            results_path=where, task=data["task"], method=data["method"], run_type=data["run_type"],
-            main_metric=data["main_metric"], dev_metrics=dev,
-            trainable_params=None if params is None else int(params),
-            backbone_params=None if backbone is None else int(backbone),
-            param_share=_optional_number(data.get("param_share"), f"{where}: param_share"),
-            train_fraction=_optional_number(data.get("train_fraction"), f"{where}: train_fraction"),
-            train_wall_time_s=_optional_number(data.get("train_wall_time_s"), f"{where}: train_wall_time_s"),
-            train_examples_per_s=_optional_number(data.get("train_examples_per_s"), f"{where}: train_examples_per_s"),
-            history=points, layer_weights=weights,
-        )
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ReportError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _optional_number(value: Any, where: str) -> float | None:
-    return None if value is None else _number(value, where)
-
-
-def _metrics(value: Any, where: str) -> dict[str, float]:
-    if not isinstance(value, dict):
-        raise ReportError(f"{where}: expected an object of metric name -> number, got {type(value).__name__}")
-    out = {}
-    for name, v in value.items():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue  # a metric that could not be computed (e.g. constant predictions)
-        out[str(name)] = _number(v, f"{where}.{name}")
-    return out
+    def from_results(cls, results: RunResults, results_path: str) -> "Run":
+        return cls(**{f.name: getattr(results, f.name) for f in fields(RunResults)}, results_path=results_path)
 
 
 def read_run(path: str | os.PathLike) -> Run:
@@ -170,12 +63,11 @@ def read_run(path: str | os.PathLike) -> Run:
     if not results.is_file():
         raise ReportError(f"{results}: no such file (a run folder holds results.json)")
     try:
-        data = json.loads(results.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{results}: not valid JSON ({err})") from err
+        run = Run.from_results(RunFolder(results.parent).results(), str(results))
+    except BertVisionError as err:
+        raise ReportError(str(err)) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ReportError(f"{results}: cannot be read ({err})") from err
-    run = Run.from_dict(data, str(results))
     if (results.parent.parent / TRIALS).is_file():
         run.search_dir = str(results.parent.parent)
     return run

@@ -1,0 +1,279 @@
+"""Training an adapter on a store: `FitConfig` -> a run folder.
+
+The run folder (`bertvision.runs.RunFolder`) holds ``config.json`` (this
+FitConfig, with the complete `ModelConfig`), ``model.keras`` (the adapter
+with the best epoch's weights), ``results.json`` (`RunResults`),
+``predictions/<split>.npz`` (the best epoch's predictions of each eval
+split) and ``logs/`` (TensorBoard scalars). While training, ``state/`` holds
+the last epoch's training state, so a killed fit resumes.
+
+Training is `bertvision.trainer.Trainer`: Keras ``fit`` with AdamW under a
+warmup + linear (or cosine) decay; after every epoch the eval splits are
+predicted and scored with the official metrics, the best epoch on the task's
+main metric is kept, and training stops early after ``patience`` epochs
+without improvement.
+
+Example:
+    >>> config = FitConfig(store="tfrecords/sst2", out="runs/sst2-pooler",
+    ...                    adapter={"kind": "adapter_pooler", "adapter_dim": 64})
+    >>> results = fit(config)
+    >>> results.dev_metrics["accuracy"]
+    0.85
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from bertvision import io
+from bertvision.backbone import backbone_param_count
+from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
+                               check_non_negative, check_positive, check_positive_int)
+from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
+from bertvision.errors import ConfigError, FitError
+from bertvision.models import KINDS, ModelConfig, build_model, layer_weights, trainable_params
+from bertvision.predict import make_infer_fn, pad_to_for, predict_store
+from bertvision.runs import RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.store import Store, open_store
+from bertvision.tasks import TaskSpec, get_task
+from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
+
+__all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
+
+# ModelConfig fields that come from the store, not from the user
+STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype")
+
+
+@dataclass
+class FitConfig(ConfigBase):
+    """Everything that determines a fit run (saved as ``RUN_DIR/config.json``).
+
+    `adapter` holds `bertvision.models.ModelConfig` fields: at least
+    ``kind``; the store-derived ones (task kind, labels, layers, hidden,
+    max_seq_len, input dtype) are filled in from the store by `fit` and
+    saved complete. `search` names the search whose best trial this run
+    retrains (set by `bertvision.search`).
+
+    >>> c = FitConfig(store="tfrecords/sst2", out="runs/a", adapter={"kind": "cnn"}, epochs=3)
+    >>> FitConfig.from_dict(c.to_dict()) == c
+    True
+    """
+
+    store: str
+    out: str
+    adapter: dict = field(default_factory=lambda: {"kind": "adapter_pooler"})
+    train_split: str = "train"
+    eval_splits: list | None = None  # None: the task's eval splits present in the store
+    epochs: int = 10
+    batch_size: int = 64  # global (all replicas together)
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of all training steps
+    schedule: str = "linear"  # decay after warmup: linear | cosine | constant
+    seed: int = 0
+    train_fraction: float = 1.0
+    strategy: str = "default"
+    tpu: str | None = None
+    patience: int | None = None  # epochs without improvement before stopping (None: never)
+    jit_compile: bool = True
+    steps_per_execution: int = 1
+    verbose: int = 1
+    search: dict | None = None
+    command: list = field(default_factory=list)
+
+    error = FitError
+
+    def validate(self) -> None:
+        if not isinstance(self.adapter, dict) or "kind" not in self.adapter:
+            raise FitError(f"adapter must be a dict of ModelConfig fields with a 'kind', got {self.adapter!r}")
+        check_choice("adapter", self.adapter["kind"], KINDS, FitError)
+        for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution"):
+            check_positive_int(name, getattr(self, name), FitError)
+        check_positive("lr", self.lr, FitError)
+        check_non_negative("weight_decay", self.weight_decay, FitError)
+        check_fraction("warmup", self.warmup, low_open=False, high_open=True, error=FitError)
+        check_choice("schedule", self.schedule, SCHEDULES, FitError)
+        check_fraction("train_fraction", self.train_fraction, error=FitError)
+        check_choice("strategy", self.strategy, STRATEGIES, FitError)
+        if self.patience is not None:
+            check_positive_int("patience", self.patience, FitError)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise FitError(f"--seed must be an integer, got {self.seed!r}")
+
+    def hyperparameters(self) -> dict:
+        """The training and adapter settings a report compares runs on."""
+        out = {k: getattr(self, k) for k in ("lr", "batch_size", "epochs", "weight_decay", "warmup", "schedule",
+                                             "patience", "seed", "train_fraction")}
+        out.update({k: v for k, v in self.adapter.items() if k not in STORE_DERIVED and k != "name"})
+        return out
+
+
+def adapter_config(store: Store, adapter: dict) -> ModelConfig:
+    """A complete `ModelConfig` for `store`: the user's fields (`adapter`, with
+    ``kind``) plus those the store determines."""
+    derived = store.adapter_fields()
+    for key in STORE_DERIVED:  # a saved config carries them: they must still agree with the store
+        if key in adapter and adapter[key] != derived[key]:
+            raise FitError(f"adapter {key}={adapter[key]!r} does not match the store {store.path} ({derived[key]!r})")
+    user = {k: v for k, v in adapter.items() if k not in STORE_DERIVED}
+    try:
+        return ModelConfig.from_dict({**user, **derived})
+    except ConfigError as err:
+        raise FitError(f"adapter settings: {err}") from err
+
+
+def resolve_eval_splits(eval_splits: list | None, store: Store, task: TaskSpec) -> list[str]:
+    """The eval splits asked for (all must be in the store), or the task's that are."""
+    if eval_splits:
+        missing = [s for s in eval_splits if s not in store.splits]
+        if missing:
+            raise FitError(f"{store.path} has no split(s) {missing}; it has {store.splits}")
+        return list(eval_splits)
+    splits = [s for s in task.eval_splits if s in store.splits]
+    if not splits:
+        raise FitError(f"{store.path} has none of {task.name}'s eval splits {list(task.eval_splits)} "
+                       f"(it has {store.splits}); extract one or give --eval-split")
+    return splits
+
+
+class StoreEvaluation:
+    """Predict and score the eval splits of a store: ``model -> (merged
+    metrics, {split: Predictions})``, one compiled inference step per model."""
+
+    def __init__(self, store: Store, splits: list[str], task: TaskSpec, batch_size: int, jit_compile: bool):
+        self.store, self.splits, self.task = store, list(splits), task
+        self.batch_size, self.jit_compile = batch_size, jit_compile
+        self.examples = {s: store.examples(s) for s in splits} if store.task_kind == "span" else {}
+        self._infer: dict = {}
+
+    def __call__(self, model):
+        infer = self._infer.setdefault(id(model), make_infer_fn(model, self.jit_compile))
+        per_split, preds = {}, {}
+        for split in self.splits:
+            preds[split] = predict_store(model, self.store, split, self.batch_size, infer=infer,
+                                         examples=self.examples.get(split))
+            per_split[split] = preds[split].evaluate()
+        return merge_split_metrics(per_split, self.task), preds
+
+
+def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_split: str, eval_splits: list[str],
+                          epochs: int, batch_size: int, lr: float, seed: int, weight_decay: float = 0.01,
+                          warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
+                          patience: int | None = None, jit_compile: bool = True, steps_per_execution: int = 1,
+                          eval_batch_size: int = 256, strategy=None, state_dir=None, log_dir=None, verbose: int = 0,
+                          chief: bool = True, callbacks=(), initial_weights=None) -> Trainer:
+    """The `Trainer` of one adapter on a store (compiled model, data,
+    evaluation): what `fit` runs and what every search trial runs.
+    `initial_weights` start the adapter from given weights (a Hyperband
+    trial continuing another)."""
+    distribute = strategy is not None and strategy is not tf.distribute.get_strategy()
+    strategy = strategy or tf.distribute.get_strategy()
+    task = get_task(store.task)
+    records = train_records if train_records is not None else store.num_records(train_split)
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise FitError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas")
+    steps_per_epoch = max(1, math.ceil(records / batch_size))
+    schedule_ = Schedule.epochs(steps_per_epoch, epochs)
+    with strategy.scope():
+        model = build_model(model_config)
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+        optimizer = make_optimizer(lr, schedule_.total_steps, warmup=warmup, schedule=schedule,
+                                   weight_decay=weight_decay)
+        compile_for_task(model, model_config.task_kind, optimizer, jit_compile, steps_per_execution)
+    pad_to = pad_to_for(model)
+    span = store.task_kind == "span"
+
+    def dataset_fn(input_context=None):
+        batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
+        ds = store.dataset(train_split, batch, shuffle=True, repeat=True, seed=seed, drop_remainder=True,
+                           input_context=input_context, take_indices=train_indices, pad_to=pad_to)
+        return ds.map(lambda f, y: (f, span_targets(y))) if span else ds
+
+    def train_data(first_step: int):
+        # the training order is one seeded stream over all epochs (`first_step` is not used yet)
+        return strategy.distribute_datasets_from_function(dataset_fn) if distribute else dataset_fn()
+
+    prepare_multi_worker(model, strategy)
+    return Trainer(model, task=task, schedule=schedule_, train_data=train_data,
+                   evaluate=StoreEvaluation(store, eval_splits, task, eval_batch_size, jit_compile),
+                   state_dir=state_dir, select_best=True, patience=patience, examples_per_step=batch_size,
+                   verbose=verbose, log_dir=log_dir, strategy=strategy, chief=chief, callbacks=callbacks)
+
+
+def fit(config: FitConfig, strategy=None) -> RunResults:
+    """Train the adapter `config` describes and write its run folder
+    (see the module docstring). Returns its `RunResults`.
+
+    A folder with an unfinished run of the same settings is resumed from its
+    last finished epoch. `strategy` overrides `config.strategy` (an already
+    created `tf.distribute` strategy).
+    """
+    # the strategy first: multi-worker set-up must precede any other TensorFlow op
+    strategy = strategy or get_strategy(config.strategy, config.tpu)
+    store = open_store(config.store)
+    task = get_task(store.task)
+    if config.train_split not in store.splits:
+        raise FitError(f"{store.path} has no training split {config.train_split!r}; it has {store.splits}")
+    eval_splits = resolve_eval_splits(config.eval_splits, store, task)
+    model_config = adapter_config(store, config.adapter)
+    config.adapter = model_config.to_dict()
+
+    chief = is_chief(strategy)
+    run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
+    if chief:
+        run.begin(config, ignore=("command", "verbose", "out"))
+    with run.lock("an adapter fit"):
+        start = time.perf_counter()
+        keras.utils.set_random_seed(config.seed)
+        indices, train_examples = store.select_fraction(config.train_split, config.train_fraction, config.seed)
+        train_records = store.num_records(config.train_split) if indices is None else len(indices)
+        trainer = build_adapter_trainer(
+            model_config, store, train_split=config.train_split, eval_splits=eval_splits, epochs=config.epochs,
+            batch_size=config.batch_size, lr=config.lr, seed=config.seed, weight_decay=config.weight_decay,
+            warmup=config.warmup, schedule=config.schedule, train_indices=indices, train_records=train_records,
+            patience=config.patience, jit_compile=config.jit_compile,
+            steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
+            strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
+            verbose=config.verbose if chief else 0, chief=chief)
+        outcome = trainer.run()
+        export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
+        export.set_weights(trainer.model.get_weights())
+        n_trainable = trainable_params(export)
+        n_backbone = backbone_param_count(store.backbone)
+        steady = outcome.history[1:] or outcome.history  # after the first epoch (tracing, compiling, caching)
+        seconds = [b.train_time_s - a.train_time_s for a, b in zip(outcome.history, outcome.history[1:])] \
+            if len(outcome.history) > 1 else [outcome.history[0].train_time_s]
+        speed = sum(h.examples_per_s * s for h, s in zip(steady, seconds)) / max(sum(seconds), 1e-9)
+        results = RunResults(
+            task=task.name, method=model_config.kind, run_type="fit", main_metric=task.main_metric,
+            dev_metrics=outcome.best_metrics, eval_splits=eval_splits, history=outcome.history,
+            best_epoch=outcome.best_epoch, hyperparameters=config.hyperparameters(), seed=config.seed,
+            train_fraction=config.train_fraction, train_examples=int(train_examples),
+            train_records=int(train_records), trainable_params=n_trainable, backbone_params=n_backbone,
+            param_share=(n_trainable / n_backbone) if n_backbone else None,
+            train_wall_time_s=round(outcome.train_seconds, 3),
+            total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
+            backbone=store.backbone, store=config.store, store_signature=store.signature(), layers=store.layers,
+            token_mode=store.token_mode, layer_weights=layer_weights(export),
+            predictions={}, search=config.search, resumed_from=outcome.resumed_from,
+            environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
+                         "jit_compile": config.jit_compile, "versions": package_versions()})
+        if chief:
+            with io.atomic_path(run.model_file) as tmp:
+                export.save(tmp)
+            results.predictions = run.save_predictions(outcome.predictions)
+            run.write_results(results)
+            trainer.cleanup()
+    if not chief:
+        shutil.rmtree(run.path, ignore_errors=True)
+    return results

@@ -1,0 +1,560 @@
+"""The run contract: what every run folder holds, and the one typed reader
+and writer of it.
+
+A run folder (adapter fit, BERT fine-tuning or ensemble) is::
+
+    config.json          the config that made it (FitConfig, FinetuneConfig, EnsembleConfig)
+    results.json         `RunResults`: task, method, metrics, history, parameters, speeds
+    predictions/S.npz    `Predictions` of each eval split (the per-example outputs)
+    model.keras          the adapter (fit runs)
+    checkpoints/         fine-tuning checkpoints, each a backbone folder (finetune runs)
+    logs/                TensorBoard scalars
+    state/               while training: what a killed run resumes from
+
+`RunFolder` names these files; `RunResults` and `Predictions` are the only
+code that reads or writes ``results.json`` and ``predictions/*.npz``.
+
+Example:
+    >>> run = RunFolder("runs/sst2-pooler")
+    >>> results = run.results()
+    >>> results.main_value, results.method
+    (0.845, 'adapter_pooler')
+    >>> run.load_predictions("dev").evaluate()
+    {'accuracy': 0.845}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from bertvision import io
+from bertvision.config import ConfigBase
+from bertvision.errors import RunError
+from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_examples
+from bertvision.squad import SquadWindows, decode_squad
+from bertvision.tasks import TaskSpec, get_task
+
+__all__ = ["CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint", "Predictions", "RunFolder",
+           "RunResults", "merge_split_metrics", "package_versions"]
+
+CONFIG = "config.json"
+RESULTS = "results.json"
+MODEL = "model.keras"
+RUN_TYPES = ("fit", "finetune", "ensemble")
+# logit where a window is shorter than the longest one it is stacked with
+PAD_LOGIT = -1e4
+
+
+def package_versions() -> dict:
+    """Python and the versions of the packages a result depends on."""
+    out = {"python": sys.version.split()[0]}
+    for name in ("tensorflow", "keras", "keras-hub", "transformers", "tokenizers", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def merge_split_metrics(per_split: Mapping[str, Mapping[str, float]], task: TaskSpec) -> dict[str, float]:
+    """One dev-metrics dict from several eval splits: the first split's
+    metrics under their own names (the ones a model is selected on), and
+    every split's under ``<label>_<metric>`` (MNLI: ``matched_accuracy``,
+    ``mismatched_accuracy``).
+
+    >>> merge_split_metrics({"dev": {"accuracy": 0.8}}, get_task("sst2"))
+    {'accuracy': 0.8}
+    """
+    splits = list(per_split)
+    out = dict(per_split[splits[0]])
+    if len(splits) > 1:
+        for split in splits:
+            label = task.eval_split_labels.get(split, split)
+            out.update({f"{label}_{name}": value for name, value in per_split[split].items()})
+    return out
+
+
+# ------------------------------------------------------------------ results
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RunError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _optional_number(value: Any, where: str) -> float | None:
+    return None if value is None else _number(value, where)
+
+
+def _optional_int(value: Any, where: str) -> int | None:
+    return None if value is None else int(_number(value, where))
+
+
+def _metrics(value: Any, where: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise RunError(f"{where}: expected an object of metric name -> number, got {type(value).__name__}")
+    out = {}
+    for name, v in value.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue  # a metric that could not be computed (e.g. constant predictions)
+        out[str(name)] = _number(v, f"{where}.{name}")
+    return out
+
+
+@dataclass
+class HistoryPoint:
+    """One evaluation during training.
+
+    ``epoch`` is fractional for fine-tuning checkpoints; ``train_time_s`` is
+    the training time up to this point (evaluation excluded) and
+    ``examples_per_s`` the training speed since the previous point.
+    """
+
+    epoch: float
+    dev: dict[str, float]
+    step: int | None = None
+    loss: float | None = None
+    lr: float | None = None
+    train_time_s: float | None = None
+    examples_per_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, item: Any, where: str) -> "HistoryPoint":
+        if not isinstance(item, dict) or "epoch" not in item:
+            raise RunError(f"{where}: expected an object with 'epoch'")
+        unknown = sorted(set(item) - {f.name for f in fields(cls)})
+        if unknown:
+            raise RunError(f"{where}: unknown key(s) {unknown}")
+        return cls(epoch=_number(item["epoch"], f"{where}.epoch"), dev=_metrics(item.get("dev") or {}, f"{where}.dev"),
+                   step=_optional_int(item.get("step"), f"{where}.step"),
+                   loss=_optional_number(item.get("loss"), f"{where}.loss"),
+                   lr=_optional_number(item.get("lr"), f"{where}.lr"),
+                   train_time_s=_optional_number(item.get("train_time_s"), f"{where}.train_time_s"),
+                   examples_per_s=_optional_number(item.get("examples_per_s"), f"{where}.examples_per_s"))
+
+
+_NUMBER_FIELDS = ("best_epoch", "train_fraction", "param_share", "train_wall_time_s", "total_wall_time_s",
+                  "train_examples_per_s", "peak_memory_mib")
+_INT_FIELDS = ("seed", "train_examples", "train_records", "trainable_params", "backbone_params")
+
+
+@dataclass
+class RunResults:
+    """A run's ``results.json``, typed and checked (see docs/architecture.md).
+
+    Every engine (adapter fit, fine-tuning, ensemble) writes one; predict,
+    ensemble, search, report and the benchmarks read it through
+    `RunFolder.results`.
+
+    >>> r = RunResults(task="sst2", method="linear_probe", run_type="fit", main_metric="accuracy",
+    ...                dev_metrics={"accuracy": 0.8})
+    >>> RunResults.from_dict(r.to_dict(), "example").main_value
+    0.8
+    """
+
+    task: str
+    method: str
+    run_type: str
+    main_metric: str
+    dev_metrics: dict[str, float]
+    eval_splits: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # of HistoryPoint
+    best_epoch: float | None = None
+    best_dev_metrics: dict | None = None
+    hyperparameters: dict = field(default_factory=dict)
+    seed: int | None = None
+    train_fraction: float | None = None
+    train_examples: int | None = None
+    train_records: int | None = None  # model inputs trained on (SQuAD: windows)
+    trainable_params: int | None = None
+    backbone_params: int | None = None
+    param_share: float | None = None  # trainable / backbone parameters
+    train_wall_time_s: float | None = None
+    total_wall_time_s: float | None = None
+    train_examples_per_s: float | None = None
+    peak_memory_mib: float | None = None
+    backbone: dict | None = None  # identity of the backbone (fit: the store's; finetune: the one it started from)
+    store: str | None = None
+    store_signature: dict | None = None
+    layers: list | None = None
+    token_mode: str | None = None
+    layer_weights: list | None = None
+    predictions: dict = field(default_factory=dict)  # split -> path relative to the run folder
+    checkpoints: dict | None = None  # finetune: {"best": ..., "final": ...} relative paths
+    members: list | None = None  # ensemble: [{"run", "method", "dev_metrics"}]
+    search: dict | None = None  # the best retrain of a search: {"search_dir", "trial_id", "layer_subset"}
+    resumed_from: dict | None = None
+    environment: dict = field(default_factory=dict)  # strategy, replicas, jit_compile, versions
+
+    @property
+    def main_value(self) -> float:
+        return self.dev_metrics[self.main_metric]
+
+    @property
+    def param_share_pct(self) -> float | None:
+        if self.param_share is not None:
+            return 100.0 * self.param_share
+        if self.trainable_params is not None and self.backbone_params:
+            return 100.0 * self.trainable_params / self.backbone_params
+        return None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "RunResults":
+        """Check a parsed ``results.json``; `where` names it in errors."""
+        if not isinstance(data, dict):
+            raise RunError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        missing = [k for k in ("task", "method", "run_type", "main_metric", "dev_metrics") if k not in data]
+        if missing:
+            raise RunError(f"{where}: missing key(s) {', '.join(missing)} (see docs/architecture.md, Run folders)")
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RunError(f"{where}: unknown key(s) {unknown}; written by another version of BertVision?")
+        for key in ("task", "method", "run_type", "main_metric"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise RunError(f"{where}: {key!r} must be a non-empty string, got {data[key]!r}")
+        if data["run_type"] not in RUN_TYPES:
+            raise RunError(f"{where}: run_type {data['run_type']!r} is not one of {', '.join(RUN_TYPES)}")
+        values = dict(data)
+        values["dev_metrics"] = _metrics(data["dev_metrics"], f"{where}: dev_metrics")
+        if data["main_metric"] not in values["dev_metrics"]:
+            raise RunError(f"{where}: main_metric {data['main_metric']!r} is not in dev_metrics "
+                           f"({', '.join(values['dev_metrics']) or 'empty'})")
+        history = data.get("history") or []
+        if not isinstance(history, list):
+            raise RunError(f"{where}: history must be a list, got {type(history).__name__}")
+        values["history"] = [HistoryPoint.from_dict(h, f"{where}: history[{i}]") for i, h in enumerate(history)]
+        for key in _NUMBER_FIELDS:
+            values[key] = _optional_number(data.get(key), f"{where}: {key}")
+        for key in _INT_FIELDS:
+            values[key] = _optional_int(data.get(key), f"{where}: {key}")
+        weights = data.get("layer_weights")
+        if weights is not None:
+            if not isinstance(weights, list) or not weights:
+                raise RunError(f"{where}: layer_weights must be a non-empty list of numbers")
+            values["layer_weights"] = [_number(w, f"{where}: layer_weights[{i}]") for i, w in enumerate(weights)]
+        if data.get("best_dev_metrics") is not None:
+            values["best_dev_metrics"] = _metrics(data["best_dev_metrics"], f"{where}: best_dev_metrics")
+        return cls(**values)
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@dataclass
+class Predictions:
+    """What a run predicted for every example of one split: one format for
+    adapter runs, fine-tuning runs and ensembles, saved as
+    ``RUN_DIR/predictions/<split>.npz`` (``np.load(..., allow_pickle=False)``):
+
+    - ``task``, ``split`` (0-d str), ``uids [N]`` str: the examples, in order;
+    - classification: ``probabilities [N, C]`` float32, ``labels [N]`` int
+      (-1 = unlabelled);
+    - regression: ``scores [N]`` float32, ``labels [N]`` float (NaN = unlabelled);
+    - span (SQuAD): one row per window, ``window_uids [W]`` str,
+      ``window_index [W]`` int (0, 1, ... within a question),
+      ``start_logits`` / ``end_logits [W, L]`` float32, ``offsets [W, L, 2]``
+      int32 (character offsets in the context, -1 outside it); per question
+      ``contexts [N]`` str and ``answers [N]`` str (JSON list of gold answer
+      texts, ``[]`` when unanswerable).
+
+    >>> p = Predictions("sst2", "dev", np.array(["0", "1"]),
+    ...                 probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]), labels=np.array([0, 1]))
+    >>> p.evaluate()
+    {'accuracy': 1.0}
+    """
+
+    task: str
+    split: str
+    uids: np.ndarray
+    probabilities: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    window_uids: np.ndarray | None = None
+    window_index: np.ndarray | None = None
+    start_logits: np.ndarray | None = None
+    end_logits: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+    contexts: np.ndarray | None = None
+    answers: np.ndarray | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.kind = get_task(self.task).kind
+        self.uids = np.asarray([str(u) for u in self.uids], dtype=str)
+        n = len(self.uids)
+        where = f"predictions of {self.source or self.task + '/' + self.split}"
+        if len(set(self.uids.tolist())) != n:
+            raise RunError(f"{where}: duplicate uids")
+        need = {"classification": ("probabilities",), "regression": ("scores",),
+                "span": ("window_uids", "window_index", "start_logits", "end_logits", "offsets",
+                         "contexts", "answers")}[self.kind]
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise RunError(f"{where}: a {self.kind} task needs {missing}")
+        if self.kind == "classification":
+            self.probabilities = np.asarray(self.probabilities, np.float32)
+            if self.probabilities.ndim != 2 or len(self.probabilities) != n:
+                raise RunError(f"{where}: probabilities shape {self.probabilities.shape}, expected [{n}, C]")
+        elif self.kind == "regression":
+            self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+            if len(self.scores) != n:
+                raise RunError(f"{where}: {len(self.scores)} scores for {n} uids")
+        else:
+            self.window_uids = np.asarray([str(u) for u in self.window_uids], dtype=str)
+            self.window_index = np.asarray(self.window_index, np.int32)
+            self.start_logits = np.asarray(self.start_logits, np.float32)
+            self.end_logits = np.asarray(self.end_logits, np.float32)
+            self.offsets = np.asarray(self.offsets, np.int32)
+            w = len(self.window_uids)
+            shape = self.start_logits.shape
+            if len(shape) != 2 or shape[0] != w or self.end_logits.shape != shape \
+                    or self.offsets.shape != shape + (2,) or self.window_index.shape != (w,):
+                raise RunError(f"{where}: window arrays disagree: {w} window uids, start {shape}, "
+                               f"end {self.end_logits.shape}, offsets {self.offsets.shape}")
+            self.contexts = np.asarray(self.contexts, dtype=str)
+            self.answers = np.asarray(self.answers, dtype=str)
+            if len(self.contexts) != n or len(self.answers) != n:
+                raise RunError(f"{where}: contexts/answers need one entry per uid ({n})")
+            unknown = set(self.window_uids.tolist()) - set(self.uids.tolist())
+            if unknown:
+                raise RunError(f"{where}: windows of unknown questions, e.g. {sorted(unknown)[:3]}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels)
+            if len(self.labels) != n:
+                raise RunError(f"{where}: {len(self.labels)} labels for {n} uids")
+
+    @classmethod
+    def from_outputs(cls, task: str, split: str, record_uids: Sequence[str], outputs: Sequence, *,
+                     labels: Sequence | None = None, window_index: Sequence | None = None,
+                     offsets: Sequence | None = None, gold: Mapping[str, tuple[str, list]] | None = None,
+                     source: str = "") -> "Predictions":
+        """Predictions from a model's batched outputs, in record order.
+
+        `outputs` is a list of batches: logits ``[B, C]`` (classification),
+        scores ``[B]`` (regression) or ``{"start_logits", "end_logits"}``
+        ``[B, T]`` (span; `window_index` and `offsets` ``[B, T, 2]`` batches
+        beside them, and `gold` mapping each question uid to its
+        ``(context, gold answer texts)``, no texts when unanswerable).
+        """
+        kind = get_task(task).kind
+        record_uids = np.asarray([str(u) for u in record_uids], dtype=str)
+        if kind == "classification":
+            logits = np.concatenate([np.asarray(o) for o in outputs]).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            return cls(task, split, record_uids, probabilities=probs.astype(np.float32),
+                       labels=None if labels is None else np.asarray(labels).astype(np.int64), source=source)
+        if kind == "regression":
+            scores = np.concatenate([np.asarray(o).reshape(len(o), -1)[:, 0] for o in outputs]).astype(np.float32)
+            return cls(task, split, record_uids, scores=scores,
+                       labels=None if labels is None else np.asarray(labels).astype(np.float32), source=source)
+        width = max(np.asarray(o["start_logits"]).shape[1] for o in outputs)
+        start = _pad_rows([np.asarray(o["start_logits"]) for o in outputs], width, PAD_LOGIT)
+        end = _pad_rows([np.asarray(o["end_logits"]) for o in outputs], width, PAD_LOGIT)
+        offs = _pad_rows([np.asarray(o) for o in offsets], width, -1)
+        questions = list(dict.fromkeys(record_uids.tolist()))  # in order of first window
+        missing = [u for u in questions if u not in gold]
+        if missing:
+            raise RunError(f"{split}: {len(missing)} question(s) without a context, e.g. {missing[:3]}")
+        return cls(task, split, np.asarray(questions, dtype=str), window_uids=record_uids,
+                   window_index=np.concatenate([np.asarray(w) for w in window_index]).astype(np.int32),
+                   start_logits=start, end_logits=end, offsets=offs,
+                   contexts=np.asarray([gold[u][0] for u in questions], dtype=str),
+                   answers=np.asarray([json.dumps(list(gold[u][1])) for u in questions], dtype=str),
+                   source=source)
+
+    # ------------------------------------------------------------------ io
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The ``.npz`` layout (``task`` and ``split`` as plain strings)."""
+        out = {"task": str(self.task), "split": str(self.split)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("task", "split", "source") and value is not None:
+                out[f.name] = np.asarray(value)
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ``.npz`` atomically."""
+        with io.atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **self.to_arrays())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, source: str | None = None) -> "Predictions":
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"no predictions file {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise RunError(f"{path}: not a readable predictions file ({err})") from err
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(arrays) - known)
+        if unknown or "task" not in arrays or "uids" not in arrays:
+            raise RunError(f"{path}: not a predictions file (keys {sorted(arrays)})")
+        arrays["task"], arrays["split"] = str(arrays["task"]), str(arrays["split"])
+        return cls(**arrays, source=source or str(path))
+
+    # ------------------------------------------------------------- scoring
+    def decode(self, **kwargs: Any):
+        """Span tasks: n-best decoding of the windows (`bertvision.squad.decode_squad`)."""
+        if self.kind != "span":
+            raise RunError(f"decode is for span tasks; {self.task} is {self.kind}")
+        contexts = dict(zip(self.uids.tolist(), self.contexts.tolist()))
+        windows = SquadWindows(self.window_uids.tolist(), self.offsets, contexts)
+        return decode_squad(windows, self.start_logits, self.end_logits, **kwargs)
+
+    def point_predictions(self) -> np.ndarray:
+        """Class indices (classification) or scores (regression)."""
+        if self.kind == "classification":
+            return np.argmax(self.probabilities, axis=1)
+        if self.kind == "regression":
+            return self.scores
+        raise RunError("span predictions are decoded text: use decode()")
+
+    @property
+    def has_labels(self) -> bool:
+        if self.kind == "span":
+            return True
+        if self.labels is None:
+            return False
+        labels = self.labels
+        keep = labels >= 0 if self.kind == "classification" else np.isfinite(labels.astype(np.float64))
+        return bool(np.any(keep))
+
+    def evaluate(self, threshold: float = 0.0) -> dict[str, float]:
+        """The task's official metrics (span: SQuAD 2.0, in percent, of the
+        answers decoded at null-odds `threshold`)."""
+        if self.kind == "span":
+            decoded = self.decode(threshold=threshold)
+            golds = [SquadGold(u, tuple(json.loads(a))) for u, a in zip(self.uids.tolist(), self.answers.tolist())]
+            result = squad_evaluate_examples(golds, decoded.predictions, decoded.na_probs)
+            return {k: float(v) for k, v in result.items()}
+        if not self.has_labels:
+            raise RunError(f"{self.source or self.split}: the split has no gold labels to evaluate against")
+        labels = self.labels
+        keep = labels >= 0 if self.kind == "classification" else np.isfinite(labels.astype(np.float64))
+        return compute_metrics(self.task, self.point_predictions()[keep], labels[keep])
+
+
+def _pad_rows(blocks: list[np.ndarray], width: int, value) -> np.ndarray:
+    out = []
+    for b in blocks:
+        pad = [(0, 0), (0, width - b.shape[1])] + [(0, 0)] * (b.ndim - 2)
+        out.append(np.pad(b, pad, constant_values=value) if b.shape[1] < width else b)
+    return np.concatenate(out, axis=0)
+
+
+# -------------------------------------------------------------- run folders
+
+
+class RunFolder:
+    """The files of one run folder (see the module docstring).
+
+    >>> run = RunFolder("runs/x")
+    >>> run.begin(config, ignore=("command",))   # refuses a finished or different run
+    >>> run.write_results(results)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config_file = self.path / CONFIG
+        self.results_file = self.path / RESULTS
+        self.model_file = self.path / MODEL
+        self.logs_dir = self.path / "logs"
+        self.state_dir = self.path / "state"
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def prediction_file(self, split: str) -> Path:
+        return self.path / "predictions" / f"{split}.npz"
+
+    @property
+    def finished(self) -> bool:
+        return self.results_file.is_file()
+
+    # -- results
+    def results(self) -> RunResults:
+        """The run's `RunResults` (`RunError` when missing or invalid)."""
+        if not self.path.is_dir():
+            raise RunError(f"run folder {self.path} does not exist")
+        if not self.results_file.is_file():
+            raise RunError(f"{self.path}: no {RESULTS}; not a finished run (run the same command again to "
+                           "resume it)")
+        return RunResults.from_dict(io.read_json(self.results_file, RunError), str(self.results_file))
+
+    def write_results(self, results: RunResults) -> None:
+        io.atomic_write_json(self.results_file, results.to_dict())
+
+    def read_config(self) -> dict:
+        if not self.config_file.is_file():
+            raise RunError(f"{self.path}: no {CONFIG}")
+        return io.read_json(self.config_file, RunError)
+
+    # -- predictions
+    def save_predictions(self, predictions: Mapping[str, Predictions]) -> dict[str, str]:
+        """Save each split's predictions; returns ``{split: relative path}``."""
+        out = {}
+        for split, preds in predictions.items():
+            preds.save(self.prediction_file(split))
+            out[split] = str(self.prediction_file(split).relative_to(self.path))
+        return out
+
+    def has_predictions(self, split: str) -> bool:
+        return self.prediction_file(split).is_file()
+
+    def load_predictions(self, split: str) -> Predictions:
+        if not self.path.is_dir():
+            raise RunError(f"run folder {self.path} does not exist")
+        return Predictions.load(self.prediction_file(split), source=str(self.path))
+
+    # -- starting and resuming
+    def begin(self, config: ConfigBase, ignore: Sequence[str] = ()) -> bool:
+        """Claim the folder for `config`: refuse a path that is a file, a
+        folder holding a finished run or a run with other settings (fields
+        in `ignore` may differ), or files that are not a run. Writes
+        ``config.json``; returns True when an unfinished run of the same
+        settings is there to resume."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"--out {self.path} is a file; give a folder for the run")
+        if self.finished:
+            raise RunError(f"{self.path} already holds a finished run ({RESULTS}); choose another --out")
+        resuming = self.config_file.is_file()
+        if resuming:
+            diff = config.differences(self.read_config(), ignore)
+            if diff:
+                raise RunError(f"{self.path} holds an unfinished run with other settings ({', '.join(diff)}); "
+                               "run it again with the same settings to resume it, or choose another --out")
+        elif self.path.is_dir() and [p for p in self.path.iterdir() if not p.name.startswith(".")]:
+            raise RunError(f"--out {self.path} is a folder holding other files and no run; give a new or empty "
+                           "folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        config.save(self.config_file)
+        return resuming
+
+    @contextlib.contextmanager
+    def lock(self, what: str) -> Iterator[None]:
+        """Refuse a second process working in this run folder at the same time."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with io.exclusive_lock(self.path, what, RunError):
+            yield
