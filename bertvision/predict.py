@@ -165,7 +165,8 @@ def load_adapter_run(run_dir: str | os.PathLike) -> tuple[RunResults, keras.Mode
     return results, model
 
 
-def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256) -> Predictions:
+def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256,
+                verify: bool = True) -> Predictions:
     """Predict `split` of `store` (a path or an opened `Store`) with the
     adapter in `run_dir`, after checking the store matches the run.
 
@@ -174,7 +175,7 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
     'France'
     """
     results, model = load_adapter_run(run_dir)
-    store = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+    store = open_store(store, verify=verify) if isinstance(store, (str, os.PathLike)) else store
     check_store_matches(results.store_signature, store, str(run_dir), model)
     preds = predict_store(model, store, split, batch_size=batch_size)
     preds.source = str(run_dir)
