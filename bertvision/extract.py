@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, ch
 from bertvision.data import load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
-from bertvision.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions
 from bertvision.tasks import get_task
 
@@ -86,6 +87,9 @@ class ExtractConfig(ConfigBase):
                 check_positive_int(name, getattr(self, name))
         if self.max_seq_len is None:
             self.max_seq_len = default_max_seq_len(task.kind)
+        featurizer = FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len)
+        if task.kind == "span":
+            featurizer.check_span()
         check_positive("shard_size_mb", self.shard_size_mb)
         if isinstance(self.worker_index, bool) or not isinstance(self.worker_index, int) \
                 or not 0 <= self.worker_index < self.num_workers:
@@ -256,6 +260,16 @@ class Extractor:
         """Extract this worker's shards; finalize when every shard is done."""
         c = self.config
         self._check_out()
+        created = not io.exists(c.out)
+        try:
+            return self._run()
+        except BaseException:
+            if created and io.is_local(c.out) and all(n.startswith(".lock") for n in os.listdir(c.out)):
+                shutil.rmtree(c.out, ignore_errors=True)  # failed before writing anything: leave no trace
+            raise
+
+    def _run(self) -> dict | None:
+        c = self.config
         lock = f".lock.{c.split}.{c.worker_index}"
         with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=lock):
             self.prepare()

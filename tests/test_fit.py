@@ -237,3 +237,52 @@ def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_pa
         [(h["epoch"], h["loss"], h["dev"]) for h in b["history"]]
     for x, y in zip(_load(whole).get_weights(), _load(out).get_weights()):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated shard", "edited count", "edited shape",
+                                    "edited shape and bytes", "corrupt dev shard"])
+def test_corrupt_store_is_refused_before_training(sst2_cls_store, tmp_path, damage):  # noqa: F811
+    """What a user meets with a damaged store: one line naming the shard or the
+    manifest field, exit 2, and no run folder."""
+    import shutil
+
+    from pipelines.fit import main as fit_main
+    from tests.stores import run_main
+
+    store = tmp_path / "store"
+    shutil.copytree(sst2_cls_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    train = store / manifest["splits"]["train"]["shards"][0]["file"]
+    if damage == "flipped byte":
+        data = bytearray(train.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        train.write_bytes(bytes(data))
+        expect = f"{train}: checksum mismatch"
+    elif damage == "truncated shard":
+        train.write_bytes(train.read_bytes()[:-1000])
+        expect = f"{train}: checksum mismatch"
+    elif damage == "corrupt dev shard":
+        dev = store / manifest["splits"]["dev"]["shards"][0]["file"]
+        data = bytearray(dev.read_bytes())
+        data[100] ^= 0x10
+        dev.write_bytes(bytes(data))
+        expect = f"{dev}: checksum mismatch"
+    elif damage == "edited count":
+        manifest["splits"]["train"]["num_records"] = 50
+        expect = "manifest field splits.train.num_records=50 but its shards list 64 records"
+    else:  # one layer less in the header: the records still hold 7
+        manifest["layers"] = manifest["layers"][1:]
+        manifest["example_shape"] = [6, 384]
+        expect = "manifest field splits.train.activation_bytes"
+        if damage == "edited shape and bytes":
+            for split in manifest["splits"].values():
+                split["activation_bytes"] = split["num_records"] * 6 * 384 * 2
+            expect = "a record holds 5376 activation bytes, which does not fit the manifest's example_shape [6, 384]"
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "run"
+    code, _, err = run_main(fit_main, "--store", store, "--adapter", "linear_probe", "--out", out, "--epochs", "1",
+                            "--quiet")
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expect in last, last
+    assert not out.exists()
