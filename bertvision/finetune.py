@@ -49,8 +49,8 @@ from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fract
                                check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data import load_examples, seeded_subset
 from bertvision.distribute import get_strategy
-from bertvision.errors import FinetuneError
-from bertvision.features import Featurizer, bucket_length, length_grouped_batches
+from bertvision.errors import ConfigError, FinetuneError
+from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
 from bertvision.runs import Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.tasks import get_task
@@ -144,6 +144,12 @@ class FinetuneConfig(ConfigBase):
             self.eval_splits = [self.eval_splits]
         if self.max_seq_len is None:
             self.max_seq_len = default_max_seq_len(task.kind)
+        try:
+            featurizer = FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len)
+            if task.kind == "span":
+                featurizer.check_span()
+        except ConfigError as err:
+            raise FinetuneError(str(err)) from err
         if self.eval_splits is None:
             self.eval_splits = list(task.eval_splits)
 

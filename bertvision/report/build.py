@@ -26,6 +26,7 @@ from bertvision.report.charts import ChartResult, build_charts
 from bertvision.report.runs import Run, ReportError, load_runs, read_trials
 from bertvision.report.table import markdown_table, summary_frame
 from bertvision.report.theme import use_theme
+from bertvision.config import check_positive
 from bertvision.io import atomic_path, atomic_write_text
 
 FORMATS = ("html", "png", "svg")
@@ -103,7 +104,8 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ReportError(f"formats {list(formats)}: choose one or more of {', '.join(FORMATS)}")
+        raise ReportError(f"--formats {','.join(formats)}: choose one or more of {', '.join(FORMATS)}")
+    check_positive("scale", scale, ReportError)
     runs = load_runs(paths)
     out_dir = Path(out)
     try:
