@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ __all__ = ["CHECKPOINTS", "BertTask", "FinetuneConfig", "Finetuner", "checkpoint
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INFO = "checkpoint.json"
 # settings that may change when a run is resumed
-_RESUME_FREE = ("progress", "command", "jit_compile", "out")
+_RESUME_FREE = ("progress", "command", "jit_compile", "out", "max_skipped")
 
 
 @dataclass
@@ -107,6 +108,7 @@ class FinetuneConfig(ConfigBase):
     checkpoint_at: list | None = None
     eval_batch_size: int = 64
     group_by_length: int = 50
+    max_skipped: float | None = 0.01  # refuse a split with more malformed records than this share (None: any)
     strategy: str = "default"
     jit_compile: bool = True
     progress: bool = True
@@ -140,6 +142,8 @@ class FinetuneConfig(ConfigBase):
                 raise FinetuneError(f"--checkpoint-at epochs must lie in (0, --epochs={self.epochs}]; "
                                     f"got {self.checkpoint_at}")
         check_choice("strategy", self.strategy, STRATEGIES, FinetuneError)
+        if self.max_skipped is not None:
+            check_fraction("max_skipped", self.max_skipped, low_open=False, error=FinetuneError)
         if isinstance(self.eval_splits, str):
             self.eval_splits = [self.eval_splits]
         if self.max_seq_len is None:
@@ -255,6 +259,9 @@ class Finetuner:
     def _load(self, split: str, limit: int | None) -> list:
         c = self.config
         loaded = load_examples(self.task, split, c.data_dir, use_tfds=c.use_tfds, limit=limit)
+        if loaded.skipped:
+            print(loaded.skipped_report(), file=sys.stderr, flush=True)
+        loaded.check_skipped(c.max_skipped)
         if not loaded.examples:
             raise FinetuneError(f"{c.task}/{split}: no examples")
         return loaded.examples
