@@ -108,6 +108,31 @@ class LoadResult:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def check_skipped(self, max_share: float | None) -> "LoadResult":
+        """Raise `DataError` when more than `max_share` of the split's records
+        were skipped (``None``: any share is allowed); returns self.
+
+        >>> load_examples("sst2", "dev", folder).check_skipped(0.01)
+        """
+        total = len(self.examples) + len(self.skipped)
+        if max_share is not None and total and len(self.skipped) / total > max_share:
+            raise DataError(f"{self.task}/{self.split}: {len(self.skipped)} of {total} records skipped "
+                            f"({len(self.skipped) / total:.1%} > --max-skipped {max_share:g}), e.g. "
+                            + "; ".join(f"{w}: {r}" for w, r in self.skipped[:3])
+                            + "; fix the file or raise --max-skipped")
+        return self
+
+    def skipped_report(self, first: int = 3) -> str:
+        """A few lines for the console: how many records were skipped and the first reasons ("" if none)."""
+        if not self.skipped:
+            return ""
+        lines = [f"{self.task}/{self.split}: skipped {len(self.skipped)} of "
+                 f"{len(self.examples) + len(self.skipped)} records in {self.source}:"]
+        lines += [f"  {where}: {reason}" for where, reason in self.skipped[:first]]
+        if len(self.skipped) > first:
+            lines.append(f"  ... and {len(self.skipped) - first} more")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         """One line: how many examples were read and skipped, from where."""
         return (
@@ -387,8 +412,10 @@ def _squad_example(
     uid = _field(qa, "id", str, path, at)
     question = _field(qa, "question", str, path, at)
     raw_answers = _field(qa, "answers", list, path, at) if "answers" in qa else []
+    # SQuAD 1.1 files (and some converted ones) have no is_impossible: a
+    # question is then unanswerable exactly when it has no answers
     is_impossible = (
-        _field(qa, "is_impossible", bool, path, at) if "is_impossible" in qa else False
+        _field(qa, "is_impossible", bool, path, at) if "is_impossible" in qa else not raw_answers
     )
     where = f"{path}:{uid}"
     if not question.strip():

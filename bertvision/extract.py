@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -29,12 +30,12 @@ from bertvision import io
 from bertvision import store as st
 from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_positive, check_positive_int,
-                               default_max_seq_len)
+from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction, check_positive,
+                               check_positive_int, default_max_seq_len)
 from bertvision.data import load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
-from bertvision.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions
 from bertvision.tasks import get_task
 
@@ -62,6 +63,7 @@ class ExtractConfig(ConfigBase):
     sample: int | None = None  # a seeded random subset of this many examples
     seed: int = 0
     shard_size_mb: float = 128.0
+    max_skipped: float | None = 0.01  # refuse a split with more malformed records than this share (None: any)
     num_workers: int = 1
     worker_index: int = 0
     strategy: str = "default"
@@ -86,7 +88,12 @@ class ExtractConfig(ConfigBase):
                 check_positive_int(name, getattr(self, name))
         if self.max_seq_len is None:
             self.max_seq_len = default_max_seq_len(task.kind)
+        featurizer = FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len)
+        if task.kind == "span":
+            featurizer.check_span()
         check_positive("shard_size_mb", self.shard_size_mb)
+        if self.max_skipped is not None:
+            check_fraction("max_skipped", self.max_skipped, low_open=False)
         if isinstance(self.worker_index, bool) or not isinstance(self.worker_index, int) \
                 or not 0 <= self.worker_index < self.num_workers:
             raise ConfigError(f"--worker-index {self.worker_index!r} must be in 0..{self.num_workers - 1}")
@@ -140,6 +147,9 @@ class Extractor:
         """Load examples, tokenizer and backbone; featurize. Returns the features."""
         c = self.config
         loaded = load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
+        if loaded.skipped:
+            print(loaded.skipped_report(), file=sys.stderr, flush=True)
+        loaded.check_skipped(c.max_skipped)
         self.examples = loaded.examples
         if c.sample is not None:
             self.examples = seeded_subset(self.examples, c.sample, c.seed)
@@ -256,6 +266,16 @@ class Extractor:
         """Extract this worker's shards; finalize when every shard is done."""
         c = self.config
         self._check_out()
+        created = not io.exists(c.out)
+        try:
+            return self._run()
+        except BaseException:
+            if created and io.is_local(c.out) and all(n.startswith(".lock") for n in os.listdir(c.out)):
+                shutil.rmtree(c.out, ignore_errors=True)  # failed before writing anything: leave no trace
+            raise
+
+    def _run(self) -> dict | None:
+        c = self.config
         lock = f".lock.{c.split}.{c.worker_index}"
         with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=lock):
             self.prepare()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,8 @@ from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fract
                                check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data import load_examples, seeded_subset
 from bertvision.distribute import get_strategy
-from bertvision.errors import FinetuneError
-from bertvision.features import Featurizer, bucket_length, length_grouped_batches
+from bertvision.errors import ConfigError, FinetuneError
+from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
 from bertvision.runs import Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.tasks import get_task
@@ -62,7 +63,7 @@ __all__ = ["CHECKPOINTS", "BertTask", "FinetuneConfig", "Finetuner", "checkpoint
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_INFO = "checkpoint.json"
 # settings that may change when a run is resumed
-_RESUME_FREE = ("progress", "command", "jit_compile", "out")
+_RESUME_FREE = ("progress", "command", "jit_compile", "out", "max_skipped")
 
 
 @dataclass
@@ -107,6 +108,7 @@ class FinetuneConfig(ConfigBase):
     checkpoint_at: list | None = None
     eval_batch_size: int = 64
     group_by_length: int = 50
+    max_skipped: float | None = 0.01  # refuse a split with more malformed records than this share (None: any)
     strategy: str = "default"
     jit_compile: bool = True
     progress: bool = True
@@ -140,10 +142,18 @@ class FinetuneConfig(ConfigBase):
                 raise FinetuneError(f"--checkpoint-at epochs must lie in (0, --epochs={self.epochs}]; "
                                     f"got {self.checkpoint_at}")
         check_choice("strategy", self.strategy, STRATEGIES, FinetuneError)
+        if self.max_skipped is not None:
+            check_fraction("max_skipped", self.max_skipped, low_open=False, error=FinetuneError)
         if isinstance(self.eval_splits, str):
             self.eval_splits = [self.eval_splits]
         if self.max_seq_len is None:
             self.max_seq_len = default_max_seq_len(task.kind)
+        try:
+            featurizer = FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len)
+            if task.kind == "span":
+                featurizer.check_span()
+        except ConfigError as err:
+            raise FinetuneError(str(err)) from err
         if self.eval_splits is None:
             self.eval_splits = list(task.eval_splits)
 
@@ -249,6 +259,9 @@ class Finetuner:
     def _load(self, split: str, limit: int | None) -> list:
         c = self.config
         loaded = load_examples(self.task, split, c.data_dir, use_tfds=c.use_tfds, limit=limit)
+        if loaded.skipped:
+            print(loaded.skipped_report(), file=sys.stderr, flush=True)
+        loaded.check_skipped(c.max_skipped)
         if not loaded.examples:
             raise FinetuneError(f"{c.task}/{split}: no examples")
         return loaded.examples

@@ -87,6 +87,7 @@ class FitConfig(ConfigBase):
     steps_per_execution: int = 1
     verbose: int = 1
     search: dict | None = None
+    verify: bool = True  # read every shard once before training (checksums, record counts, sizes)
     command: list = field(default_factory=list)
 
     error = FitError
@@ -193,14 +194,13 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     pad_to = pad_to_for(model)
     span = store.task_kind == "span"
 
-    def dataset_fn(input_context=None):
-        batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
-        ds = store.dataset(train_split, batch, shuffle=True, repeat=True, seed=seed, drop_remainder=True,
-                           input_context=input_context, take_indices=train_indices, pad_to=pad_to)
-        return ds.map(lambda f, y: (f, span_targets(y))) if span else ds
-
     def train_data(first_step: int):
-        # the training order is one seeded stream over all epochs (`first_step` is not used yet)
+        def dataset_fn(input_context=None):
+            ds = store.training_dataset(train_split, batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
+                                        epochs=epochs, first_step=first_step, take_indices=train_indices,
+                                        input_context=input_context, pad_to=pad_to)
+            return ds.map(lambda f, y: (f, span_targets(y))) if span else ds
+
         return strategy.distribute_datasets_from_function(dataset_fn) if distribute else dataset_fn()
 
     prepare_multi_worker(model, strategy)
@@ -220,7 +220,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     """
     # the strategy first: multi-worker set-up must precede any other TensorFlow op
     strategy = strategy or get_strategy(config.strategy, config.tpu)
-    store = open_store(config.store)
+    store = open_store(config.store, verify=config.verify)
     task = get_task(store.task)
     if config.train_split not in store.splits:
         raise FitError(f"{store.path} has no training split {config.train_split!r}; it has {store.splits}")
@@ -231,7 +231,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     chief = is_chief(strategy)
     run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
     if chief:
-        run.begin(config, ignore=("command", "verbose", "out"))
+        run.begin(config, ignore=("command", "verbose", "out", "verify"))
     with run.lock("an adapter fit"):
         start = time.perf_counter()
         keras.utils.set_random_seed(config.seed)

@@ -32,10 +32,11 @@ from bertvision import io
 from bertvision.errors import RunError
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store import SIGNATURE_KEYS, Store, open_store
-from bertvision.tasks import get_task
+from bertvision.tasks import TASKS, get_task
 
-__all__ = ["check_store_matches", "load_adapter_run", "make_infer_fn", "na_prob_path", "odds_threshold",
-           "pad_to_for", "predict_run", "predict_store", "write_glue_submission", "write_squad_predictions"]
+__all__ = ["check_store_matches", "glue_submission_files", "load_adapter_run", "make_infer_fn", "na_prob_path",
+           "odds_threshold", "pad_to_for", "predict_run", "predict_store", "write_glue_submission",
+           "write_glue_submission_folder", "write_squad_predictions"]
 
 
 def model_input_names(model) -> list[str]:
@@ -165,7 +166,8 @@ def load_adapter_run(run_dir: str | os.PathLike) -> tuple[RunResults, keras.Mode
     return results, model
 
 
-def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256) -> Predictions:
+def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256,
+                verify: bool = True) -> Predictions:
     """Predict `split` of `store` (a path or an opened `Store`) with the
     adapter in `run_dir`, after checking the store matches the run.
 
@@ -174,7 +176,7 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
     'France'
     """
     results, model = load_adapter_run(run_dir)
-    store = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+    store = open_store(store, verify=verify) if isinstance(store, (str, os.PathLike)) else store
     check_store_matches(results.store_signature, store, str(run_dir), model)
     preds = predict_store(model, store, split, batch_size=batch_size)
     preds.source = str(run_dir)
@@ -185,9 +187,11 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
 
 
 def write_glue_submission(preds: Predictions, path: str | os.PathLike) -> int:
-    """GLUE's submission format: ``index<TAB>prediction`` with a header line,
-    label names for classification, scores for regression, one line per
-    example in store order (``index`` = the example uid). Returns the count.
+    """One task's file in GLUE's submission format: ``index<TAB>prediction``
+    with a header line, one line per example in store order (``index`` =
+    the example's uid, GLUE's test index). Classes as GLUE's server wants
+    them: ``0``/``1`` for CoLA, SST-2, MRPC, QQP and WNLI, label strings for
+    MNLI (and AX), QNLI and RTE; STS-B scores. Returns the count.
 
     >>> write_glue_submission(predict_run(run, store, "test"), "SST-2.tsv")
     1821
@@ -196,13 +200,59 @@ def write_glue_submission(preds: Predictions, path: str | os.PathLike) -> int:
     if task.kind == "span":
         raise RunError(f"{task.name} is a span task: write_squad_predictions writes its predictions")
     if task.kind == "classification":
-        names = task.label_names
-        values = [names[int(i)] for i in preds.point_predictions()]
+        points = preds.point_predictions()
+        values = [task.label_names[int(i)] for i in points] if task.submission_labels == "name" \
+            else [str(int(i)) for i in points]
     else:
-        values = [f"{float(s):.6f}" for s in preds.point_predictions()]
+        values = [f"{float(s):.3f}" for s in preds.point_predictions()]
     lines = ["index\tprediction"] + [f"{u}\t{v}" for u, v in zip(preds.uids.tolist(), values)]
     io.atomic_write_text(path, "\n".join(lines) + "\n")
     return len(values)
+
+
+def glue_submission_files() -> list[str]:
+    """Every file a complete GLUE submission holds (``CoLA.tsv`` ... ``AX.tsv``)."""
+    return sorted(f for task in TASKS.values() for f in task.submission_files.values())
+
+
+def write_glue_submission_folder(runs: list[str], stores: list[str | None], out: str | os.PathLike,
+                                 partial: bool = False) -> dict[str, int]:
+    """A GLUE submission folder from adapter runs: every unlabelled split
+    GLUE scores (`TaskSpec.submission_files`) that a run's store holds is
+    predicted and written under GLUE's file name. Everything is checked
+    first (runs, stores, no file given twice, completeness unless
+    `partial`), then the folder is written atomically. Returns ``{file:
+    predictions}``.
+
+    >>> write_glue_submission_folder(["runs/sst2", "runs/mrpc"], [None, None], "glue-submission", partial=True)
+    {'MRPC.tsv': 1725, 'SST-2.tsv': 1821}
+    """
+    planned: dict[str, tuple] = {}
+    for run_dir, store_path in zip(runs, stores):
+        results, _ = load_adapter_run(run_dir)
+        task = get_task(results.task)
+        if not task.submission_files:
+            raise RunError(f"{run_dir}: {task.name} is not a GLUE task")
+        store = open_store(store_path or results.store, verify=True)
+        check_store_matches(results.store_signature, store, str(run_dir))
+        splits = [s for s in task.submission_files if s in store.splits]
+        if not splits:
+            raise RunError(f"{store.path} holds none of {task.name}'s unlabelled splits "
+                           f"{list(task.submission_files)}; extract them (e.g. --split test)")
+        for split in splits:
+            name = task.submission_files[split]
+            if name in planned:
+                raise RunError(f"{name} would come from both {planned[name][0]} and {run_dir}; give one run per task")
+            planned[name] = (run_dir, store, split)
+    missing = [f for f in glue_submission_files() if f not in planned]
+    if missing and not partial:
+        raise RunError(f"an incomplete GLUE submission: nothing gives {', '.join(missing)}; add their runs and "
+                       "stores, or pass --partial")
+    written = {}
+    with io.atomic_folder(out) as tmp:
+        for name, (run_dir, store, split) in sorted(planned.items()):
+            written[name] = write_glue_submission(predict_run(run_dir, store, split), tmp / name)
+    return written
 
 
 def na_prob_path(path: str | os.PathLike) -> str:

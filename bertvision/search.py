@@ -285,7 +285,7 @@ class _Plan:
     training records, the number of stored layers."""
 
     def __init__(self, config: SearchConfig):
-        self.store = open_store(config.store)
+        self.store = open_store(config.store, verify=True)
         self.task = get_task(self.store.task)
         if config.train_split not in self.store.splits:
             raise SearchError(f"{config.store} has no training split {config.train_split!r}; "

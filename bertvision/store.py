@@ -22,15 +22,17 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
 Reading:
 
 >>> store = open_store("tfrecords/sst2", expect={"token_mode": "cls"})
->>> ds = store.dataset("train", batch_size=64, shuffle=True, seed=0)
+>>> ds = store.training_dataset("train", batch_size=64, seed=0, steps_per_epoch=125, epochs=10)
 >>> features, labels = next(iter(ds))
 >>> features["activations"].shape  # (64, 7, 384)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 import uuid
 from dataclasses import dataclass
 
@@ -285,6 +287,30 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
 # reading
 
 
+def _scan_tfrecords(path: str) -> tuple[str, int, bytes | None]:
+    """``(sha256, number of records, first record)`` of a TFRecord file, in
+    one pass over its bytes. A truncated file (a record cut short) gives a
+    record count that cannot match."""
+    digest = hashlib.sha256()
+    records, first, pending, skip = 0, None, b"", 0
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+            view = pending + block if pending else block
+            pos = skip
+            while pos + 12 <= len(view):  # length (8 bytes) + its crc (4), then data + crc (4)
+                length = struct.unpack_from("<Q", view, pos)[0]
+                if records == 0 and first is None and pos + 12 + length <= len(view):
+                    first = bytes(view[pos + 12:pos + 12 + length])
+                records += 1
+                pos += 12 + length + 4
+            skip = max(0, pos - len(view))
+            pending = view[pos:] if pos < len(view) else b""
+    if pending or skip:  # the last record is cut short
+        records = -1
+    return digest.hexdigest(), records, first
+
+
 def _header(key: str, convert=lambda v: v, doc: str = ""):
     """A read-only `Store` property of the manifest's `key`."""
     return property(lambda self: convert(self.manifest.get(key)), doc=doc or f"the manifest's {key}")
@@ -362,17 +388,62 @@ class Store:
         text = io.read_text(io.join(self.path, self._split(split)["examples_file"]))
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def check_header(self) -> None:
+        """Refuse a manifest whose fields contradict each other: the example
+        shape against layers, hidden size and token mode; record counts and
+        activation bytes against the shards. Cheap: reads no shard."""
+        layers, hidden = self.manifest.get("layers"), self.manifest.get("hidden")
+        if not isinstance(layers, list) or not layers or not isinstance(hidden, int) or hidden < 1:
+            raise StoreError(f"{self.path}: manifest field layers={layers!r} / hidden={hidden!r} is not valid")
+        want = [len(layers), self.max_seq_len, hidden] if self.is_sequence else [len(layers), hidden]
+        if self.example_shape != want:
+            raise StoreError(f"{self.path}: manifest field example_shape={self.example_shape} does not agree with "
+                             f"layers ({len(layers)}), hidden ({hidden}) and token_mode ({self.token_mode}): "
+                             f"expected {want}")
+        if self.dtype not in DTYPES:
+            raise StoreError(f"{self.path}: manifest field dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
+        per_vector = len(layers) * hidden * bytes_per_value(self.dtype)
+        for split in self.splits:
+            info = self._split(split)
+            records = sum(int(s["records"]) for s in info["shards"])
+            if records != int(info["num_records"]):
+                raise StoreError(f"{self.path}: manifest field splits.{split}.num_records={info['num_records']} but "
+                                 f"its shards list {records} records")
+            act = int(info["activation_bytes"])
+            bad = (act % per_vector != 0 or act > records * self.max_seq_len * per_vector) if self.is_sequence \
+                else act != records * per_vector
+            if bad:
+                raise StoreError(f"{self.path}: manifest field splits.{split}.activation_bytes={act} does not fit "
+                                 f"{records} records of {want} {self.dtype} values")
+
     def verify(self, split: str) -> None:
-        """Check every shard's sha256 and record count against the manifest."""
-        for info in self._split(split)["shards"]:
+        """Check every shard of `split` against the manifest in one pass over
+        its bytes: sha256, the number of records (the TFRecord framing) and
+        the size of the first record's activations (against the example
+        shape). Raises `StoreError` naming the shard or field."""
+        per_vector = len(self.layers) * self.hidden * bytes_per_value(self.dtype)
+        for n, info in enumerate(self._split(split)["shards"]):
             path = io.join(self.path, info["file"])
             if not io.exists(path):
-                raise StoreError(f"{path}: shard missing")
-            if io.sha256_file(path) != info["sha256"]:
-                raise StoreError(f"{path}: checksum mismatch (corrupt or changed shard)")
-            n = sum(1 for _ in tf.data.TFRecordDataset(path))
-            if n != info["records"]:
-                raise StoreError(f"{path}: {n} records, manifest says {info['records']}")
+                raise StoreError(f"{path}: shard listed in the manifest is missing")
+            digest, records, first = _scan_tfrecords(path)
+            if digest != info["sha256"]:
+                raise StoreError(f"{path}: checksum mismatch (corrupt, truncated or changed shard); extract it again")
+            if records < 0:
+                raise StoreError(f"{path}: truncated (its last record is cut short); extract it again")
+            if records != int(info["records"]):
+                raise StoreError(f"{path}: {records} records, manifest says {info['records']}")
+            if n == 0 and first is not None:
+                example = tf.train.Example.FromString(first)
+                acts = len(example.features.feature["activations"].bytes_list.value[0])
+                if self.is_sequence:
+                    length = example.features.feature["length"].int64_list.value[0]
+                    ok = acts == length * per_vector and 0 < length <= self.max_seq_len
+                else:
+                    ok = acts == per_vector
+                if not ok:
+                    raise StoreError(f"{path}: a record holds {acts} activation bytes, which does not fit the "
+                                     f"manifest's example_shape {self.example_shape} of {self.dtype} values")
 
     def uids(self, split: str) -> np.ndarray:
         """The uid of every record of `split`, in store order (parses only uids)."""
@@ -496,77 +567,120 @@ class Store:
 
         return finish
 
-    def dataset(self, split: str, batch_size: int, *, shuffle: bool = False, repeat: bool = False,
-                seed: int | None = None, with_meta: bool = False, drop_remainder: bool = False,
-                input_context=None, take_indices: np.ndarray | None = None,
-                shuffle_buffer: int = 10000, cache: bool | None = None, pad_to: str = "bucket"):
-        """A `tf.data.Dataset` of ``(features, labels)`` batches for `split`.
+    def _shard_reader(self, split: str, take_indices: np.ndarray | None):
+        """``(number of shards, shard index -> its records)``: the records
+        in store order, only those at `take_indices` (positions in the whole
+        split) when given."""
+        files = tf.constant(self.shard_paths(split))
+        infos = self._split(split)["shards"]
+        starts = tf.constant(np.cumsum([0] + [int(s["records"]) for s in infos])[:-1], tf.int64)
+        keep = None
+        if take_indices is not None:
+            mask = np.zeros(self.num_records(split), dtype=bool)
+            mask[np.asarray(take_indices)] = True
+            keep = tf.constant(mask)
 
-        Follows the tf.data performance guide: parallel interleave over
-        shards (when shuffling; otherwise records come in store order),
-        shuffle before batching, parallel parsing (batched for vector
-        stores), prefetch. `input_context` (from
-        ``strategy.distribute_datasets_from_function``) shards the input per
-        worker. `take_indices` keeps only the records at those positions of
-        the split (a seeded training fraction). `cache` keeps the parsed
-        records in memory after the first pass (default: when they fit in
-        ``CACHE_BUDGET_BYTES``), so later epochs never parse again.
+        def read(i):
+            ds = tf.data.TFRecordDataset(files[i], buffer_size=8 << 20)
+            if keep is not None:
+                start = starts[i]
+                ds = ds.enumerate().filter(lambda j, _rec: keep[start + j]).map(lambda _j, rec: rec)
+            return ds
+
+        return len(infos), read
+
+    def _batched(self, records, batch_size: int, with_meta: bool, pad_to: str, parsed: bool,
+                 drop_remainder: bool = False):
+        """Batches of (possibly already parsed) records: sequence stores padded
+        per batch, vector stores parsed in whole batches."""
+        if self.is_sequence:
+            if not parsed:
+                records = records.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+            batches = records.padded_batch(batch_size, drop_remainder=drop_remainder)
+            return batches.map(self._finish_sequence_batch(pad_to), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True)
+        batches = records.batch(batch_size, drop_remainder=drop_remainder)
+        if not parsed:
+            batches = batches.map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=True)
+        return batches
+
+    def _parsed(self, records, with_meta: bool):
+        """Parsed records, one element per record (vector stores parsed in large batches)."""
+        if self.is_sequence:
+            return records.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=True)
+        return records.batch(1024).map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                                       deterministic=True).unbatch()
+
+    def dataset(self, split: str, batch_size: int, *, with_meta: bool = False, pad_to: str = "bucket",
+                take_indices: np.ndarray | None = None):
+        """``(features, labels)`` batches of `split` in store order, so that
+        predictions line up with the examples file (what prediction and
+        evaluation read; training reads `training_dataset`).
 
         Sequence stores keep only real tokens on disk; a batch is padded to
         the next power of two >= its longest example (``pad_to="bucket"``,
         few distinct shapes, far less work for short texts) or to
-        ``max_seq_len`` (``pad_to="max"``).
+        ``max_seq_len`` (``pad_to="max"``). `with_meta` adds ``uid`` (and for
+        span stores ``example_index``, ``window_index``, ``offsets``).
         """
         if pad_to not in ("bucket", "max"):
             raise ValueError(f"pad_to must be 'bucket' or 'max', got {pad_to!r}")
-        files = self.shard_paths(split)
-        ds = tf.data.Dataset.from_tensor_slices(files)
-        deterministic = not shuffle or seed is not None  # seeded runs repeat exactly
-        sharded_by_file = False
-        workers = input_context.num_input_pipelines if input_context is not None else 1
-        if workers > 1 and len(files) >= workers and take_indices is None:
-            ds = ds.shard(workers, input_context.input_pipeline_id)
-            sharded_by_file = True
-        if shuffle:  # read several shards at once
-            ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-            ds = ds.interleave(
-                lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-                cycle_length=min(len(files), 8), block_length=16,
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
-            )
-        else:  # store order, so predictions line up with the examples file
-            ds = ds.flat_map(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20))
-        if take_indices is not None:
-            keep = np.zeros(self.num_records(split), dtype=bool)
-            keep[np.asarray(take_indices)] = True
-            keep_t = tf.constant(keep)
-            ds = ds.enumerate().filter(lambda i, _rec: keep_t[i]).map(lambda _i, rec: rec)
-        if workers > 1 and not sharded_by_file:
-            ds = ds.shard(workers, input_context.input_pipeline_id)
+        n_files, read = self._shard_reader(split, take_indices)
+        records = tf.data.Dataset.range(n_files).flat_map(read)
+        return self._batched(records, batch_size, with_meta, pad_to, parsed=False).prefetch(tf.data.AUTOTUNE)
+
+    def training_dataset(self, split: str, batch_size: int, *, seed: int, steps_per_epoch: int, epochs: int,
+                         first_step: int = 0, take_indices: np.ndarray | None = None, input_context=None,
+                         pad_to: str = "bucket", shuffle_buffer: int = 10000, cache: bool | None = None):
+        """Shuffled training batches of `split` from global step `first_step`
+        to the end of epoch `epochs`.
+
+        Epoch ``e``'s order is a function of ``(seed, e)`` only: the shards are
+        read in a seeded order (parallel interleave, the tf.data guide's
+        recipe) and the records shuffled with a seeded buffer, so a run
+        resumed at step ``s`` sees exactly the batches the uninterrupted run
+        saw from ``s`` on. `take_indices` keeps only the records at those
+        positions of the split (a seeded training fraction, in store order).
+        `cache` keeps the parsed records in memory after the first pass
+        (default: when they fit in ``CACHE_BUDGET_BYTES``), so later epochs
+        never parse again. `input_context` (from
+        ``strategy.distribute_datasets_from_function``) gives each input
+        pipeline its share of every epoch.
+        """
+        n_files, read = self._shard_reader(split, take_indices)
         if cache is None:
             cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
-        seq = self.is_sequence
-        if seq:
-            ds = ds.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=deterministic)
-        elif cache:  # parse once in large batches
-            ds = ds.batch(1024).map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        workers = input_context.num_input_pipelines if input_context is not None else 1
+        batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
+
+        def mine(records):
+            return records.shard(workers, input_context.input_pipeline_id) if workers > 1 else records
+
+        def epoch_seed(epoch: int) -> int:  # a Python int: tf.data cannot take a tensor seed with a global seed set
+            return (int(seed) * 1_000_003 + epoch) % (1 << 31)
+
         if cache:
-            ds = ds.cache()
-        if shuffle:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        if seq:
-            ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
-            ds = ds.map(self._finish_sequence_batch(pad_to), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=deterministic)
+            parsed = mine(self._parsed(tf.data.Dataset.range(n_files).flat_map(read), False)).cache()
+
+            def epoch_batches(epoch):
+                shuffled = parsed.shuffle(shuffle_buffer, seed=epoch_seed(epoch), reshuffle_each_iteration=False)
+                return self._batched(shuffled, batch, False, pad_to, parsed=True)
         else:
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            if not cache:
-                ds = ds.map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=deterministic)
-        return ds.prefetch(tf.data.AUTOTUNE)
+            def epoch_batches(epoch):
+                order = tf.data.Dataset.range(n_files).shuffle(n_files, seed=epoch_seed(epoch))
+                records = order.interleave(read, cycle_length=min(n_files, 8), block_length=16,
+                                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                shuffled = mine(records).shuffle(shuffle_buffer, seed=epoch_seed(epoch))
+                return self._batched(shuffled, batch, False, pad_to, parsed=False)
+
+        first_epoch = first_step // steps_per_epoch
+        batches = epoch_batches(first_epoch)
+        for epoch in range(first_epoch + 1, max(epochs, first_epoch + 1)):
+            batches = batches.concatenate(epoch_batches(epoch))
+        return batches.skip(first_step - first_epoch * steps_per_epoch).prefetch(tf.data.AUTOTUNE)
 
     def decoded_bytes(self, split: str) -> int:
         """Memory the split's parsed records take (sequence stores: real tokens only)."""
@@ -592,8 +706,10 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
 
     `expect` maps manifest keys (``task``, ``token_mode``, ``layers``,
     ``hidden``, ``example_shape``, ``backbone`` ...) to the values the caller
-    needs; any difference is refused with a message naming it. `verify` also
-    checks every shard's checksum and record count.
+    needs; any difference is refused with a message naming it. The
+    manifest's fields are checked against each other (`Store.check_header`);
+    `verify` also reads every shard once (`Store.verify`: checksum, record
+    count, record size). Training and prediction verify by default.
     """
     path = str(path)
     manifest_path = io.join(path, MANIFEST)
@@ -617,6 +733,7 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
         if have != want:
             raise StoreError(f"{path}: store has {key}={json.dumps(have)}, expected {json.dumps(want)}")
     store = Store(path, manifest)
+    store.check_header()
     if verify:
         for split in store.splits:
             store.verify(split)

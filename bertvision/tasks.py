@@ -101,6 +101,11 @@ class TaskSpec:
         eval_split_labels: eval split -> short name used in reports
             (MNLI: `"matched"`/`"mismatched"`).
         tsv_layouts: split name -> `TsvLayout` (GLUE tasks only).
+        submission_files: unlabelled split -> the file name GLUE's server
+            expects for its predictions (``SST-2.tsv``; MNLI: ``MNLI-m.tsv``,
+            ``MNLI-mm.tsv`` and the diagnostic ``AX.tsv``).
+        submission_labels: how GLUE's server wants classes: ``"index"``
+            (``0``/``1``) or ``"name"`` (label strings).
 
     Example:
 
@@ -125,6 +130,8 @@ class TaskSpec:
     eval_splits: tuple[str, ...]
     eval_split_labels: Mapping[str, str]
     tsv_layouts: Mapping[str, TsvLayout] = dataclasses.field(default_factory=dict)
+    submission_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    submission_labels: Literal["index", "name"] = "index"
 
     def __post_init__(self):
         where = f"TaskSpec {self.name!r}"
@@ -152,6 +159,9 @@ class TaskSpec:
         for split in self.tfds_splits:
             if split not in self.splits:
                 raise ValueError(f"{where}: tfds split {split!r} not in splits")
+        for split in self.submission_files:
+            if split not in self.splits:
+                raise ValueError(f"{where}: submission file for unknown split {split!r}")
         for split, layout in self.tsv_layouts.items():
             if split not in self.splits:
                 raise ValueError(f"{where}: TSV layout for unknown split {split!r}")
@@ -189,9 +199,11 @@ def _tsv(columns, text_columns, label_column=None, id_column=None, has_header=Tr
 
 
 def _glue(name: str, folder: str, kind: TaskKind, label_names: tuple, label_format: LabelFormat,
-          text_fields: tuple, metrics: tuple, main_metric: str, labelled: TsvLayout, test: TsvLayout) -> TaskSpec:
+          text_fields: tuple, metrics: tuple, main_metric: str, labelled: TsvLayout, test: TsvLayout,
+          submission_labels: str = "index") -> TaskSpec:
     """A GLUE task with the standard train/dev/test files (MNLI is written out in full)."""
     return TaskSpec(
+        submission_files={"test": f"{folder}.tsv"}, submission_labels=submission_labels,
         name=name, kind=kind, label_names=label_names, label_format=label_format, text_fields=text_fields,
         metrics=metrics, main_metric=main_metric, tfds_name=f"glue/{name}", local_dir=f"glue/{folder}",
         splits={"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
@@ -243,26 +255,31 @@ def _specs() -> dict[str, TaskSpec]:
             name="mnli", kind="classification", label_names=("entailment", "neutral", "contradiction"),
             label_format="name", text_fields=("premise", "hypothesis"), metrics=("accuracy",), main_metric="accuracy",
             tfds_name="glue/mnli", local_dir="glue/MNLI",
+            # ax: GLUE's diagnostic set (glue_data/diagnostic/diagnostic.tsv), predicted by an MNLI model
             splits={"train": "train.tsv", "dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv",
-                    "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
+                    "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv",
+                    "ax": "diagnostic.tsv"},
             tfds_splits={"train": "train", "dev_matched": "validation_matched",
                          "dev_mismatched": "validation_mismatched", "test_matched": "test_matched",
                          "test_mismatched": "test_mismatched"},
             eval_splits=("dev_matched", "dev_mismatched"),
             eval_split_labels={"dev_matched": "matched", "dev_mismatched": "mismatched"},
             tsv_layouts={"train": _MNLI_TRAIN, "dev_matched": _MNLI_DEV, "dev_mismatched": _MNLI_DEV,
-                         "test_matched": _MNLI_TEST, "test_mismatched": _MNLI_TEST},
+                         "test_matched": _MNLI_TEST, "test_mismatched": _MNLI_TEST,
+                         "ax": _tsv(("index",) + _S1_S2, _S1_S2, id_column="index")},
+            submission_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv", "ax": "AX.tsv"},
+            submission_labels="name",
         ),
         _glue("qnli", "QNLI", "classification", ("entailment", "not_entailment"), "name", ("question", "sentence"),
               ("accuracy",), "accuracy",
               _tsv(("index", "question", "sentence", "label"), ("question", "sentence"), "label", "index"),
-              _tsv(("index", "question", "sentence"), ("question", "sentence"), id_column="index")),
+              _tsv(("index", "question", "sentence"), ("question", "sentence"), id_column="index"), "name"),
     ]
     for name, label_names, label_format in (("rte", ("entailment", "not_entailment"), "name"),
                                             ("wnli", ("not_entailment", "entailment"), "index")):
         specs.append(_glue(name, name.upper(), "classification", label_names, label_format, _S1_S2, ("accuracy",),
                            "accuracy", _tsv(("index",) + _S1_S2 + ("label",), _S1_S2, "label", "index"),
-                           _tsv(("index",) + _S1_S2, _S1_S2, id_column="index")))
+                           _tsv(("index",) + _S1_S2, _S1_S2, id_column="index"), label_format))
     return {spec.name: spec for spec in specs}
 
 

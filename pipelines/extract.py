@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=None, help="a seeded random subset of N examples (after --limit)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
     p.add_argument("--shard-size-mb", type=float, default=128.0)
+    p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
+                   help="stop when more than this share of a split's records is malformed (default 0.01; 1: never)")
     p.add_argument("--num-workers", type=int, default=None, help="workers sharing the split (default: TF_CONFIG or 1)")
     p.add_argument("--worker-index", type=int, default=None)
     p.add_argument("--strategy", default="default", choices=extract.EXTRACT_STRATEGIES,
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, dtype=args.dtype,
             max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
             batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
-            shard_size_mb=args.shard_size_mb, num_workers=num_workers, worker_index=worker_index,
+            shard_size_mb=args.shard_size_mb, max_skipped=args.max_skipped, num_workers=num_workers, worker_index=worker_index,
             strategy=args.strategy, jit_compile=not args.no_jit, progress=not args.no_progress,
             command=["python", "-m", "pipelines.extract", *(sys.argv[1:] if argv is None else argv)],
         ) for split in splits]  # every split's settings are checked before any is extracted

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint and evaluate every this fraction of an epoch, e.g. 0.1")
     p.add_argument("--checkpoint-at", type=_epochs_list, default=None, metavar="E[,E...]",
                    help="also checkpoint and evaluate at these epochs, e.g. 0.1,0.3")
+    p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
+                   help="stop when more than this share of a split's records is malformed (default 0.01; 1: never)")
     p.add_argument("--group-by-length", type=int, default=50, metavar="N",
                    help="batch rows of similar length: sort windows of N batches by length (0: plain shuffle)")
     p.add_argument("--strategy", default="default", choices=STRATEGIES)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay, dropout=args.dropout, clipnorm=args.clipnorm or None, seed=args.seed,
             train_fraction=args.train_fraction, limit=args.limit, eval_limit=args.eval_limit, sample=args.sample,
             checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at,
-            group_by_length=args.group_by_length, strategy=args.strategy, jit_compile=not args.no_jit,
+            group_by_length=args.group_by_length, max_skipped=args.max_skipped, strategy=args.strategy, jit_compile=not args.no_jit,
             progress=not args.no_progress,
             command=["python", "-m", "pipelines.finetune", *(argv if argv is not None else sys.argv[1:])],
         )

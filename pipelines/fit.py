@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the train and predict steps (default on)")
     p.add_argument("--steps-per-execution", type=int, help="train steps per compiled call (default 1)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                   help="do not read every shard before training (checksums, record counts, record sizes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     group = p.add_argument_group("adapter hyperparameters (bertvision.models.ModelConfig)")
     for name, kind, default, choices in _adapter_fields():
@@ -105,7 +107,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) ->
     data = dict(base)
     for key in ("store", "out", "train_split", "eval_splits", "epochs", "batch_size", "eval_batch_size", "lr",
                 "weight_decay", "warmup", "schedule", "seed", "train_fraction", "strategy", "tpu", "patience",
-                "jit_compile", "steps_per_execution"):
+                "jit_compile", "steps_per_execution", "verify"):
         if key in values:
             data[key] = values[key]
     missing = [flag for flag, key in (("--store", "store"), ("--out", "out")) if not data.get(key)]

@@ -31,3 +31,39 @@ def test_bugs_keep_their_traceback():
     with pytest.raises(KeyError):
         with die.on_errors():
             raise KeyError("start_positions")
+
+
+def _main(module):
+    import importlib
+
+    return importlib.import_module(module).main
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("tuning.search", ["--store", "S", "--out", "FILE"], "--out FILE is a file"),
+    ("tuning.search", ["--store", "S", "--out", "NEW", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    ("tuning.search", ["--store", "S", "--out", "NEW", "--eval-batch-size", "-1"],
+     "--eval-batch-size must be a positive integer, got -1"),
+    ("tuning.search", ["--store", "S", "--out", "NEW", "--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
+    ("pipelines.ensemble", ["--runs", "A", "B", "--out", "NEW", "--split", "dev", "--combine", "mean"],
+     "run folder A does not exist"),
+    ("pipelines.ensemble", ["--runs", "A", "--out", "NEW"], "an ensemble needs at least two runs; got 1"),
+    ("pipelines.report", ["DIR", "--out", "NEW", "--scale", "0"], "--scale must be > 0, got 0.0"),
+    ("pipelines.report", ["DIR", "--out", "NEW", "--formats", "gif"], "--formats gif: choose one or more of"),
+    ("pipelines.report", ["DIR", "--out", "FILE"], "FILE: cannot create the report folder"),
+    ("pipelines.submit", ["--run", "A", "--out", "FILE"], "--out FILE exists"),
+])
+def test_every_command_names_a_bad_flag_in_one_line(tmp_path, module, args, message):
+    from tests.stores import run_main
+
+    (tmp_path / "FILE").write_text("mine")
+    (tmp_path / "DIR").mkdir()
+    (tmp_path / "DIR" / "results.json").write_text(
+        '{"task": "sst2", "method": "m", "run_type": "fit", "main_metric": "accuracy", "dev_metrics": {"accuracy": 1}}')
+    full = [str(tmp_path / a) if a in ("S", "FILE", "NEW", "A", "B", "DIR") else a for a in args]
+    code, _, err = run_main(_main(module), *full)
+    assert code == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message.replace("FILE", str(tmp_path / "FILE")).replace(
+        "A does", f"{tmp_path / 'A'} does") in last, last
+    assert (tmp_path / "FILE").read_text() == "mine" and not (tmp_path / "NEW").exists()

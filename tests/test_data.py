@@ -365,3 +365,42 @@ def test_importing_data_does_not_load_tensorflow():
     )
     repo = Path(__file__).resolve().parent.parent
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
+
+
+def test_squad_without_is_impossible_infers_it_from_the_answers(write_task_files):
+    """SQuAD 1.1-style files carry no is_impossible: a question without answers is unanswerable."""
+    qas = [{"id": f"a{i}", "question": "Where?", "answers": [{"text": "North Sea", "answer_start": 27}]}
+           for i in range(16)]
+    qas += [{"id": f"n{i}", "question": "Who?", "answers": []} for i in range(9)]
+    folder = write_task_files({"dev-v2.0.json": _squad_file(qas)})
+    result = load_examples("squad_v2", "dev", folder)
+    assert len(result.examples) == 25 and result.skipped == []
+    assert sum(e.is_impossible for e in result.examples) == 9
+
+
+def test_too_many_skipped_records_stop_with_a_clear_error(write_task_files):
+    rows = ["sentence\tlabel"] + [f"film {i}\t1" for i in range(95)] + ["broken"] * 5
+    result = load_examples("sst2", "train", write_task_files({"train.tsv": "\n".join(rows) + "\n"}))
+    assert len(result.examples) == 95 and len(result.skipped) == 5
+    report = result.skipped_report()
+    assert report.splitlines()[0].startswith("sst2/train: skipped 5 of 100 records in ")
+    assert "too few columns" in report.splitlines()[1] and report.splitlines()[-1] == "  ... and 2 more"
+    with pytest.raises(DataError, match=r"sst2/train: 5 of 100 records skipped \(5.0% > --max-skipped 0.01\)"):
+        result.check_skipped(0.01)
+    assert result.check_skipped(0.05) is result and result.check_skipped(None) is result
+
+
+def test_extract_prints_skipped_records_and_stops_over_the_limit(write_task_files, tmp_path):
+    from pipelines.extract import main as extract_main
+    from tests.stores import run_main
+
+    rows = ["sentence\tlabel"] + [f"film {i}\t{i % 2}" for i in range(18)] + ["broken", "\t1"]
+    folder = write_task_files({"dev.tsv": "\n".join(rows) + "\n"}, name="SST-2")
+    common = ["--task", "sst2", "--data-dir", folder, "--split", "dev", "--no-progress", "--batch-size", "8"]
+    code, _, err = run_main(extract_main, *common, "--out", tmp_path / "a")
+    assert code == 2 and "sst2/dev: skipped 2 of 20 records" in err
+    assert err.strip().splitlines()[-1].startswith("error: sst2/dev: 2 of 20 records skipped (10.0% > --max-skipped")
+    assert not (tmp_path / "a").exists()
+    code, out, err = run_main(extract_main, *common, "--out", tmp_path / "b", "--max-skipped", "0.2")
+    assert code == 0, err[-2000:]
+    assert "sst2/dev: skipped 2 of 20 records" in err and "dev: 18 records from 18 examples" in out

@@ -89,12 +89,27 @@ def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
         assert not ref["padding_mask"].numpy()[:, t:].any()
 
 
-def test_cached_and_uncached_reads_agree(bert, shared_data, tmp_path):
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40)
+@pytest.mark.parametrize("cache", [True, False])
+def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_path, cache):
+    """What exact resume needs: epoch e's batches depend on (seed, e) only, and
+    starting at step s gives the batches the whole stream gives from s on."""
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
+             shard_size_mb=0.02)
     store = st.open_store(str(tmp_path))
-    a = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=True)]
-    b = [f["activations"].numpy() for f, _ in store.dataset("dev", 8, shuffle=True, seed=1, cache=False)]
-    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert len(store.shard_paths("dev")) > 2  # interleaved shards when not cached
+
+    def batches(first_step, steps, seed=1):
+        ds = store.training_dataset("dev", 8, seed=seed, steps_per_epoch=5, epochs=3, first_step=first_step,
+                                    cache=cache)
+        return [[row.tobytes() for row in f["activations"].numpy()] for f, _ in ds.take(steps)]
+
+    whole = batches(0, 15)
+    assert batches(0, 15) == whole  # seeded
+    assert batches(7, 8) == whole[7:]  # a resume at step 7 (inside epoch 2) sees the same batches
+    epochs = [sum(whole[i:i + 5], []) for i in (0, 5, 10)]
+    assert all(len(e) == len(set(e)) == 40 for e in epochs)  # every record once per epoch
+    assert set(epochs[0]) == set(epochs[1]) and epochs[0] != epochs[1]  # reshuffled each epoch
+    assert batches(0, 5, seed=2) != whole[:5]
 
 
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
@@ -143,11 +158,13 @@ def test_mismatched_store_and_corrupt_shard_are_refused(bert, shared_data, tmp_p
     with pytest.raises(st.StoreError, match="checksum"):
         st.open_store(str(tmp_path), verify=True)
     shard.write_bytes(original)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    text = (tmp_path / "manifest.json").read_text()
+    manifest = json.loads(text)
     manifest["splits"]["dev"]["shards"][0]["records"] = 21
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(st.StoreError, match="21"):
         st.open_store(str(tmp_path), verify=True)
+    (tmp_path / "manifest.json").write_text(text)
     shard.unlink()
     with pytest.raises(st.StoreError, match="missing"):
         st.open_store(str(tmp_path))
@@ -250,3 +267,65 @@ def test_length_sorted_batches_cover_a_shard_once():
     assert sorted(rows.tolist()) == list(range(40, 250))
     assert all(len(b) == 32 for b in batches[:-1]) and len(batches[-1]) == 210 - 6 * 32
     assert (np.diff(lengths[rows]) >= 0).all()  # shortest first: each batch pads to little more than its rows
+
+
+def test_two_identical_extractions_write_identical_bytes(bert, shared_data, tmp_path):
+    """Deterministic serialization: the manifests' shard checksums tell whether two stores are the same."""
+    for name in ("a", "b"):
+        _extract(bert, tmp_path / name, "squad_v2", "dev-v2.0.Rhine", shared_data / "squad2",
+                 token_mode="sequence", limit=6, max_seq_len=96, doc_stride=48)
+    a, b = (st.open_store(str(tmp_path / n)) for n in ("a", "b"))
+    shards = [[s["sha256"] for s in x.manifest["splits"]["dev-v2.0.Rhine"]["shards"]] for x in (a, b)]
+    assert shards[0] == shards[1]
+    for pa, pb in zip(a.shard_paths("dev-v2.0.Rhine"), b.shard_paths("dev-v2.0.Rhine")):
+        assert Path(pa).read_bytes() == Path(pb).read_bytes()
+
+
+def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
+    out = tmp_path / "store"
+    args = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev", "--token-mode",
+            "cls", "--limit", "300", "--shard-size-mb", "0.3", "--batch-size", "8", "--no-progress", "--out", str(out)]
+    procs = [_cli(*args) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outputs
+    loser = next(err for p, (_, err) in zip(procs, outputs) if p.returncode == 2)
+    assert f"{out} is in use by pid" in loser and "(extracting dev)" in loser.strip().splitlines()[-1]
+    assert not list(out.glob("*.tmp-*")), "temporary files left behind"
+    store, uids = _record_uids(out, "dev")
+    assert len(uids) == len(set(uids)) == 300
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "-4"], "--batch-size must be a positive integer, got -4"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--limit", "0"], "--limit must be a positive integer, got 0"),
+    (["--max-seq-len", "2"], "max_seq_len=2 is too small"),
+    (["--shard-size-mb", "0"], "--shard-size-mb must be > 0, got 0.0"),
+    (["--doc-stride", "0"], "--doc-stride must be a positive integer, got 0"),
+])
+def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path, flags, message):
+    from pipelines.extract import main as extract_main
+    from tests.stores import run_main
+
+    out = tmp_path / "store"
+    code, _, err = run_main(extract_main, "--task", "sst2", "--data-dir", shared_data / "glue" / "SST-2",
+                            "--split", "dev", "--out", out, *flags)
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {message}" or message in err, err[-1000:]
+    assert not out.exists()
+
+
+def test_out_must_be_a_store_or_a_new_folder(shared_data, tmp_path):
+    from pipelines.extract import main as extract_main
+    from tests.stores import run_main
+
+    (tmp_path / "file").write_text("x")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    common = ["--task", "sst2", "--data-dir", shared_data / "glue" / "SST-2", "--split", "dev", "--limit", "4"]
+    code, _, err = run_main(extract_main, *common, "--out", tmp_path / "file")
+    assert code == 2 and "is a file" in err
+    code, _, err = run_main(extract_main, *common, "--out", mine)
+    assert code == 2 and "holding other files and no store" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -218,3 +218,23 @@ def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
     assert p.offsets.shape == p.start_logits.shape + (2,)
     assert set(p.window_uids.tolist()) == set(p.uids.tolist())
     assert p.evaluate() == pytest.approx(r.dev_metrics)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be > 0, got 0.0"),
+    (["--batch-size", "-1"], "--batch-size must be a positive integer, got -1"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--warmup", "1"], "--warmup must be in [0, 1), got 1.0"),
+    (["--checkpoint-every", "2"], "--checkpoint-every must be in (0, 1], got 2.0"),
+    (["--max-seq-len", "2"], "max_seq_len=2 is too small; need at least 3 ([CLS] x [SEP])"),
+    (["--sample", "0"], "--sample must be a positive integer, got 0"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+])
+def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as err:
+        finetune_cli.main(["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(out),
+                           *flags])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+    assert not out.exists()

@@ -254,3 +254,18 @@ def test_report_cli_error_is_one_line(tmp_path):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "bad/results.json: not valid JSON" in last
+
+
+def test_names_from_run_folders_cannot_inject_markup(tmp_path):
+    evil = "</script><script>alert(1)</script>"
+    write_run(tmp_path / "runs" / "a`b|<i>x</i>", results(method=evil, value=0.7))
+    write_run(tmp_path / "runs" / "plain", results(method="scalar_mix", value=0.8))
+    build_report([tmp_path / "runs"], tmp_path / "rep", formats=["html"])
+    for html in (tmp_path / "rep").glob("*.html"):
+        text = html.read_text()
+        assert "<script>alert(1)" not in text and "</script><script>alert" not in text, html.name
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in (tmp_path / "rep" / "metric_vs_params.html").read_text()
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "<script>" not in summary and "<i>" not in summary
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in summary
+    assert "a\\`b\\|&lt;i&gt;x&lt;/i&gt;" in summary

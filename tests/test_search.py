@@ -98,7 +98,7 @@ def test_best_run_predicts_with_the_cli(finished_search, sst2_cls_store, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = target.read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 1 + 64
-    assert {line.split("\t")[1] for line in lines[1:]} <= {"negative", "positive"}
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}  # GLUE wants SST-2 classes as 0/1
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["accuracy"] == pytest.approx(record["best_metric"], abs=1e-4)
 

@@ -24,8 +24,9 @@ import altair as alt
 
 from bertvision.report.charts import ChartResult, build_charts
 from bertvision.report.runs import Run, ReportError, load_runs, read_trials
-from bertvision.report.table import markdown_table, summary_frame
+from bertvision.report.table import markdown_table, md_text, summary_frame
 from bertvision.report.theme import use_theme
+from bertvision.config import check_positive
 from bertvision.io import atomic_path, atomic_write_text
 
 FORMATS = ("html", "png", "svg")
@@ -48,14 +49,22 @@ class Report:
         return asdict(self)
 
 
+class _ScriptSafeJSON(json.JSONEncoder):
+    """JSON that can sit inside an HTML ``<script>``: ``<``, ``>`` and ``&``
+    written as ``\\u`` escapes (the same JSON values, no markup)."""
+
+    def encode(self, o) -> str:
+        return super().encode(o).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.0) -> None:
     """Save `chart` as `fmt` (html: interactive, offline -- vega inlined;
     png at `scale` x; svg) atomically."""
     if fmt not in FORMATS:
         raise ReportError(f"format {fmt!r}; choose from {', '.join(FORMATS)}")
     with atomic_path(path) as tmp:
-        if fmt == "html":
-            chart.save(tmp, format="html", inline=True)
+        if fmt == "html":  # the spec goes inside a <script>: no "</script>" may come from a run's name
+            chart.save(tmp, format="html", inline=True, json_kwds={"cls": _ScriptSafeJSON})
         elif fmt == "png":
             chart.save(tmp, format="png", scale_factor=scale)
         else:
@@ -65,7 +74,7 @@ def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.
 def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> str:
     lines = ["# BERTVision report", "",
              f"{report.runs} run(s), {len(report.tasks)} task(s), generated {generated} from:", ""]
-    lines += [f"- `{p}`" for p in report.inputs]
+    lines += [f"- {md_text(p)}" for p in report.inputs]
     for task in report.tasks:
         part = frame[frame["task"] == task]
         metric = part["main_metric"].iloc[0]
@@ -79,16 +88,16 @@ def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> s
         for folder in searches:
             trials = read_trials(folder)
             best = [r.label for r in runs if r.search_dir == folder]
-            lines.append(f"- `{folder}`: {len(trials.rows)} trial(s) in trials.csv; run(s) reported: "
-                         f"{', '.join(best)}")
+            lines.append(f"- {md_text(folder)}: {len(trials.rows)} trial(s) in trials.csv; run(s) reported: "
+                         f"{md_text(', '.join(best))}")
     lines += ["", "## Charts", ""]
     for name, files in report.charts.items():
         links = " · ".join(f"[{fmt}]({rel})" for fmt, rel in files.items())
         lines.append(f"- **{name}**: {links}")
-        lines += [f"  - not shown: {note}" for note in report.notes.get(name, [])]
+        lines += [f"  - not shown: {md_text(note)}" for note in report.notes.get(name, [])]
     if report.skipped:
         lines += ["", "## Charts not drawn (no data)", ""]
-        lines += [f"- **{name}**: {reason}" for name, reason in report.skipped.items()]
+        lines += [f"- **{name}**: {md_text(reason)}" for name, reason in report.skipped.items()]
     lines += ["", f"Table as CSV: [{report.summary['csv']}]({report.summary['csv']})", ""]
     return "\n".join(lines)
 
@@ -103,7 +112,8 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ReportError(f"formats {list(formats)}: choose one or more of {', '.join(FORMATS)}")
+        raise ReportError(f"--formats {','.join(formats)}: choose one or more of {', '.join(FORMATS)}")
+    check_positive("scale", scale, ReportError)
     runs = load_runs(paths)
     out_dir = Path(out)
     try:

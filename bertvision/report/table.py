@@ -57,6 +57,18 @@ def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def md_text(value) -> str:
+    """Text from run folders made safe for Markdown (and the HTML it may be
+    rendered to): ``&``, ``<``, ``>`` as entities, ``|`` and backticks escaped,
+    one line.
+
+    >>> md_text("</script>|`x`")
+    '&lt;/script&gt;\\|\\`x\\`'
+    """
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("`", "\\`").replace("\r", " ").replace("\n", " ")
+
+
 def _cell(value, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
@@ -70,7 +82,7 @@ def _cell(value, column: str) -> str:
         return f"{value:g}"
     if isinstance(value, float):
         return f"{value:.4f}"
-    return str(value).replace("|", "\\|")
+    return md_text(value)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -78,7 +90,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     formatted for reading (parameters with separators, shares in %,
     metrics to 4 decimals, seconds to 0.1 s)."""
     keep = [c for c in frame.columns if frame[c].notna().any()]
-    header = "| " + " | ".join(keep) + " |"
+    header = "| " + " | ".join(md_text(c) for c in keep) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in keep) + "|"
     body = ["| " + " | ".join(_cell(row[c], c) for c in keep) + " |" for _, row in frame.iterrows()]
     return "\n".join([header, rule, *body])
