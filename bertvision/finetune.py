@@ -53,7 +53,7 @@ from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
-from bertvision.runs import Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.tasks import get_task
 from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
@@ -98,6 +98,7 @@ class FinetuneConfig(ConfigBase):
     warmup: float = 0.1
     weight_decay: float = 0.01
     dropout: float = 0.1
+    lora_rank: int | None = None  # LoRA instead of full fine-tuning: keras-hub's enable_lora(rank)
     clipnorm: float | None = 1.0
     seed: int = 0
     train_fraction: float = 1.0
@@ -122,7 +123,7 @@ class FinetuneConfig(ConfigBase):
         check_positive("lr", self.lr, FinetuneError)
         for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
             check_positive_int(name, getattr(self, name), FinetuneError)
-        for name in ("max_seq_len", "limit", "eval_limit", "sample"):
+        for name in ("max_seq_len", "limit", "eval_limit", "sample", "lora_rank"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name), FinetuneError)
         if isinstance(self.group_by_length, bool) or not isinstance(self.group_by_length, int) \
@@ -306,6 +307,11 @@ class Finetuner:
             if self.task.kind == "span":  # the pooled output feeds nothing: no gradients
                 self.backbone.pooled_dense.trainable = False
             self.model = BertTask(self.backbone, self.task.kind, self.task.num_labels, c.dropout)
+            if c.lora_rank:  # freezes the backbone but for low-rank updates of the attention projections
+                self.backbone.enable_lora(c.lora_rank)
+                for variable in self.backbone.trainable_variables:  # LoRA trains the low-rank factors only
+                    if "lora_kernel" not in variable.path:
+                        variable.trainable = False
             optimizer = make_optimizer(c.lr, self.schedule.total_steps, warmup=c.warmup,
                                        weight_decay=c.weight_decay, clipnorm=c.clipnorm, epsilon=1e-6)
             compile_for_task(self.model, self.task.kind, optimizer, jit_compile=c.jit_compile)
@@ -437,15 +443,17 @@ class Finetuner:
             return run.results()
         run.begin(c, ignore=_RESUME_FREE)
         with run.lock("a fine-tuning run"):
-            start = time.perf_counter()
-            self.prepare()
-            self.build()
-            trainer = Trainer(self.model, task=self.task, schedule=self.schedule, train_data=self.train_data,
-                              evaluate=self.evaluate, state_dir=run.state_dir, select_best=False,
-                              on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
-                              verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy)
-            outcome = trainer.run()
+            with PeakMemory() as peak:
+                start = time.perf_counter()
+                self.prepare()
+                self.build()
+                trainer = Trainer(self.model, task=self.task, schedule=self.schedule, train_data=self.train_data,
+                                  evaluate=self.evaluate, state_dir=run.state_dir, select_best=False,
+                                  on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
+                                  verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy)
+                outcome = trainer.run()
             results = self._results(outcome, time.perf_counter() - start)
+            results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
             results.predictions = run.save_predictions(outcome.predictions)
             run.write_results(results)
             trainer.cleanup()
@@ -457,13 +465,14 @@ class Finetuner:
         n_trainable = trainable_params(self.model)
         n_backbone = backbone_param_count(backbone_identity(self.ref)) or int(self.backbone.count_params())
         return RunResults(
-            task=self.task.name, method="bert_finetune", run_type="finetune", main_metric=self.task.main_metric,
+            task=self.task.name, method="bert_lora" if c.lora_rank else "bert_finetune", run_type="finetune",
+            main_metric=self.task.main_metric,
             dev_metrics=final.dev, eval_splits=list(c.eval_splits), history=outcome.history,
             best_epoch=outcome.best_epoch, best_dev_metrics=outcome.best_metrics,
             hyperparameters={k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
                                                           "max_query_len", "warmup", "weight_decay", "dropout",
-                                                          "clipnorm", "seed", "checkpoint_every", "checkpoint_at",
-                                                          "sample", "group_by_length")},
+                                                          "lora_rank", "clipnorm", "seed", "checkpoint_every",
+                                                          "checkpoint_at", "sample", "group_by_length")},
             seed=c.seed, train_fraction=c.train_fraction, train_examples=len(self.train.examples),
             train_records=len(self.train.features), trainable_params=n_trainable, backbone_params=n_backbone,
             param_share=n_trainable / n_backbone, train_wall_time_s=round(outcome.train_seconds, 3),

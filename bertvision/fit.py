@@ -40,7 +40,7 @@ from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
 from bertvision.models import KINDS, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.predict import make_infer_fn, pad_to_for, predict_store
-from bertvision.runs import RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.runs import PeakMemory, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.store import Store, open_store
 from bertvision.tasks import TaskSpec, get_task
 from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
@@ -233,41 +233,43 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     if chief:
         run.begin(config, ignore=("command", "verbose", "out", "verify"))
     with run.lock("an adapter fit"):
-        start = time.perf_counter()
-        keras.utils.set_random_seed(config.seed)
-        indices, train_examples = store.select_fraction(config.train_split, config.train_fraction, config.seed)
-        train_records = store.num_records(config.train_split) if indices is None else len(indices)
-        trainer = build_adapter_trainer(
-            model_config, store, train_split=config.train_split, eval_splits=eval_splits, epochs=config.epochs,
-            batch_size=config.batch_size, lr=config.lr, seed=config.seed, weight_decay=config.weight_decay,
-            warmup=config.warmup, schedule=config.schedule, train_indices=indices, train_records=train_records,
-            patience=config.patience, jit_compile=config.jit_compile,
-            steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
-            strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
-            verbose=config.verbose if chief else 0, chief=chief)
-        outcome = trainer.run()
-        export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
-        export.set_weights(trainer.model.get_weights())
-        n_trainable = trainable_params(export)
-        n_backbone = backbone_param_count(store.backbone)
-        steady = outcome.history[1:] or outcome.history  # after the first epoch (tracing, compiling, caching)
-        seconds = [b.train_time_s - a.train_time_s for a, b in zip(outcome.history, outcome.history[1:])] \
-            if len(outcome.history) > 1 else [outcome.history[0].train_time_s]
-        speed = sum(h.examples_per_s * s for h, s in zip(steady, seconds)) / max(sum(seconds), 1e-9)
-        results = RunResults(
-            task=task.name, method=model_config.kind, run_type="fit", main_metric=task.main_metric,
-            dev_metrics=outcome.best_metrics, eval_splits=eval_splits, history=outcome.history,
-            best_epoch=outcome.best_epoch, hyperparameters=config.hyperparameters(), seed=config.seed,
-            train_fraction=config.train_fraction, train_examples=int(train_examples),
-            train_records=int(train_records), trainable_params=n_trainable, backbone_params=n_backbone,
-            param_share=(n_trainable / n_backbone) if n_backbone else None,
-            train_wall_time_s=round(outcome.train_seconds, 3),
-            total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
-            backbone=store.backbone, store=config.store, store_signature=store.signature(), layers=store.layers,
-            token_mode=store.token_mode, layer_weights=layer_weights(export),
-            predictions={}, search=config.search, resumed_from=outcome.resumed_from,
-            environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
-                         "jit_compile": config.jit_compile, "versions": package_versions()})
+        with PeakMemory() as peak:
+            start = time.perf_counter()
+            keras.utils.set_random_seed(config.seed)
+            indices, train_examples = store.select_fraction(config.train_split, config.train_fraction, config.seed)
+            train_records = store.num_records(config.train_split) if indices is None else len(indices)
+            trainer = build_adapter_trainer(
+                model_config, store, train_split=config.train_split, eval_splits=eval_splits, epochs=config.epochs,
+                batch_size=config.batch_size, lr=config.lr, seed=config.seed, weight_decay=config.weight_decay,
+                warmup=config.warmup, schedule=config.schedule, train_indices=indices, train_records=train_records,
+                patience=config.patience, jit_compile=config.jit_compile,
+                steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
+                strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
+                verbose=config.verbose if chief else 0, chief=chief)
+            outcome = trainer.run()
+            export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
+            export.set_weights(trainer.model.get_weights())
+            n_trainable = trainable_params(export)
+            n_backbone = backbone_param_count(store.backbone)
+            steady = outcome.history[1:] or outcome.history  # after the first epoch (tracing, compiling, caching)
+            seconds = [b.train_time_s - a.train_time_s for a, b in zip(outcome.history, outcome.history[1:])] \
+                if len(outcome.history) > 1 else [outcome.history[0].train_time_s]
+            speed = sum(h.examples_per_s * s for h, s in zip(steady, seconds)) / max(sum(seconds), 1e-9)
+            results = RunResults(
+                task=task.name, method=model_config.kind, run_type="fit", main_metric=task.main_metric,
+                dev_metrics=outcome.best_metrics, eval_splits=eval_splits, history=outcome.history,
+                best_epoch=outcome.best_epoch, hyperparameters=config.hyperparameters(), seed=config.seed,
+                train_fraction=config.train_fraction, train_examples=int(train_examples),
+                train_records=int(train_records), trainable_params=n_trainable, backbone_params=n_backbone,
+                param_share=(n_trainable / n_backbone) if n_backbone else None,
+                train_wall_time_s=round(outcome.train_seconds, 3),
+                total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
+                backbone=store.backbone, store=config.store, store_signature=store.signature(), layers=store.layers,
+                token_mode=store.token_mode, layer_weights=layer_weights(export),
+                predictions={}, search=config.search, resumed_from=outcome.resumed_from,
+                environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
+                             "jit_compile": config.jit_compile, "versions": package_versions()})
+        results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
         if chief:
             with io.atomic_path(run.model_file) as tmp:
                 export.save(tmp)

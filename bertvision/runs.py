@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import sys
 from dataclasses import dataclass, field, fields
 from importlib import metadata
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from bertvision import io
 from bertvision.config import ConfigBase
@@ -45,8 +47,8 @@ from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_exampl
 from bertvision.squad import SquadWindows, decode_squad
 from bertvision.tasks import TaskSpec, get_task
 
-__all__ = ["CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint", "Predictions", "RunFolder",
-           "RunResults", "merge_split_metrics", "package_versions"]
+__all__ = ["CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint", "PeakMemory", "Predictions",
+           "RunFolder", "RunResults", "merge_split_metrics", "package_versions"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
@@ -65,6 +67,51 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+class PeakMemory:
+    """The peak memory of this process over a block: resident set size
+    (Linux's ``VmHWM``, reset at the start of the block) and, when there is a
+    GPU, the peak of TensorFlow's allocator on it.
+
+    >>> with PeakMemory() as peak:
+    ...     fit(config)
+    >>> peak.rss_mib, peak.device_mib
+    (1412.5, None)
+    """
+
+    def __init__(self):
+        self.rss_mib: float | None = None
+        self.device_mib: float | None = None
+        self._gpus: list = []
+
+    def __enter__(self) -> "PeakMemory":
+        try:  # "5" resets the peak resident set size (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            pass  # the peak then counts from the start of the process
+        self._gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+        for device in self._gpus:
+            tf.config.experimental.reset_memory_stats(device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rss_mib = _vm_hwm_mib()
+        if self._gpus:
+            self.device_mib = round(sum(tf.config.experimental.get_memory_info(d)["peak"]
+                                        for d in self._gpus) / 2**20, 1)
+
+
+def _vm_hwm_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 def merge_split_metrics(per_split: Mapping[str, Mapping[str, float]], task: TaskSpec) -> dict[str, float]:
@@ -146,7 +193,7 @@ class HistoryPoint:
 
 
 _NUMBER_FIELDS = ("best_epoch", "train_fraction", "param_share", "train_wall_time_s", "total_wall_time_s",
-                  "train_examples_per_s", "peak_memory_mib")
+                  "train_examples_per_s", "peak_memory_mib", "peak_device_memory_mib")
 _INT_FIELDS = ("seed", "train_examples", "train_records", "trainable_params", "backbone_params")
 
 
@@ -184,7 +231,8 @@ class RunResults:
     train_wall_time_s: float | None = None
     total_wall_time_s: float | None = None
     train_examples_per_s: float | None = None
-    peak_memory_mib: float | None = None
+    peak_memory_mib: float | None = None  # resident set size of the process (PeakMemory)
+    peak_device_memory_mib: float | None = None  # on the GPU(s), when there are any
     backbone: dict | None = None  # identity of the backbone (fit: the store's; finetune: the one it started from)
     store: str | None = None
     store_signature: dict | None = None

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup as a fraction of all steps (default 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head")
+    p.add_argument("--lora-rank", type=int, default=None, metavar="R",
+                   help="LoRA instead of full fine-tuning: keras-hub's enable_lora(R) on the attention query and "
+                        "value projections; the head and those updates train, everything else is frozen")
     p.add_argument("--clipnorm", type=float, default=1.0, help="global gradient norm clip (0: none)")
     p.add_argument("--seed", type=int, default=0, help="initialisation, shuffling and --sample/--train-fraction draws")
     p.add_argument("--train-fraction", type=float, default=1.0, help="seeded fraction of the training examples")
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             train_split=args.train_split, eval_splits=args.eval_splits, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_seq_len=args.max_seq_len,
             doc_stride=args.doc_stride, max_query_len=args.max_query_len, warmup=args.warmup,
-            weight_decay=args.weight_decay, dropout=args.dropout, clipnorm=args.clipnorm or None, seed=args.seed,
+            weight_decay=args.weight_decay, dropout=args.dropout, lora_rank=args.lora_rank, clipnorm=args.clipnorm or None, seed=args.seed,
             train_fraction=args.train_fraction, limit=args.limit, eval_limit=args.eval_limit, sample=args.sample,
             checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at,
             group_by_length=args.group_by_length, max_skipped=args.max_skipped, strategy=args.strategy, jit_compile=not args.no_jit,

@@ -238,3 +238,30 @@ def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path,
     assert err.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
     assert not out.exists()
+
+
+def test_lora_trains_the_low_rank_factors_and_the_head(shared_data, tmp_path):
+    import math
+
+    out = tmp_path / "lora"
+    args = [*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(out), "--lora-rank", "4",
+            "--lr", "1e-3"]
+    assert finetune_cli.main(args) == 0
+    r = RunFolder(out).results()
+    assert r.method == "bert_lora" and r.hyperparameters["lora_rank"] == 4
+    # keras-hub's enable_lora on query and value of each of MiniLM's 6 layers: EinsumDense kernels
+    # [384, 12, 32] get factors [384, 12, 4] and [4, 32]; plus the head
+    lora = 6 * 2 * (384 * 12 * 4 + 4 * 32)
+    assert r.trainable_params == lora + 384 * 2 + 2
+    assert math.isclose(r.param_share, r.trainable_params / r.backbone_params)
+    assert r.peak_memory_mib and r.peak_memory_mib > 100
+    # the checkpoint is a plain backbone (LoRA merged) that extraction loads, and it moved
+    common = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev", "--limit", "8",
+              "--max-seq-len", "32", "--no-jit", "--no-progress"]
+    assert extract_cli.main([*common, "--out", str(tmp_path / "base")]) == 0
+    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--backbone",
+                             str(out / "checkpoints" / "epoch-1.00")]) == 0
+    acts = [np.concatenate([f["activations"].numpy() for f, _ in st.open_store(str(tmp_path / n)).dataset("dev", 8)])
+            for n in ("base", "tuned")]
+    diff = np.abs(acts[0].astype(np.float32) - acts[1].astype(np.float32)).mean(axis=(0, 2))
+    assert diff[0] == 0 and diff[-1] > 1e-4, diff  # embeddings frozen, attention moved
