@@ -203,8 +203,6 @@ def _latest_state(out):
 def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_path):  # noqa: F811
     """kill -9 at several points (several times over), then finish: the history
     and the saved weights are those of the uninterrupted run."""
-    import keras
-
     args = ["--store", sst2_seq_store, "--adapter", "adapter_pooler", "--epochs", "8", "--batch-size", "8",
             "--dropout", "0.3", "--no-jit-compile", "--quiet"]
     whole = tmp_path / "whole"
