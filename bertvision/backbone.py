@@ -186,6 +186,11 @@ def backbone_identity(ref: BackboneRef) -> dict:
     """Name, path and hashes of config and weights: what a store records."""
     identity = ref.to_dict()
     path = Path(ref.path)
+    if (path / BACKBONE_INFO).is_file():  # one of our fine-tuning checkpoints: from what, how far
+        info = io.read_json(path / BACKBONE_INFO, BackboneError)
+        identity["finetuned_epoch"] = info.get("epoch")
+        identity["finetuned_task"] = info.get("task")
+        identity["finetuned_method"] = info.get("method")
     if path.is_dir():
         weights = [p for p in ("model.safetensors", "model.weights.h5") if (path / p).is_file()]
         identity["config_sha256"] = io.sha256_file(path / "config.json")

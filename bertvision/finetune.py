@@ -420,7 +420,8 @@ class Finetuner:
             self.model.save_to_preset(str(tmp))
             self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
             write_backbone_info(tmp, self.act, {"finetuned_from": backbone_identity(self.ref),
-                                                "task": self.task.name, "step": step, "epoch": label})
+                                                "task": self.task.name, "step": step, "epoch": label,
+                                                "method": "lora" if self.config.lora_rank else "full"})
             for split, p in preds.items():
                 p.save(tmp / "predictions" / f"{split}.npz")
             info = {"step": step, "epoch": label, "label": final.name, "steps_per_epoch": self.steps_per_epoch,

@@ -170,13 +170,22 @@ def test_finetune_curve_from_finetune_history(tmp_path):
                                                    "train_time_s": float(e)} for e in range(1, 9)]))
     write_run(tmp_path / "lp1", results(value=0.7))
     write_run(tmp_path / "lp2", results(value=0.75, train_fraction=0.5))
+    tuned = {"name": "epoch-1.00", "kind": "keras_hub", "finetuned_epoch": 1.0}
+    write_run(tmp_path / "lp-ft1", results(value=0.8, backbone=tuned))
+    write_run(tmp_path / "lp-ft03", results(value=0.72, backbone={"name": "epoch-0.30", "kind": "keras_hub"}))
     [curve] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "finetune_curve"]
     spec = curve.chart.to_dict()
-    lines, rules, labels = spec["layer"]
+    lines, rules = spec["layer"]  # no text labels: they printed on top of each other
     assert lines["mark"]["type"] == "line" and rules["mark"]["type"] == "rule"
     assert [p["epoch"] for p in lines["data"]["values"]] == [e / 4 for e in range(1, 9)]
-    assert [(r["label"], r["value"]) for r in rules["data"]["values"]] == [("linear_probe (best of 2)", 0.75)]
+    # one rule per (method, backbone), the backbone as the dash pattern
+    assert sorted((r["method"], r["backbone"], r["runs"], r["value"]) for r in rules["data"]["values"]) == [
+        ("linear_probe", "backbone fine-tuned 0.3 ep", 1, 0.72), ("linear_probe", "backbone fine-tuned 1 ep", 1, 0.8),
+        ("linear_probe", "frozen backbone", 2, 0.75)]
+    assert rules["encoding"]["strokeDash"]["field"] == "backbone"
     assert lines["encoding"]["y"]["title"] == "dev accuracy"
+    [params] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "metric_vs_params"]
+    assert params.chart.to_dict()["encoding"]["shape"]["field"] == "backbone"
 
 
 # ------------------------------------------------------- end to end (real)
@@ -241,10 +250,10 @@ def test_finetune_curve_on_real_runs(real_runs):
     """The study's main chart: the fine-tuning run's two half-epoch evaluations
     as a line, each adapter method's best run as a labelled rule."""
     [curve] = [c for c in build_charts(load_runs([real_runs])) if c.name == "finetune_curve"]
-    lines, rules, labels = curve.chart.to_dict()["layer"]
+    lines, rules = curve.chart.to_dict()["layer"]
     assert [p["epoch"] for p in lines["data"]["values"]] == [0.5, 1.0]
-    assert sorted(r["label"] for r in rules["data"]["values"]) == ["linear_probe", "scalar_mix (best of 2)"]
-    assert labels["mark"]["type"] == "text" and labels["encoding"]["text"]["field"] == "label"
+    assert sorted((r["method"], r["backbone"], r["runs"]) for r in rules["data"]["values"]) == [
+        ("linear_probe", "frozen backbone", 1), ("scalar_mix", "frozen backbone", 2)]
 
 
 def test_report_cli_error_is_one_line(tmp_path):

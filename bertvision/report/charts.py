@@ -67,6 +67,14 @@ def _per_task(name: str, runs: Sequence[Run], build: Callable[[str, list[Run]], 
 # ------------------------------------------------------------ finetune_curve
 
 
+def _backbone_dash(labels) -> alt.Scale:
+    """A dash pattern per backbone label: solid for the frozen backbone,
+    longer dashes the longer it was fine-tuned."""
+    patterns = [[1, 0], [5, 2], [2, 2], [5, 2, 1, 2], [1, 3], [8, 3]]
+    ordered = sorted(labels, key=lambda l: (not l.startswith("frozen"), l))
+    return alt.Scale(domain=ordered, range=[patterns[i % len(patterns)] for i in range(len(ordered))])
+
+
 def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
@@ -76,53 +84,47 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     ]
     if not curve:
         return "no finetune run with a dev history"
-    end = max(p["epoch"] for p in curve)
     best: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for r in runs:
         if r.run_type != "finetune":
-            best[(r.method, r.run_type)].append(r)
+            best[(r.method_label, r.backbone_label)].append(r)
     refs = []
-    for (method, run_type), group in sorted(best.items()):
+    for (method, backbone), group in sorted(best.items()):
         top = max(group, key=lambda r: r.main_value)
-        label = method if len(group) == 1 else f"{method} (best of {len(group)})"
-        refs.append({"method": method, "label": label, "run_type": run_type, "run": top.label,
+        refs.append({"method": method, "backbone": backbone, "runs": len(group), "run": top.label,
                      "value": top.main_value, "trainable_params": top.trainable_params})
-    # labels sit just above their rule inside the plot, staggered along x so
-    # that rules with close values do not print their labels on top of each other
-    refs.sort(key=lambda ref: ref["value"])
-    for i, ref in enumerate(refs):
-        ref["label_x"] = end * (0.02 + 0.75 * i / max(len(refs), 1))
     y = alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False))
-    lines = alt.Chart(alt.Data(values=curve)).mark_line(point=True).encode(
+    lines = alt.Chart(alt.Data(values=curve)).mark_line(point=alt.OverlayMarkDef(color="black"), color="black").encode(
         x=alt.X("epoch:Q", title="epoch (fractional)", scale=alt.Scale(zero=True)),
         y=y,
-        color=alt.Color("run:N", title="BERT fine-tuning run"),
+        detail="run:N",
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q", format=".2f"),
                  alt.Tooltip("value:Q", title=metric, format=".4f"), alt.Tooltip("loss:Q", format=".4f"),
                  alt.Tooltip("train_time_s:Q", title="training time (s)", format=".1f")],
     )
     layers = [lines]
     if refs:
-        ref_data = alt.Data(values=refs)
-        colour = alt.Color("label:N", title="adapter runs (final dev)",
-                           scale=alt.Scale(scheme="dark2"))
-        tips = [alt.Tooltip("label:N", title="method"), alt.Tooltip("run_type:N"), alt.Tooltip("run:N"),
-                alt.Tooltip("value:Q", title=metric, format=".4f"),
+        # one rule per (method, backbone): colour = method, dash = backbone; a legend instead of
+        # text labels, which overlap when values are close
+        tips = [alt.Tooltip("method:N"), alt.Tooltip("backbone:N"), alt.Tooltip("run:N", title="best run"),
+                alt.Tooltip("runs:Q", title="runs of this kind"), alt.Tooltip("value:Q", title=metric, format=".4f"),
                 alt.Tooltip("trainable_params:Q", title="trainable params", format=",")]
-        rules = alt.Chart(ref_data).mark_rule(strokeDash=[6, 4], strokeWidth=2).encode(
-            y=y, color=colour, tooltip=tips)
-        text = alt.Chart(ref_data).mark_text(align="left", baseline="bottom", dy=-3, fontSize=11).encode(
-            x="label_x:Q", y="value:Q", text="label:N", color=alt.Color("label:N", legend=None,
-                                                                       scale=alt.Scale(scheme="dark2")))
-        layers += [rules, text]
-    return alt.layer(*layers).resolve_scale(color="independent").properties(
-        title=f"{task}: dev {metric} while fine-tuning BERT vs adapters")
+        rules = alt.Chart(alt.Data(values=refs)).mark_rule(strokeWidth=2).encode(
+            y=y, color=alt.Color("method:N", title="best run of", scale=alt.Scale(scheme="dark2")),
+            strokeDash=alt.StrokeDash("backbone:N", title="on activations of",
+                                      scale=_backbone_dash({r["backbone"] for r in refs})),
+            tooltip=tips)
+        layers.append(rules)
+    return alt.layer(*layers).properties(
+        title=alt.TitleParams(f"{task}: dev {metric} while fine-tuning BERT (black) vs adapters",
+                              subtitle="rules: the best run of each adapter kind on each backbone"))
 
 
 def finetune_curve(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against fractional epoch for BERT fine-tuning runs
-    (lines with points); adapter/ensemble runs of the same task as labelled
-    horizontal reference rules (the best run per method)."""
+    (black lines with points); adapter/ensemble runs of the same task as
+    horizontal reference rules, the best run per (method, backbone): colour
+    is the method, the dash pattern the backbone (frozen, fine-tuned k ep)."""
     return _per_task("finetune_curve", runs, _finetune_task,
                      "no finetune run (python -m pipelines.finetune) with a dev history among the inputs")
 
@@ -132,18 +134,19 @@ def finetune_curve(runs: Sequence[Run]) -> ChartResult:
 
 def _params_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
-    rows = [{"run": r.label, "method": r.method, "run_type": r.run_type, "params": r.trainable_params,
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "params": r.trainable_params,
              "share": r.param_share_pct, "value": r.main_value, "fraction": r.train_fraction}
             for r in runs if r.trainable_params]
     if not rows:
         return "no run records trainable_params"
-    return alt.Chart(alt.Data(values=rows)).mark_point(filled=True, size=90, opacity=0.85).encode(
+    # hollow marks: runs with the same parameter count on several backbones stay visible
+    return alt.Chart(alt.Data(values=rows)).mark_point(filled=False, size=110, strokeWidth=2, opacity=0.9).encode(
         x=alt.X("params:Q", title="trainable parameters (count, log scale)", scale=alt.Scale(type="log"),
                   axis=alt.Axis(format="~s")),
         y=alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False)),
         color=alt.Color("method:N", title="method"),
-        shape=alt.Shape("run_type:N", title="run type"),
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("run_type:N"),
+        shape=alt.Shape("backbone:N", title="on activations of"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("backbone:N"),
                  alt.Tooltip("params:Q", title="trainable params", format=","),
                  alt.Tooltip("share:Q", title="share of backbone (%)", format=".3g"),
                  alt.Tooltip("fraction:Q", title="train fraction"),
@@ -153,7 +156,8 @@ def _params_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
 
 def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against trainable parameters (log x), every run that
-    records them, coloured by method, shaped by run type."""
+    records them, coloured by method, shaped by backbone (frozen, fine-tuned
+    k ep, BERT itself)."""
     result = _per_task("metric_vs_params", runs, _params_task, "no run records trainable_params")
     left_out = [r.label for r in runs if not r.trainable_params]
     if result.chart is not None and left_out:
@@ -167,8 +171,13 @@ def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
 
 def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
-    rows = [{"run": r.label, "method": r.method, "fraction": r.train_fraction, "value": r.main_value}
-            for r in runs if r.train_fraction is not None]
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "fraction": r.train_fraction,
+             "value": r.main_value}
+            for r in runs if r.train_fraction is not None and r.run_type == "fit"]
+    series = defaultdict(set)
+    for row in rows:
+        series[(row["method"], row["backbone"])].add(row["fraction"])
+    rows = [row for row in rows if len(series[(row["method"], row["backbone"])]) > 1] or rows
     fractions = {row["fraction"] for row in rows}
     if len(fractions) < 2:
         return ("no run records train_fraction" if not rows else
@@ -176,10 +185,15 @@ def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     x = alt.X("fraction:Q", title="training data used (fraction of the train split)",
               axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
     base = alt.Chart(alt.Data(values=rows))
+    values = [row["value"] for row in rows]
+    pad = max(max(values) - min(values), abs(max(values)) * 0.02, 1e-3) * 0.1  # a flat line still gets an axis
+    y_scale = alt.Scale(domain=[min(values) - pad, max(values) + pad])
     lines = base.mark_line().encode(
-        x=x, y=alt.Y("mean(value):Q", title=_metric_title(metric), scale=alt.Scale(zero=False)),
+        x=x, y=alt.Y("mean(value):Q", title=_metric_title(metric), scale=y_scale),
         color=alt.Color("method:N", title="method"),
-        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("fraction:Q", format=".0%"),
+        strokeDash=alt.StrokeDash("backbone:N", title="on activations of",
+                                  scale=_backbone_dash({r["backbone"] for r in rows})),
+        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("backbone:N"), alt.Tooltip("fraction:Q", format=".0%"),
                  alt.Tooltip("mean(value):Q", title=f"mean {metric}", format=".4f"),
                  alt.Tooltip("count():Q", title="runs")],
     )
@@ -193,7 +207,8 @@ def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
 
 def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against the training-data fraction: one line per
-    method (mean over runs), a point per run. Needs >= 2 fractions per task."""
+    method and backbone that was trained on two or more fractions (mean over
+    runs), a point per run. Needs >= 2 fractions per task."""
     return _per_task("metric_vs_fraction", runs, _fraction_task,
                      "no task has runs at two or more training fractions (python -m pipelines.fit --train-fraction)")
 
@@ -202,7 +217,7 @@ def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
 
 
 def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
-    rows = [{"run": r.label, "method": r.method, "layer": i, "weight": w}
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "layer": i, "weight": w}
             for r in runs if r.layer_weights for i, w in enumerate(r.layer_weights)]
     if not rows:
         return "no run has layer_weights"
@@ -210,8 +225,8 @@ def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     bars = alt.Chart().mark_bar().encode(
         x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("weight:Q", title="pooling weight"),
-        color=alt.Color("method:N", title="method"),
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("layer:O"),
+        color=alt.Color("backbone:N", title="on activations of"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("backbone:N"), alt.Tooltip("layer:O"),
                  alt.Tooltip("weight:Q", format=".4f")],
     ).properties(width=FACET_WIDTH, height=FACET_HEIGHT)
     return alt.FacetChart(data=alt.Data(values=rows), spec=bars,
@@ -230,7 +245,7 @@ def layer_weights(runs: Sequence[Run]) -> ChartResult:
 
 
 def _wall_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
-    rows = [{"run": r.label, "method": r.method, "run_type": r.run_type, "seconds": r.train_wall_time_s,
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "seconds": r.train_wall_time_s,
              "examples_per_s": r.train_examples_per_s}
             for r in runs if r.train_wall_time_s is not None]
     if not rows:
@@ -239,17 +254,19 @@ def _wall_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     y = alt.Y("method:N", title=None, sort="-x")
     bars = base.mark_bar(opacity=0.85).encode(
         y=y, x=alt.X("mean(seconds):Q", title="training wall time (s; bar = mean over runs)"),
-        color=alt.Color("run_type:N", title="run type"),
-        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("run_type:N"),
+        yOffset=alt.YOffset("backbone:N"),
+        color=alt.Color("backbone:N", title="on activations of"),
+        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("backbone:N"),
                  alt.Tooltip("mean(seconds):Q", title="mean wall time (s)", format=".1f"),
                  alt.Tooltip("count():Q", title="runs")],
     )
-    ticks = base.mark_tick(color="black", thickness=2, size=18).encode(
-        y=y, x="seconds:Q",
+    ticks = base.mark_tick(color="black", thickness=2, size=10).encode(
+        y=y, x="seconds:Q", yOffset=alt.YOffset("backbone:N"),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("seconds:Q", title="wall time (s)", format=".1f"),
                  alt.Tooltip("examples_per_s:Q", title="train examples/s", format=",.0f")],
     )
-    return alt.layer(bars, ticks).properties(height=alt.Step(32), title=f"{task}: training wall time per method")
+    return alt.layer(bars, ticks).properties(height={"step": 14, "for": "position"},
+                                             title=f"{task}: training wall time per method")
 
 
 def wall_time(runs: Sequence[Run]) -> ChartResult:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
@@ -46,6 +47,33 @@ class Run(RunResults):
     @property
     def run_dir(self) -> str:
         return str(Path(self.results_path).parent)
+
+    @property
+    def method_label(self) -> str:
+        """The method, short enough for a legend (an ensemble by how it combines)."""
+        if self.run_type == "ensemble":
+            combine = (self.hyperparameters or {}).get("combine")
+            return f"ensemble ({combine})" if combine else "ensemble"
+        return self.method
+
+    @property
+    def backbone_label(self) -> str:
+        """What the run's activations came from, for charts: ``frozen
+        backbone``, ``backbone fine-tuned 1 ep`` (an adapter on a fine-tuning
+        checkpoint's store), ``BERT fine-tuning`` / ``LoRA`` (the backbone's own
+        runs) or ``ensemble``."""
+        if self.run_type == "finetune":
+            return "LoRA" if self.method == "bert_lora" else "BERT fine-tuning"
+        if self.run_type == "ensemble":
+            return "ensemble"
+        epoch = (self.backbone or {}).get("finetuned_epoch")
+        if epoch is None:  # a checkpoint folder written before the identity recorded its epoch
+            match = re.fullmatch(r"epoch-(\d+(?:\.\d+)?)", str((self.backbone or {}).get("name", "")))
+            epoch = float(match.group(1)) if match else None
+        if epoch is None:
+            return "frozen backbone"
+        lora = (self.backbone or {}).get("finetuned_method") == "lora"
+        return f"backbone {'LoRA-' if lora else ''}fine-tuned {float(epoch):g} ep"
 
     @classmethod
     def from_results(cls, results: RunResults, results_path: str) -> "Run":
