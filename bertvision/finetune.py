@@ -448,9 +448,9 @@ class Finetuner:
                 start = time.perf_counter()
                 self.prepare()
                 self.build()
-                trainer = Trainer(self.model, task=self.task, schedule=self.schedule, train_data=self.train_data,
-                                  evaluate=self.evaluate, state_dir=run.state_dir, select_best=False,
-                                  on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
+                trainer = Trainer(self.model, main_metric=self.task.main_metric, schedule=self.schedule,
+                                  train_data=self.train_data, evaluate=self.evaluate, state_dir=run.state_dir,
+                                  select_best=False, on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
                                   verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy)
                 outcome = trainer.run()
             results = self._results(outcome, time.perf_counter() - start)

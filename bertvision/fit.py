@@ -204,7 +204,7 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
         return strategy.distribute_datasets_from_function(dataset_fn) if distribute else dataset_fn()
 
     prepare_multi_worker(model, strategy)
-    return Trainer(model, task=task, schedule=schedule_, train_data=train_data,
+    return Trainer(model, main_metric=task.main_metric, schedule=schedule_, train_data=train_data,
                    evaluate=StoreEvaluation(store, eval_splits, task, eval_batch_size, jit_compile),
                    state_dir=state_dir, select_best=True, patience=patience, examples_per_step=batch_size,
                    verbose=verbose, log_dir=log_dir, strategy=strategy, chief=chief, callbacks=callbacks)

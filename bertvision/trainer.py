@@ -21,7 +21,7 @@ evaluation; the rest is this module:
 
 Example:
     >>> schedule = Schedule.epochs(steps_per_epoch=125, epochs=10)
-    >>> trainer = Trainer(model, task=get_task("sst2"), schedule=schedule,
+    >>> trainer = Trainer(model, main_metric="accuracy", schedule=schedule,
     ...                   train_data=lambda first_step: dataset, evaluate=evaluate,
     ...                   state_dir="runs/x/state", select_best=True, patience=3)
     >>> outcome = trainer.run()
@@ -50,7 +50,6 @@ from bertvision import io
 from bertvision.config import SCHEDULES
 from bertvision.errors import ConfigError, RunError
 from bertvision.runs import HistoryPoint
-from bertvision.tasks import TaskSpec
 
 __all__ = ["NO_DECAY", "Schedule", "TrainOutcome", "Trainer", "WarmupDecay", "compile_for_task",
            "make_optimizer", "task_losses"]
@@ -289,7 +288,7 @@ class Trainer:
 
     Args:
         model: a compiled Keras model (`compile_for_task`).
-        task: the task (its main metric selects the best mark).
+        main_metric: the metric (of `evaluate`'s) that selects the best mark; higher is better.
         schedule: steps and marks (`Schedule`).
         train_data: ``first_step -> tf.data.Dataset`` of ``(features,
             targets)`` batches from that global step on.
@@ -310,12 +309,12 @@ class Trainer:
         callbacks: more Keras callbacks (after the trainer's own).
     """
 
-    def __init__(self, model, *, task: TaskSpec, schedule: Schedule, train_data: Callable[[int], tf.data.Dataset],
+    def __init__(self, model, *, main_metric: str, schedule: Schedule, train_data: Callable[[int], tf.data.Dataset],
                  evaluate: Callable, state_dir: str | os.PathLike | None = None, select_best: bool = True,
                  patience: int | None = None, on_mark: Callable | None = None, examples_per_step: int = 1,
                  verbose: int = 1, log_dir: str | os.PathLike | None = None, strategy=None, chief: bool = True,
                  callbacks: Sequence = ()):
-        self.model, self.task, self.schedule = model, task, schedule
+        self.model, self.main_metric, self.schedule = model, main_metric, schedule
         self.train_data, self.evaluate, self.on_mark = train_data, evaluate, on_mark
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.select_best, self.patience = select_best, patience
@@ -409,7 +408,7 @@ class Trainer:
         self.history.append(point)
         self.step = step
         self.predictions = predictions
-        main = metrics[self.task.main_metric]
+        main = metrics[self.main_metric]
         if self.best_value is None or main > self.best_value:
             self.best_epoch, self.best_value = float(label), float(main)
             if self.select_best:
@@ -425,7 +424,7 @@ class Trainer:
         self.save_state()
         if self.stopped:
             if self.verbose:
-                print(f"\nearly stopping: no better {self.task.main_metric} for {self.patience} evaluation(s); "
+                print(f"\nearly stopping: no better {self.main_metric} for {self.patience} evaluation(s); "
                       f"best at epoch {self.best_epoch:g}", flush=True)
             self.model.stop_training = True
 

@@ -10,7 +10,7 @@ from bertvision.errors import ConfigError
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
 LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
-TOKEN_POOLINGS = ("attention_mean", "attention", "mean")
+TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
 
 
 @dataclass
@@ -38,7 +38,9 @@ class ModelConfig(ConfigBase):
             more projection work).
         token_pooling: how `adapter_pooler` pools tokens of sequence input:
             `"attention_mean"` (masked attention pooling and masked mean,
-            concatenated), `"attention"` or `"mean"`.
+            concatenated), `"attention"`, `"mean"` or `"cls"` (the first
+            token only). `"cls"` also makes `linear_probe` and `scalar_mix`
+            read the first token instead of the masked mean.
         layer_norm: normalise every layer's vectors (zero mean, unit variance
             over `hidden`) before mixing/projecting. Layers of a BERT have very
             different scales; used by `scalar_mix`, `adapter_pooler`, `cnn`.

@@ -330,27 +330,30 @@ class NormalizedProjection(_ActivationsLayer):
 
 @keras.saving.register_keras_serializable(package="bertvision")
 class SelectLayer(_ActivationsLayer):
-    """Pick one stored layer: `[B, L, ...]` -> `[B, ...]` float32.
+    """Pick one entry of an axis, as float32: a stored layer (axis 1 of
+    `[B, L, ...]`) or a token (axis 2 of `[B, L, T, H]`, axis 1 of `[B, T, D]`).
 
     Example:
     ```python
     last = SelectLayer(-1)(np.zeros((2, 7, 384), "float16"))  # [2, 384]
+    cls = SelectLayer(0, axis=2)(np.zeros((2, 7, 32, 384), "float16"))  # [2, 7, 384]
     ```
     """
 
-    def __init__(self, index=-1, **kwargs):
+    def __init__(self, index=-1, axis=1, **kwargs):
         super().__init__(**kwargs)
         self.index = index
+        self.axis = axis
 
     def call(self, inputs):
-        return _f32(ops.take(inputs, self.index, axis=1))
+        return _f32(ops.take(inputs, self.index, axis=self.axis))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0],) + tuple(input_shape[2:])
+        return tuple(input_shape[:self.axis]) + tuple(input_shape[self.axis + 1:])
 
     def get_config(self):
         config = super().get_config()
-        config.update({"index": self.index})
+        config.update({"index": self.index, "axis": self.axis})
         return config
 
 

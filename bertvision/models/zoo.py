@@ -93,18 +93,28 @@ def _head(config, features, padding_mask=None):
     return TaskHead(config.task_kind, config.num_labels, name="head")(features)
 
 
+def _pool_tokens(config, x, padding_mask):
+    """`[B, T, D]` -> `[B, D]` for `linear_probe` and `scalar_mix`: the masked
+    mean, or the first token with ``token_pooling="cls"``."""
+    if config.token_pooling == "cls":
+        return SelectLayer(0, name="cls_token")(x)
+    return MaskedMeanPooling(name="token_mean")(x, padding_mask=padding_mask)
+
+
 def _linear_probe(config, acts, padding_mask):
     last = SelectLayer(-1, name="last_layer")(acts)
     if config.is_sequence and config.task_kind != "span":
-        last = MaskedMeanPooling(name="token_mean")(last, padding_mask=padding_mask)
+        last = _pool_tokens(config, last, padding_mask)
     return _head(config, last, padding_mask)
 
 
 def _scalar_mix(config, acts, padding_mask):
     # Mix layers per token first: a reduction over the layer axis is the
     # cheapest full pass over the input; token pooling then reads 1/L of it.
+    if config.is_sequence and config.task_kind != "span" and config.token_pooling == "cls":
+        acts = SelectLayer(0, axis=2, name="cls_token")(acts)  # [B, L, H]: mix only the first token
     mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
-    if config.is_sequence and config.task_kind != "span":
+    if config.is_sequence and config.task_kind != "span" and config.token_pooling != "cls":
         mixed = MaskedMeanPooling(name="token_mean")(mixed, padding_mask=padding_mask)
     return _head(config, mixed, padding_mask)
 
@@ -130,7 +140,7 @@ def _adapter_pooler(config, acts, padding_mask):
             config.adapter_dim, activation="gelu", name="adapter_projection"
         )(mixed)
     if config.is_sequence and config.task_kind != "span":
-        pooled = []
+        pooled = [SelectLayer(0, name="cls_token")(h)] if config.token_pooling == "cls" else []
         if config.token_pooling in ("attention_mean", "attention"):
             pooled.append(
                 MaskedAttentionPooling(name="token_attention")(h, padding_mask=padding_mask)
