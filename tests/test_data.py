@@ -34,6 +34,7 @@ FIXTURE_CASES = [
     ("mnli", "dev_mismatched", 3, "0", 2, "Your contribution"),
     ("mnli", "test_matched", 1, "0", None, "Hierbas"),
     ("mnli", "test_mismatched", 2, "0", None, "What have you decided"),
+    ("mnli", "ax", 2, "0", None, "The cat sat on the mat."),
     ("qnli", "train", 3, "0", 1, "When did the third Digimon"),
     ("qnli", "dev", 2, "0", 0, "What came into force"),
     ("qnli", "test", 1, "0", None, "What organization"),
