@@ -253,7 +253,14 @@ class AllLayersEncoder:
                 acts = tf.reduce_sum(acts * mask, axis=2) / tf.maximum(tf.reduce_sum(mask, axis=2), 1.0)
             return tf.cast(acts, self.dtype)
 
-        self._forward = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        # One trace for every batch shape (XLA still compiles per shape): a
+        # shape-specialised trace computes a few float16 values 1 ulp apart
+        # from the generic one, so which trace a batch met would depend on the
+        # batches before it, and two processes extracting the same shard in
+        # different company would write different bytes.
+        spec = tf.TensorSpec([None, None], tf.int32)
+        self._forward = tf.function(forward, jit_compile=jit_compile, input_signature=[
+            {"token_ids": spec, "segment_ids": spec, "padding_mask": spec}])
 
     def __call__(self, batch):
         return self._forward(batch)
