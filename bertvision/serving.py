@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -46,7 +47,7 @@ import tensorflow as tf
 
 from bertvision.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                  load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
-from bertvision.data import Example
+from bertvision.data import Example, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_length
 from bertvision.finetune import BertTask
@@ -55,7 +56,8 @@ from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store import open_store
 from bertvision.tasks import TaskSpec, get_task
 
-__all__ = ["Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "squad_threshold"]
+__all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
+           "squad_threshold"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -97,6 +99,55 @@ def parse_run_spec(spec: str | tuple[str | None, str]) -> tuple[str | None, str]
             raise ServeError(f"--run {text!r}: the name {name!r} must be letters, digits, '_', '-' or '.'")
         return name, path
     return None, text
+
+
+def read_inputs(path: str | Path, task: TaskSpec) -> tuple[list, str]:
+    """Inputs of `task` from a file: ``(items or examples, split name)``.
+
+    - a file of the task's own benchmark format: a GLUE TSV named as the task
+      publishes it (``dev.tsv``, ``test.tsv``, ...; read by
+      `bertvision.data.load_examples`, with labels when it has them) or, for
+      SQuAD, any ``.json`` file in SQuAD's format: `Example` objects;
+    - ``.jsonl``: one input per line, a string or an object with the task's
+      fields (`input_fields`) and optionally ``id``;
+    - any other text file: one input per line, the fields separated by a tab.
+
+    Items are ``{"id", field: text, ...}`` dicts for `Predictor.examples`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ServeError(f"--input {path}: no such file")
+    glue_split = {file: split for split, file in task.splits.items()}.get(path.name)
+    if (task.kind == "span" and path.suffix == ".json") or (task.kind != "span" and glue_split):
+        split = path.stem if task.kind == "span" else glue_split
+        return load_examples(task, split, path.parent).examples, split
+    fields_ = input_fields(task)
+    items = []
+    text = path.read_text(encoding="utf-8-sig")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if path.suffix == ".jsonl":
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ServeError(f"{where}: not valid JSON ({err.msg})") from None
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, dict):
+                raise ServeError(f"{where}: expected a string or an object with {', '.join(fields_)}")
+            item = {"id": str(number), **item}
+        else:
+            values = line.split("\t")
+            if len(values) != len(fields_):
+                raise ServeError(f"{where}: {len(values)} tab-separated field(s); task {task.name} takes "
+                                 f"{len(fields_)} ({', '.join(fields_)})")
+            item = {"id": str(number), **dict(zip(fields_, values))}
+        items.append(item)
+    if not items:
+        raise ServeError(f"--input {path}: no inputs")
+    return items, path.stem
 
 
 # ------------------------------------------------------------------ models
@@ -462,6 +513,7 @@ class Predictor:
         """
         model = self.model(name)
         fields_ = model.fields
+        what = name if name == model.task.name else f"{name} ({model.task.name})"
         out = []
         for i, item in enumerate(items):
             at = f"{where}[{i}]"
@@ -473,13 +525,13 @@ class Predictor:
             given = {k: v for k, v in item.items() if v is not None}
             extra = sorted(set(given) - set(fields_) - {"id"})
             if extra:
-                raise ServeError(f"{at}: task {name} ({model.task.name}) takes {', '.join(fields_)}; "
+                raise ServeError(f"{at}: task {what} takes {', '.join(fields_)}; "
                                  f"unexpected {', '.join(extra)}")
             texts = []
             for f in fields_:
                 if f not in given:
                     what = "the pair's second text" if f == "text_pair" else f
-                    raise ServeError(f"{at}: task {name} ({model.task.name}) needs {' and '.join(fields_)}; "
+                    raise ServeError(f"{at}: task {what} needs {' and '.join(fields_)}; "
                                      f"missing {f} ({what})")
                 value = given[f]
                 if not isinstance(value, str):
