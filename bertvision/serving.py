@@ -216,8 +216,9 @@ class ServedModel:
                "featurizer": {**self.featurizer.get_config(), "source": self.featurizer_source}}
         if self.task.kind == "classification":
             out["labels"] = list(self.task.label_names)
-        if self.task.kind == "span":
-            out["null_odds_threshold"] = self.threshold
+        if self.task.kind == "span":  # answers "" above this no-answer probability (the run's dev best_f1_thresh)
+            out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
+                else float(self.threshold > 0)
         if not self.finetune:
             out.update(layers=self.layers, token_mode=self.token_mode, dtype=self.dtype)
         return out
@@ -530,9 +531,8 @@ class Predictor:
             texts = []
             for f in fields_:
                 if f not in given:
-                    what = "the pair's second text" if f == "text_pair" else f
-                    raise ServeError(f"{at}: task {what} needs {' and '.join(fields_)}; "
-                                     f"missing {f} ({what})")
+                    hint = " (the pair's second text)" if f == "text_pair" else ""
+                    raise ServeError(f"{at}: task {what} needs {' and '.join(fields_)}; missing {f}{hint}")
                 value = given[f]
                 if not isinstance(value, str):
                     raise ServeError(f"{at}.{f}: must be a string, got {type(value).__name__}")
