@@ -348,10 +348,10 @@ def create_app(predictor: Predictor, config: ServeConfig):
     async def predict(request: PredictRequest):
         plan = plan_request(predictor, request, config.max_inputs)
 
-        def encode():
-            return [predictor.encode(name, predictor.examples(name, items, config.max_chars, f"inputs.{name}"
-                                                              if isinstance(request.inputs, dict) else "inputs"))
-                    for name, items in plan]
+        def encode():  # a text asked of several tasks is tokenized once per distinct featurizer
+            where = "inputs.{}" if isinstance(request.inputs, dict) else "inputs"
+            return predictor.encode_all([(name, predictor.examples(name, items, config.max_chars,
+                                                                   where.format(name))) for name, items in plan])
 
         jobs = await run_in_threadpool(encode)
         results, info = await batcher.submit(jobs)

@@ -472,7 +472,7 @@ class Predictor:
                 groups[key].members.append(model)
             elif results.run_type == "finetune":
                 model, group = _load_finetune(name, path, results, where, jit_compile)
-                groups[f"finetune:{path.resolve()}"] = group
+                groups[f"finetune:{name}"] = group  # its own BERT, even when another name serves the same run
             else:
                 raise ServeError(f"{where}: run_type {results.run_type!r} cannot be served (serve the runs an "
                                  "ensemble combines, not the ensemble)")
@@ -561,6 +561,26 @@ class Predictor:
             raise ServeError(f"task {name}: {err}") from err
         return Job(model, list(examples), features)
 
+    def encode_all(self, plan: Sequence[tuple[str, Sequence[Example]]]) -> list[Job]:
+        """`encode` each ``(model name, examples)``; models whose featurizers
+        would make the same rows (one tokenizer, the same settings and task
+        shape) share one tokenization of the same examples."""
+        done: dict = {}
+        jobs = []
+        for name, examples in plan:
+            model = self.model(name)
+            span = model.task.kind == "span"
+            cfg = model.featurizer.get_config()
+            key = (id(model.featurizer.tokenizer), span, len(model.fields),
+                   tuple(sorted(cfg.items())) if span else cfg["max_seq_len"],
+                   tuple((e.uid, e.texts) for e in examples))
+            if key in done:
+                jobs.append(Job(model, list(examples), done[key]))
+            else:
+                jobs.append(self.encode(name, examples))
+                done[key] = jobs[-1].features
+        return jobs
+
     # -------------------------------------------------------------- running
     def forward(self, jobs: Sequence[Job]) -> list:
         """Raw outputs of every job (logits ``[n, C]``, scores ``[n]``, or span
@@ -620,8 +640,8 @@ class Predictor:
     def predict(self, inputs: Mapping[str, Sequence], max_chars: int | None = None) -> dict[str, list[dict]]:
         """``{task name: [input, ...]}`` -> ``{task name: [result, ...]}``, all
         tasks in one batch (one forward pass per backbone)."""
-        jobs = [self.encode(name, self.examples(name, items, max_chars, f"inputs.{name}"))
-                for name, items in inputs.items()]
+        jobs = self.encode_all([(name, self.examples(name, items, max_chars, f"inputs.{name}"))
+                                for name, items in inputs.items()])
         return dict(zip(inputs, self.run(jobs)))
 
     def predict_examples(self, name: str, examples: Sequence[Example], split: str = "input",

@@ -125,6 +125,9 @@ def test_one_backbone_pass_feeds_every_adapter(predictor):
     for name in ("cls", "mean", "seq", "mrpc", "squad_v2", "ft"):
         assert after["model_calls"][name] == before["model_calls"][name] + 1
     assert out["cls"][0]["label"] in ("negative", "positive") and "answer" in out["squad_v2"][0]
+    # tokenized once per distinct featurizer: cls and mean (64 tokens) share; seq (32 tokens) has its own
+    jobs = predictor.encode_all([(n, predictor.examples(n, [text])) for n in ("cls", "mean", "seq")])
+    assert jobs[0].features is jobs[1].features and jobs[2].features is not jobs[0].features
 
 
 def test_runs_on_another_backbone_are_refused(served_runs, tmp_path):  # noqa: F811
