@@ -458,17 +458,18 @@ class Predictor:
         for name, (_, path, results) in zip(names, loaded):
             where = f"run {path}"
             if results.run_type == "fit":
-                model = _load_adapter(name, path, where)
-                key = _identity_key(model.results.backbone or {})
+                results, adapter = load_adapter_run(path)
+                if not results.backbone:
+                    raise ServeError(f"{where}: results.json records no backbone; cannot tell which BERT feeds it")
+                key = _identity_key(results.backbone)
                 if key not in backbones:
-                    ref = _backbone_ref(model.results.backbone or {}, where)
-                    backbones[key] = (ref, load_backbone(ref), load_tokenizer(ref))
-                    groups[key] = _AdapterGroup(_group_name(model.results.backbone), backbone_identity(ref), ref,
-                                                backbones[key][1], backbones[key][2], jit_compile)
-                ref, backbone, tokenizer = backbones[key]
+                    ref = _backbone_ref(results.backbone, where)
+                    backbones[key] = (load_backbone(ref), load_tokenizer(ref))
+                    groups[key] = _AdapterGroup(_group_name(results.backbone), backbone_identity(ref), ref,
+                                                *backbones[key], jit_compile)
+                backbone, tokenizer = backbones[key]
+                model = _adapter_model(name, path, results, adapter, tokenizer, groups[key].name, where)
                 _check_adapter(model, backbone, where)
-                model.featurizer = Featurizer.from_config(tokenizer, model.featurizer)
-                model.group = groups[key].name
                 groups[key].members.append(model)
             elif results.run_type == "finetune":
                 model, group = _load_finetune(name, path, results, where, jit_compile)
@@ -703,15 +704,14 @@ def _names(loaded) -> list[str]:
     return names
 
 
-def _load_adapter(name: str, path: Path, where: str) -> ServedModel:
-    results, model = load_adapter_run(path)
+def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenizer, group: str,
+                   where: str) -> ServedModel:
     sig = results.store_signature
-    if not results.backbone:
-        raise ServeError(f"{where}: results.json records no backbone; cannot tell which BERT feeds it")
-    featurizer, source = _store_featurizer(results, where)
+    config, source = _store_featurizer(results, where)
     task = get_task(results.task)
-    return ServedModel(name=name, run_dir=path, results=results, task=task, featurizer=featurizer, model=model,
-                       layers=list(sig["layers"]), token_mode=sig["token_mode"], dtype=_dtype(model),
+    return ServedModel(name=name, run_dir=path, results=results, task=task,
+                       featurizer=Featurizer.from_config(tokenizer, config), model=adapter, group=group,
+                       layers=list(sig["layers"]), token_mode=sig["token_mode"], dtype=_dtype(adapter),
                        featurizer_source=source,
                        threshold=squad_threshold(results) if task.kind == "span" else 0.0)
 
