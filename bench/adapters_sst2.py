@@ -70,7 +70,8 @@ def store_vs_memory(store_path, epochs, batch_size, seed):
         model.fit(ds, epochs=epochs - 1, verbose=0)
         return (epochs - 1) * n / (time.perf_counter() - start)
 
-    from_store = store.dataset("train", batch_size, shuffle=True, seed=seed)
+    from_store = store.training_dataset("train", batch_size, seed=seed, steps_per_epoch=math.ceil(n / batch_size),
+                                        epochs=1)
     # the same examples, decoded once into memory, padded the same way per batch
     feats, labels = [], []
     for f, y in store.dataset("train", batch_size, pad_to="max"):
@@ -95,32 +96,45 @@ def main(argv=None):
     p.add_argument("--store", action="append", required=True, help="an SST-2 store (repeat for several)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; each kind is trained once per seed")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--work", default=None, help="folder for the run folders (default: a temp dir)")
+    p.add_argument("--no-reader-check", action="store_true", help="skip the store-vs-memory reader speed table")
     args = p.parse_args(argv)
 
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     work = args.work or tempfile.mkdtemp(prefix="bench-adapters-")
     print(f"# adapter benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
-          f"epochs {args.epochs}, batch {args.batch_size}, seed {args.seed}")
+          f"epochs {args.epochs}, batch {args.batch_size}, seeds {seeds}")
     try:
-        print("| store | tokens | model | dev accuracy | trainable params | share of BERT | train s | train ex/s |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| store | tokens | model | seed | dev accuracy | trainable params | share of BERT | train s | train ex/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        summary = []
         for store_path in args.store:
             store = open_store(store_path, expect={"task": "sst2"})
             for kind in args.kinds.split(","):
-                out = os.path.join(work, f"{os.path.basename(store_path.rstrip('/'))}-{kind}")
-                r = fit_one(store_path, kind, out, args.epochs, args.batch_size, args.seed)
-                print(f"| {os.path.basename(store_path)} | {store.token_mode} | {kind} | "
-                      f"{r.dev_metrics['accuracy']:.4f} | {r.trainable_params:,} | {r.param_share_pct:.3f}% | "
-                      f"{r.train_wall_time_s:.1f} | {r.train_examples_per_s:.0f} |", flush=True)
+                accs = []
+                for seed in seeds:
+                    out = os.path.join(work, f"{os.path.basename(store_path.rstrip('/'))}-{kind}-seed{seed}")
+                    r = fit_one(store_path, kind, out, args.epochs, args.batch_size, seed)
+                    accs.append(r.dev_metrics["accuracy"])
+                    print(f"| {os.path.basename(store_path)} | {store.token_mode} | {kind} | {seed} | "
+                          f"{accs[-1]:.4f} | {r.trainable_params:,} | {r.param_share_pct:.3f}% | "
+                          f"{r.train_wall_time_s:.1f} | {r.train_examples_per_s:.0f} |", flush=True)
+                summary.append((os.path.basename(store_path), kind, accs))
+        print("\n| store | model | seeds | dev accuracy mean | std | min | max |")
+        print("|---|---|---|---|---|---|---|")
+        for store_name, kind, accs in summary:
+            std = float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")
+            print(f"| {store_name} | {kind} | {len(accs)} | {np.mean(accs):.4f} | {std:.4f} | {min(accs):.4f} | "
+                  f"{max(accs):.4f} |", flush=True)
         print("\nbaselines (guide, same machine class): linear [CLS] 73.3% | linear last-layer mean 81.1% | "
               "scalar mix 80.8% | prototype adapter (sequence) 84.8% @ ~80 s/epoch | conv 83.6% @ 4.5 s/epoch | "
               "BERT fine-tuned 1 epoch 84.4% (215 s), 2 epochs 87.3%")
         print("\n| store | adapter_pooler train ex/s from store | from memory | ratio (>= 0.8) |")
         print("|---|---|---|---|")
-        for store_path in args.store:
-            s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, args.seed)
+        for store_path in ([] if args.no_reader_check else args.store):
+            s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, seeds[0])
             print(f"| {os.path.basename(store_path)} | {s:.0f} | {m:.0f} | {s / m:.2f} |", flush=True)
     except BertVisionError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ Prints, for ``--token-mode cls`` and ``--token-mode sequence`` on the embedded M
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -64,8 +65,14 @@ def bare_forward_rate(backbone, features, batch_size, max_seq_len, sort=True):
     return n / (time.perf_counter() - start)
 
 
+def one_epoch(store, split, batch_size):
+    """One shuffled training epoch of `split` as `fit` reads it, uncached."""
+    steps = math.ceil(store.num_records(split) / batch_size)
+    return store.training_dataset(split, batch_size, seed=0, steps_per_epoch=steps, epochs=1, cache=False)
+
+
 def read_rate(store, split, batch_size=64, repeats=2):
-    ds = store.dataset(split, batch_size, shuffle=True, seed=0)
+    ds = one_epoch(store, split, batch_size)
     n = 0
     for _ in ds:  # warm-up pass (file cache, tf.data autotune)
         pass
@@ -80,7 +87,7 @@ def adapter_rate(store, split, kind="adapter_pooler", batch_size=64, epochs=2):
     config = adapter_config(store, {"kind": kind})
     model = build_model(config)
     compile_for_task(model, config.task_kind, keras.optimizers.AdamW(1e-3), jit_compile=True)
-    ds = store.dataset(split, batch_size, shuffle=True, seed=0)
+    ds = one_epoch(store, split, batch_size)
     # cache in memory: we time the model's consumption alone, without the reader
     cached = ds.cache()
     model.fit(cached, epochs=1, verbose=0)

@@ -30,6 +30,7 @@ share of their peak, an assumption), and the reader throughput training needs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
         extract_s = time.perf_counter() - t0
         store = open_store(config.out)
-        ds = store.dataset("train", BATCH, shuffle=True, seed=0, cache=False)
+        ds = store.training_dataset("train", BATCH, seed=0, steps_per_epoch=math.ceil(store.num_records("train") / BATCH),
+                                    epochs=1, cache=False)
         for _ in ds:
             pass  # warm-up (page cache, autotune)
         t0 = time.perf_counter()
