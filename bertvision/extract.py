@@ -228,6 +228,19 @@ class _Writer(threading.Thread):
         if self.error is not None:
             raise self.error
 
+    def __enter__(self) -> "_Writer":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()  # waits for the last records; raises the writer's error
+            return
+        try:  # already failing: stop the thread, keep the first error
+            self.close()
+        except BaseException:
+            pass
+
 
 class ShardExtractor:
     """Writes shards: the one writer of store shards, run by `Extractor` in
@@ -245,17 +258,8 @@ class ShardExtractor:
 
     def write_shard(self, job: ShardJob, progress=None) -> None:
         """Write `job`'s shard, its records serialized by a background thread."""
-        writer = _Writer()
-        writer.start()
-        try:
+        with _Writer() as writer:
             self.write(job, writer.submit, progress)
-        except BaseException:
-            try:
-                writer.close()
-            except BaseException:
-                pass
-            raise
-        writer.close()
 
     def write(self, job: ShardJob, submit, progress=None) -> None:
         """Extract `job`'s shard, handing serialization and the final commit
@@ -492,17 +496,9 @@ class Extractor:
         total = self.plan["num_records"]
         bar = tqdm(total=total, initial=total - sum(job.records for job in todo), unit="ex",
                    desc=f"extract {c.task}/{c.split}", disable=not c.progress, dynamic_ncols=True, file=sys.stderr)
-        writer = _Writer()
-        writer.start()
         try:
-            for job in todo:
-                shards.write(job, writer.submit, bar.update)
-        except BaseException:
-            try:
-                writer.close()
-            except BaseException:
-                pass
-            raise
+            with _Writer() as writer:
+                for job in todo:
+                    shards.write(job, writer.submit, bar.update)
         finally:
             bar.close()
-        writer.close()
