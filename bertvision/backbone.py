@@ -224,6 +224,19 @@ def all_layers_model(backbone, layers: list[int] | None = None):
     return keras.Model(backbone.inputs, stacked, name="all_layers")
 
 
+def reduce_tokens(acts, padding_mask, token_mode: str):
+    """Reduce every-layer activations ``[B, K, T, H]`` over tokens as a store
+    keeps them: ``cls`` the first token ``[B, K, H]``, ``mean`` the masked
+    mean over real tokens ``[B, K, H]``, ``sequence`` unchanged. What
+    extraction (`AllLayersEncoder`) and serving (`bertvision.serving`) both apply."""
+    if token_mode == "cls":
+        return acts[:, :, 0, :]
+    if token_mode == "mean":
+        mask = tf.cast(padding_mask, acts.dtype)[:, None, :, None]
+        return tf.reduce_sum(acts * mask, axis=2) / tf.maximum(tf.reduce_sum(mask, axis=2), 1.0)
+    return acts
+
+
 class AllLayersEncoder:
     """The jit-compiled forward pass that extraction runs.
 
@@ -246,14 +259,16 @@ class AllLayersEncoder:
 
         def forward(batch):
             acts = self.model(batch, training=False)  # [B, K, T, H]
-            if token_mode == "cls":
-                acts = acts[:, :, 0, :]
-            elif token_mode == "mean":
-                mask = tf.cast(batch["padding_mask"], acts.dtype)[:, None, :, None]
-                acts = tf.reduce_sum(acts * mask, axis=2) / tf.maximum(tf.reduce_sum(mask, axis=2), 1.0)
-            return tf.cast(acts, self.dtype)
+            return tf.cast(reduce_tokens(acts, batch["padding_mask"], token_mode), self.dtype)
 
-        self._forward = tf.function(forward, jit_compile=jit_compile, reduce_retracing=True)
+        # One trace for every batch shape (XLA still compiles per shape): a
+        # shape-specialised trace computes a few float16 values 1 ulp apart
+        # from the generic one, so which trace a batch met would depend on the
+        # batches before it, and two processes extracting the same shard in
+        # different company would write different bytes.
+        spec = tf.TensorSpec([None, None], tf.int32)
+        self._forward = tf.function(forward, jit_compile=jit_compile, input_signature=[
+            {"token_ids": spec, "segment_ids": spec, "padding_mask": spec}])
 
     def __call__(self, batch):
         return self._forward(batch)

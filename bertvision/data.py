@@ -156,7 +156,10 @@ def load_examples(
         split: a split name of the task (`train`, `dev`, `test`; MNLI:
             `dev_matched`, `dev_mismatched`, `test_matched`,
             `test_mismatched`). For SQuAD a name `X` also resolves to the file
-            `X.json` in `data_dir` (e.g. `"dev-v2.0.Rhine"`).
+            `X.json` in `data_dir` (e.g. `"dev-v2.0.Rhine"`). `A+B` is the
+            examples of `A` followed by those of `B` (e.g.
+            `"train+dev-v2.0.Normans_CCT"`: more unanswerable questions to
+            train on); their uids must not collide.
         data_dir: local folder holding the task's files (for GLUE the task
             folder such as `glue/SST-2`; for SQuAD the folder holding
             `train-v2.0.json`/`dev-v2.0.json`). A data root holding the
@@ -176,6 +179,8 @@ def load_examples(
     spec = get_task(task)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    if "+" in split:
+        return _load_joined(spec, split, data_dir, use_tfds, limit)
     if use_tfds:
         if split not in spec.tfds_splits:
             raise DataError(
@@ -189,6 +194,26 @@ def load_examples(
     else:
         examples, skipped = _read_glue_tsv(spec, split, path, limit)
     return LoadResult(examples, skipped, spec.name, split, str(path))
+
+
+def _load_joined(spec: TaskSpec, split: str, data_dir, use_tfds: bool, limit: int | None) -> LoadResult:
+    parts = split.split("+")
+    if not all(parts) or len(set(parts)) != len(parts):
+        raise DataError(f"split {split!r}: give distinct split names joined by '+' (e.g. 'train+dev')")
+    examples, skipped, sources, seen = [], [], [], {}
+    for part in parts:
+        loaded = load_examples(spec, part, data_dir, use_tfds=use_tfds)
+        for example in loaded.examples:
+            if example.uid in seen:
+                raise DataError(f"split {split!r}: uid {example.uid!r} is in both {seen[example.uid]!r} and "
+                                f"{part!r}; splits joined with '+' need distinct uids")
+            seen[example.uid] = part
+        examples += loaded.examples
+        skipped += loaded.skipped
+        sources.append(loaded.source)
+    if limit is not None:
+        examples = examples[:limit]
+    return LoadResult(examples, skipped, spec.name, split, "+".join(sources))
 
 
 def default_data_root() -> Path:

@@ -4,12 +4,28 @@
 ...                        data_dir="../shared/data/glue/SST-2", token_mode="cls")
 >>> manifest = Extractor(config).run()
 
-A run killed at any point and started again with the same arguments resumes:
-finished shards (those with a ``.done`` marker) are kept, the others are
-written again from the start under a temporary name. Two processes extracting
-the same split into the same store are refused (a lock per split and
-worker). With ``num_workers=W, worker_index=I`` worker I writes shards I,
-I+W, ... of the same plan, and ``finalize`` merges them into the manifest.
+How a split is written, whoever writes it:
+
+1. `Extractor.plan_split` loads the examples, featurizes them once to learn
+   each record's size, cuts the records into shards (`store.plan_shards`)
+   and writes ``SPLIT.plan.json`` and ``SPLIT.examples.jsonl``. It returns
+   one `ShardJob` per shard: the shard's place in the plan and the examples
+   whose model inputs it holds (a SQuAD question's windows may straddle two
+   shards; each job featurizes the whole question and keeps its rows).
+2. `ShardExtractor.write(job)` featurizes the job's examples, runs the
+   backbone over length-sorted batches, serializes every record in row order
+   (`store.serialize_record`) and writes the shard atomically
+   (`store.ShardWriter`: a temporary name, renamed when complete, with a
+   ``.done`` marker holding its record count and sha256).
+3. `finalize_splits` checks every planned shard is there and writes the
+   manifest (`store.finalize_split`).
+
+`Extractor.run` does all three in this process (step 2 for the shards not yet
+done, so a killed run started again resumes). `bertvision.beam_extract` does
+step 1 on the launching machine and steps 2 and 3 inside an Apache Beam
+pipeline, so any Beam runner spreads the shards over many machines; both
+write the same bytes. Two processes writing the same split into one store are
+refused (a lock per split).
 """
 
 from __future__ import annotations
@@ -32,14 +48,18 @@ from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_l
                                  load_tokenizer, resolve_backbone)
 from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction, check_positive,
                                check_positive_int, default_max_seq_len)
-from bertvision.data import load_examples, seeded_subset
+from bertvision.data import Answer, Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
 from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions
 from bertvision.tasks import get_task
 
+__all__ = ["EXTRACT_STRATEGIES", "JOBS_SUFFIX", "ExtractConfig", "Extractor", "ShardExtractor", "ShardJob", "finalize_splits",
+           "make_forward", "split_lock", "stale_files"]
+
 EXTRACT_STRATEGIES = ("default", "mirrored")  # the forward pass runs on this machine's devices
+JOBS_SUFFIX = ".jobs.jsonl"  # SPLIT.jobs.jsonl: a Beam pipeline's input, removed when the split is finalized
 
 
 @dataclass
@@ -64,8 +84,6 @@ class ExtractConfig(ConfigBase):
     seed: int = 0
     shard_size_mb: float = 128.0
     max_skipped: float | None = 0.01  # refuse a split with more malformed records than this share (None: any)
-    num_workers: int = 1
-    worker_index: int = 0
     strategy: str = "default"
     jit_compile: bool = True
     progress: bool = True
@@ -81,22 +99,101 @@ class ExtractConfig(ConfigBase):
         if task.kind == "span" and self.token_mode != "sequence":
             raise ConfigError(f"task {self.task} is span annotation: it needs --token-mode sequence "
                               f"(every token's activations), not {self.token_mode!r}")
-        for name in ("batch_size", "doc_stride", "max_query_len", "num_workers"):
+        for name in ("batch_size", "doc_stride", "max_query_len"):
             check_positive_int(name, getattr(self, name))
         for name in ("max_seq_len", "limit", "sample"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_seq_len is None:
             self.max_seq_len = default_max_seq_len(task.kind)
-        featurizer = FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len)
         if task.kind == "span":
-            featurizer.check_span()
+            FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len).check_span()
         check_positive("shard_size_mb", self.shard_size_mb)
         if self.max_skipped is not None:
             check_fraction("max_skipped", self.max_skipped, low_open=False)
-        if isinstance(self.worker_index, bool) or not isinstance(self.worker_index, int) \
-                or not 0 <= self.worker_index < self.num_workers:
-            raise ConfigError(f"--worker-index {self.worker_index!r} must be in 0..{self.num_workers - 1}")
+
+    def featurizer(self, tokenizer) -> Featurizer:
+        """The `Featurizer` these settings describe."""
+        return Featurizer(tokenizer, max_seq_len=self.max_seq_len, doc_stride=self.doc_stride,
+                          max_query_len=self.max_query_len)
+
+
+def split_lock(split: str) -> str:
+    """Name of the lock file a split's writer holds in the store folder."""
+    return f".lock.{split}"
+
+
+# ---------------------------------------------------------------- shard jobs
+
+
+def _example_to_dict(ex: Example) -> dict:
+    return {"uid": ex.uid, "texts": list(ex.texts), "label": ex.label,
+            "answers": [[a.text, a.start] for a in ex.answers], "is_impossible": bool(ex.is_impossible)}
+
+
+def _example_from_dict(d: dict) -> Example:
+    return Example(uid=d["uid"], texts=tuple(d["texts"]), label=d["label"],
+                   answers=tuple(Answer(text, start) for text, start in d["answers"]),
+                   is_impossible=d["is_impossible"])
+
+
+@dataclass
+class ShardJob:
+    """One shard of a split's plan, with everything needed to write it.
+
+    ``start``/``end``: the shard's records (model inputs) in the split;
+    ``examples``: the examples whose inputs those are, from split position
+    ``first_example`` on, the first of them starting at record
+    ``first_row`` (``<= start`` when its windows began in the previous shard).
+    A job is a line of JSON (`to_json`), the element a Beam pipeline passes on.
+    """
+
+    split: str
+    index: int
+    count: int
+    start: int
+    end: int
+    first_example: int
+    first_row: int
+    examples: list
+
+    @property
+    def name(self) -> str:
+        return st.shard_name(self.split, self.index, self.count)
+
+    @property
+    def records(self) -> int:
+        return self.end - self.start
+
+    def to_json(self) -> str:
+        fields = {k: getattr(self, k) for k in ("split", "index", "count", "start", "end", "first_example",
+                                                "first_row")}
+        return json.dumps({**fields, "examples": [_example_to_dict(e) for e in self.examples]}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShardJob":
+        data = json.loads(text)
+        data["examples"] = [_example_from_dict(e) for e in data["examples"]]
+        return cls(**data)
+
+
+def make_forward(backbone, layers: list[int], config: ExtractConfig):
+    """``batch -> numpy activations``: the jit-compiled `AllLayersEncoder`
+    on this machine's devices (``--strategy mirrored``: every local GPU)."""
+    strategy = get_strategy(config.strategy)
+    with strategy.scope():
+        encoder = AllLayersEncoder(backbone, layers, config.token_mode, config.dtype, config.jit_compile)
+    if strategy.num_replicas_in_sync == 1:
+        return lambda batch: encoder(batch).numpy()
+
+    def run(batch):
+        dist = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch))
+        out = None
+        for x in dist:
+            out = strategy.gather(strategy.run(encoder, args=(x,)), axis=0)
+        return out.numpy()
+
+    return run
 
 
 class _Writer(threading.Thread):
@@ -132,8 +229,107 @@ class _Writer(threading.Thread):
             raise self.error
 
 
+class ShardExtractor:
+    """Writes shards: the one writer of store shards, run by `Extractor` in
+    this process and by `bertvision.beam_extract` on Beam workers.
+
+    `forward` is ``batch -> activations`` (`make_forward`); `config` gives
+    the store settings (its ``split`` is not used: each job names its own).
+    """
+
+    def __init__(self, config: ExtractConfig, tokenizer, forward):
+        self.config = config
+        self.task = get_task(config.task)
+        self.featurizer = config.featurizer(tokenizer)
+        self.forward = forward
+
+    def write_shard(self, job: ShardJob, progress=None) -> None:
+        """Write `job`'s shard, its records serialized by a background thread."""
+        writer = _Writer()
+        writer.start()
+        try:
+            self.write(job, writer.submit, progress)
+        except BaseException:
+            try:
+                writer.close()
+            except BaseException:
+                pass
+            raise
+        writer.close()
+
+    def write(self, job: ShardJob, submit, progress=None) -> None:
+        """Extract `job`'s shard, handing serialization and the final commit
+        to `submit` (a `_Writer`'s, to overlap them with the forward pass);
+        `progress(n)` after every batch."""
+        c, kind = self.config, self.task.kind
+        f = self.featurizer.encode(self.task, job.examples)
+        lo, hi = job.start - job.first_row, job.end - job.first_row
+        if not (0 <= lo < hi <= len(f)) or int(f.example_index[hi - 1]) != len(job.examples) - 1:
+            raise StoreError(f"{job.name}: featurizing its {len(job.examples)} example(s) gives {len(f)} model "
+                             f"inputs, which does not fit the plan's records {job.start}..{job.end - 1}; the "
+                             "tokenizer or featurizer differs from the one that planned the split")
+        lengths = f.padding_mask.sum(axis=1)
+        windows = f.window_index() if kind == "span" else None
+        seq = c.token_mode == "sequence"
+        inputs = f.inputs()
+        writer = st.ShardWriter(io.join(c.out, job.name))
+
+        def serialize(first, arrays):
+            for r, a in enumerate(arrays, start=first):
+                n, e = int(lengths[r]), int(f.example_index[r])
+                span = None
+                if kind == "span":
+                    span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
+                            "window_index": windows[r], "offsets": f.offsets[r]}
+                record = st.serialize_record(a, length=n if seq else None, uid=job.examples[e].uid,
+                                             example_index=job.first_example + e, label=job.examples[e].label,
+                                             task_kind=kind, span=span)
+                writer.write(record, a.nbytes)
+
+        # Forward in length-sorted batches; write in row order as soon as the
+        # next row's activations are there (at most one shard held).
+        ready, next_row = {}, lo
+        for rows in length_sorted_batches(lengths, np.arange(lo, hi), c.batch_size):
+            t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
+            acts = self.forward({k: v[rows, :t] for k, v in inputs.items()})
+            for j, r in enumerate(rows):
+                ready[int(r)] = np.ascontiguousarray(acts[j, :, :int(lengths[r]), :]) if seq else acts[j]
+            first = next_row
+            while next_row in ready:
+                next_row += 1
+            if next_row > first:
+                arrays = [ready.pop(r) for r in range(first, next_row)]
+                submit(lambda first=first, arrays=arrays: serialize(first, arrays))
+            if progress is not None:
+                progress(len(rows))
+        if ready or next_row != hi:  # cannot happen: every row is in exactly one batch
+            raise AssertionError(f"{job.name}: rows {lo}..{hi - 1} were not all extracted")
+        submit(writer.commit)
+
+
+def stale_files(store_dir: str, shard: str) -> list[str]:
+    """Leftover temporary files of `shard` (from a killed writer)."""
+    return io.glob(io.join(store_dir, shard) + ".tmp-*")
+
+
+def finalize_splits(store_dir: str, splits: list[str], verify: bool = True) -> dict:
+    """Check every planned shard of `splits` is written and record them in
+    the manifest (`store.finalize_split`, under the manifest lock); remove the
+    splits' leftover temporary files and job files. Returns the manifest."""
+    manifest = None
+    with io.exclusive_lock(store_dir, "updating the manifest", StoreError, wait=True):
+        for split in splits:
+            manifest = st.finalize_split(store_dir, split, verify=verify)
+            for info in manifest["splits"][split]["shards"]:
+                for stale in stale_files(store_dir, info["file"]):
+                    io.remove(stale)
+            io.remove(io.join(store_dir, split + JOBS_SUFFIX))
+    return manifest
+
+
 class Extractor:
-    """Runs one `ExtractConfig`. See the module docstring."""
+    """Plans a split (`plan_split`) and, in this process, writes it (`run`).
+    See the module docstring."""
 
     def __init__(self, config: ExtractConfig, backbone=None, tokenizer=None):
         """`backbone`/`tokenizer` may be passed in already loaded (they must
@@ -158,9 +354,7 @@ class Extractor:
             raise ConfigError(f"{c.task}/{c.split}: no examples to extract")
         self.ref = resolve_backbone(c.backbone)
         self.tokenizer = self._tokenizer or load_tokenizer(self.ref)
-        featurizer = Featurizer(self.tokenizer, max_seq_len=c.max_seq_len, doc_stride=c.doc_stride,
-                                max_query_len=c.max_query_len)
-        self.features = featurizer.encode(self.task, self.examples)
+        self.features = c.featurizer(self.tokenizer).encode(self.task, self.examples)
         self.backbone = self._backbone or load_backbone(self.ref)
         self.layers = backbone_layers(c.layers, self.backbone.num_layers)
         featurizer_config = {"max_seq_len": c.max_seq_len}
@@ -195,7 +389,7 @@ class Extractor:
         return rows
 
     # ------------------------------------------------------------------
-    def _check_out(self) -> None:
+    def check_out(self) -> None:
         """Refuse an --out that holds files but is not a store."""
         out = self.config.out
         if io.exists(out) and not io.isdir(out):
@@ -247,25 +441,31 @@ class Extractor:
         self.plan = plan
         return plan
 
+    def jobs(self) -> list[ShardJob]:
+        """One `ShardJob` per shard of the plan (`write_plan` first)."""
+        index = self.features.example_index  # ascending: an example's inputs are consecutive records
+        first_rows = np.searchsorted(index, np.arange(len(self.examples)))
+        jobs, count = [], len(self.plan["shards"])
+        for i, (start, end) in enumerate(self.plan["shards"]):
+            a, b = int(index[start]), int(index[end - 1])
+            jobs.append(ShardJob(self.config.split, i, count, int(start), int(end), a, int(first_rows[a]),
+                                 self.examples[a:b + 1]))
+        return jobs
+
+    def plan_split(self) -> list[ShardJob]:
+        """Check --out, load and featurize the split, write (or check) its
+        plan and examples file; return its shard jobs (step 1)."""
+        self.check_out()
+        self.prepare()
+        self.write_plan()
+        return self.jobs()
+
     # ------------------------------------------------------------------
-    def _distributed_forward(self, encoder, strategy):
-        if strategy.num_replicas_in_sync == 1:
-            return lambda batch: encoder(batch).numpy()
-
-        def run(batch):
-            ds = tf.data.Dataset.from_tensors(batch)
-            dist = strategy.experimental_distribute_dataset(ds)
-            out = None
-            for x in dist:
-                out = strategy.gather(strategy.run(encoder, args=(x,)), axis=0)
-            return out.numpy()
-
-        return run
-
-    def run(self) -> dict | None:
-        """Extract this worker's shards; finalize when every shard is done."""
+    def run(self) -> dict:
+        """Extract the split in this process (the shards not yet done) and
+        write the manifest; returns it."""
         c = self.config
-        self._check_out()
+        self.check_out()
         created = not io.exists(c.out)
         try:
             return self._run()
@@ -274,121 +474,35 @@ class Extractor:
                 shutil.rmtree(c.out, ignore_errors=True)  # failed before writing anything: leave no trace
             raise
 
-    def _run(self) -> dict | None:
+    def _run(self) -> dict:
         c = self.config
-        lock = f".lock.{c.split}.{c.worker_index}"
-        with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=lock):
-            self.prepare()
-            plan = self.write_plan()
-            bounds = [tuple(b) for b in plan["shards"]]
-            n_shards = len(bounds)
-            mine = [i for i in range(n_shards) if i % c.num_workers == c.worker_index]
-            todo = [i for i in mine if st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) is None]
-            total = sum(bounds[i][1] - bounds[i][0] for i in mine)
-            remaining = sum(bounds[i][1] - bounds[i][0] for i in todo)
-            for i in todo:  # leftovers of a killed run (nobody else writes these shards: we hold the lock)
-                for stale in io.glob(io.join(c.out, st.shard_name(c.split, i, n_shards)) + ".tmp-*"):
+        with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=split_lock(c.split)):
+            jobs = self.plan_split()
+            todo = [job for job in jobs if st.finished_shard(c.out, job.name) is None]
+            for job in todo:  # leftovers of a killed run (nobody else writes these shards: we hold the lock)
+                for stale in stale_files(c.out, job.name):
                     io.remove(stale)
             if todo:
-                strategy = get_strategy(c.strategy)
-                with strategy.scope():
-                    encoder = AllLayersEncoder(self.backbone, self.layers, c.token_mode, c.dtype, c.jit_compile)
-                forward = self._distributed_forward(encoder, strategy)
-                self._extract_shards(todo, bounds, forward, total, total - remaining)
-        done = all(st.finished_shard(c.out, st.shard_name(c.split, i, n_shards)) for i in range(n_shards))
-        if done:
-            with io.exclusive_lock(c.out, "updating the manifest", StoreError, wait=True):
-                return st.finalize_split(c.out, c.split, self.spec.header(), plan["provenance"])
-        return None
-    def _extract_shards(self, todo, bounds, forward, total, already):
-        c, f = self.config, self.features
-        lengths = f.padding_mask.sum(axis=1)
-        windows = self.features.window_index() if self.task.kind == "span" else None
-        labels = [self.examples[i].label for i in f.example_index]
-        uids = [self.examples[i].uid for i in f.example_index]
-        n_shards = len(bounds)
-        bar = tqdm(total=total, initial=already, unit="ex", desc=f"extract {c.task}/{c.split}",
-                   disable=not c.progress, dynamic_ncols=True, file=sys.stderr)
-        writer_thread = _Writer()
-        writer_thread.start()
-        seq = c.token_mode == "sequence"
-        kind = self.task.kind
+                shards = ShardExtractor(c, self.tokenizer, make_forward(self.backbone, self.layers, c))
+                self._write(shards, todo)
+            return finalize_splits(c.out, [c.split], verify=True)
+
+    def _write(self, shards: ShardExtractor, todo: list[ShardJob]) -> None:
+        c = self.config
+        total = self.plan["num_records"]
+        bar = tqdm(total=total, initial=total - sum(job.records for job in todo), unit="ex",
+                   desc=f"extract {c.task}/{c.split}", disable=not c.progress, dynamic_ncols=True, file=sys.stderr)
+        writer = _Writer()
+        writer.start()
         try:
-            for shard in todo:
-                start, end = bounds[shard]
-                writer = st.ShardWriter(io.join(c.out, st.shard_name(c.split, shard, n_shards)))
-                # Forward in length-sorted batches; write in row order as soon as
-                # the next row's activations are there (at most one shard held).
-                ready, next_row = {}, start
-                for rows in length_sorted_batches(lengths, np.arange(start, end), c.batch_size):
-                    t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
-                    batch = {
-                        "token_ids": f.token_ids[rows, :t],
-                        "segment_ids": f.segment_ids[rows, :t],
-                        "padding_mask": f.padding_mask[rows, :t],
-                    }
-                    acts = forward(batch)
-                    for j, r in enumerate(rows):
-                        ready[int(r)] = np.ascontiguousarray(acts[j, :, :int(lengths[r]), :]) if seq else acts[j]
-                    first = next_row
-                    while next_row in ready:
-                        next_row += 1
-                    if next_row > first:
-                        arrays = [ready.pop(r) for r in range(first, next_row)]
-
-                        def write(arrays=arrays, first=first, writer=writer):
-                            for r, a in enumerate(arrays, start=first):
-                                n = int(lengths[r])
-                                span = None
-                                if kind == "span":
-                                    span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
-                                            "window_index": windows[r], "offsets": f.offsets[r]}
-                                record = st.serialize_record(a, length=n if seq else None, uid=uids[r],
-                                                             example_index=int(f.example_index[r]), label=labels[r],
-                                                             task_kind=kind, span=span)
-                                writer.write(record, a.nbytes)
-
-                        writer_thread.submit(write)
-                    bar.update(len(rows))
-                if ready or next_row != end:  # cannot happen: every row is in exactly one batch
-                    raise AssertionError(f"shard {shard}: rows {start}..{end - 1} were not all extracted")
-                writer_thread.submit(writer.commit)
+            for job in todo:
+                shards.write(job, writer.submit, bar.update)
         except BaseException:
             try:
-                writer_thread.close()
+                writer.close()
             except BaseException:
                 pass
             raise
         finally:
             bar.close()
-        writer_thread.close()
-
-
-def finalize(store_dir: str, split: str | None = None) -> dict:
-    """Verify and merge the shards of `split` (or of every planned split)."""
-    if not io.isdir(store_dir):
-        raise StoreError(f"{store_dir}: no such store folder")
-    names = [split] if split else sorted(
-        n[: -len(".plan.json")] for n in io.listdir(store_dir) if n.endswith(".plan.json"))
-    if not names:
-        raise StoreError(f"{store_dir}: nothing to finalize (no *.plan.json)")
-    manifest = None
-    with io.exclusive_lock(store_dir, "updating the manifest", StoreError, wait=True):
-        for name in names:
-            manifest = st.finalize_split(store_dir, name)
-    return manifest
-
-
-def env_worker_from_tf_config() -> tuple[int, int] | None:
-    """(num_workers, worker_index) from TF_CONFIG, if it names a cluster."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"TF_CONFIG is not valid JSON ({err})") from err
-    workers = config.get("cluster", {}).get("worker", [])
-    if config.get("task", {}).get("type") != "worker" or not workers:
-        return None
-    return len(workers), int(config["task"]["index"])
+        writer.close()

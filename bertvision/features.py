@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
 
@@ -204,16 +205,25 @@ def span_text(context: str, offsets_row: Any, start: int, end: int) -> str:
     return context[a:b]
 
 
+# One tokenizer call at a time in this process: a Hugging Face fast tokenizer
+# keeps its truncation and padding settings as state, set by each call, so two
+# threads tokenizing with different lengths (a server serving two stores'
+# featurizers over one tokenizer) could each get the other's length.
+_TOKENIZER_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' 'sequence longer than max length' warning: span
-    contexts are tokenized whole on purpose and windowed afterwards."""
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
+    contexts are tokenized whole on purpose and windowed afterwards (holds the
+    tokenizer lock: the verbosity is process-wide)."""
+    with _TOKENIZER_LOCK:
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
 
 
 class Featurizer:
@@ -287,16 +297,10 @@ class Featurizer:
         columns = [[_text(ex, k) for ex in examples] for k in range(n_texts)]
         if n_texts == 2 and length < 5:
             raise ConfigError(f"max_seq_len={length} cannot hold a pair ([CLS] a [SEP] b [SEP] needs 5)")
-        enc = self.tokenizer(
-            *columns,
-            truncation="longest_first",
-            max_length=length,
-            padding="max_length",
-            add_special_tokens=True,
-            return_token_type_ids=True,
-            return_attention_mask=True,
-            return_tensors=None,
-        )
+        with _TOKENIZER_LOCK:
+            enc = self.tokenizer(*columns, truncation="longest_first", max_length=length, padding="max_length",
+                                 add_special_tokens=True, return_token_type_ids=True, return_attention_mask=True,
+                                 return_tensors=None)
         token_ids = np.asarray(enc["input_ids"], dtype=np.int32)
         if token_ids.shape != (len(examples), length):
             raise ValueError(f"tokenizer returned shape {token_ids.shape}; expected {(len(examples), length)}")

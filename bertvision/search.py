@@ -12,7 +12,7 @@ folder a person can open::
                                trial_XX/best.weights.npz
     SEARCH_DIR/trials.csv      one row per trial: trial_id, status,
                                hyperparameters, <main metric>,
-                               trainable_params, wall_time_s
+                               trainable_params, wall_time_s, tuner_id
     SEARCH_DIR/best/           the best configuration retrained by
                                `bertvision.fit.fit`: a normal fit run folder
                                (`pipelines.predict`, `pipelines.ensemble`)
@@ -30,7 +30,18 @@ the objective is the task's official main dev metric
 (`bertvision.tasks.TaskSpec.main_metric`; all are maximised), reported to the
 tuner as ``val_<metric>``. Running the same search again resumes it:
 KerasTuner reloads its oracle from ``SEARCH_DIR/tuner`` and reruns only the
-trial that was interrupted.
+trial that was interrupted, wherever a ``kill -9`` landed (KerasTuner's
+state files are written atomically, `atomic_tuner_state`; a trial whose
+training finished is not trained again).
+
+Distributed (`SearchRole`, KerasTuner's own chief/worker set-up): start the
+same command once with ``KERASTUNER_TUNER_ID=chief`` and once per worker with
+``KERASTUNER_TUNER_ID=tuner0``, ``tuner1``, ..., all with
+``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT`` naming the chief and
+``--out`` a folder they share. The chief serves the oracle over gRPC and
+writes the outputs; the workers train the trials. A worker killed mid-trial
+and started again with the same id runs that trial again (the chief waits
+for it).
 
 Example:
     >>> config = SearchConfig(store="tfrecords/sst2", out="searches/sst2", max_trials=10, epochs=4)
@@ -41,10 +52,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _stringio
+import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -52,6 +66,7 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
+import keras_tuner.src.utils as kt_utils
 import numpy as np
 
 from bertvision import io
@@ -64,8 +79,9 @@ from bertvision.runs import RunFolder
 from bertvision.store import open_store
 from bertvision.tasks import get_task
 
-__all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchSpace", "build_search_tuner",
-           "layer_indices", "read_trial_rows", "search", "write_trials_csv"]
+__all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchRole", "SearchSpace", "atomic_tuner_state",
+           "build_search_tuner", "layer_indices", "read_trial_rows", "search", "search_role", "work_for_chief",
+           "write_trials_csv"]
 
 TUNERS = ("random", "bayesian", "hyperband")
 PROJECT = "tuner"  # KerasTuner project name: SEARCH_DIR/tuner
@@ -277,6 +293,40 @@ class SearchConfig(ConfigBase):
                          **train)
 
 
+# ----------------------------------------------------------- distributed search
+
+
+@dataclass(frozen=True)
+class SearchRole:
+    """What this process is in a search, from KerasTuner's environment
+    variables: ``single`` (no ``KERASTUNER_ORACLE_IP``: the whole search in
+    this process), ``chief`` (``KERASTUNER_TUNER_ID`` contains ``chief``: it
+    serves the oracle at ``KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT``,
+    runs no trial, and writes ``search.json``, ``trials.csv`` and ``best/``)
+    or ``worker`` (any other id: it trains the trials the chief hands out)."""
+
+    kind: str
+    tuner_id: str
+    oracle: str | None = None
+
+
+def search_role() -> SearchRole:
+    """This process's `SearchRole`; a half-set environment is refused, naming
+    the variable."""
+    env = os.environ
+    if not env.get("KERASTUNER_ORACLE_IP"):
+        return SearchRole("single", env.get("KERASTUNER_TUNER_ID") or "tuner0")
+    port, tuner_id = env.get("KERASTUNER_ORACLE_PORT", ""), env.get("KERASTUNER_TUNER_ID", "")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise SearchError(f"KERASTUNER_ORACLE_PORT must be the chief's port number (1-65535) when "
+                          f"KERASTUNER_ORACLE_IP is set, got {port!r}")
+    if not tuner_id:
+        raise SearchError("KERASTUNER_TUNER_ID must name this process when KERASTUNER_ORACLE_IP is set: "
+                          "'chief' for the chief, a distinct id (tuner0, tuner1, ...) for each worker")
+    kind = "chief" if "chief" in tuner_id else "worker"  # KerasTuner's own rule
+    return SearchRole(kind, tuner_id, f"{env['KERASTUNER_ORACLE_IP']}:{port}")
+
+
 # -------------------------------------------------------------- hypermodel
 
 
@@ -339,22 +389,91 @@ class AdapterHyperModel(kt.HyperModel):
 _UNFINISHED = ("RUNNING", "IDLE", "INVALID")  # INVALID: waiting for a retry
 
 
+# ------------------------------------------------- KerasTuner's private parts
+#
+# KerasTuner has no public way to make its state files safe against kill -9,
+# nor to say which trials a reloaded oracle retries. This section is the one
+# place BertVision reaches into KerasTuner's internals for that;
+# tests/test_search.py::test_keras_tuner_internals_we_rely_on fails loudly if
+# an upgrade moves them.
+
+
+def _atomic_save_json(path, obj) -> str:
+    """KerasTuner's `save_json`, written atomically (`bertvision.io`)."""
+    text = json.dumps(obj)
+    io.atomic_write_text(path, text)
+    return text
+
+
+@contextlib.contextmanager
+def atomic_tuner_state():
+    """Make KerasTuner write its state files atomically while the block runs.
+
+    KerasTuner writes ``oracle.json``, every ``trial_XX/trial.json`` and
+    ``<tuner id>.json`` in place, through ``keras_tuner.src.utils.save_json``
+    (`Stateful.save`): a kill during a write leaves a truncated file, and the
+    search cannot be resumed. Inside this block each is written under a
+    temporary name and renamed over the old one, so a kill leaves the old
+    file or the new one.
+    """
+    original = getattr(kt_utils, "save_json", None)
+    if original is None:
+        raise SearchError(f"keras-tuner {kt.__version__}: keras_tuner.src.utils has no save_json; "
+                          "bertvision.search.atomic_tuner_state needs updating")
+    kt_utils.save_json = _atomic_save_json
+    try:
+        yield
+    finally:
+        kt_utils.save_json = original
+
+
+def _retry_unfinished(oracle) -> None:
+    """After `Oracle.reload`: retry exactly the trials that never finished.
+
+    KerasTuner saves ``oracle.json`` in ``end_trial`` while the trial is still
+    listed as ongoing, and ``reload()`` sends every ongoing trial for retry: a
+    search killed right after a trial finished would redo it. And a kill
+    between a new trial's ``trial.json`` and ``oracle.json`` leaves a trial
+    no retry queue holds, which would never run. The queue is rebuilt from the
+    trials' own files: every trial not COMPLETED or FAILED, lowest id first.
+    """
+    unfinished = sorted(t for t, trial in oracle.trials.items() if trial.status in _UNFINISHED)
+    queue = [t for t in oracle._retry_queue if t in unfinished]
+    queue += [t for t in unfinished if t not in queue]
+    oracle._retry_queue = sorted(queue, reverse=True)  # create_trial pops from the end
+
+
+# ----------------------------------------------------------------- the tuners
+
+
 class _AdapterTuner:
     """What BertVision's tuners add to KerasTuner's (mixed into each):
     `run_trial` trains with `bertvision.fit.build_adapter_trainer` (the
     documented way to customise a KerasTuner search) and writes
-    ``trial_XX/bertvision_trial.json`` and the trial's best weights; `reload`
-    retries only trials that never finished."""
+    ``trial_XX/bertvision_trial.json`` (with the trial's values and results:
+    a trial whose training finished is never trained again, even if a kill
+    came before the oracle heard of it) and the trial's best weights;
+    `reload` retries only trials that never finished."""
+
+    def __init__(self, *args, **kwargs):
+        self.trials_run: list[str] = []  # trial ids this process trained (or found trained)
+        super().__init__(*args, **kwargs)
 
     def run_trial(self, trial, *args, **kwargs):
         config, plan = self.hypermodel.config, self.hypermodel.plan
         hp = trial.hyperparameters
         values = active_values(hp)
+        trial_dir = self.get_trial_dir(trial.trial_id)
+        record_path = os.path.join(trial_dir, TRIAL_RECORD)
+        self.trials_run.append(trial.trial_id)
+        if os.path.isfile(record_path):  # trained before a kill or a worker's loss; the oracle never heard
+            record = io.read_json(record_path, SearchError)
+            if record.get("values") == json.loads(json.dumps(values)) and record.get("results"):
+                return record["results"]
         _, _, train = split_values(values)
         epochs = int(hp.values.get("tuner/epochs", config.epochs))
         initial_epoch = int(hp.values.get("tuner/initial_epoch", 0))
         start, results, executions = time.perf_counter(), [], []
-        trial_dir = self.get_trial_dir(trial.trial_id)
         for execution in range(self.executions_per_trial):
             model_config = self.hypermodel.model_config(hp)
             keras.utils.set_random_seed(config.seed + execution)
@@ -379,21 +498,19 @@ class _AdapterTuner:
                                "wall_time_s": round(time.perf_counter() - t0, 3), "best_epoch": outcome.best_epoch,
                                "dev_metrics": outcome.best_metrics, "epochs": len(outcome.history)})
             results.append({plan.objective: outcome.best_metrics[plan.metric]})
-        record = {"trial_id": trial.trial_id, "wall_time_s": round(time.perf_counter() - start, 3),
-                  "trainable_params": executions[0]["trainable_params"], "executions": executions}
-        io.atomic_write_json(os.path.join(trial_dir, TRIAL_RECORD), record)
+        record = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id,
+                  "wall_time_s": round(time.perf_counter() - start, 3),
+                  "trainable_params": executions[0]["trainable_params"], "values": values, "results": results,
+                  "executions": executions}
+        io.atomic_write_json(record_path, record)
+        if config.verbose and search_role().kind == "worker":
+            print(f"{self.tuner_id}: trial {trial.trial_id} {plan.metric}={results[0][plan.objective]:.4f}", flush=True)
         return results
 
     def reload(self):
         super().reload()
-        # KerasTuner saves oracle.json in end_trial while the trial is still listed
-        # as ongoing, and reload() sends every ongoing trial for retry: a search
-        # killed right after a trial finished would redo it. KerasTuner has no
-        # public way to change that; this is the one place BertVision edits its
-        # state, and tests/test_search.py kills a real search to check it.
-        oracle = self.oracle
-        queue = [t for t in oracle._retry_queue if t in oracle.trials and oracle.trials[t].status in _UNFINISHED]
-        oracle._retry_queue = list(dict.fromkeys(queue))
+        if search_role().kind != "worker":  # a worker's oracle is the chief's
+            _retry_unfinished(self.oracle)
 
 
 class AdapterRandomSearch(_AdapterTuner, kt.RandomSearch):
@@ -428,7 +545,8 @@ def build_search_tuner(config: SearchConfig, plan: _Plan, strategy=None):
 def read_trial_rows(tuner, metric: str) -> list[dict]:
     """One row per trial of `tuner`'s oracle, by trial id: ``trial_id``,
     ``status``, the active hyperparameters, `metric` (the tuner's objective
-    score), ``trainable_params``, ``wall_time_s`` (from the trial record)."""
+    score), ``trainable_params``, ``wall_time_s``, ``tuner_id`` (the process
+    that trained it; from the trial record)."""
     rows = []
     for trial_id in sorted(tuner.oracle.trials):
         trial = tuner.oracle.trials[trial_id]
@@ -439,6 +557,7 @@ def read_trial_rows(tuner, metric: str) -> list[dict]:
         row[metric] = trial.score
         row["trainable_params"] = record.get("trainable_params")
         row["wall_time_s"] = record.get("wall_time_s")
+        row["tuner_id"] = record.get("tuner_id")
         rows.append(row)
     return rows
 
@@ -447,8 +566,8 @@ def write_trials_csv(rows: list[dict], path: str, metric: str) -> None:
     """Write `rows` (from `read_trial_rows`) as CSV, atomically: ``trial_id``,
     ``status``, the hyperparameters (space order, then any others, e.g.
     Hyperband's ``tuner/epochs``), `metric`, ``trainable_params``,
-    ``wall_time_s``; empty cells for inactive hyperparameters."""
-    tail = [metric, "trainable_params", "wall_time_s"]
+    ``wall_time_s``, ``tuner_id``; empty cells for inactive hyperparameters."""
+    tail = [metric, "trainable_params", "wall_time_s", "tuner_id"]
     seen: list[str] = []
     for row in rows:
         seen += [c for c in row if c not in seen and c not in tail]
@@ -475,6 +594,12 @@ def _check_search_folder(config: SearchConfig) -> dict | None:
             raise SearchError(f"--out {config.out} is a folder holding other files and no search; give a new "
                               "or empty folder")
         return None
+    return _read_search_record(config)
+
+
+def _read_search_record(config: SearchConfig) -> dict:
+    """``search.json`` of `config.out`, refused unless its settings are `config`'s."""
+    path = os.path.join(config.out, "search.json")
     old = io.read_json(path, SearchError)
     if old.get("run_type") != "search":
         raise SearchError(f"{path} is not a search record (run_type {old.get('run_type')!r})")
@@ -485,6 +610,40 @@ def _check_search_folder(config: SearchConfig) -> dict | None:
                           "run it with the same settings to resume it (only --max-trials may change), "
                           "or choose another --out")
     return old
+
+
+def _strategy_and_plan(config: SearchConfig):
+    strategy = get_strategy(config.strategy) if config.strategy != "default" else None
+    plan = _Plan(config)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    bad = [b for b in config.space.batch_sizes if b % replicas]
+    if bad:
+        raise SearchError(f"batch sizes {bad} are not multiples of the {replicas} replicas")
+    return strategy, plan
+
+
+def work_for_chief(config: SearchConfig, role: "SearchRole", poll_s: float = 1.0) -> dict:
+    """Be a worker of a distributed search: wait for the chief's
+    ``search.json`` (and refuse other settings than the chief's), then train
+    the trials the chief hands out until it has none left. Writes only the
+    trial folders (``trial_XX/bertvision_trial.json``, weights) and its own
+    tuner file; ``search.json``, ``trials.csv`` and ``best/`` are the chief's.
+    Returns ``{"run_type": "search_worker", "tuner_id", "oracle", "trials_run"}``."""
+    path = os.path.join(config.out, "search.json")
+    if not os.path.isfile(path):
+        print(f"{role.tuner_id}: waiting for the chief to start the search in {config.out}", flush=True)
+        while not os.path.isfile(path):
+            time.sleep(poll_s)
+    _read_search_record(config)  # the chief's settings must be ours
+    strategy, plan = _strategy_and_plan(config)
+    lock = ".lock." + re.sub(r"[^A-Za-z0-9_.-]", "_", role.tuner_id)
+    with io.exclusive_lock(config.out, f"search worker {role.tuner_id}", SearchError, name=lock):
+        keras.utils.set_random_seed(config.seed)
+        with atomic_tuner_state():
+            tuner = build_search_tuner(config, plan, strategy)
+            tuner.search(verbose=0)
+    return {"run_type": "search_worker", "tuner_id": role.tuner_id, "oracle": role.oracle,
+            "trials_run": list(tuner.trials_run)}
 
 
 def _retrain_best(config: SearchConfig, plan: _Plan, best_id: str, values: dict, previous: dict | None):
@@ -510,14 +669,16 @@ def search(config: SearchConfig) -> dict:
     """Run (or resume) the search `config` describes; write ``trials.csv``,
     ``search.json`` and, with ``retrain``, ``best/``. Returns the
     ``search.json`` record. Everything is checked before any trial runs.
+
+    In a distributed search (`search_role`) the chief does all this while the
+    workers train the trials; a worker's call returns `work_for_chief`'s
+    summary instead.
     """
+    role = search_role()
+    if role.kind == "worker":
+        return work_for_chief(config, role)
     previous = _check_search_folder(config)
-    strategy = get_strategy(config.strategy) if config.strategy != "default" else None
-    plan = _Plan(config)
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    bad = [b for b in config.space.batch_sizes if b % replicas]
-    if bad:
-        raise SearchError(f"batch sizes {bad} are not multiples of the {replicas} replicas")
+    strategy, plan = _strategy_and_plan(config)
     os.makedirs(config.out, exist_ok=True)
     with io.exclusive_lock(config.out, "a search", SearchError):
         record = {"run_type": "search", "task": plan.task.name, "main_metric": plan.metric,
@@ -526,14 +687,19 @@ def search(config: SearchConfig) -> dict:
                   "best_hyperparameters": (previous or {}).get("best_hyperparameters"),
                   "best_search_metric": None, "best_metric": None, "best_run": None,
                   "store": config.store, "layers": plan.store.layers, "token_mode": plan.store.token_mode,
-                  "train_examples": int(plan.train_examples), "eval_split": plan.eval_splits[0]}
+                  "train_examples": int(plan.train_examples), "eval_split": plan.eval_splits[0],
+                  "distributed": None if role.kind == "single" else {"oracle": role.oracle, "chief": role.tuner_id}}
         path = os.path.join(config.out, "search.json")
         io.atomic_write_json(path, record)
 
         keras.utils.set_random_seed(config.seed)
-        tuner = build_search_tuner(config, plan, strategy)
         start = time.perf_counter()
-        tuner.search(verbose=config.verbose)
+        with atomic_tuner_state():
+            tuner = build_search_tuner(config, plan, strategy)
+            tuner.save()  # oracle.json and the tuner's file exist from here on: a search killed later reloads
+            if role.kind == "chief" and config.verbose:
+                print(f"chief {role.tuner_id}: serving trials at {role.oracle} to the workers", flush=True)
+            tuner.search(verbose=config.verbose)  # the chief: until the workers have run every trial
         rows = read_trial_rows(tuner, plan.metric)
         write_trials_csv(rows, os.path.join(config.out, "trials.csv"), plan.metric)
         best_trials = tuner.oracle.get_best_trials(1)

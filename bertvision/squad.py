@@ -93,7 +93,8 @@ class SquadDecoded:
     ``null_odds``: ``null_score - best_span_score`` (``inf`` when no valid span);
     ``na_probs``: ``sigmoid(null_odds)``, for the official best-threshold search;
     ``best_text``: the best non-null answer, so :func:`apply_threshold` need not
-    decode again.
+    decode again; ``best_offsets``: its ``(start, end)`` character offsets in
+    the context (``None`` when no valid span), ``context[start:end] == best_text``.
     """
 
     predictions: dict[str, str]
@@ -101,6 +102,7 @@ class SquadDecoded:
     na_probs: dict[str, float]
     best_text: dict[str, str]
     threshold: float = field(default=0.0)
+    best_offsets: dict[str, tuple[int, int] | None] = field(default_factory=dict)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -201,6 +203,7 @@ def decode_squad(
     diff = q_null - q_span  # inf where no valid span exists in any window
     na = _sigmoid(diff)
     best_text: dict[str, str] = {}
+    best_offsets: dict[str, tuple[int, int] | None] = {}
     null_odds: dict[str, float] = {}
     na_probs: dict[str, float] = {}
     for uid, q in order.items():
@@ -209,11 +212,13 @@ def decode_squad(
             a = int(offsets[w, span_start[w], 0])
             b = int(offsets[w, span_end[w], 1])
             best_text[uid] = windows.contexts[uid][a:b]
+            best_offsets[uid] = (a, b)
         else:
             best_text[uid] = ""
+            best_offsets[uid] = None
         null_odds[uid] = float(diff[q])
         na_probs[uid] = float(na[q])
-    decoded = SquadDecoded({}, null_odds, na_probs, best_text, threshold)
+    decoded = SquadDecoded({}, null_odds, na_probs, best_text, threshold, best_offsets)
     return apply_threshold(decoded, threshold)
 
 

@@ -237,8 +237,8 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
                    provenance: dict | None = None, verify: bool = True) -> dict:
     """Check every planned shard of `split` is written and record it in the manifest.
 
-    Called by the extractor at the end of a single-worker run and by
-    ``pipelines.extract --finalize`` after several workers.
+    Called by `bertvision.extract.finalize_splits` once every shard is
+    written (by this process, or by a Beam pipeline's workers).
     """
     plan_path = io.join(store_dir, f"{split}.plan.json")
     if not io.exists(plan_path):
@@ -260,7 +260,7 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
         shards.append(info)
     if missing:
         raise StoreError(f"{store_dir}: split {split!r} is incomplete, {len(missing)} of {count} shards missing "
-                         f"(e.g. {missing[0]}); run the remaining workers, then finalize again")
+                         f"(e.g. {missing[0]}); run the same extraction again to write them")
     examples_file = io.join(store_dir, f"{split}.examples.jsonl")
     manifest_path = io.join(store_dir, MANIFEST)
     manifest = io.read_json(manifest_path, StoreError) if io.exists(manifest_path) else None
@@ -716,7 +716,7 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
     if not io.exists(manifest_path):
         hint = ""
         if io.isdir(path) and any(n.endswith(".plan.json") for n in io.listdir(path)):
-            hint = " (extraction started but no split was finalized: run extract again, or --finalize)"
+            hint = " (extraction started but no split was finalized: run the same extract command again)"
         raise StoreError(f"{path}: no {MANIFEST}; not a BERTVision store{hint}")
     manifest = io.read_json(manifest_path, StoreError)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

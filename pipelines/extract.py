@@ -4,13 +4,19 @@ Examples::
 
     python -m pipelines.extract --task sst2 --data-dir ../shared/data/glue/SST-2 \\
         --split train --out tfrecords/sst2 --token-mode cls
-    python -m pipelines.extract --finalize tfrecords/sst2
+    # the same store, written by an Apache Beam pipeline (any runner; the
+    # runner's own options pass through, see docs/scale.md for Dataflow and Flink):
+    python -m pipelines.extract --task sst2 --data-dir ../shared/data/glue/SST-2 \\
+        --split train --out tfrecords/sst2 --token-mode cls \\
+        --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
+
+Run the same command again to resume a killed or failed extraction: finished
+shards are kept.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -18,22 +24,22 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
+from bertvision import beam_extract, extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
 from bertvision.config import DTYPES, TOKEN_MODES  # noqa: E402
 from bertvision.tasks import TASKS, get_task  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines.extract", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m pipelines.extract", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", help=f"task name: {', '.join(TASKS)}")
+    p.add_argument("--task", required=True, help=f"task name: {', '.join(TASKS)}")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", default=os.environ.get("BERTVISION_DATA_DIR"),
                      help="local folder in the task's standard format (default: $BERTVISION_DATA_DIR)")
     src.add_argument("--tfds", action="store_true", help="read the task from tensorflow-datasets (online)")
     p.add_argument("--split", action="append",
                    help="split(s) to extract; repeat the flag for several (default: train and the eval splits)")
-    p.add_argument("--out", help="store folder (local path or gs://...)")
+    p.add_argument("--out", required=True, help="store folder (local path or gs://...)")
     p.add_argument("--backbone", "--model", dest="backbone", default=None,
                    help="HF folder, keras-hub preset, or a finetune checkpoint folder "
                         "(default: embedded all-MiniLM-L6-v2)")
@@ -51,56 +57,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size-mb", type=float, default=128.0)
     p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
                    help="stop when more than this share of a split's records is malformed (default 0.01; 1: never)")
-    p.add_argument("--num-workers", type=int, default=None, help="workers sharing the split (default: TF_CONFIG or 1)")
-    p.add_argument("--worker-index", type=int, default=None)
     p.add_argument("--strategy", default="default", choices=extract.EXTRACT_STRATEGIES,
-                   help="tf.distribute strategy for the forward pass on this machine")
+                   help="tf.distribute strategy for the forward pass on each machine (mirrored: all its GPUs)")
+    p.add_argument("--runner", default=None,
+                   help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, FlinkRunner, "
+                        "SparkRunner, ...); the runner's own options (--project, --direct_num_workers, ...) "
+                        "pass through to Beam. Without --runner: this process alone")
     p.add_argument("--no-jit", action="store_true", help="do not XLA-compile the forward pass")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--finalize", metavar="STORE_DIR",
-                   help="verify a store written by several workers and merge its manifest")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.finalize:
-        with die.on_errors():
-            manifest = extract.finalize(args.finalize)
-        print(json.dumps({s: v["num_records"] for s, v in manifest["splits"].items()}))
-        return 0
-    if not (args.task and args.out):
-        parser.error("--task and --out are required (or --finalize STORE_DIR)")
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.runner:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options need --runner)")
     if not args.data_dir and not args.tfds:
         parser.error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
     with die.on_errors():
         task = get_task(args.task)
         splits = args.split or ["train", *task.eval_splits]
-        workers = (args.num_workers, args.worker_index)
-        if workers == (None, None):
-            workers = extract.env_worker_from_tf_config() or (1, 0)
-        num_workers = 1 if workers[0] is None else workers[0]
-        worker_index = 0 if workers[1] is None else workers[1]
         configs = [extract.ExtractConfig(
             task=args.task, split=split, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds,
             backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, dtype=args.dtype,
             max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
             batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
-            shard_size_mb=args.shard_size_mb, max_skipped=args.max_skipped, num_workers=num_workers, worker_index=worker_index,
-            strategy=args.strategy, jit_compile=not args.no_jit, progress=not args.no_progress,
+            shard_size_mb=args.shard_size_mb, max_skipped=args.max_skipped, strategy=args.strategy,
+            jit_compile=not args.no_jit, progress=not args.no_progress,
             command=["python", "-m", "pipelines.extract", *(sys.argv[1:] if argv is None else argv)],
         ) for split in splits]  # every split's settings are checked before any is extracted
-        for config in configs:
-            manifest = extract.Extractor(config).run()
-            split = config.split
-            if manifest is None:
-                print(f"{split}: worker {worker_index}/{num_workers} finished its shards; "
-                      f"run `python -m pipelines.extract --finalize {args.out}` once every worker is done")
-            else:
-                info = manifest["splits"][split]
-                print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "
-                      f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
+        if args.runner:
+            result = beam_extract.run_pipeline(configs, ["--runner", args.runner, *beam_args])
+            manifest = result.manifest
+            print(result.summary())
+        else:
+            manifest = None
+            for config in configs:
+                manifest = extract.Extractor(config).run()
+        for split in splits:
+            info = manifest["splits"][split]
+            print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "
+                  f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
     return 0
 
 

@@ -1,18 +1,35 @@
-"""python -m pipelines.predict: predict a store split with a trained adapter run.
+"""python -m pipelines.predict: predict with trained runs, from a store split or from raw text.
 
 Examples::
 
     python -m pipelines.predict --run runs/sst2-pooler --store tfrecords/sst2 --split test --out SST-2.tsv
     python -m pipelines.predict --run runs/squad-cnn --store tfrecords/squad --split dev --out preds.json
+    python -m pipelines.predict --run runs/sst2-pooler --text "a gorgeous, witty film"
+    python -m pipelines.predict --run runs/mrpc-cnn --text "He left." --text-pair "He went away."
+    python -m pipelines.predict --run runs/squad-cnn --question "Where?" --context "In Paris."
+    python -m pipelines.predict --run runs/sst2-pooler --input ../shared/data/glue/SST-2/test.tsv --out SST-2.tsv
+    python -m pipelines.predict --run runs/sst2-pooler --input reviews.jsonl --out reviews.predictions.jsonl
 
-GLUE tasks: ``FILE`` in GLUE's submission format (``index<TAB>prediction``,
-label names, scores for STS-B), in store order. SQuAD: ``FILE`` is the
-official prediction JSON (``{qid: text}``, "" for no answer) and
-``FILE.na_prob.json`` (``preds.json`` -> ``preds.na_prob.json``) the
-no-answer probabilities. Either way the raw outputs (probabilities / scores /
-per-window logits, the ensemble ``.npz`` format) go to ``--npz`` (default:
-``FILE`` with ``.npz`` in place of its suffix). With labels, the official
-metrics are printed.
+From a store (``--store``/``--split``; the store defaults to the one the run
+was trained on): GLUE tasks write ``FILE`` in GLUE's submission format
+(``index<TAB>prediction``, label names, scores for STS-B), in store order.
+SQuAD writes ``FILE`` as the official prediction JSON (``{qid: text}``, ""
+for no answer) and ``FILE.na_prob.json`` (``preds.json`` ->
+``preds.na_prob.json``) the no-answer probabilities. Either way the raw
+outputs (probabilities / scores / per-window logits, the ensemble ``.npz``
+format) go to ``--npz`` (default: ``FILE`` with ``.npz`` in place of its
+suffix). With labels, the official metrics are printed.
+
+From raw text (no store: the run's backbone runs here, tokenizing as its
+store did; ``bertvision.serving``): ``--text`` (and ``--text-pair``, or
+``--question``/``--context`` for SQuAD) prints one JSON result per task (give
+``--run`` several times to ask several runs at once; adapters of one backbone
+share its forward pass). ``--input FILE`` reads a file of the task's own
+format (a GLUE TSV such as ``dev.tsv``/``test.tsv``, a SQuAD JSON), a
+``.jsonl`` of inputs (strings, or objects with the task's fields and an
+``id``) or a text file of one input per line (pair members tab-separated);
+``--out`` then gets the submission/prediction file as above, or, for an
+``--out`` ending in ``.jsonl``, one JSON result per line.
 """
 
 from __future__ import annotations
@@ -27,21 +44,33 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.errors import ConfigError  # noqa: E402  (after setup_env)
+from bertvision import io  # noqa: E402  (after setup_env)
+from bertvision.errors import ConfigError  # noqa: E402
 from bertvision.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
                                 write_squad_predictions)
+from bertvision.serving import Predictor, read_inputs  # noqa: E402
 from bertvision.tasks import get_task  # noqa: E402
+
+RAW_FLAGS = ("text", "text_pair", "question", "context")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="run folder written by pipelines.fit")
+    p.add_argument("--run", action="append", required=True, metavar="[NAME=]RUN_DIR",
+                   help="run folder (pipelines.fit; for raw text also pipelines.finetune); repeat for --text")
     p.add_argument("--store", help="store to predict (default: the one the run was trained on)")
-    p.add_argument("--split", required=True, help="split of the store, e.g. dev or test")
-    p.add_argument("--out", required=True, help="submission / prediction file to write")
+    p.add_argument("--split", help="split of the store, e.g. dev or test")
+    p.add_argument("--out", help="submission / prediction file to write (.jsonl: one JSON result per input)")
+    raw = p.add_argument_group("raw text (no store)")
+    raw.add_argument("--input", help="file of inputs: the task's GLUE TSV / SQuAD JSON, .jsonl, or one per line")
+    raw.add_argument("--text", help="one text (first text of a pair)")
+    raw.add_argument("--text-pair", help="the pair's second text (MRPC, QNLI, ...)")
+    raw.add_argument("--question", help="SQuAD: the question")
+    raw.add_argument("--context", help="SQuAD: the paragraph")
+    raw.add_argument("--jit", action="store_true", help="XLA-compile the forward pass")
     p.add_argument("--npz", help="raw outputs file (default: --out with suffix .npz); 'none' to skip")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="records (store) or examples (raw text) per batch")
     p.add_argument("--threshold", default="best",
                    help="SQuAD no-answer rule: 'best' (the run's dev best_f1_thresh, the default), "
                         "a float threshold on null_score - best_span_score (0 = BERT's rule; 'inf' = always answer)")
@@ -67,29 +96,84 @@ def default_npz(out: str) -> str:
     return (root if ext else out) + ".npz"
 
 
+def write_outputs(preds, args, results) -> tuple[str, dict | None]:
+    """Write the submission / prediction file and the raw outputs of
+    `preds`; ``(what was written, official metrics or None)``."""
+    task = get_task(preds.task)
+    threshold = 0.0
+    if task.kind == "span":
+        threshold = squad_threshold(args.threshold, results)
+        path, na_path = write_squad_predictions(preds, args.out, threshold=threshold)
+        written = f"{len(preds.uids)} questions -> {path}, {na_path}"
+    else:
+        count = write_glue_submission(preds, args.out)
+        written = f"{count} predictions -> {args.out}"
+    npz = args.npz or default_npz(args.out)
+    if npz.lower() != "none":
+        preds.save(npz)
+        written += f" (raw outputs: {npz})"
+    metrics = None
+    if preds.has_labels:  # not for an unlabelled split (GLUE test)
+        metrics = preds.evaluate(threshold) if task.kind == "span" else preds.evaluate()
+    return written, metrics
+
+
+def predict_store(args) -> tuple[str, dict | None]:
+    if len(args.run) != 1:
+        raise ConfigError("predicting a store takes one --run")
+    if not args.split or not args.out:
+        raise ConfigError("--split and --out are required with a store (or give --text / --input for raw text)")
+    run = args.run[0]
+    results, _ = load_adapter_run(run)
+    store = args.store or results.store
+    if not store:
+        raise ConfigError(f"{run}/results.json names no store; give --store")
+    preds = predict_run(run, store, args.split, batch_size=args.batch_size)
+    return write_outputs(preds, args, results)
+
+
+def predict_text(args) -> str:
+    """``--text`` & co.: one JSON object, every run's result."""
+    item = {k: getattr(args, k) for k in RAW_FLAGS if getattr(args, k) is not None}
+    predictor = Predictor.from_runs(args.run, jit_compile=args.jit)
+    results = predictor.predict({name: [item] for name in predictor.names})
+    return json.dumps({name: res[0] for name, res in results.items()}, ensure_ascii=False)
+
+
+def predict_file(args) -> tuple[str, dict | None]:
+    if len(args.run) != 1:
+        raise ConfigError("--input takes one --run")
+    if not args.out:
+        raise ConfigError("--input needs --out")
+    predictor = Predictor.from_runs(args.run, jit_compile=args.jit)
+    (name,) = predictor.names
+    model = predictor.model(name)
+    inputs, split = read_inputs(args.input, model.task)
+    examples = inputs if not inputs or not isinstance(inputs[0], dict) else \
+        predictor.examples(name, inputs, where=str(args.input))
+    if args.out.endswith(".jsonl"):
+        lines = []
+        for b0 in range(0, len(examples), args.batch_size):
+            job = predictor.encode(name, examples[b0:b0 + args.batch_size])
+            lines += [json.dumps(r, ensure_ascii=False) for r in predictor.run([job])[0]]
+        io.atomic_write_text(args.out, "\n".join(lines) + "\n")
+        return f"{len(lines)} predictions -> {args.out}", None
+    preds = predictor.predict_examples(name, examples, split=split, batch_size=args.batch_size)
+    return write_outputs(preds, args, model.results)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raw = [k for k in RAW_FLAGS if getattr(args, k) is not None]
     with die.on_errors():
-        results, _ = load_adapter_run(args.run)
-        store = args.store or results.store
-        if not store:
-            raise ConfigError(f"{args.run}/results.json names no store; give --store")
-        preds = predict_run(args.run, store, args.split, batch_size=args.batch_size)
-        task = get_task(preds.task)
-        if task.kind == "span":
-            threshold = squad_threshold(args.threshold, results)
-            path, na_path = write_squad_predictions(preds, args.out, threshold=threshold)
-            written = f"{len(preds.uids)} questions -> {path}, {na_path}"
-        else:
-            count = write_glue_submission(preds, args.out)
-            written = f"{count} predictions -> {args.out}"
-        npz = args.npz or default_npz(args.out)
-        if npz.lower() != "none":
-            preds.save(npz)
-            written += f" (raw outputs: {npz})"
-        metrics = None
-        if preds.has_labels:  # not for an unlabelled split (GLUE test)
-            metrics = preds.evaluate(threshold) if task.kind == "span" else preds.evaluate()
+        if args.input and raw:
+            raise ConfigError("give --input or --text (and its pair), not both")
+        if (args.input or raw) and (args.store or args.split):
+            raise ConfigError("--store/--split predict a store; --input/--text predict raw text: not both")
+        if raw:
+            print(predict_text(args))
+            return 0
+        written, metrics = predict_file(args) if args.input else predict_store(args)
     print(written)
     if metrics is not None:
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))

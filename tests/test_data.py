@@ -34,6 +34,7 @@ FIXTURE_CASES = [
     ("mnli", "dev_mismatched", 3, "0", 2, "Your contribution"),
     ("mnli", "test_matched", 1, "0", None, "Hierbas"),
     ("mnli", "test_mismatched", 2, "0", None, "What have you decided"),
+    ("mnli", "ax", 2, "0", None, "The cat sat on the mat."),
     ("qnli", "train", 3, "0", 1, "When did the third Digimon"),
     ("qnli", "dev", 2, "0", 0, "What came into force"),
     ("qnli", "test", 1, "0", None, "What organization"),
@@ -404,3 +405,20 @@ def test_extract_prints_skipped_records_and_stops_over_the_limit(write_task_file
     code, out, err = run_main(extract_main, *common, "--out", tmp_path / "b", "--max-skipped", "0.2")
     assert code == 0, err[-2000:]
     assert "sst2/dev: skipped 2 of 20 records" in err and "dev: 18 records from 18 examples" in out
+
+
+def test_joined_splits_concatenate_files_in_order(shared_data):
+    squad = shared_data / "squad2"
+    joined = load_examples("squad_v2", "train+dev-v2.0.Normans_CCT", squad)
+    train = load_examples("squad_v2", "train", squad)
+    normans = load_examples("squad_v2", "dev-v2.0.Normans_CCT", squad)
+    assert len(joined) == len(train) + len(normans) == 4719 + 626
+    assert [e.uid for e in joined.examples] == [e.uid for e in train.examples + normans.examples]
+    assert joined.split == "train+dev-v2.0.Normans_CCT" and joined.source.count("+") == 1
+    assert len(load_examples("squad_v2", "train+dev-v2.0.Normans_CCT", squad, limit=5)) == 5
+    with pytest.raises(DataError, match="need distinct uids"):
+        load_examples("squad_v2", "dev+dev-v2.0.Rhine", squad)  # the same file twice
+    with pytest.raises(DataError, match="distinct split names"):
+        load_examples("squad_v2", "train+", squad)
+    with pytest.raises(DataError, match="no split 'nope'"):
+        load_examples("sst2", "train+nope", shared_data / "glue" / "SST-2")

@@ -216,26 +216,6 @@ def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
     assert uids == expected
 
 
-def test_two_workers_build_one_store(shared_data, tmp_path):
-    out = tmp_path / "store"
-    common = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev",
-              "--tokens", "cls", "--limit", "200", "--shard-size-mb", "0.2", "--no-progress", "--out", str(out),
-              "--num-workers", "2"]
-    procs = [_cli(*common, "--worker-index", str(i)) for i in range(2)]
-    for proc in procs:
-        _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, stderr
-    shards = sorted(out.glob("dev-*.tfrecord"))
-    assert len(shards) >= 2
-    if not (out / "manifest.json").exists():  # the last worker may have merged it already
-        proc = _cli("--finalize", str(out))
-        _, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr
-    store, uids = _record_uids(out, "dev")
-    assert len(uids) == len(set(uids)) == 200
-    assert len(store.manifest["splits"]["dev"]["shards"]) == len(shards)
-
-
 def test_cli_errors_are_clear(tmp_path, shared_data):
     proc = _cli("--task", "sst2", "--data-dir", str(tmp_path / "nope"), "--split", "dev", "--out", str(tmp_path / "s"))
     _, stderr = proc.communicate(timeout=120)

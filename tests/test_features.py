@@ -7,6 +7,7 @@ The SQuAD round trip runs on the real dev subsets in the shared data folder
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -311,3 +312,25 @@ def test_squad_round_trip_on_real_dev_files(tokenizer, squad_examples, max_seq_l
             assert 1.0 <= windows_per_question < 1.05
         else:  # ~110 context tokens a window, step ~55: several windows a question
             assert 1.5 < windows_per_question < 4
+
+
+def test_threads_sharing_a_tokenizer_get_their_own_lengths(tokenizer):
+    """A server tokenizes for two stores' featurizers over one tokenizer from
+    several threads; the fast tokenizer's truncation/padding state must not
+    leak from one call into another (it did: shape (4, 64), expected (4, 32))."""
+    examples = [Example(uid=str(i), texts=("a fine and gorgeous film " * 3,)) for i in range(4)]
+    errors = []
+
+    def loop(featurizer, length):
+        for _ in range(500):
+            shape = featurizer.encode("sst2", examples).token_ids.shape
+            if shape != (4, length):
+                errors.append(shape)
+                return
+
+    threads = [threading.Thread(target=loop, args=(Featurizer(tokenizer, max_seq_len=n), n)) for n in (32, 64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -111,7 +111,9 @@ def test_splits_and_eval_splits():
         "dev_mismatched": "dev_mismatched.tsv",
         "test_matched": "test_matched.tsv",
         "test_mismatched": "test_mismatched.tsv",
+        "ax": "diagnostic.tsv",  # GLUE's diagnostic set, predicted by the MNLI model
     }
+    assert mnli.submission_files["ax"] == "AX.tsv"
     assert mnli.eval_splits == ("dev_matched", "dev_mismatched")
     assert mnli.eval_split_labels["dev_matched"] == "matched"
     assert mnli.tfds_splits["dev_mismatched"] == "validation_mismatched"
@@ -156,7 +158,8 @@ def test_glue_tsv_layouts_as_published():
         assert layouts["test"].columns == ("index", "sentence1", "sentence2")
     for name, spec in TASKS.items():
         for split, layout in spec.tsv_layouts.items():
-            assert (layout.label_column is None) == split.startswith("test"), (name, split)
+            unlabeled = split.startswith("test") or split == "ax"
+            assert (layout.label_column is None) == unlabeled, (name, split)
 
 
 def test_layout_rejects_unknown_column():

@@ -14,6 +14,18 @@ maximised. Run the same command again to resume a stopped search (only
 --max-trials may change, e.g. to extend it). Outputs: SEARCH_DIR/trials.csv,
 SEARCH_DIR/search.json, SEARCH_DIR/best/ (a normal pipelines.fit run folder),
 SEARCH_DIR/tuner/ (KerasTuner's state).
+
+Distributed search (KerasTuner's chief and workers): run the same command in
+each process, SEARCH_DIR on a folder they all share, with
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT naming the chief's address and
+KERASTUNER_TUNER_ID=chief for the chief, tuner0, tuner1, ... for the workers::
+
+    KERASTUNER_TUNER_ID=chief  KERASTUNER_ORACLE_IP=10.0.0.2 KERASTUNER_ORACLE_PORT=8000 python -m tuning.search ...
+    KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.2 KERASTUNER_ORACLE_PORT=8000 python -m tuning.search ...
+
+The chief hands out trials and writes search.json, trials.csv and best/; the
+workers train. Start a killed worker again with the same id: it reruns its
+trial.
 """
 
 from __future__ import annotations
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     with die.on_errors():  # SearchError / FitError / StoreError: one line, exit 2
         config = config_from_args(args)
         record = search(config)
+    if record["run_type"] == "search_worker":
+        print(f"worker {record['tuner_id']}: trained trial(s) {', '.join(record['trials_run']) or 'none'} for the "
+              f"chief at {record['oracle']}; the chief writes {config.out}/trials.csv")
+        return 0
     best = record["best_hyperparameters"]
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
     metric = record["main_metric"]

@@ -1,0 +1,292 @@
+"""Export served runs as one TensorFlow SavedModel (a Keras export archive).
+
+`export_runs(runs, out)` loads the runs as `bertvision.serving.Predictor`
+does (adapters grouped by the backbone they were trained on, fine-tuning runs
+with their own BERT) and writes a SavedModel whose signatures run each
+backbone once and every task's head on its output:
+
+- ``serving_default`` (also ``serve``): ``token_ids``, ``segment_ids``,
+  ``padding_mask`` ``[batch, tokens]`` int32 in (BERT's inputs, as
+  `bertvision.features.Featurizer` makes them), every task's outputs out:
+  ``<task>_probabilities [batch, classes]`` (classification),
+  ``<task>_score [batch]`` (regression), ``<task>_start_logits`` /
+  ``<task>_end_logits [batch, tokens]`` (SQuAD; decode them with the
+  windows' character offsets, `bertvision.squad.decode_squad`). Core
+  TensorFlow ops only: TensorFlow Serving loads it as is.
+- ``serve_text`` (``text [batch]`` string) and ``serve_text_pair``
+  (``text``, ``text_pair``): raw strings in, the single-sentence
+  (resp. sentence-pair) tasks' outputs out. Tokenized in the graph by
+  `GraphTokenizer`: keras-hub's WordPiece (TensorFlow Text's
+  FastWordpieceTokenizer) over the backbone's vocabulary, after the Hugging
+  Face BertNormalizer's steps (control characters dropped, accents stripped,
+  lowercased) and truncated as the Hugging Face fast tokenizer truncates a
+  pair (``longest_first``), each task at its own ``max_seq_len``: the same
+  token ids as the featurizer on real SST-2, MRPC and SQuAD text (tested). These
+  signatures use TensorFlow Text ops (``import tensorflow_text`` before
+  loading; a TF Serving build with TF Text linked in); ``text=False`` leaves
+  them out. SQuAD is not in them: its windows and character offsets are made
+  outside the graph.
+
+``OUT/bertvision_export.json`` lists the signatures, their outputs, the runs
+and the backbones.
+
+Example:
+    >>> export_runs(["runs/sst2-pooler", "runs/mrpc-cnn"], "exported/")
+    >>> loaded = tf.saved_model.load("exported/")
+    >>> loaded.signatures["serve_text"](text=tf.constant(["a gorgeous film"]))["sst2_probabilities"]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import keras_hub
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from bertvision import io
+from bertvision.errors import ServeError
+from bertvision.serving import Predictor, ServedModel
+
+__all__ = ["EXPORT_INFO", "GraphTokenizer", "export_runs", "output_names"]
+
+EXPORT_INFO = "bertvision_export.json"
+_IDS = ("token_ids", "segment_ids", "padding_mask")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def output_names(model: ServedModel) -> list[str]:
+    """The signature outputs of one served model."""
+    key = _key(model.name)
+    kind = model.task.kind
+    if kind == "classification":
+        return [f"{key}_probabilities"]
+    if kind == "regression":
+        return [f"{key}_score"]
+    return [f"{key}_start_logits", f"{key}_end_logits"]
+
+
+# ------------------------------------------------------------------ tokenizer
+
+
+class GraphTokenizer:
+    """A Hugging Face BERT fast tokenizer's token ids, computed in the graph.
+
+    Normalizes as ``BertNormalizer`` does (drop NUL, U+FFFD and control
+    characters, whitespace to spaces, CJK characters split, NFD + drop
+    combining marks when accents are stripped, lowercase with every capital
+    sigma as ``σ``, as Rust's per-character lowercase gives), then keras-hub's
+    `WordPieceTokenizer` (whitespace and punctuation split, FastWordpiece)
+    with the same vocabulary, and packs ``[CLS] a [SEP] (b [SEP])``
+    truncating a pair ``longest_first`` as the fast tokenizer does (the
+    shorter text keeps its tokens; when both must be cut, each gets half,
+    the longer one the odd token).
+
+    `supports(hf_tokenizer)` says whether a tokenizer is of this kind.
+    """
+
+    def __init__(self, hf_tokenizer):
+        normalizer = json.loads(hf_tokenizer.backend_tokenizer.normalizer.__getstate__())
+        self.lowercase = bool(normalizer.get("lowercase", True))
+        strip = normalizer.get("strip_accents")
+        self.strip_accents = self.lowercase if strip is None else bool(strip)
+        self.clean_text = bool(normalizer.get("clean_text", True))
+        vocab = hf_tokenizer.get_vocab()
+        tokens = [None] * len(vocab)
+        for token, i in vocab.items():
+            tokens[i] = token
+        model = json.loads(hf_tokenizer.backend_tokenizer.model.__getstate__())
+        self.wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
+            vocabulary=tokens, lowercase=False, strip_accents=False, split=True,
+            split_on_cjk=bool(normalizer.get("handle_chinese_chars", True)),
+            suffix_indicator=model.get("continuing_subword_prefix", "##"), oov_token=model.get("unk_token", "[UNK]"),
+            dtype="int32")
+        self.cls_id = int(hf_tokenizer.cls_token_id)
+        self.sep_id = int(hf_tokenizer.sep_token_id)
+        self.pad_id = int(hf_tokenizer.pad_token_id)
+        self._packers: dict[int, keras_hub.layers.MultiSegmentPacker] = {}
+
+    @staticmethod
+    def supports(hf_tokenizer) -> bool:
+        """A fast tokenizer with a BertNormalizer, a BertPreTokenizer and a
+        contiguous WordPiece vocabulary."""
+        try:
+            backend = hf_tokenizer.backend_tokenizer
+            normalizer = json.loads(backend.normalizer.__getstate__())
+            pre = json.loads(backend.pre_tokenizer.__getstate__())
+            model = json.loads(backend.model.__getstate__())
+        except Exception:  # not a fast tokenizer, or parts missing
+            return False
+        vocab = hf_tokenizer.get_vocab()
+        return (normalizer.get("type") == "BertNormalizer" and pre.get("type") == "BertPreTokenizer"
+                and model.get("type") == "WordPiece" and sorted(vocab.values()) == list(range(len(vocab))))
+
+    def normalize(self, text):
+        if self.clean_text:
+            text = tf.strings.regex_replace(text, r"[\x{0}\x{FFFD}]|[^\PC\t\n\r]", "")
+            text = tf.strings.regex_replace(text, r"[\s\p{Z}\x{85}]", " ")
+        if self.strip_accents:
+            text = tf_text.normalize_utf8(text, "NFD")
+            text = tf.strings.regex_replace(text, r"\p{Mn}", "")
+        if self.lowercase:
+            text = tf.strings.lower(tf.strings.regex_replace(text, "Σ", "σ"), encoding="utf-8")
+        return text
+
+    def tokenize(self, text):
+        """Token ids (no special tokens) of a batch of strings: a ragged ``[B, None]``."""
+        return self.wordpiece(self.normalize(text))
+
+    def pack(self, texts: Sequence, max_seq_len: int) -> dict:
+        """BERT inputs ``[B, max_seq_len]`` for one text or a pair per row."""
+        segments = [self.tokenize(t) for t in texts]
+        if len(segments) == 2:
+            segments = list(_longest_first(segments[0], segments[1], max_seq_len - 3))
+        packer = self._packers.get(max_seq_len)
+        if packer is None:
+            packer = self._packers[max_seq_len] = keras_hub.layers.MultiSegmentPacker(
+                sequence_length=max_seq_len, start_value=self.cls_id, end_value=self.sep_id,
+                pad_value=self.pad_id, truncate="waterfall")
+        token_ids, segment_ids = packer(tuple(segments) if len(segments) == 2 else segments[0])
+        token_ids = tf.cast(token_ids, tf.int32)
+        return {"token_ids": token_ids, "segment_ids": tf.cast(segment_ids, tf.int32),
+                "padding_mask": tf.cast(token_ids != self.pad_id, tf.int32)}
+
+
+def _longest_first(a, b, budget: int):
+    """Cut a pair of ragged token rows to at most `budget` tokens together,
+    as the Hugging Face fast tokenizer's ``longest_first`` strategy does."""
+    n1, n2 = a.row_lengths(), b.row_lengths()
+    m = tf.constant(budget, n1.dtype)
+    swap = n1 > n2
+    short = tf.minimum(n1, n2)  # the longer text is cut to what is left (never grows)
+    long_new = tf.where(short > m, short, tf.maximum(short, m - short))
+    both = short + long_new > m
+    short_new = tf.where(both, m // 2, short)
+    long_new = tf.where(both, m // 2 + m % 2, long_new)
+    fits = n1 + n2 <= m
+    k1 = tf.where(fits, n1, tf.where(swap, long_new, short_new))
+    k2 = tf.where(fits, n2, tf.where(swap, short_new, long_new))
+
+    def cut(rows, keep):
+        return tf.ragged.boolean_mask(rows, tf.ragged.range(rows.row_lengths()) < keep[:, None])
+
+    return cut(a, k1), cut(b, k2)
+
+
+# ------------------------------------------------------------------- export
+
+
+def _head_outputs(model: ServedModel, out) -> dict:
+    names = output_names(model)
+    if model.task.kind == "classification":
+        return {names[0]: tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)}
+    if model.task.kind == "regression":
+        return {names[0]: tf.reshape(tf.cast(out, tf.float32), [-1])}
+    return {names[0]: tf.cast(out["start_logits"], tf.float32), names[1]: tf.cast(out["end_logits"], tf.float32)}
+
+
+def _outputs(predictor: Predictor, models: Sequence[ServedModel], batch_for) -> dict:
+    """Every model's outputs; `batch_for(model)` gives its BERT inputs. Each
+    (backbone group, input batch) runs once."""
+    out, cache = {}, {}
+    for model in models:
+        group = predictor.groups[model.group]
+        batch = batch_for(model)
+        key = (model.group, id(batch))
+        if model.finetune:
+            result = model.model(batch, training=False)
+        else:
+            if key not in cache:
+                cache[key] = group.encoder(batch, training=False)
+            result = model.model(model.adapter_inputs(cache[key], batch["padding_mask"]), training=False)
+        out.update(_head_outputs(model, result))
+    return out
+
+
+def _text_endpoint(predictor: Predictor, models: Sequence[ServedModel], tokenizers: dict):
+    """Raw strings -> `models`' outputs: each (backbone, max_seq_len) packs once."""
+
+    def run(texts):
+        packed = {}
+
+        def batch_for(model):
+            key = (model.group, model.max_seq_len)
+            if key not in packed:
+                packed[key] = tokenizers[model.group].pack(texts, model.max_seq_len)
+            return packed[key]
+
+        return _outputs(predictor, models, batch_for)
+
+    def serve_text(text):
+        return run([text])
+
+    def serve_text_pair(text, text_pair):
+        return run([text, text_pair])
+
+    return serve_text if len(models[0].fields) == 1 else serve_text_pair
+
+
+def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Predictor | None = None) -> dict:
+    """Write the SavedModel of `runs` (``PATH`` or ``NAME=PATH``) to `out`
+    (a new folder; see the module docstring). Returns what
+    ``bertvision_export.json`` records."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ServeError(f"--out {out} exists and is not an empty folder")
+    predictor = predictor or Predictor.from_runs(runs)
+    models = list(predictor.models.values())
+    archive = keras.export.ExportArchive()
+    for group in predictor.groups.values():
+        if not group.finetune:
+            archive.track(group.encoder)
+    for model in models:
+        archive.track(model.model)
+
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    def serve(token_ids, segment_ids, padding_mask):
+        batch = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        return _outputs(predictor, models, lambda model: batch)
+
+    archive.add_endpoint("serve", serve, input_signature=[spec] * 3)
+    signatures = {"serve": {"inputs": list(_IDS), "outputs": [n for m in models for n in output_names(m)],
+                            "tasks": [m.name for m in models]}}
+    skipped = {}
+    if text:
+        tokenizers = {}
+        for name, group in predictor.groups.items():
+            if GraphTokenizer.supports(group.tokenizer):
+                tokenizers[name] = GraphTokenizer(group.tokenizer)
+                tokenizers[name].wordpiece.build(None)
+                archive.track(tokenizers[name].wordpiece)
+            else:
+                skipped[name] = f"{type(group.tokenizer).__name__} is not a BERT WordPiece fast tokenizer"
+        for arity, endpoint, fields in ((1, "serve_text", ("text",)), (2, "serve_text_pair", ("text", "text_pair"))):
+            chosen = [m for m in models if m.task.kind != "span" and len(m.fields) == arity
+                      and m.group in tokenizers]
+            if not chosen:
+                continue
+
+            archive.add_endpoint(endpoint, _text_endpoint(predictor, chosen, tokenizers),
+                                 input_signature=[tf.TensorSpec([None], tf.string)] * arity)
+            signatures[endpoint] = {"inputs": list(fields), "outputs": [n for m in chosen for n in output_names(m)],
+                                    "tasks": [m.name for m in chosen],
+                                    "max_seq_len": {m.name: m.max_seq_len for m in chosen}}
+    info = {"format": "bertvision-export", "signatures": signatures, "default_signature": "serve",
+            "tasks": {m.name: {"task": m.task.name, "kind": m.task.kind, "run": str(m.run_dir),
+                               "labels": list(m.task.label_names), "outputs": output_names(m),
+                               "featurizer": m.featurizer.get_config(), "backbone": m.group} for m in models},
+            "backbones": [g.info() for g in predictor.groups.values()],
+            "text_signatures_skipped": skipped,
+            "needs_tensorflow_text": any(k != "serve" for k in signatures)}
+    with io.atomic_folder(out) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+        io.atomic_write_json(Path(tmp) / EXPORT_INFO, info)
+    return info

@@ -1,0 +1,764 @@
+"""Serving trained runs on raw text: one backbone forward pass feeding many adapters.
+
+`Predictor.from_runs([...])` loads run folders (adapter fit runs and
+fine-tuning runs), checks that the adapters it groups on one backbone were
+really trained on that backbone's activations (the sha256 of its config and
+weights recorded in each run's ``backbone`` / ``store_signature`` against the
+files loaded), and groups them:
+
+- an **adapter group** holds one frozen backbone and every adapter trained on
+  its activations. For a batch of inputs it tokenizes each input once (the
+  `Featurizer` of each adapter's store: same truncation, same SQuAD windows),
+  runs the backbone **once** over the distinct rows, to the union of the
+  layers the adapters read, and derives each adapter's input from that one
+  forward pass: its stored layers, reduced by its token mode (`cls`, `mean`,
+  `sequence`, `bertvision.backbone.reduce_tokens`) and cast to its store's
+  dtype, exactly as extraction wrote them and the store reader padded them;
+- a **fine-tuning run** (run_type ``finetune``) runs its own `BertTask`
+  (the final checkpoint, a keras-hub task preset) on its rows.
+
+Outputs go through `Predictions.from_outputs` (softmax, SQuAD windows) and
+`Predictions.decode` (SQuAD n-best decoding with the null score), so they are
+what ``pipelines.predict`` computes from a store on the same examples.
+
+Example:
+    >>> predictor = Predictor.from_runs(["runs/sst2-pooler", "runs/mrpc-cnn"])
+    >>> predictor.predict({"sst2": [{"text": "a gorgeous film"}],
+    ...                    "mrpc": [{"text": "He left.", "text_pair": "He went away."}]})
+    {'sst2': [{'label': 'positive', 'probabilities': {...}}], 'mrpc': [...]}
+    >>> predictor.stats()["forward_passes"]   # one pass of the shared backbone
+    {'all-MiniLM-L6-v2@53aa5117': 1}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bertvision.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
+                                 load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
+from bertvision.data import Example, load_examples
+from bertvision.errors import BertVisionError, ServeError
+from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_length
+from bertvision.finetune import BertTask
+from bertvision.predict import load_adapter_run, make_infer_fn, model_input_names, odds_threshold
+from bertvision.runs import Predictions, RunFolder, RunResults
+from bertvision.store import open_store
+from bertvision.tasks import TaskSpec, get_task
+
+__all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
+           "squad_threshold"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def input_fields(task: TaskSpec) -> tuple[str, ...]:
+    """The fields of one input of `task`: ``("text",)``, ``("text", "text_pair")``
+    or, for SQuAD, ``("question", "context")``.
+
+    >>> input_fields(get_task("mrpc"))
+    ('text', 'text_pair')
+    """
+    if task.kind == "span":
+        return ("question", "context")
+    return ("text",) if len(task.text_fields) == 1 else ("text", "text_pair")
+
+
+ALL_INPUT_FIELDS = ("text", "text_pair", "question", "context")
+
+
+def squad_threshold(results: RunResults) -> float:
+    """The null-odds threshold a SQuAD run answers at: its dev ``best_f1_thresh``
+    (the official evaluation's best no-answer probability), else 0 (BERT's rule)."""
+    thresh = results.dev_metrics.get("best_f1_thresh")
+    return 0.0 if thresh is None else odds_threshold(thresh)
+
+
+def parse_run_spec(spec: str | tuple[str | None, str]) -> tuple[str | None, str]:
+    """``"NAME=PATH"`` -> ``(NAME, PATH)``; ``"PATH"`` -> ``(None, PATH)``.
+
+    >>> parse_run_spec("sentiment=runs/sst2-pooler")
+    ('sentiment', 'runs/sst2-pooler')
+    """
+    if isinstance(spec, tuple):
+        return spec
+    text = str(spec)
+    name, sep, path = text.partition("=")
+    if sep and name and "/" not in name and not Path(text).exists():
+        if not _NAME.match(name):
+            raise ServeError(f"--run {text!r}: the name {name!r} must be letters, digits, '_', '-' or '.'")
+        return name, path
+    return None, text
+
+
+def read_inputs(path: str | Path, task: TaskSpec) -> tuple[list, str]:
+    """Inputs of `task` from a file: ``(items or examples, split name)``.
+
+    - a file of the task's own benchmark format: a GLUE TSV named as the task
+      publishes it (``dev.tsv``, ``test.tsv``, ...; read by
+      `bertvision.data.load_examples`, with labels when it has them) or, for
+      SQuAD, any ``.json`` file in SQuAD's format: `Example` objects;
+    - ``.jsonl``: one input per line, a string or an object with the task's
+      fields (`input_fields`) and optionally ``id``;
+    - any other text file: one input per line, the fields separated by a tab.
+
+    Items are ``{"id", field: text, ...}`` dicts for `Predictor.examples`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ServeError(f"--input {path}: no such file")
+    glue_split = {file: split for split, file in task.splits.items()}.get(path.name)
+    if (task.kind == "span" and path.suffix == ".json") or (task.kind != "span" and glue_split):
+        split = path.stem if task.kind == "span" else glue_split
+        return load_examples(task, split, path.parent).examples, split
+    fields_ = input_fields(task)
+    items = []
+    text = path.read_text(encoding="utf-8-sig")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if path.suffix == ".jsonl":
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ServeError(f"{where}: not valid JSON ({err.msg})") from None
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, dict):
+                raise ServeError(f"{where}: expected a string or an object with {', '.join(fields_)}")
+            item = {"id": str(number), **item}
+        else:
+            values = line.split("\t")
+            if len(values) != len(fields_):
+                raise ServeError(f"{where}: {len(values)} tab-separated field(s); task {task.name} takes "
+                                 f"{len(fields_)} ({', '.join(fields_)})")
+            item = {"id": str(number), **dict(zip(fields_, values))}
+        items.append(item)
+    if not items:
+        raise ServeError(f"--input {path}: no inputs")
+    return items, path.stem
+
+
+# ------------------------------------------------------------------ models
+
+
+@dataclass
+class ServedModel:
+    """One served run: an adapter (reading a shared backbone's activations) or
+    a fine-tuned BERT (its own backbone)."""
+
+    name: str
+    run_dir: Path
+    results: RunResults
+    task: TaskSpec
+    featurizer: Featurizer
+    model: Any  # the adapter (keras.Model) or the BertTask
+    group: str = ""
+    finetune: bool = False
+    layers: list | None = None  # backbone layers in the adapter's input (its store's)
+    token_mode: str | None = None
+    dtype: str | None = None
+    featurizer_source: str = "store"
+    threshold: float = 0.0
+    layer_positions: list = field(default_factory=list)  # into its group's union of layers
+    calls: int = 0
+
+    def __post_init__(self):
+        self.infer = make_infer_fn(self.model)
+        self.input_names = None if self.finetune else model_input_names(self.model)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.featurizer.max_seq_len
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return input_fields(self.task)
+
+    def adapter_inputs(self, acts, padding_mask, t: int | None = None) -> dict:
+        """The adapter's input from its group's activations ``[B, K, T, H]``
+        (float32, every layer of the group) and ``padding_mask [B, T]``: its
+        layers, reduced by its token mode, padding zeroed and the token axis
+        cut or zero-padded to `t` (sequence), cast to its dtype: what its
+        store's reader gives for the same rows."""
+        x = tf.gather(acts, self.layer_positions, axis=1)
+        mask = tf.cast(padding_mask, tf.int32)
+        if self.token_mode == "sequence":
+            x = x * tf.cast(mask, x.dtype)[:, None, :, None]
+            if t is not None:
+                have = tf.shape(x)[2]
+                x = tf.pad(x[:, :, :t], [[0, 0], [0, 0], [0, tf.maximum(t - have, 0)], [0, 0]])
+                mask = tf.pad(mask[:, :t], [[0, 0], [0, tf.maximum(t - have, 0)]])
+        else:
+            x = reduce_tokens(x, mask, self.token_mode)
+        out = {"activations": tf.cast(x, self.dtype)}
+        if "padding_mask" in self.input_names:
+            out["padding_mask"] = mask
+        return out
+
+    def info(self) -> dict:
+        """What ``GET /v1/models`` says about it."""
+        r = self.results
+        out = {"name": self.name, "task": self.task.name, "kind": self.task.kind, "inputs": list(self.fields),
+               "run": str(self.run_dir), "run_type": r.run_type, "method": r.method, "main_metric": r.main_metric,
+               "dev_metrics": r.dev_metrics, "trainable_params": r.trainable_params, "backbone": self.group,
+               "featurizer": {**self.featurizer.get_config(), "source": self.featurizer_source}}
+        if self.task.kind == "classification":
+            out["labels"] = list(self.task.label_names)
+        if self.task.kind == "span":  # answers "" above this no-answer probability (the run's dev best_f1_thresh)
+            out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
+                else float(self.threshold > 0)
+        if not self.finetune:
+            out.update(layers=self.layers, token_mode=self.token_mode, dtype=self.dtype)
+        return out
+
+
+@dataclass
+class Job:
+    """The tokenized inputs of one served model for some examples (one request's share)."""
+
+    model: ServedModel
+    examples: list
+    features: Features
+
+    @property
+    def rows(self) -> int:
+        return len(self.features)
+
+
+_ID_SPEC = {k: tf.TensorSpec([None, None], tf.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
+
+
+class _Group:
+    """Models that share one backbone forward pass."""
+
+    def __init__(self, name: str, identity: dict, tokenizer, pad_id: int):
+        self.name, self.identity, self.tokenizer, self.pad_id = name, identity, tokenizer, pad_id
+        self.members: list[ServedModel] = []
+        self.forward_passes = 0
+        self.rows_forwarded = 0
+
+    @property
+    def max_seq_len(self) -> int:
+        return max(m.max_seq_len for m in self.members)
+
+    def _rows(self, jobs: Sequence[Job]):
+        """The distinct rows of `jobs` (token and segment ids, unpadded) and,
+        per job, the index of each of its rows among them."""
+        index: dict = {}
+        rows, job_rows = [], []
+        for job in jobs:
+            f = job.features
+            lengths = f.padding_mask.sum(axis=1)
+            mine = np.empty(len(f), np.int64)
+            for r, n in enumerate(lengths.tolist()):
+                ids, seg = f.token_ids[r, :n], f.segment_ids[r, :n]
+                key = (ids.tobytes(), seg.tobytes())
+                if key not in index:
+                    index[key] = len(rows)
+                    rows.append((ids, seg))
+                mine[r] = index[key]
+            job_rows.append(mine)
+        return rows, job_rows
+
+    def _pack(self, rows, t: int) -> dict:
+        n = len(rows)
+        token_ids = np.full((n, t), self.pad_id, np.int32)
+        segment_ids = np.zeros((n, t), np.int32)
+        mask = np.zeros((n, t), np.int32)
+        for i, (ids, seg) in enumerate(rows):
+            token_ids[i, :len(ids)], segment_ids[i, :len(seg)], mask[i, :len(ids)] = ids, seg, 1
+        return {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": mask}
+
+    def info(self) -> dict:
+        ident = self.identity
+        return {"name": self.name, "backbone": ident.get("name"), "path": ident.get("path"),
+                "config_sha256": ident.get("config_sha256"), "weights_sha256": ident.get("weights_sha256"),
+                "tasks": [m.name for m in self.members], "forward_passes": self.forward_passes}
+
+
+class _AdapterGroup(_Group):
+    """A frozen backbone and the adapters trained on its activations."""
+
+    finetune = False
+
+    def __init__(self, name, identity, ref: BackboneRef, backbone, tokenizer, jit_compile: bool):
+        super().__init__(name, identity, tokenizer, int(tokenizer.pad_token_id))
+        self.ref, self.backbone, self.jit_compile = ref, backbone, jit_compile
+        self.layers: list[int] = []
+
+    def build(self) -> None:
+        """The forward pass to the union of the members' layers."""
+        self.layers = sorted({i for m in self.members for i in m.layers})
+        for m in self.members:
+            m.layer_positions = [self.layers.index(i) for i in m.layers]
+        model = all_layers_model(self.backbone, self.layers)
+        self.encoder = model
+        self.forward = tf.function(lambda batch: model(batch, training=False), input_signature=[_ID_SPEC],
+                                   jit_compile=self.jit_compile)
+
+    def run(self, jobs: Sequence[Job]) -> list:
+        rows, job_rows = self._rows(jobs)
+        lengths = np.array([len(r[0]) for r in rows])
+        t = bucket_length(int(lengths.max()), self.max_seq_len, fine=True)
+        batch = self._pack(rows, t)
+        acts = self.forward({k: tf.constant(v) for k, v in batch.items()})  # [U, K, T, H] float32
+        mask = tf.constant(batch["padding_mask"])
+        self.forward_passes += 1
+        self.rows_forwarded += len(rows)
+        outputs: list = [None] * len(jobs)
+        by_model: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_model.setdefault(job.model.name, []).append(i)
+        for ids in by_model.values():
+            model = jobs[ids[0]].model
+            idx = np.concatenate([job_rows[i] for i in ids])
+            # the store reader's token length: a power of two >= the batch's longest row
+            t_model = bucket_length(int(lengths[idx].max()), model.max_seq_len) \
+                if model.token_mode == "sequence" else None
+            inputs = model.adapter_inputs(tf.gather(acts, idx), tf.gather(mask, idx), t_model)
+            out = model.infer(inputs)
+            model.calls += 1
+            start = 0
+            for i in ids:
+                n = len(job_rows[i])
+                outputs[i] = _take(out, slice(start, start + n))
+                start += n
+        return outputs
+
+
+class _FinetuneGroup(_Group):
+    """A fine-tuning run: its BertTask is backbone and head."""
+
+    finetune = True
+
+    def __init__(self, name, identity, tokenizer, jit_compile: bool):
+        super().__init__(name, identity, tokenizer, int(tokenizer.pad_token_id))
+        self.jit_compile = jit_compile
+
+    def build(self) -> None:
+        (member,) = self.members
+        task = member.model
+        self.forward = tf.function(lambda batch: task(batch, training=False), input_signature=[_ID_SPEC],
+                                   jit_compile=self.jit_compile)
+
+    def run(self, jobs: Sequence[Job]) -> list:
+        rows, job_rows = self._rows(jobs)
+        lengths = np.array([len(r[0]) for r in rows])
+        t = bucket_length(int(lengths.max()), self.max_seq_len, fine=True)
+        out = self.forward({k: tf.constant(v) for k, v in self._pack(rows, t).items()})
+        self.forward_passes += 1
+        self.rows_forwarded += len(rows)
+        self.members[0].calls += 1
+        return [_take(out, idx) for idx in job_rows]
+
+
+def _take(out, rows) -> Any:
+    """Rows of a model output (a tensor or a dict of tensors) as numpy."""
+    if isinstance(out, dict):
+        return {k: np.asarray(v)[rows] for k, v in out.items()}
+    return np.asarray(out)[rows]
+
+
+# ---------------------------------------------------------------- predictor
+
+
+def _identity_key(identity: dict) -> str:
+    c, w = identity.get("config_sha256"), identity.get("weights_sha256")
+    return f"{c}:{w}" if c or w else f"preset:{identity.get('name')}"
+
+
+def _group_name(identity: dict) -> str:
+    sha = identity.get("weights_sha256")
+    return f"{identity.get('name')}@{sha[:8]}" if sha else str(identity.get("name"))
+
+
+def _backbone_ref(identity: dict, where: str) -> BackboneRef:
+    """The backbone a run's activations came from, checked against the
+    sha256 of its config and weights as the run recorded them."""
+    path = identity.get("path")
+    if path and Path(path).exists():
+        ref = BackboneRef(identity.get("name") or Path(path).name, identity.get("kind") or "hf", str(path),
+                          identity.get("tokenizer_path"))
+    elif identity.get("name") in EMBEDDED_NAMES:
+        ref = resolve_backbone(None)  # the embedded MiniLM, installed elsewhere on this machine
+    elif identity.get("kind") == "preset":
+        ref = resolve_backbone(identity.get("name"))
+    else:
+        raise ServeError(f"{where}: its backbone {identity.get('name')!r} is not at {path} any more")
+    have = backbone_identity(ref)
+    for key in ("config_sha256", "weights_sha256"):
+        if identity.get(key) != have.get(key):
+            raise ServeError(f"{where}: backbone {ref.path} has {key} {str(have.get(key))[:12]}, but the run was "
+                             f"trained on activations of {str(identity.get(key))[:12]}")
+    return ref
+
+
+def _store_featurizer(results: RunResults, where: str) -> tuple[dict, str]:
+    """The featurizer settings of the store an adapter was trained on (its
+    manifest), or extraction's defaults at its max_seq_len if the store is gone."""
+    sig = results.store_signature or {}
+    if results.store:
+        try:
+            store = open_store(results.store)
+        except BertVisionError:
+            store = None
+        if store is not None:
+            if store.signature() != sig:
+                raise ServeError(f"{where}: the store {results.store} no longer holds what the run was trained on "
+                                 "(re-extracted with other settings?)")
+            return {"max_seq_len": store.max_seq_len, **store.featurizer}, "store"
+    print(f"warning: {where}: its store {results.store} is not readable; tokenizing with extraction's defaults "
+          f"(max_seq_len {sig.get('max_seq_len')}, doc_stride 128, max_query_len 64)", file=sys.stderr)
+    return {"max_seq_len": int(sig["max_seq_len"])}, "defaults"
+
+
+class Predictor:
+    """Runs on raw inputs, grouped by backbone (see the module docstring).
+
+    Build with `from_runs`. `encode` turns one model's inputs into a `Job`
+    (tokenized, validated); `forward` runs any list of jobs (of any models)
+    with one forward pass per backbone; `predict` and `predict_examples` do
+    both.
+    """
+
+    def __init__(self, models: Sequence[ServedModel], groups: Sequence[_Group]):
+        self.models = {m.name: m for m in models}
+        self.groups = {g.name: g for g in groups}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------- loading
+    @classmethod
+    def from_runs(cls, runs: Sequence[str | tuple[str | None, str]], jit_compile: bool = False) -> "Predictor":
+        """Load run folders (``PATH`` or ``NAME=PATH``; the name defaults to the
+        task's, or the folder's name when two runs have the same task)."""
+        specs = [parse_run_spec(r) for r in runs]
+        if not specs:
+            raise ServeError("no runs to serve: give at least one --run")
+        loaded = []
+        for name, path in specs:
+            run = RunFolder(path)
+            results = run.results()
+            loaded.append((name, Path(path), results))
+        names = _names(loaded)
+        models: list[ServedModel] = []
+        groups: dict[str, _Group] = {}
+        backbones: dict[str, tuple] = {}
+        for name, (_, path, results) in zip(names, loaded):
+            where = f"run {path}"
+            if results.run_type == "fit":
+                results, adapter = load_adapter_run(path)
+                if not results.backbone:
+                    raise ServeError(f"{where}: results.json records no backbone; cannot tell which BERT feeds it")
+                key = _identity_key(results.backbone)
+                if key not in backbones:
+                    ref = _backbone_ref(results.backbone, where)
+                    backbones[key] = (load_backbone(ref), load_tokenizer(ref))
+                    groups[key] = _AdapterGroup(_group_name(results.backbone), backbone_identity(ref), ref,
+                                                *backbones[key], jit_compile)
+                backbone, tokenizer = backbones[key]
+                model = _adapter_model(name, path, results, adapter, tokenizer, groups[key].name, where)
+                _check_adapter(model, backbone, where)
+                groups[key].members.append(model)
+            elif results.run_type == "finetune":
+                model, group = _load_finetune(name, path, results, where, jit_compile)
+                groups[f"finetune:{name}"] = group  # its own BERT, even when another name serves the same run
+            else:
+                raise ServeError(f"{where}: run_type {results.run_type!r} cannot be served (serve the runs an "
+                                 "ensemble combines, not the ensemble)")
+            models.append(model)
+        for group in groups.values():
+            group.build()
+        return cls(models, list(groups.values()))
+
+    # ------------------------------------------------------------ describing
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def info(self) -> dict:
+        """Tasks, runs and backbones (``GET /v1/models``)."""
+        return {"tasks": [m.info() for m in self.models.values()],
+                "backbones": [{**g.info(), "kind": "fine-tuned" if g.finetune else "frozen, shared",
+                               **({} if g.finetune else {"layers": g.layers})} for g in self.groups.values()]}
+
+    def stats(self) -> dict:
+        return {"forward_passes": {g.name: g.forward_passes for g in self.groups.values()},
+                "rows_forwarded": {g.name: g.rows_forwarded for g in self.groups.values()},
+                "model_calls": {m.name: m.calls for m in self.models.values()}}
+
+    def model(self, name: str) -> ServedModel:
+        if name not in self.models:
+            raise ServeError(f"unknown task {name!r}; served tasks: {', '.join(self.models)}")
+        return self.models[name]
+
+    # ------------------------------------------------------------- encoding
+    def examples(self, name: str, items: Sequence[Mapping[str, Any] | str], max_chars: int | None = None,
+                 where: str = "inputs") -> list[Example]:
+        """Check raw inputs of model `name` and make them examples.
+
+        Each item is a string (one text) or a mapping with the task's fields
+        (`input_fields`) and optionally ``id``; every text must be a non-empty
+        string of at most `max_chars` characters. Raises `ServeError`
+        naming the item and field.
+        """
+        model = self.model(name)
+        fields_ = model.fields
+        what = name if name == model.task.name else f"{name} ({model.task.name})"
+        out = []
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]"
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, Mapping):
+                raise ServeError(f"{at}: expected a string or an object with {', '.join(fields_)}, "
+                                 f"got {type(item).__name__}")
+            given = {k: v for k, v in item.items() if v is not None}
+            extra = sorted(set(given) - set(fields_) - {"id"})
+            if extra:
+                raise ServeError(f"{at}: task {what} takes {', '.join(fields_)}; "
+                                 f"unexpected {', '.join(extra)}")
+            texts = []
+            for f in fields_:
+                if f not in given:
+                    hint = " (the pair's second text)" if f == "text_pair" else ""
+                    raise ServeError(f"{at}: task {what} needs {' and '.join(fields_)}; missing {f}{hint}")
+                value = given[f]
+                if not isinstance(value, str):
+                    raise ServeError(f"{at}.{f}: must be a string, got {type(value).__name__}")
+                if not value.strip():
+                    raise ServeError(f"{at}.{f}: is empty")
+                if max_chars is not None and len(value) > max_chars:
+                    raise ServeError(f"{at}.{f}: {len(value)} characters, more than the limit of {max_chars}")
+                texts.append(value)
+            uid = given.get("id", str(i))
+            if not isinstance(uid, str):
+                raise ServeError(f"{at}.id: must be a string, got {type(uid).__name__}")
+            out.append(Example(uid=uid, texts=tuple(texts)))
+        return out
+
+    def encode(self, name: str, examples: Sequence[Example]) -> Job:
+        """Tokenize `examples` for model `name` (its store's featurizer)."""
+        model = self.model(name)
+        if not examples:
+            raise ServeError(f"no inputs for task {name}")
+        uids = [e.uid for e in examples]
+        if len(set(uids)) != len(uids):
+            raise ServeError(f"task {name}: duplicate input ids")
+        try:
+            features = model.featurizer.encode(model.task, examples)
+        except (BertVisionError, ValueError) as err:
+            raise ServeError(f"task {name}: {err}") from err
+        return Job(model, list(examples), features)
+
+    def encode_all(self, plan: Sequence[tuple[str, Sequence[Example]]]) -> list[Job]:
+        """`encode` each ``(model name, examples)``; models whose featurizers
+        would make the same rows (one tokenizer, the same settings and task
+        shape) share one tokenization of the same examples."""
+        done: dict = {}
+        jobs = []
+        for name, examples in plan:
+            model = self.model(name)
+            span = model.task.kind == "span"
+            cfg = model.featurizer.get_config()
+            key = (id(model.featurizer.tokenizer), span, len(model.fields),
+                   tuple(sorted(cfg.items())) if span else cfg["max_seq_len"],
+                   tuple((e.uid, e.texts) for e in examples))
+            if key in done:
+                jobs.append(Job(model, list(examples), done[key]))
+            else:
+                jobs.append(self.encode(name, examples))
+                done[key] = jobs[-1].features
+        return jobs
+
+    # -------------------------------------------------------------- running
+    def forward(self, jobs: Sequence[Job]) -> list:
+        """Raw outputs of every job (logits ``[n, C]``, scores ``[n]``, or span
+        logits per window), running each backbone group once."""
+        outputs: list = [None] * len(jobs)
+        by_group: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_group.setdefault(job.model.group, []).append(i)
+        with self._lock:
+            for name, ids in by_group.items():
+                for i, out in zip(ids, self.groups[name].run([jobs[i] for i in ids])):
+                    outputs[i] = out
+        return outputs
+
+    def predictions(self, job: Job, output, split: str = "input", labels=None) -> Predictions:
+        """A job's raw output as `Predictions` (what predict-from-a-store returns)."""
+        model, f = job.model, job.features
+        uids = [job.examples[i].uid for i in f.example_index]
+        if model.task.kind != "span":
+            return Predictions.from_outputs(model.task.name, split, uids, [output], labels=labels,
+                                            source=str(model.run_dir))
+        width = np.asarray(output["start_logits"]).shape[1]
+        gold = {e.uid: (e.texts[1], [] if e.is_impossible else [a.text for a in e.answers]) for e in job.examples}
+        return Predictions.from_outputs(model.task.name, split, uids, [output], window_index=[f.window_index()],
+                                        offsets=[f.offsets[:, :width]], gold=gold, source=str(model.run_dir))
+
+    def format(self, job: Job, output) -> list[dict]:
+        """One JSON-ready result per example of `job`."""
+        model, task = job.model, job.model.task
+        preds = self.predictions(job, output)
+        out = []
+        if task.kind == "classification":
+            for p in preds.probabilities.tolist():
+                best = int(np.argmax(p))
+                out.append({"label": task.label_names[best],
+                            "probabilities": {n: float(v) for n, v in zip(task.label_names, p)}})
+        elif task.kind == "regression":
+            out = [{"score": float(s)} for s in preds.scores.tolist()]
+        else:
+            decoded = preds.decode(threshold=model.threshold)
+            for e in job.examples:
+                span = decoded.best_offsets.get(e.uid)
+                answer = decoded.predictions[e.uid]
+                best = None if span is None else {"text": decoded.best_text[e.uid], "start": span[0],
+                                                  "end": span[1]}
+                out.append({"answer": answer, "start": span[0] if answer else None,
+                            "end": span[1] if answer else None,
+                            "no_answer_probability": float(decoded.na_probs[e.uid]), "best_span": best})
+        for e, result in zip(job.examples, out):
+            result["id"] = e.uid
+        return out
+
+    def run(self, jobs: Sequence[Job]) -> list[list[dict]]:
+        """Forward and format: one list of results per job."""
+        return [self.format(job, out) for job, out in zip(jobs, self.forward(jobs))]
+
+    def predict(self, inputs: Mapping[str, Sequence], max_chars: int | None = None) -> dict[str, list[dict]]:
+        """``{task name: [input, ...]}`` -> ``{task name: [result, ...]}``, all
+        tasks in one batch (one forward pass per backbone)."""
+        jobs = self.encode_all([(name, self.examples(name, items, max_chars, f"inputs.{name}"))
+                                for name, items in inputs.items()])
+        return dict(zip(inputs, self.run(jobs)))
+
+    def predict_examples(self, name: str, examples: Sequence[Example], split: str = "input",
+                         batch_size: int = 64) -> Predictions:
+        """`Predictions` of model `name` on task examples (e.g. a GLUE or SQuAD
+        file read with `bertvision.data.load_examples`), `batch_size` examples
+        per forward pass; labels kept for evaluation."""
+        model = self.model(name)
+        task = model.task
+        examples = list(examples)
+        if not examples:
+            raise ServeError(f"no examples to predict for {name}")
+        outputs, uids, windows, offsets = [], [], [], []
+        for b0 in range(0, len(examples), batch_size):
+            job = self.encode(name, examples[b0:b0 + batch_size])
+            (out,) = self.forward([job])
+            outputs.append(out)
+            f = job.features
+            uids += [job.examples[i].uid for i in f.example_index]
+            if task.kind == "span":
+                windows.append(f.window_index())
+                offsets.append(f.offsets[:, :np.asarray(out["start_logits"]).shape[1]])
+        if task.kind == "span":
+            gold = {e.uid: (e.texts[1], [] if e.is_impossible else [a.text for a in e.answers]) for e in examples}
+            return Predictions.from_outputs(task.name, split, uids, outputs, window_index=windows, offsets=offsets,
+                                            gold=gold, source=str(model.run_dir))
+        missing = -1 if task.kind == "classification" else math.nan
+        labels = [missing if e.label is None else e.label for e in examples]
+        return Predictions.from_outputs(task.name, split, uids, outputs, labels=labels, source=str(model.run_dir))
+
+    def warmup(self) -> None:
+        """Trace every forward pass once (the first request then pays nothing)."""
+        jobs = []
+        for name, model in self.models.items():
+            item = {"question": "What is this?", "context": "This is a warm-up text."} \
+                if model.task.kind == "span" else {f: "a warm-up text" for f in model.fields}
+            jobs.append(self.encode(name, self.examples(name, [item])))
+        self.forward(jobs)
+        for group in self.groups.values():
+            group.forward_passes = group.rows_forwarded = 0
+        for model in self.models.values():
+            model.calls = 0
+
+
+def _names(loaded) -> list[str]:
+    """Served names: the given one, else the task's, else (two runs of one
+    task) the run folder's."""
+    tasks = [r.task for _, _, r in loaded]
+    names = []
+    for (name, path, results) in loaded:
+        if name is None:
+            name = results.task if tasks.count(results.task) == 1 else path.resolve().name
+        if not _NAME.match(name):
+            raise ServeError(f"run {path}: name {name!r} is not usable as a task name; give --run NAME={path}")
+        names.append(name)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ServeError(f"two runs would be served as {dup[0]!r}; name them: --run NAME=PATH")
+    return names
+
+
+def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenizer, group: str,
+                   where: str) -> ServedModel:
+    sig = results.store_signature
+    config, source = _store_featurizer(results, where)
+    task = get_task(results.task)
+    return ServedModel(name=name, run_dir=path, results=results, task=task,
+                       featurizer=Featurizer.from_config(tokenizer, config), model=adapter, group=group,
+                       layers=list(sig["layers"]), token_mode=sig["token_mode"], dtype=_dtype(adapter),
+                       featurizer_source=source,
+                       threshold=squad_threshold(results) if task.kind == "span" else 0.0)
+
+
+def _dtype(model) -> str:
+    struct = model.input
+    acts = struct["activations"] if isinstance(struct, dict) else (
+        struct[0] if isinstance(struct, (list, tuple)) else struct)
+    return str(keras.backend.standardize_dtype(acts.dtype))
+
+
+def _check_adapter(model: ServedModel, backbone, where: str) -> None:
+    """The adapter reads the activations this backbone gives: the same
+    backbone (sha256 of config and weights, in its results and its store
+    signature), hidden size and layers."""
+    r = model.results
+    sig_bb = (r.store_signature or {}).get("backbone") or {}
+    for key in ("config_sha256", "weights_sha256"):
+        if sig_bb.get(key) != (r.backbone or {}).get(key):
+            raise ServeError(f"{where}: its results' backbone and store signature disagree on {key}")
+    hidden = int((r.store_signature or {}).get("hidden", -1))
+    if hidden != int(backbone.hidden_dim):
+        raise ServeError(f"{where}: trained on hidden size {hidden}, the backbone has {backbone.hidden_dim}")
+    if not model.layers or max(model.layers) > backbone.num_layers:
+        raise ServeError(f"{where}: layers {model.layers} are not layers of a {backbone.num_layers}-layer backbone")
+
+
+def _load_finetune(name: str, path: Path, results: RunResults, where: str, jit_compile: bool):
+    rel = (results.checkpoints or {}).get("final")
+    if not rel or not (path / rel).is_dir():
+        raise ServeError(f"{where}: no final checkpoint ({rel}); not a finished fine-tuning run")
+    ckpt = path / rel
+    ref = resolve_backbone(str(ckpt))
+    try:
+        task_model = BertTask.from_preset(str(ckpt))
+    except Exception as err:  # keras-hub raises many types for a damaged preset
+        raise ServeError(f"{ckpt}: cannot load the fine-tuned task ({err})") from err
+    set_hidden_act(task_model.backbone, hidden_act(ref))
+    tokenizer = load_tokenizer(ref)
+    hp = results.hyperparameters
+    featurizer = Featurizer(tokenizer, **{k: int(hp.get(k) or FeaturizerConfig().to_dict()[k])
+                                          for k in ("max_seq_len", "doc_stride", "max_query_len")})
+    task = get_task(results.task)
+    identity = backbone_identity(ref)
+    group = _FinetuneGroup(f"{name}:{_group_name(identity)}", identity, tokenizer, jit_compile)
+    model = ServedModel(name=name, run_dir=path, results=results, task=task, featurizer=featurizer,
+                        model=task_model, group=group.name, finetune=True, featurizer_source="run",
+                        threshold=squad_threshold(results) if task.kind == "span" else 0.0)
+    group.members.append(model)
+    return model, group

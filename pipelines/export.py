@@ -1,0 +1,57 @@
+"""python -m pipelines.export: served runs as one TensorFlow SavedModel.
+
+Examples::
+
+    python -m pipelines.export --run runs/sst2-pooler --run runs/mrpc-cnn --out exported/bertvision
+    python -m pipelines.export --run runs/sst2-pooler --out exported/ids-only --no-text
+
+The SavedModel (a Keras export archive) holds every backbone once and every
+run's head. Signatures: ``serving_default`` (= ``serve``): ``token_ids``,
+``segment_ids``, ``padding_mask`` in, ``<task>_probabilities`` /
+``<task>_score`` / ``<task>_start_logits`` + ``<task>_end_logits`` out, core
+TensorFlow ops only; ``serve_text`` (``text``) and ``serve_text_pair``
+(``text``, ``text_pair``): raw strings in, tokenized in the graph exactly as
+the runs' featurizer does, which need TensorFlow Text's ops at load time
+(``import tensorflow_text``; leave them out with ``--no-text``). SQuAD runs
+are in ``serve`` only (windows and offsets are made outside the graph).
+``OUT/bertvision_export.json`` lists signatures, outputs, runs and backbones.
+Load it with ``tf.saved_model.load(OUT)`` or TensorFlow Serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines._common import die, setup_env
+
+setup_env()
+
+from bertvision.export import export_runs  # noqa: E402  (after setup_env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", action="append", dest="runs", required=True, metavar="[NAME=]RUN_DIR",
+                   help="a run folder to export (adapter fit run or fine-tuning run); repeat for more")
+    p.add_argument("--out", required=True, help="the SavedModel folder to write (new or empty)")
+    p.add_argument("--no-text", dest="text", action="store_false",
+                   help="only the token-ids signature (no TensorFlow Text ops)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with die.on_errors():
+        info = export_runs(args.runs, args.out, text=args.text)
+    for name, sig in info["signatures"].items():
+        print(f"{name}({', '.join(sig['inputs'])}) -> {', '.join(sig['outputs'])}")
+    for group, why in info["text_signatures_skipped"].items():
+        print(f"no text signature for {group}: {why}")
+    print(f"SavedModel -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
