@@ -1,42 +1,46 @@
 """Reproduce BERTVision's claims on real data: one command, one table.
 
-    python -m bench.reproduce --docs docs                # full run, ~75 min on the 2-core VM
-    python -m bench.reproduce --quick --work /tmp/rq     # reduced version on SST-2 + SQuAD (the test suite runs it)
+    python -m bench.reproduce --docs docs                  # the full run (resumable)
+    python -m bench.reproduce --docs docs --seeds 0,1,2    # + the headline rows with two more seeds
+    python -m bench.reproduce --quick --work /tmp/rq       # reduced version on SST-2 + SQuAD (the test suite)
 
-On the embedded MiniLM and the real data in ``../shared/data``:
+On the embedded MiniLM and the real data in ``../shared/data`` (each task's
+data, lengths and recipe are its `TaskPlan`): SST-2's 8,000-example seeded
+subset and full dev set; MRPC's full train and dev; SQuAD 2.0's 10 official
+train articles (``train-v2.0.json``), evaluated on the Rhine article.
 
-- SST-2: the 8,000-example seeded subset of train (``--sample 8000 --seed 0``)
-  for training, the full dev set (872) for evaluation, 64 tokens;
-- MRPC: full train (3,668), full dev (408), 128 tokens;
-- SQuAD 2.0: train on ``dev-v2.0.Normans_CCT.json`` (626 questions), evaluate
-  on ``dev-v2.0.Rhine.json`` (498), 384 tokens, stride 128.
-
-For every task, in this order (each stage is a library call: the same code as
-``pipelines.finetune``, ``pipelines.extract``, ``pipelines.fit`` and
+For every task, in this order, each stage a library call (the same code as
+``pipelines.finetune``, ``pipelines.extract``, ``pipelines.fit``,
 ``pipelines.ensemble``):
 
 1. BERT fine-tuned for 2 epochs, checkpointed and scored at 0.1, 0.3, 1 and 2
-   epochs (one run: the rows are checkpoints of one warmup + linear-decay
-   schedule over 2 epochs, as the original study's fractional checkpoints);
-2. ``sequence`` stores (float16, all 7 layers) of train and dev from the frozen
-   backbone and from the 1-epoch checkpoint;
-3. ``linear_probe``, ``scalar_mix``, ``adapter_pooler`` and ``cnn`` on both
-   stores (best dev epoch restored; early stopping after 3 epochs without
-   improvement);
-4. the ensemble of BERT at 1 epoch with the best adapter (by dev main metric),
-   mean and max of probabilities;
-5. the best adapter kind on the frozen store trained on 10%, 25%, 50% of the
-   training records (seeded; 100% is the run of step 3). Only the adapter
-   sees the fraction, the backbone is never trained.
+   epochs (the rows are checkpoints of one warmup + linear-decay schedule over
+   2 epochs, as the original study's fractional checkpoints);
+2. LoRA (rank 8, keras-hub's ``enable_lora``) on the same backbone, 2 epochs;
+3. ``sequence`` stores of train and dev from the frozen backbone and from the
+   fine-tuning checkpoints the adapters read (1 epoch; SQuAD also 0.3, the
+   study's two settings);
+4. the adapter kinds on every store (best dev epoch restored; early stopping);
+5. the ensemble of BERT at each checkpoint with the best adapter on that
+   checkpoint's activations (mean and max);
+6. the best two adapter kinds on the frozen store trained on 10%, 25%, 50% of
+   the training data (seeded; the backbone never sees the fraction);
+7. SQuAD only: answerability, a layer mix on the [CLS] activations of the
+   1-epoch checkpoint classifying answerable vs not, beside BERT's own null
+   decision.
+
+With ``--seeds 0,1,2`` the first seed runs everything and every further seed
+runs the headline rows (BERT, LoRA, the best adapter kind on each GLUE
+backbone, with that seed's own checkpoint, and the ensemble; on SQuAD the
+best frozen adapter, since fine-tuning SQuAD again per seed costs more than
+the budget); the tables then give mean +- standard deviation over the seeds.
 
 Everything lands in ``--work`` (default ``bench_out/reproduce``): one folder per
-run, ``stages.json`` (wall seconds of every finished stage), ``results.json``
-(every row) and ``results.md`` (the tables), plus ``report/`` from
-``pipelines.report``. Re-running the command skips finished stages, and a
-killed stage resumes where its library call left off (fine-tuning from its
-last checkpoint, extraction from its finished shards, fitting from its last
-epoch). ``--docs DIR`` also writes ``DIR/results.md`` and the charts into
-``DIR/results/``.
+run, ``stages.json`` (wall seconds and peak memory of every finished stage),
+``results.json`` (every row) and ``results.md`` (the tables), plus ``report/``
+from ``pipelines.report``. Re-running the command skips finished stages, and a
+killed stage resumes where its library call left off. ``--docs DIR`` also
+writes ``DIR/results.md`` and the charts into ``DIR/results/``.
 """
 
 from __future__ import annotations
@@ -45,10 +49,10 @@ import argparse
 import dataclasses
 import datetime as _dt
 import gc
-import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,42 +66,57 @@ import keras  # noqa: E402  (after the environment above)
 import tensorflow as tf  # noqa: E402
 
 from bertvision import io  # noqa: E402
-from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
+from bertvision.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
+                                      gold_answerable, span_decisions)
 from bertvision.config import ConfigBase  # noqa: E402
+from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
 from bertvision.errors import BertVisionError, ConfigError  # noqa: E402
 from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
 from bertvision.finetune import FinetuneConfig, Finetuner, checkpoint_path  # noqa: E402
 from bertvision.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
 from bertvision.report import build_report  # noqa: E402
-from bertvision.runs import RunFolder, RunResults  # noqa: E402
+from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults  # noqa: E402
 from bertvision.store import MANIFEST, open_store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BACKBONES = ("frozen", "ft1")  # the embedded MiniLM as is, and its 1-epoch fine-tuned checkpoint
-BACKBONE_NAMES = {"frozen": "frozen MiniLM", "ft1": "MiniLM fine-tuned 1 epoch"}
 
 
 @dataclass
 class TaskPlan:
-    """What one task of the reproduction trains and evaluates on."""
+    """What one task of the reproduction trains and evaluates on, and how."""
 
     task: str
     data: str  # folder under the data root
     max_seq_len: int
+    train_split: str = "train"
+    eval_split: str = "dev"
     train_sample: int | None = None  # seeded subset of train (same draw for fine-tuning and extraction)
     train_limit: int | None = None  # first N training examples
     eval_limit: int | None = None  # first N dev examples
     doc_stride: int = 128
+    finetune_lr: float = 5e-5
+    finetune_batch_size: int = 32
+    lora_rank: int = 8
+    lora_lr: float = 5e-4
+    lora_epochs: float = 2.0
+    checkpoint_backbones: list = field(default_factory=lambda: [1.0])  # fine-tuning epochs the adapters read
+    store_layers: str = "all"
+    store_dtype: str = "float16"
     adapter_epochs: int = 10
     adapter_batch_size: int = 64
-    finetune_batch_size: int = 32
+    answerability: bool = False
 
 
 FULL_PLANS = {
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=64, train_sample=8000),
     "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=128),
-    "squad_v2": TaskPlan("squad_v2", "squad2", max_seq_len=384, adapter_batch_size=32),
+    # SQuAD: the 10 official train articles (7.4% unanswerable) plus the Normans/CCT article (53%) so that
+    # answerability can be learned; lr 2e-4 (5e-5 left BERT's HasAns F1 at 16.8 after one epoch); 256 tokens
+    # (384 learned answerability worse here); adapters 3 epochs (about 70 s an epoch on the 2-core machine)
+    "squad_v2": TaskPlan("squad_v2", "squad2", max_seq_len=256, train_split="train+dev-v2.0.Normans_CCT",
+                         finetune_lr=2e-4, adapter_batch_size=32, adapter_epochs=3,
+                         checkpoint_backbones=[0.3, 1.0], answerability=True),
 }
 QUICK_PLANS = {
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=32, train_sample=64, eval_limit=32, adapter_epochs=2,
@@ -105,9 +124,10 @@ QUICK_PLANS = {
     "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=64, train_limit=48, eval_limit=24, adapter_epochs=2,
                      finetune_batch_size=8),
     "squad_v2": TaskPlan("squad_v2", "squad2", max_seq_len=128, doc_stride=64, train_limit=12, eval_limit=8,
-                         adapter_epochs=2, adapter_batch_size=8, finetune_batch_size=2),
+                         train_split="train+dev-v2.0.Normans_CCT", finetune_lr=2e-4,
+                         adapter_epochs=2, adapter_batch_size=8, finetune_batch_size=2,
+                         checkpoint_backbones=[0.3, 1.0], answerability=True),
 }
-
 QUICK_DEFAULT_TASKS = ("sst2", "squad_v2")
 
 
@@ -119,13 +139,13 @@ class ReproduceConfig(ConfigBase):
     data_root: str
     tasks: list = field(default_factory=lambda: list(FULL_PLANS))
     quick: bool = False
-    seed: int = 0
-    model: str | None = None
+    seeds: list = field(default_factory=lambda: [0])
+    backbone: str | None = None
     finetune_epochs: float = 2.0
     finetune_checkpoints: list = field(default_factory=lambda: [0.1, 0.3, 1.0, 2.0])
-    finetune_lr: float = 5e-5
     kinds: list = field(default_factory=lambda: list(KINDS))
     fractions: list = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    fraction_kinds: int = 2  # the best this many frozen kinds are trained on the fractions
     patience: int = 3
     jit_compile: bool = True  # XLA for extraction and adapter fits
     # Fine-tuning runs un-jitted: its length-grouped batches come in many token
@@ -141,7 +161,9 @@ class ReproduceConfig(ConfigBase):
             raise ConfigError(f"unknown task(s) {unknown}; choose from {', '.join(table)}")
         if 1.0 not in self.finetune_checkpoints or max(self.finetune_checkpoints) > self.finetune_epochs:
             raise ConfigError(f"finetune_checkpoints {self.finetune_checkpoints} must include 1.0 (the backbone "
-                             f"the adapters are also trained on) and stay within {self.finetune_epochs} epochs")
+                              f"the adapters are also trained on) and stay within {self.finetune_epochs} epochs")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds must list distinct seeds, got {self.seeds}")
         if not self.plans:
             self.plans = {t: dataclasses.asdict(table[t]) for t in self.tasks}
 
@@ -154,40 +176,47 @@ class ReproduceConfig(ConfigBase):
 
 class Stages:
     """The stages finished so far (``WORK/stages.json``): wall seconds and
-    outputs of each, written atomically after every stage."""
+    peak memory of each, written atomically after every stage."""
 
     def __init__(self, work: Path):
         self.path = work / "stages.json"
-        self.done: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.done: dict = io.read_json(self.path) if self.path.is_file() else {}
         self.ran: list[str] = []
 
-    def run(self, name: str, is_complete, fn, info=None) -> dict:
+    def run(self, name: str, is_complete, fn) -> dict:
         """Run `fn()` unless stage `name` finished before and `is_complete()`
-        still holds; record its wall time. Returns the stage's record."""
+        still holds; record its wall time and peak memory."""
         if name in self.done and is_complete():
             print(f"[skip] {name} (done in {self.done[name]['wall_s']:.0f} s)", flush=True)
             return self.done[name]
         print(f"[run ] {name}", flush=True)
-        t = time.perf_counter()
-        fn()
+        t, load0 = time.perf_counter(), os.getloadavg()[0]
+        with PeakMemory() as peak:
+            fn()
         wall = time.perf_counter() - t
-        record = {"wall_s": round(wall, 2), "finished": _now(), **(info() if info else {})}
-        self.done[name] = record
+        # the machine's 1-minute load average as the stage began and ended: wall times from a busy
+        # machine are not comparable with a quiet one's
+        self.done[name] = {"wall_s": round(wall, 2), "peak_mib": peak.rss_mib, "peak_device_mib": peak.device_mib,
+                           "load_avg": [round(load0, 2), round(os.getloadavg()[0], 2)], "finished": _now()}
         self.ran.append(name)
         io.atomic_write_json(self.path, self.done)
-        print(f"[done] {name}: {wall:.1f} s", flush=True)
-        _release()
-        return record
+        print(f"[done] {name}: {wall:.1f} s, peak {peak.rss_mib} MiB", flush=True)
+        keras.backend.clear_session()  # free the stage's graphs and models before the next
+        gc.collect()
+        return self.done[name]
+
+    def mean_load(self) -> float | None:
+        """The machine's load over the stages, weighted by their wall time."""
+        timed = [(s["wall_s"], sum(s["load_avg"]) / 2) for s in self.done.values() if s.get("load_avg")]
+        total = sum(w for w, _ in timed)
+        return round(sum(w * load for w, load in timed) / total, 2) if total else None
+
+    def task_seconds(self, task: str) -> float:
+        return sum(s["wall_s"] for name, s in self.done.items() if name.split("/")[0] == task)
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _release() -> None:
-    """Free the previous stage's graphs and models before the next."""
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _results(folder: Path) -> RunResults:
@@ -207,183 +236,266 @@ def _store_bytes(store: Path) -> int:
     return sum(opened.split_bytes(s) for s in opened.splits)
 
 
+def backbone_name(backbone: str) -> str:
+    """``frozen`` / ``ft1`` / ``ft0.3`` as a table's words."""
+    return "frozen MiniLM" if backbone == "frozen" else f"MiniLM fine-tuned {backbone[2:]} ep"
+
+
 # ------------------------------------------------------------------- task
 
 
 class TaskRun:
-    """The stages of one task, and the table rows they give."""
+    """The stages of one task for one seed, and the table rows they give."""
 
-    def __init__(self, config: ReproduceConfig, task: str, stages: Stages):
-        self.c, self.stages = config, stages
+    def __init__(self, config: ReproduceConfig, task: str, stages: Stages, seed: int):
+        self.c, self.stages, self.seed = config, stages, seed
         self.plan = config.plan(task)
         self.task = task
-        self.root = Path(config.work) / task
+        self.first = seed == config.seeds[0]  # the first seed runs every row; the others the headline rows
+        self.base = Path(config.work) / task
+        self.root = self.base if self.first else self.base / f"seed{seed}"
         self.data_dir = str(Path(config.data_root) / self.plan.data)
         if not Path(self.data_dir).is_dir():
-            raise FileNotFoundError(f"{self.data_dir}: no such data folder (give --data-root)")
-        self.bert = self.root / "bert"
+            raise ConfigError(f"{self.data_dir}: no such data folder (give --data-root)")
+        # SQuAD's further seeds re-train only the frozen-backbone adapter: fine-tuning SQuAD again per
+        # seed costs more than the seed budget (issue 17: at most 90 extra minutes for all seeds)
+        self.finetunes = self.first or task != "squad_v2"
+        self.bert, self.lora = self.root / "bert", self.root / "lora"
+        self.bert_results_dir = self.bert if self.finetunes else self.base / "bert"
+        self.backbones = ["frozen"] + [f"ft{e:g}" for e in self.plan.checkpoint_backbones]
 
-    # ---- stage 1: BERT
-    def finetune(self) -> None:
+    def stage(self, name: str) -> str:
+        return f"{self.task}/{name}" if self.first else f"{self.task}/seed{self.seed}/{name}"
+
+    # ---- stages 1-2: BERT and LoRA
+    def finetune(self, out: Path, lora: bool) -> None:
         p, c = self.plan, self.c
-        extra = [x for x in c.finetune_checkpoints if x != int(x)]
+        extra = [x for x in c.finetune_checkpoints if x != int(x)] if not lora else None
         config = FinetuneConfig(
-            task=self.task, out=str(self.bert), data_dir=self.data_dir, backbone=c.model, epochs=c.finetune_epochs,
-            lr=c.finetune_lr, batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
-            seed=c.seed, limit=p.train_limit, eval_limit=p.eval_limit, sample=p.train_sample,
-            checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile, progress=c.progress,
-            command=["python", "-m", "bench.reproduce", f"(stage {self.task}/bert)"])
-        self.stages.run(f"{self.task}/bert", lambda: _finished(self.bert), lambda: Finetuner(config).run())
+            task=self.task, out=str(out), data_dir=self.data_dir, backbone=c.backbone,
+            epochs=p.lora_epochs if lora else c.finetune_epochs,
+            lr=p.lora_lr if lora else p.finetune_lr, lora_rank=p.lora_rank if lora else None,
+            batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride, seed=self.seed,
+            train_split=p.train_split, eval_splits=[p.eval_split], limit=p.train_limit, eval_limit=p.eval_limit,
+            sample=p.train_sample, checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile,
+            progress=c.progress, command=["python", "-m", "bench.reproduce", f"(stage {self.stage(out.name)})"])
+        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: Finetuner(config).run())
 
     def checkpoint(self, epoch: float) -> Path:
         return checkpoint_path(self.bert, epoch)
 
-    # ---- stage 2: stores
+    # ---- stage 3: stores
     def store(self, backbone: str) -> Path:
-        return self.root / f"store-{backbone}"
+        # the frozen backbone's store does not depend on the seed: every seed reads the first's
+        return (self.base if backbone == "frozen" else self.root) / f"store-{backbone}"
 
     def extract(self, backbone: str) -> None:
         p, c = self.plan, self.c
-        model = c.model if backbone == "frozen" else str(self.checkpoint(1.0))
+        model = c.backbone if backbone == "frozen" else str(self.checkpoint(float(backbone[2:])))
         store = self.store(backbone)
-        for split in ("train", "dev"):
+        for split in (p.train_split, p.eval_split):
             config = ExtractConfig(
                 task=self.task, split=split, out=str(store), data_dir=self.data_dir, backbone=model,
-                token_mode="sequence",
-                max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
-                limit=p.train_limit if split == "train" else p.eval_limit,
-                sample=p.train_sample if split == "train" else None, seed=c.seed,
+                token_mode="sequence", layers=p.store_layers, dtype=p.store_dtype, max_seq_len=p.max_seq_len,
+                doc_stride=p.doc_stride, limit=p.train_limit if split == p.train_split else p.eval_limit,
+                sample=p.train_sample if split == p.train_split else None, seed=c.seeds[0],
                 jit_compile=c.jit_compile, progress=c.progress,
-                command=["python", "-m", "bench.reproduce", f"(stage {self.task}/{store.name}/{split})"])
-            self.stages.run(f"{self.task}/{store.name}/{split}", lambda s=split: _store_split_done(store, s),
+                command=["python", "-m", "bench.reproduce", f"(stage {self.stage(store.name)}/{split})"])
+            name = f"{self.task}/{store.name}/{split}" if backbone == "frozen" else f"{self.stage(store.name)}/{split}"
+            self.stages.run(name, lambda s=split: _store_split_done(store, s),
                             lambda cfg=config: Extractor(cfg).run())
 
-    # ---- stage 3: adapters
+    # ---- stage 4: adapters
     def adapter_dir(self, kind: str, backbone: str, fraction: float = 1.0) -> Path:
         suffix = "" if fraction == 1.0 else f"-frac{fraction:g}"
         return self.root / f"{kind}-{backbone}{suffix}"
 
     def fit(self, kind: str, backbone: str, fraction: float = 1.0) -> None:
+        p = self.plan
         out = self.adapter_dir(kind, backbone, fraction)
         config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter={"kind": kind},
-                           epochs=self.plan.adapter_epochs, batch_size=self.plan.adapter_batch_size,
-                           seed=self.c.seed, train_fraction=fraction, patience=self.c.patience,
-                           jit_compile=self.c.jit_compile, verbose=1 if self.c.progress else 0,
-                           command=["python", "-m", "bench.reproduce", f"(stage {self.task}/{out.name})"])
-        self.stages.run(f"{self.task}/{out.name}", lambda: _finished(out), lambda: fit(config))
+                           train_split=p.train_split, eval_splits=[p.eval_split], epochs=p.adapter_epochs,
+                           batch_size=p.adapter_batch_size, seed=self.seed, train_fraction=fraction,
+                           patience=self.c.patience, jit_compile=self.c.jit_compile,
+                           verbose=1 if self.c.progress else 0,
+                           command=["python", "-m", "bench.reproduce", f"(stage {self.stage(out.name)})"])
+        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
 
-    def best_adapter(self, backbones=BACKBONES) -> Path:
-        """The adapter run with the best dev main metric (ties: fewer parameters)."""
-        runs = [self.adapter_dir(k, b) for b in backbones for k in self.c.kinds]
+    def ranked_kinds(self, backbone: str, root: Path | None = None) -> list[str]:
+        """The adapter kinds on `backbone`, best dev main metric first (ties: fewer parameters)."""
+        root = root or self.root
+        runs = [(k, root / f"{k}-{backbone}") for k in self.c.kinds]
+        done = [(k, _results(r)) for k, r in runs if _finished(r)]
+        return [k for k, r in sorted(done, key=lambda kr: (-kr[1].main_value, kr[1].trainable_params))]
 
-        def key(run: Path):
-            r = _results(run)
-            return (r.main_value, -r.trainable_params)
+    def best_kind(self, backbone: str) -> str | None:
+        """The best kind on `backbone` as the first seed found it (every seed trains that one)."""
+        ranked = self.ranked_kinds(backbone, self.base)
+        return ranked[0] if ranked else None
 
-        return max(runs, key=key)
+    # ---- stage 5: ensembles
+    def ensemble_dir(self, backbone: str, mode: str) -> Path:
+        return self.root / f"ensemble-{backbone}-{mode}"
 
-    # ---- stage 4: ensembles
-    def ensemble(self, mode: str) -> Path:
-        out = self.root / f"ensemble-{mode}"
-        best = self.best_adapter()
-        members = [str(self.checkpoint(1.0)), str(best)]
+    def ensemble(self, backbone: str, mode: str) -> None:
+        out = self.ensemble_dir(backbone, mode)
+        members = [str(self.checkpoint(float(backbone[2:]))), str(self.adapter_dir(self.best_kind(backbone),
+                                                                                  backbone))]
         if _finished(out) and RunFolder(out).read_config()["runs"] != members:
             shutil.rmtree(out)  # the best adapter changed (its runs were redone): combine again
-        config = EnsembleConfig(runs=members, out=str(out), split="dev", combine=mode)
-        self.stages.run(f"{self.task}/{out.name}", lambda: _finished(out), lambda: run_ensemble(config))
-        return out
+        config = EnsembleConfig(runs=members, out=str(out), split=self.plan.eval_split, combine=mode)
+        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: run_ensemble(config))
+
+    # ---- stage 7: answerability
+    def answerability(self) -> None:
+        out = self.root / "answerability-ft1"
+        config = AnswerabilityConfig(store=str(self.store("ft1")), out=str(out), train_split=self.plan.train_split,
+                                     eval_split=self.plan.eval_split, seed=self.seed,
+                                     jit_compile=self.c.jit_compile, verbose=1 if self.c.progress else 0)
+        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit_answerability(config))
 
     def run(self) -> None:
-        self.finetune()
-        for backbone in BACKBONES:
-            self.extract(backbone)
-            for kind in self.c.kinds:
-                self.fit(kind, backbone)
-        for mode in ("mean", "max"):
-            self.ensemble(mode)
-        best_frozen = _results(self.best_adapter(("frozen",))).method
-        for fraction in self.c.fractions:
-            if fraction < 1.0:
-                self.fit(best_frozen, "frozen", fraction)
+        if self.finetunes:
+            self.finetune(self.bert, lora=False)
+        if self.first:
+            # the study's setting first (adapters on the 1-epoch checkpoint, then 0.3), the frozen backbone
+            # after: a run stopped early has the headline rows
+            for backbone in [f"ft{e:g}" for e in sorted(self.plan.checkpoint_backbones, reverse=True)] + ["frozen"]:
+                self.extract(backbone)
+                for kind in self.c.kinds:
+                    self.fit(kind, backbone)
+                if backbone != "frozen":
+                    for mode in ("mean", "max"):
+                        self.ensemble(backbone, mode)
+                if backbone == "ft1" and self.plan.answerability:
+                    self.answerability()
+            for kind in self.ranked_kinds("frozen")[:self.c.fraction_kinds]:
+                for fraction in self.c.fractions:
+                    if fraction < 1.0:
+                        self.fit(kind, "frozen", fraction)
+        if self.finetunes:
+            self.finetune(self.lora, lora=True)
+        if self.first:
+            return
+        # further seeds: the headline rows
+        self.fit(self.best_kind("frozen"), "frozen")
+        if self.task != "squad_v2":
+            self.extract("ft1")
+            self.fit(self.best_kind("ft1"), "ft1")
+            self.ensemble("ft1", "mean")
 
     # ---- rows
     def expected_runs(self) -> list[Path]:
-        """Every run folder a finished task holds (fractions: of the best frozen kind, once known)."""
-        runs = [self.bert] + [self.adapter_dir(k, b) for b in BACKBONES for k in self.c.kinds]
-        runs += [self.root / f"ensemble-{m}" for m in ("mean", "max")]
-        kind = self._best_frozen_kind()
-        runs += [self.adapter_dir(kind or "BEST", "frozen", f) for f in self.c.fractions if f < 1.0]
+        """Every run folder a finished task holds (for this seed)."""
+        runs = [self.bert, self.lora] if self.finetunes else []
+        if self.first:
+            runs += [self.adapter_dir(k, b) for b in self.backbones for k in self.c.kinds]
+            runs += [self.ensemble_dir(b, m) for b in self.backbones[1:] for m in ("mean", "max")]
+            ranked = self.ranked_kinds("frozen")
+            for kind in (ranked or ["BEST"])[:self.c.fraction_kinds]:
+                runs += [self.adapter_dir(kind, "frozen", f) for f in self.c.fractions if f < 1.0]
+            if self.plan.answerability:
+                runs.append(self.root / "answerability-ft1")
+        else:
+            runs.append(self.adapter_dir(self.best_kind("frozen") or "BEST", "frozen"))
+            if self.task != "squad_v2":
+                runs += [self.adapter_dir(self.best_kind("ft1") or "BEST", "ft1"), self.ensemble_dir("ft1", "mean")]
         return runs
 
     def missing(self) -> list[str]:
-        """Run folders not finished yet (names relative to the task folder)."""
-        return [r.name for r in self.expected_runs() if not _finished(r)]
-
-    def _best_frozen_kind(self) -> str | None:
-        runs = [self.adapter_dir(k, "frozen") for k in self.c.kinds]
-        if not all(_finished(r) for r in runs):
-            return None
-        return _results(self.best_adapter(("frozen",))).method
+        return [str(r.relative_to(self.base)) for r in self.expected_runs() if not _finished(r)]
 
     def rows(self) -> list[dict]:
-        """The table rows of every finished run of this task (all of them once the task is complete)."""
-        if not _finished(self.bert):
+        """The table rows of every finished run of this task and seed."""
+        if not _finished(self.bert_results_dir):
             return []
-        done = self.stages.done
-        bert = _results(self.bert)
-        history = {h.epoch: h for h in bert.history}
+        bert = _results(self.bert_results_dir)
         backbone_params = bert.backbone_params
         rows = []
 
-        def row(method, backbone, metrics, params, finetune_s, extract_s, fit_s, store_bytes, data, run):
-            return {"task": self.task, "method": method, "backbone": backbone, "train_data": data,
-                    "dev_metrics": metrics, "main_metric": bert.main_metric, "trainable_params": params,
-                    "param_share": params / backbone_params, "finetune_s": finetune_s, "extract_s": extract_s,
-                    "fit_s": fit_s, "store_bytes": store_bytes, "run": str(run)}
+        def row(method, backbone, r: RunResults | None, metrics, params, finetune_s, fit_s, peak, data, run,
+                headline=None):
+            return {"task": self.task, "seed": self.seed, "method": method, "backbone": backbone,
+                    "train_data": data, "dev_metrics": metrics, "main_metric": bert.main_metric,
+                    "trainable_params": params, "param_share": params / backbone_params if params else None,
+                    "finetune_s": finetune_s, "fit_s": fit_s, "peak_mib": peak, "run": str(run),
+                    "headline": headline}
 
-        finished = _finished
         train_desc = f"{bert.train_examples} ex"
-        for epoch in self.c.finetune_checkpoints:
-            h = history.get(epoch)
+        bert_points = {h.epoch: h for h in bert.history}
+        for epoch in self.c.finetune_checkpoints if self.finetunes else []:
+            h = bert_points.get(epoch)
             if h is None:  # fell on the same step as a later checkpoint (only with a few dozen examples)
                 continue
-            rows.append(row(f"BERT fine-tuned {epoch:g} ep", "-", h.dev, bert.trainable_params,
-                            h.train_time_s, None, None, None, train_desc, self.checkpoint(epoch)))
-        ft1_s = history[1.0].train_time_s
-        extract_s, store_bytes = {}, {}
-        for b in BACKBONES:
-            names = [f"{self.task}/{self.store(b).name}/{s}" for s in ("train", "dev")]
-            if all(n in done for n in names):
-                extract_s[b] = sum(done[n]["wall_s"] for n in names)
-                store_bytes[b] = _store_bytes(self.store(b))
-        for backbone in BACKBONES:
+            rows.append(row(f"BERT fine-tuned {epoch:g} ep", "-", bert, h.dev, bert.trainable_params,
+                            h.train_time_s, None, bert.peak_memory_mib, train_desc, self.checkpoint(epoch),
+                            headline=f"BERT {epoch:g} ep" if epoch in (1.0, 2.0) else None))
+        if self.finetunes and _finished(self.lora):
+            lora = _results(self.lora)
+            for h in lora.history:
+                if float(h.epoch).is_integer():
+                    rows.append(row(f"LoRA r={self.plan.lora_rank} {h.epoch:g} ep", "-", lora, h.dev,
+                                    lora.trainable_params, h.train_time_s, None, lora.peak_memory_mib, train_desc,
+                                    self.lora, headline=f"LoRA {h.epoch:g} ep"))
+        finetune_s = {b: (bert_points[float(b[2:])].train_time_s if b != "frozen" and float(b[2:]) in bert_points
+                          else 0.0) for b in self.backbones}
+        for backbone in self.backbones:
+            best = self.best_kind(backbone)
             for kind in self.c.kinds:
                 run = self.adapter_dir(kind, backbone)
-                if finished(run):
+                if _finished(run):
                     r = _results(run)
-                    rows.append(row(kind, BACKBONE_NAMES[backbone], r.dev_metrics, r.trainable_params,
-                                    ft1_s if backbone == "ft1" else 0.0, extract_s.get(backbone),
-                                    r.train_wall_time_s, store_bytes.get(backbone), train_desc, run))
-        for mode in ("mean", "max"):
-            out = self.root / f"ensemble-{mode}"
-            if finished(out):
-                r = _results(out)
-                best = Path(r.members[1]["run"])
-                rb = _results(best)
-                best_backbone = best.name.rsplit("-", 1)[1]
-                rows.append(row(f"ensemble ({mode}): BERT 1 ep + {rb.method}", BACKBONE_NAMES[best_backbone],
-                                r.dev_metrics, bert.trainable_params + rb.trainable_params, ft1_s,
-                                extract_s.get(best_backbone), rb.train_wall_time_s,
-                                store_bytes.get(best_backbone), train_desc, out))
-        kind = self._best_frozen_kind()
-        for fraction in self.c.fractions if kind else []:
-            run = self.adapter_dir(kind, "frozen", fraction)
-            if finished(run):
-                r = _results(run)
-                rows.append(row(f"{kind} on {fraction:.0%} of train", BACKBONE_NAMES["frozen"], r.dev_metrics,
-                                r.trainable_params, 0.0, extract_s.get("frozen"), r.train_wall_time_s,
-                                store_bytes.get("frozen"), f"{r.train_examples} records", run))
+                    rows.append(row(kind, backbone_name(backbone), r, r.dev_metrics, r.trainable_params,
+                                    finetune_s[backbone], r.train_wall_time_s, r.peak_memory_mib, train_desc, run,
+                                    headline=f"best adapter ({best}), {backbone_name(backbone)}"
+                                    if kind == best else None))
+        for backbone in self.backbones[1:]:
+            for mode in ("mean", "max"):
+                out = self.ensemble_dir(backbone, mode)
+                if _finished(out):
+                    r = _results(out)
+                    adapter = _results(Path(r.members[1]["run"]))
+                    rows.append(row(f"ensemble ({mode}): BERT {backbone[2:]} ep + {adapter.method}",
+                                    backbone_name(backbone), r, r.dev_metrics,
+                                    bert.trainable_params + adapter.trainable_params, finetune_s[backbone],
+                                    adapter.train_wall_time_s, None, train_desc, out,
+                                    headline=f"ensemble ({mode}), BERT {backbone[2:]} ep + best adapter"
+                                    if backbone == "ft1" and mode == "mean" else None))
+        for kind in self.ranked_kinds("frozen")[:self.c.fraction_kinds] if self.first else []:
+            for fraction in self.c.fractions:
+                run = self.adapter_dir(kind, "frozen", fraction)
+                if _finished(run):
+                    r = _results(run)
+                    rows.append(row(f"{kind} on {fraction:.0%} of train", backbone_name("frozen"), r, r.dev_metrics,
+                                    r.trainable_params, 0.0, r.train_wall_time_s, r.peak_memory_mib,
+                                    f"{r.train_examples} {'questions' if self.task == 'squad_v2' else 'ex'}", run))
+        answer = self.root / "answerability-ft1"
+        if self.plan.answerability and _finished(answer) and self.checkpoint(1.0).is_dir():
+            r = _results(answer)
+            bert1 = Predictions.load(self.checkpoint(1.0) / "predictions" / f"{self.plan.eval_split}.npz")
+            rows.append(row("answerability: BERT 1 ep's own null decision", "-", None,
+                            answerability_metrics(span_decisions(bert1), gold_answerable(bert1)),
+                            bert.trainable_params, finetune_s["ft1"], None, None, train_desc, self.checkpoint(1.0)))
+            rows.append(row(f"answerability: {r.method.split(':')[1]} on [CLS]", backbone_name("ft1"), r,
+                            r.dev_metrics, r.trainable_params, finetune_s["ft1"], r.train_wall_time_s,
+                            r.peak_memory_mib, train_desc, answer))
         return rows
+
+    def stores(self) -> list[dict]:
+        """Size, extraction time and peak memory of this seed's stores."""
+        out = []
+        for backbone in self.backbones:
+            store = self.store(backbone)
+            prefix = f"{self.task}/{store.name}" if backbone == "frozen" else self.stage(store.name)
+            names = [f"{prefix}/{s}" for s in (self.plan.train_split, self.plan.eval_split)]
+            if all(n in self.stages.done for n in names):
+                opened = open_store(str(store))
+                out.append({"task": self.task, "seed": self.seed, "backbone": backbone_name(backbone),
+                            "records": sum(opened.num_records(s) for s in opened.splits),
+                            "bytes": _store_bytes(store), "extract_s": sum(self.stages.done[n]["wall_s"] for n in names),
+                            "peak_mib": max(self.stages.done[n]["peak_mib"] or 0 for n in names),
+                            "layers": len(opened.layers), "dtype": opened.dtype, "max_seq_len": opened.max_seq_len})
+        return out
 
 
 # ------------------------------------------------------------------ output
@@ -409,7 +521,8 @@ def machine() -> dict:
             "python": platform.python_version(), "tensorflow": tf.__version__}
 
 
-METRIC_COLUMNS = {"squad_v2": ("f1", "exact", "HasAns_f1", "NoAns_f1")}
+METRIC_COLUMNS = {"squad_v2": ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")}
+ANSWERABILITY_COLUMNS = ("answerable_accuracy", "answerable_f1", "answerable_precision", "answerable_recall")
 TASK_TITLES = {"sst2": "SST-2", "mrpc": "MRPC", "squad_v2": "SQuAD 2.0"}
 
 
@@ -419,69 +532,127 @@ def _metric(task: str, value) -> str:
     return f"{value:.2f}" if task == "squad_v2" else f"{value:.4f}"  # SQuAD's official script reports 0-100
 
 
-def _share(x: float) -> str:
-    return f"{100 * x:.2f}%" if x >= 1e-3 else f"{100 * x:.4f}%"
+def _share(x) -> str:
+    return "" if x is None else (f"{100 * x:.2f}%" if x >= 1e-3 else f"{100 * x:.4f}%")
 
 
-def _seconds(x) -> str:
-    return "" if x is None else f"{x:,.0f}"
+def _num(x, fmt=",.0f") -> str:
+    return "" if x is None else format(x, fmt)
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of every headline row."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("headline"):
+            groups.setdefault((r["task"], r["headline"]), []).append(r)
+    out = []
+    for (task, headline), group in groups.items():
+        metric = group[0]["main_metric"]
+        values = [g["dev_metrics"][metric] for g in group]
+        out.append({"task": task, "row": headline, "metric": metric, "seeds": [g["seed"] for g in group],
+                    "values": values, "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else None})
+    return out
+
+
+def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: dict) -> str:
     m = meta["machine"]
     lines = [
-        "# Reproduction: fine-tuned BERT vs BERTVision adapters",
+        "# Reproduction: fine-tuned BERT, LoRA and BERTVision adapters",
         "",
-        f"Measured by `python -m bench.reproduce{' --quick' if meta['quick'] else ''}` on {meta['date']}: "
+        f"Measured by `python -m bench.reproduce{' --quick' if meta['quick'] else ''}"
+        f"{' --seeds ' + ','.join(map(str, meta['seeds'])) if len(meta['seeds']) > 1 else ''}` on {meta['date']}: "
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpus']}; "
         f"TensorFlow {m['tensorflow']}, Python {m['python']}. Backbone: {meta['backbone']} "
-        f"({meta['backbone_params']:,} parameters). Stage wall time in all: {meta['total_stage_s'] / 60:.1f} min.",
+        f"({meta['backbone_params']:,} parameters). Stage wall time in all: {meta['total_stage_s'] / 60:.1f} min "
+        "(" + ", ".join(f"{TASK_TITLES.get(t, t)} {s / 60:.1f}" for t, s in meta["task_seconds"].items()) + "); "
+        f"mean 1-minute load average over the stages {meta.get('mean_load')} on {m['cores']} cores.",
         "",
-        "Columns: official dev metrics; trainable parameters and their share of the backbone's; "
-        "`fine-tune s` = BERT training time up to that checkpoint (dev evaluation excluded), "
-        "`extract s` = writing the train + dev store, `fit s` = adapter training (dev evaluation excluded); "
-        "`store MiB` = train + dev store. Adapter rows report their best dev epoch; BERT rows are fixed "
-        "checkpoints of one 2-epoch run. The ensemble uses the best adapter by dev main metric.",
+        "Columns: official dev metrics (SQuAD: `f1`/`exact` at the fixed no-answer threshold 0, `best_f1` with the "
+        "threshold the official script chooses on the evaluation article itself); trainable parameters and their "
+        "share of the backbone's; `fine-tune s` = BERT training time up to that checkpoint (the backbone an adapter "
+        "reads; dev evaluation excluded); `fit s` = adapter training (dev evaluation excluded); `peak MiB` = the "
+        "training process's peak resident memory. Adapter rows report their best dev epoch; BERT rows are fixed "
+        "checkpoints of one 2-epoch run. An ensemble combines BERT at a checkpoint with the best adapter on that "
+        "checkpoint's activations.",
     ]
     if meta.get("missing"):
         lines += ["", "**Incomplete reproduction.** Runs not finished yet (run the same command again to "
-                  "resume): " + "; ".join(f"{TASK_TITLES.get(t, t)}: {', '.join(m)}"
-                                          for t, m in meta["missing"].items()) + "."]
+                  "resume): " + "; ".join(f"{TASK_TITLES.get(t, t)}: {', '.join(x)}"
+                                          for t, x in meta["missing"].items()) + "."]
+    first = meta["seeds"][0]
     for task in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == task]
-        names = METRIC_COLUMNS.get(task) or tuple(task_rows[0]["dev_metrics"])
-        names = tuple(n for n in names if n in task_rows[0]["dev_metrics"])
-        lines += ["", f"## {TASK_TITLES.get(task, task)}", "",
+        task_rows = [r for r in rows if r["task"] == task and r["seed"] == first]
+        main = [r for r in task_rows if not r["method"].startswith("answerability")]
+        names = METRIC_COLUMNS.get(task) or tuple(main[0]["dev_metrics"])
+        names = tuple(n for n in names if n in main[0]["dev_metrics"])
+        lines += ["", f"## {TASK_TITLES.get(task, task)} (seed {first})", "",
                   "| method | backbone | train data | " + " | ".join(names)
-                  + " | trainable params | share | fine-tune s | extract s | fit s | store MiB |",
-                  "|---|---|---|" + "---|" * len(names) + "---|---|---|---|---|---|"]
-        for r in task_rows:
+                  + " | trainable params | share | fine-tune s | fit s | peak MiB |",
+                  "|---|---|---|" + "---|" * len(names) + "---|---|---|---|---|"]
+        for r in main:
             metrics = " | ".join(_metric(task, r["dev_metrics"].get(n)) for n in names)
-            store = "" if r["store_bytes"] is None else f"{r['store_bytes'] / 2**20:,.0f}"
             lines.append(f"| {r['method']} | {r['backbone']} | {r['train_data']} | {metrics} | "
-                         f"{r['trainable_params']:,} | {_share(r['param_share'])} | {_seconds(r['finetune_s'])} | "
-                         f"{_seconds(r['extract_s'])} | {_seconds(r['fit_s'])} | {store} |")
+                         f"{_num(r['trainable_params'])} | {_share(r['param_share'])} | {_num(r['finetune_s'])} | "
+                         f"{_num(r['fit_s'])} | {_num(r['peak_mib'])} |")
+        answer = [r for r in task_rows if r["method"].startswith("answerability")]
+        if answer:
+            lines += ["", "Answerability (answerable vs not, per question of the evaluation article; positive "
+                      "class: answerable):", "",
+                      "| decision | backbone | " + " | ".join(ANSWERABILITY_COLUMNS) + " | trainable params |",
+                      "|---|---|" + "---|" * len(ANSWERABILITY_COLUMNS) + "---|"]
+            for r in answer:
+                lines.append(f"| {r['method']} | {r['backbone']} | "
+                             + " | ".join(f"{r['dev_metrics'].get(n, float('nan')):.3f}" for n in ANSWERABILITY_COLUMNS)
+                             + f" | {_num(r['trainable_params'])} |")
+        task_stores = [s for s in stores if s["task"] == task and s["seed"] == first]
+        if task_stores:
+            lines += ["", "Stores (train + dev):", "", "| backbone | records | layers | dtype | max_seq_len | MiB | "
+                      "extract s | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+            for s in task_stores:
+                lines.append(f"| {s['backbone']} | {s['records']:,} | {s['layers']} | {s['dtype']} | "
+                             f"{s['max_seq_len']} | {s['bytes'] / 2**20:,.0f} | {_num(s['extract_s'])} | "
+                             f"{_num(s['peak_mib'])} |")
+    if len(meta["seeds"]) > 1 and summary:
+        lines += ["", f"## Headline rows over seeds {', '.join(map(str, meta['seeds']))}", "",
+                  "Mean +- sample standard deviation of the dev main metric; a difference is only called real in "
+                  "the README when it exceeds the spread.", "",
+                  "| task | row | metric | mean | std | seeds | values |", "|---|---|---|---|---|---|---|"]
+        for s in summary:
+            std = "" if s["std"] is None else _metric(s["task"], s["std"])
+            lines.append(f"| {TASK_TITLES.get(s['task'], s['task'])} | {s['row']} | {s['metric']} | "
+                         f"{_metric(s['task'], s['mean'])} | {std} | {len(s['seeds'])} | "
+                         + ", ".join(_metric(s["task"], v) for v in s["values"]) + " |")
     if meta.get("charts"):
-        lines += ["", "## Charts (`pipelines.report`)", ""]
+        lines += ["", "## Charts (`pipelines.report`, seed " + str(first) + ")", ""]
         lines += [f"- [{Path(c).stem}]({c})" for c in meta["charts"]]
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, docs: Path | None,
-                  missing: dict | None = None) -> dict:
+def write_outputs(config: ReproduceConfig, runs: list[TaskRun], stages: Stages, docs: Path | None,
+                  missing: dict) -> dict:
     work = Path(config.work)
-    first = _results(work / rows[0]["task"] / "bert")
-    meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "quick": config.quick,
-            "backbone": first.backbone.get("name"), "backbone_params": first.backbone_params,
-            "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1),
-            "stages_run_now": stages.ran, "missing": missing or {}}
-    runs = [Path(r["run"]) for r in rows if _finished(Path(r["run"]))]
-    bert = [work / t / "bert" for t in dict.fromkeys(r["task"] for r in rows)]
-    runs = list(dict.fromkeys(bert + runs))
-    build_report([str(r) for r in runs], work / "report", formats=("html", "png", "svg"))
+    rows = [r for run in runs for r in run.rows()]
+    stores = [s for run in runs for s in run.stores()]
+    summary = seed_summary(rows)
+    first = next(r for r in rows if r["method"].startswith("BERT"))
+    bert = _results(Path(first["run"]).parent.parent)
+    meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "quick": config.quick, "seeds": config.seeds,
+            "backbone": bert.backbone.get("name"), "backbone_params": bert.backbone_params,
+            "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1), "mean_load": stages.mean_load(),
+            "task_seconds": {t: stages.task_seconds(t) for t in config.tasks}, "stages_run_now": stages.ran,
+            "missing": missing}
+    report_runs = [Path(r["run"]) for r in rows if r["seed"] == config.seeds[0] and _finished(Path(r["run"]))
+                   and not r["method"].startswith("answerability")]
+    report_runs = list(dict.fromkeys([work / t / "bert" for t in config.tasks if _finished(work / t / "bert")]
+                                     + report_runs))
+    build_report([str(r) for r in report_runs], work / "report", formats=("html", "png", "svg"))
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
-    io.atomic_write_json(work / "results.json", {"meta": meta, "rows": rows, "config": config.to_dict()})
-    io.atomic_write_text(work / "results.md", markdown(rows, {**meta, "charts": [f"report/{c}" for c in charts]}))
+    io.atomic_write_json(work / "results.json", {"meta": meta, "rows": rows, "stores": stores, "seeds": summary,
+                                                 "config": config.to_dict()})
+    io.atomic_write_text(work / "results.md", markdown(rows, stores, summary,
+                                                       {**meta, "charts": [f"report/{c}" for c in charts]}))
     if docs is not None:
         target = docs / "results"
         target.mkdir(parents=True, exist_ok=True)
@@ -490,11 +661,19 @@ def write_outputs(config: ReproduceConfig, rows: list[dict], stages: Stages, doc
             svg = (work / "report" / c).with_suffix(".svg")
             if svg.is_file():
                 shutil.copyfile(svg, target / svg.name)
-        io.atomic_write_text(docs / "results.md", markdown(rows, {**meta, "charts": [f"results/{c}" for c in charts]}))
-    return meta
+        io.atomic_write_text(docs / "results.md", markdown(rows, stores, summary,
+                                                           {**meta, "charts": [f"results/{c}" for c in charts]}))
+    return {**meta, "rows": rows, "stores": stores, "summary": summary}
 
 
 # -------------------------------------------------------------------- main
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2; got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -505,8 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding glue/SST-2, glue/MRPC and squad2 (default ../shared/data)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated subset of sst2,mrpc,squad_v2 (default all; with --quick: sst2,squad_v2)")
-    p.add_argument("--model", default=None, help="backbone (default: the embedded all-MiniLM-L6-v2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", "--model", dest="backbone", default=None,
+                   help="backbone (default: the embedded all-MiniLM-L6-v2)")
+    p.add_argument("--seeds", type=_seeds, default=[0],
+                   help="seeds, e.g. 0,1,2: the first runs every row, the others the headline rows (default 0)")
     p.add_argument("--quick", action="store_true",
                    help="reduced version: a few dozen examples per task, short sequences, 2 adapter epochs, no XLA")
     p.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/results.md and DIR/results/*.png|svg")
@@ -523,43 +704,36 @@ def main(argv: list[str] | None = None) -> int:
     # pairs run through the same classification stages as SST-2)
     tasks = args.tasks.split(",") if args.tasks else list(QUICK_DEFAULT_TASKS if args.quick else FULL_PLANS)
     try:
-        config = ReproduceConfig(work=str(work), data_root=str(Path(args.data_root).resolve()), tasks=tasks, quick=args.quick,
-                                 seed=args.seed, model=args.model, jit_compile=not args.quick,
-                                 progress=not args.no_progress)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    path = work / "config.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        new = config.to_dict()
-        diff = sorted(k for k in new if k not in ("progress", "work") and old.get(k) != new[k])
-        if diff:
-            print(f"error: {work} holds a reproduction with other settings ({', '.join(diff)}); "
-                  f"use the same flags to resume, or another --work", file=sys.stderr)
-            return 2
-    work.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(path, config.to_dict())
-    stages = Stages(work)
-    t0 = time.perf_counter()
-    rows, missing = [], {}
-    try:
-        for task in config.tasks:
-            run = TaskRun(config, task, stages)
-            if not args.report_only:
-                run.run()
-            rows += run.rows()
-            left = run.missing()
-            if left:
-                missing[task] = left
+        config = ReproduceConfig(work=str(work), data_root=str(Path(args.data_root).resolve()), tasks=tasks,
+                                 quick=args.quick, seeds=args.seeds, backbone=args.backbone,
+                                 jit_compile=not args.quick, progress=not args.no_progress)
+        path = work / "config.json"
+        if path.is_file():  # more seeds and other progress settings may change on a resume
+            diff = config.differences(io.read_json(path), ignore=("progress", "work", "seeds", "kinds"))
+            if diff:
+                raise ConfigError(f"{work} holds a reproduction with other settings ({', '.join(diff)}); "
+                                  "use the same flags to resume, or another --work")
+        work.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(path, config.to_dict())
+        stages = Stages(work)
+        t0 = time.perf_counter()
+        runs, missing = [], {}
+        for seed in config.seeds:
+            for task in config.tasks:
+                run = TaskRun(config, task, stages, seed)
+                if not args.report_only:
+                    run.run()
+                runs.append(run)
+                left = run.missing()
+                if left:
+                    missing.setdefault(task, []).extend(left)
+        if not any(_finished(run.bert) for run in runs):
+            raise ConfigError(f"{work} holds no finished run yet")
+        meta = write_outputs(config, runs, stages, Path(args.docs) if args.docs else None, missing)
     except (BertVisionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not rows:
-        print(f"error: {work} holds no finished run yet", file=sys.stderr)
-        return 2
-    meta = write_outputs(config, rows, stages, Path(args.docs) if args.docs else None, missing)
-    print(markdown(rows, meta))
+    print(markdown(meta["rows"], meta["stores"], meta["summary"], meta))
     print(f"this invocation: {len(stages.ran)} stage(s) run, {time.perf_counter() - t0:.0f} s; "
           f"all stages: {meta['total_stage_s'] / 60:.1f} min; outputs in {work}")
     return 0

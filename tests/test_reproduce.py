@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-from bench.reproduce import KINDS, ReproduceConfig, _share, markdown
+from bench.reproduce import KINDS, ReproduceConfig, _share, markdown, seed_summary
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
@@ -48,42 +48,57 @@ def test_quick_reproduction_table(quick_run):
     results = json.loads((work / "results.json").read_text())
     rows = results["rows"]
     assert {r["task"] for r in rows} == {"sst2", "squad_v2"}  # --quick's default tasks
-    for task in ("sst2", "squad_v2"):
+    for task, tuned in (("sst2", ["1"]), ("squad_v2", ["0.3", "1"])):
         task_rows = [r for r in rows if r["task"] == task]
         methods = [r["method"] for r in task_rows]
         bert = [m for m in methods if m.startswith("BERT fine-tuned")]
         assert "BERT fine-tuned 1 ep" in bert and "BERT fine-tuned 2 ep" in bert
         if task != "squad_v2":  # a dozen SQuAD windows: 0.1 and 0.3 epoch can share a step
             assert bert[:2] == ["BERT fine-tuned 0.1 ep", "BERT fine-tuned 0.3 ep"]
-        for backbone in ("frozen MiniLM", "MiniLM fine-tuned 1 epoch"):
+        lora = [r for r in task_rows if r["method"].startswith("LoRA r=8")]
+        assert [r["method"] for r in lora] == ["LoRA r=8 1 ep", "LoRA r=8 2 ep"]
+        assert all(r["trainable_params"] < 0.05 * r["trainable_params"] / r["param_share"] for r in lora)
+        backbones = ["frozen MiniLM"] + [f"MiniLM fine-tuned {e} ep" for e in tuned]
+        for backbone in backbones:  # every kind on the frozen backbone and on each checkpoint the study read
             assert sorted(r["method"] for r in task_rows if r["backbone"] == backbone
                           and r["method"] in KINDS) == sorted(KINDS)
-        assert sum(m.startswith("ensemble") for m in methods) == 2
+        ensembles = [r for r in task_rows if r["method"].startswith("ensemble")]
+        assert sorted(r["backbone"] for r in ensembles) == sorted(backbones[1:] * 2)
         fractions = [r for r in task_rows if " of train" in r["method"]]
-        assert [r["method"].split(" on ")[1] for r in fractions] == [f"{p} of train" for p in ("10%", "25%", "50%", "100%")]
+        assert len(fractions) == 2 * 3  # the best two frozen kinds on 10, 25 and 50%
+        assert {r["method"].split(" on ")[1] for r in fractions} == {f"{p} of train" for p in ("10%", "25%", "50%")}
         for r in task_rows:
-            main = r["dev_metrics"][r["main_metric"]]
-            assert math.isfinite(main), r
+            main = r["dev_metrics"][r["main_metric"]] if r["main_metric"] in r["dev_metrics"] else None
+            assert r["method"].startswith("answerability") or math.isfinite(main), r
             assert r["trainable_params"] > 0 and r["param_share"] > 0
             if r["method"] in KINDS:
                 assert r["param_share"] < 0.01, r  # an adapter is under 1% of the backbone
-                assert r["extract_s"] > 0 and r["fit_s"] > 0 and r["store_bytes"] > 0
+                assert r["fit_s"] > 0 and r["peak_mib"] > 0
                 assert (r["finetune_s"] > 0) == (r["backbone"] != "frozen MiniLM")
+            if r["method"].startswith(("BERT", "LoRA")):
+                assert r["peak_mib"] > 0 and r["finetune_s"] > 0
+        stores = [s for s in results["stores"] if s["task"] == task]
+        assert sorted(s["backbone"] for s in stores) == sorted(backbones)
+        assert all(s["bytes"] > 0 and s["extract_s"] > 0 and s["peak_mib"] > 0 for s in stores)
+    answer = [r for r in rows if r["method"].startswith("answerability")]
+    assert len(answer) == 2 and all(r["task"] == "squad_v2" for r in answer)
+    assert all(0 <= r["dev_metrics"]["answerable_f1"] <= 1 for r in answer)
     # the fine-tuned backbone's store really differs from the frozen one
     frozen = json.loads((work / "sst2" / "store-frozen" / "manifest.json").read_text())
     tuned = json.loads((work / "sst2" / "store-ft1" / "manifest.json").read_text())
     assert frozen["backbone"]["weights_sha256"] != tuned["backbone"]["weights_sha256"]
     # tables, charts and the docs copy
     text = (work / "results.md").read_text()
-    for title in ("## SST-2", "## SQuAD 2.0", "| BERT fine-tuned 1 ep |", "HasAns_f1"):
-        assert title in text
-    assert (docs / "results.md").read_text().count("| adapter_pooler |") == 4
+    for title in ("## SST-2", "## SQuAD 2.0", "| BERT fine-tuned 1 ep |", "HasAns_f1", "best_f1", "| LoRA r=8 2 ep |",
+                  "Answerability", "Stores (train + dev)", "peak MiB", "load average"):
+        assert title in text, title
+    assert (docs / "results.md").read_text().count("| adapter_pooler |") == 5  # 2 SST-2 + 3 SQuAD backbones
     charts = sorted(p.name for p in (docs / "results").glob("*.png"))
     assert "finetune_curve.png" in charts and "metric_vs_fraction.png" in charts, charts
     assert (work / "report" / "summary.md").is_file()
     stages = json.loads((work / "stages.json").read_text())
-    assert "sst2/bert" in stages and "squad_v2/store-ft1/dev" in stages
-    assert all(s["wall_s"] >= 0 for s in stages.values())
+    assert "sst2/bert" in stages and "squad_v2/store-ft0.3/dev" in stages and "squad_v2/answerability-ft1" in stages
+    assert all(s["wall_s"] >= 0 and len(s["load_avg"]) == 2 for s in stages.values())
 
 
 def test_quick_reproduction_resumes(quick_run):
@@ -103,8 +118,19 @@ def test_quick_reproduction_resumes(quick_run):
     redone = [(b, a) for b, a in zip(before, after) if a["run"].endswith("cnn-frozen")]
     assert redone and all(b["dev_metrics"] == pytest.approx(a["dev_metrics"]) for b, a in redone)
     # other settings on the same folder are refused, naming the difference
-    proc = reproduce("--work", str(work), "--data-root", str(data), "--seed", "1", check=False)
-    assert proc.returncode == 2 and "seed" in proc.stderr
+    proc = reproduce("--work", str(work), "--data-root", str(data), "--tasks", "sst2,mrpc", check=False)
+    assert proc.returncode == 2 and "tasks" in proc.stderr
+    # a second seed: the headline rows again in their own folders, and their spread
+    reproduce("--work", str(work), "--data-root", str(data), "--seeds", "0,1")
+    results = json.loads((work / "results.json").read_text())
+    seed1 = [r for r in results["rows"] if r["seed"] == 1]
+    assert {r["task"] for r in seed1} == {"sst2", "squad_v2"}
+    assert all("/seed1/" in r["run"] for r in seed1)
+    assert not any(r["method"].startswith(("BERT", "LoRA")) for r in seed1 if r["task"] == "squad_v2")
+    spread = {(s["task"], s["row"]): s for s in results["seeds"]}
+    assert spread[("sst2", "BERT 2 ep")]["seeds"] == [0, 1] and spread[("sst2", "BERT 2 ep")]["std"] is not None
+    assert any(row.startswith("ensemble") for _, row in spread)
+    assert "Headline rows over seeds 0, 1" in (work / "results.md").read_text()
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path):
@@ -113,13 +139,31 @@ def test_missing_data_root_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "no such data folder" in proc.stderr
 
 
+def _row(task="sst2", seed=0, value=0.85, headline="BERT 1 ep", method="BERT fine-tuned 1 ep"):
+    return {"task": task, "seed": seed, "method": method, "backbone": "-", "train_data": "8000 ex",
+            "dev_metrics": {"accuracy": value}, "main_metric": "accuracy", "trainable_params": 22713986,
+            "param_share": 1.0, "finetune_s": 215.0, "fit_s": None, "peak_mib": 1500, "run": "x",
+            "headline": headline}
+
+
+def test_seed_summary_mean_and_spread():
+    rows = [_row(seed=0, value=0.85), _row(seed=1, value=0.87), _row(seed=2, value=0.86),
+            _row(seed=0, value=0.80, headline=None, method="cnn"),  # not a headline row: not aggregated
+            _row(task="mrpc", seed=0, value=0.70, headline="LoRA 2 ep", method="LoRA r=8 2 ep")]
+    summary = seed_summary(rows)
+    assert [(s["task"], s["row"]) for s in summary] == [("sst2", "BERT 1 ep"), ("mrpc", "LoRA 2 ep")]
+    bert = summary[0]
+    assert bert["seeds"] == [0, 1, 2] and bert["mean"] == pytest.approx(0.86)
+    assert bert["std"] == pytest.approx(0.01)  # sample standard deviation
+    assert summary[1]["std"] is None  # one seed: no spread to report
+
+
 def test_markdown_names_machine_and_rows():
-    rows = [{"task": "sst2", "method": "BERT fine-tuned 1 ep", "backbone": "-", "train_data": "8000 ex",
-             "dev_metrics": {"accuracy": 0.85}, "main_metric": "accuracy", "trainable_params": 22713986,
-             "param_share": 1.0, "finetune_s": 215.0, "extract_s": None, "fit_s": None, "store_bytes": None,
-             "run": "x"}]
+    rows = [_row(seed=0, value=0.85), _row(seed=1, value=0.87)]
     meta = {"quick": False, "date": "2026-11-23", "backbone": "all-MiniLM-L6-v2", "backbone_params": 22713216,
-            "total_stage_s": 600.0, "machine": {"cpu": "CPU X", "cores": 2, "memory_gib": 24.0, "gpus": "none",
-                                                "tensorflow": "2.21.0", "python": "3.11"}}
-    text = markdown(rows, meta)
+            "seeds": [0, 1], "total_stage_s": 600.0, "task_seconds": {"sst2": 600.0}, "mean_load": 1.5,
+            "machine": {"cpu": "CPU X", "cores": 2, "memory_gib": 24.0, "gpus": "none", "tensorflow": "2.21.0",
+                        "python": "3.11"}}
+    text = markdown(rows, [], seed_summary(rows), meta)
     assert "2026-11-23" in text and "CPU X, 2 cores" in text and "| 0.8500 |" in text and "| 215 |" in text
+    assert "--seeds 0,1" in text and "| SST-2 | BERT 1 ep | accuracy | 0.8600 | 0.0141 | 2 | 0.8500, 0.8700 |" in text
