@@ -1,0 +1,194 @@
+"""SQuAD 2.0: adapters on a fine-tuning checkpoint's activations against that
+checkpoint itself (the original study's setting), resumable.
+
+    python -m bench.squad_checkpoint --checkpoint RUN/checkpoints/epoch-1.00 \\
+        --data-dir ../shared/data/squad2 --work bench_out/squad_checkpoint
+
+`--checkpoint` is a `pipelines.finetune` checkpoint (a backbone folder with
+its own dev predictions). The benchmark
+
+1. extracts a ``sequence`` store of the checkpoint's every layer for
+   `--train-split` and `--eval-split` (the checkpoint's max_seq_len,
+   doc_stride and max_query_len, so windows are the ones BERT saw);
+2. trains each adapter kind of `--kinds` on it (`bertvision.fit`);
+3. ensembles the checkpoint with the best adapter (mean and max of logits);
+4. trains the answerability classifier (`bertvision.answerability`) and
+   reads BERT's own null decision off its predictions;
+
+and prints one table: EM, F1, HasAns/NoAns F1 and best-threshold F1 (the
+official script's; adapters: mean ± std over `--seeds`), trainable
+parameters and wall time of every row, with
+the checkpoint's own scores (the baseline) in the first row. BERT's row
+comes from the checkpoint's ``checkpoint.json`` (evaluated when it was
+written, on the same split); every other row is measured in this run.
+Everything lands in `--work` (``squad_checkpoint.md`` / ``.json``); a rerun
+keeps finished stores and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # also run as ``python bench/squad_checkpoint.py``
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from bertvision import io  # noqa: E402  (after the environment and path above)
+from bertvision.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
+                                      gold_answerable, span_decisions)
+from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
+from bertvision.errors import BertVisionError  # noqa: E402
+from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.finetune import CHECKPOINT_INFO  # noqa: E402
+from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.models import KINDS  # noqa: E402
+from bertvision.runs import Predictions, RunFolder  # noqa: E402
+from bertvision.store import MANIFEST, open_store  # noqa: E402
+
+METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
+
+
+def _timed(label: str, fn) -> float:
+    print(f"[run ] {label}", flush=True)
+    start = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - start
+    print(f"[done] {label}: {wall:.0f} s", flush=True)
+    return wall
+
+
+def _row(method: str, params, metrics: list[dict], wall) -> dict:
+    """A table row: the mean of each metric over `metrics` (one dict per seed) and its std."""
+    values = {k: [m[k] for m in metrics] for k in METRICS}
+    return {"method": method, "params": params, "wall_s": wall, "seeds": len(metrics),
+            **{k: float(np.mean(v)) for k, v in values.items()},
+            **{f"{k}_std": float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in values.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.squad_checkpoint", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a pipelines.finetune checkpoint folder (SQuAD 2.0)")
+    p.add_argument("--data-dir", required=True, help="folder holding the SQuAD 2.0 files")
+    p.add_argument("--train-split", default="train+dev-v2.0.Normans_CCT")
+    p.add_argument("--eval-split", default="dev", help="must be the split the checkpoint was evaluated on")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--epochs", type=int, default=3, help="adapter epochs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seeds", default="0", help="comma-separated adapter seeds (rows: mean ± std over them)")
+    p.add_argument("--layers", default="all", help="stored layers (all, last4, ...)")
+    p.add_argument("--work", default=str(REPO / "bench_out" / "squad_checkpoint"))
+    args = p.parse_args(argv)
+    ckpt, work = Path(args.checkpoint), Path(args.work)
+    try:
+        info = io.read_json(ckpt / CHECKPOINT_INFO, BertVisionError)
+        cfg = info["config"]
+        bert_dev = info["metrics"].get(args.eval_split)
+        if cfg["task"] != "squad_v2" or bert_dev is None:
+            raise BertVisionError(f"{ckpt}: not a SQuAD 2.0 checkpoint evaluated on {args.eval_split!r}")
+        work.mkdir(parents=True, exist_ok=True)
+        walls = io.read_json(work / "walls.json", BertVisionError) if (work / "walls.json").is_file() else {}
+
+        def stage(name, done, fn):
+            if name in walls and done():
+                print(f"[skip] {name}", flush=True)
+                return
+            walls[name] = round(_timed(name, fn), 1)
+            io.atomic_write_json(work / "walls.json", walls)
+
+        store = work / "store"
+        for split in (args.train_split, args.eval_split):
+            config = ExtractConfig(task="squad_v2", split=split, out=str(store), data_dir=args.data_dir,
+                                   backbone=str(ckpt), token_mode="sequence", layers=args.layers,
+                                   max_seq_len=cfg["max_seq_len"], doc_stride=cfg["doc_stride"],
+                                   max_query_len=cfg["max_query_len"], progress=False,
+                                   command=["python", "-m", "bench.squad_checkpoint", *(argv or sys.argv[1:])])
+            stage(f"extract {split}", lambda s=split: (store / MANIFEST).is_file()
+                  and s in open_store(str(store)).splits, lambda c=config: Extractor(c).run())
+        kinds = [k for k in args.kinds.split(",") if k]
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+
+        def run_dir(kind, seed):
+            return work / (kind if seed == seeds[0] else f"{kind}-seed{seed}")
+
+        for seed in seeds:
+            for kind in kinds:
+                out = run_dir(kind, seed)
+                config = FitConfig(store=str(store), out=str(out), adapter={"kind": kind},
+                                   train_split=args.train_split, eval_splits=[args.eval_split], epochs=args.epochs,
+                                   batch_size=args.batch_size, seed=seed, verbose=0)
+                stage(f"fit {out.name}", lambda o=out: RunFolder(o).finished, lambda c=config: fit(c))
+        results = {k: [RunFolder(run_dir(k, s)).results() for s in seeds] for k in kinds}
+        best = max(kinds, key=lambda k: (np.mean([r.main_value for r in results[k]]), -results[k][0].trainable_params))
+        for mode in ("mean", "max"):
+            out = work / f"ensemble-{mode}"
+            config = EnsembleConfig(runs=[str(ckpt), str(run_dir(best, seeds[0]))], out=str(out), split=args.eval_split,
+                                    combine=mode)
+            stage(f"ensemble {mode}", lambda o=out: RunFolder(o).finished, lambda c=config: run_ensemble(c))
+        answer = work / "answerability"
+        config = AnswerabilityConfig(store=str(store), out=str(answer), train_split=args.train_split,
+                                     eval_split=args.eval_split, seed=seeds[0], verbose=0)
+        stage("answerability", lambda: RunFolder(answer).finished, lambda: fit_answerability(config))
+    except BertVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    label = f"BERT fine-tuned {info['epoch']:g} ep (the checkpoint)"
+    rows = [_row(label, "all", [bert_dev], None)]
+    for kind in kinds:
+        rs = results[kind]
+        rows.append(_row(f"{kind} on its activations", rs[0].trainable_params, [r.dev_metrics for r in rs],
+                         float(np.mean([walls[f"fit {run_dir(kind, s).name}"] for s in seeds]))))
+    for mode in ("mean", "max"):
+        r = RunFolder(work / f"ensemble-{mode}").results()
+        rows.append(_row(f"ensemble {mode}: checkpoint + {best} (seed {seeds[0]})", "-", [r.dev_metrics],
+                         walls[f"ensemble {mode}"]))
+    bert_preds = Predictions.load(ckpt / "predictions" / f"{args.eval_split}.npz")
+    ans = RunFolder(answer).results()
+    answerability = [("BERT's own null decision", answerability_metrics(span_decisions(bert_preds),
+                                                                        gold_answerable(bert_preds)), "-"),
+                     (f"{ans.method.split(':')[1]} on [CLS] of every layer", ans.dev_metrics, ans.trainable_params)]
+    store_info = open_store(str(store))
+    store_bytes = sum(store_info.manifest["splits"][s]["bytes"] for s in store_info.splits)
+
+    lines = [f"# SQuAD 2.0: adapters on {ckpt}  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  "
+             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+             f"train {args.train_split}, evaluate {args.eval_split}; adapters {args.epochs} epochs, batch "
+             f"{args.batch_size}, seeds {seeds} (mean ± std over seeds; BERT: its one run); "
+             f"store {args.layers} layers, {store_bytes / 2**30:.2f} GiB, "
+             f"extraction {sum(v for k, v in walls.items() if k.startswith('extract')):.0f} s", "",
+             "| method | EM | F1 | HasAns F1 | NoAns F1 | best-threshold F1 | trainable params | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        params = f"{r['params']:,}" if isinstance(r["params"], int) else r["params"]
+        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        cells = [f"{r[k]:.1f}" + (f" ± {r[k + '_std']:.1f}" if r[k + "_std"] is not None else "") for k in METRICS]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {params} | {wall} |")
+    lines += ["", "| answerability (positive: answerable) | accuracy | precision | recall | F1 | params |",
+              "|---|---|---|---|---|---|"]
+    for name, m, params in answerability:
+        params = f"{params:,}" if isinstance(params, int) else params
+        lines.append(f"| {name} | {m['answerable_accuracy']:.3f} | {m['answerable_precision']:.3f} | "
+                     f"{m['answerable_recall']:.3f} | {m['answerable_f1']:.3f} | {params} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    io.atomic_write_text(work / "squad_checkpoint.md", text)
+    io.atomic_write_json(work / "squad_checkpoint.json", {
+        "checkpoint": str(ckpt), "checkpoint_config": cfg, "rows": rows, "walls": walls,
+        "answerability": [{"method": n, **m} for n, m, _ in answerability], "store_bytes": store_bytes})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
