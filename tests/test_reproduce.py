@@ -65,8 +65,9 @@ def test_quick_reproduction_table(quick_run):
         ensembles = [r for r in task_rows if r["method"].startswith("ensemble")]
         assert sorted(r["backbone"] for r in ensembles) == sorted(backbones[1:] * 2)
         fractions = [r for r in task_rows if " of train" in r["method"]]
-        assert len(fractions) == 2 * 3  # the best two frozen kinds on 10, 25 and 50%
-        assert {r["method"].split(" on ")[1] for r in fractions} == {f"{p} of train" for p in ("10%", "25%", "50%")}
+        assert len(fractions) == 2 * 4  # the best two frozen kinds on 10, 25 and 50% (+ their full run, 100%)
+        assert {r["method"].split(" on ")[1] for r in fractions} == {f"{p} of train"
+                                                                     for p in ("10%", "25%", "50%", "100%")}
         for r in task_rows:
             main = r["dev_metrics"][r["main_metric"]] if r["main_metric"] in r["dev_metrics"] else None
             assert r["method"].startswith("answerability") or math.isfinite(main), r
