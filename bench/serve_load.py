@@ -43,7 +43,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -62,7 +61,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # also run as ``python bench/serve_load.py``
     sys.path.insert(0, str(REPO))
 
-from bertvision import io  # noqa: E402  (after the environment and path above)
+from bench.reproduce import machine  # noqa: E402  (after the environment and path above)
+from bertvision import io  # noqa: E402
 from bertvision.data import load_examples  # noqa: E402
 from bertvision.runs import RunFolder  # noqa: E402
 from bertvision.store import StoreError, open_store  # noqa: E402
@@ -271,18 +271,6 @@ def summarize(parts: list[dict]) -> dict:
             "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
             "errors": sum(p["errors"] for p in parts),
             "error_reasons": sorted({r for p in parts for r in p.get("error_reasons", [])})[:5]}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def _ints(text: str) -> list[int]:
