@@ -242,6 +242,11 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
         raise ServeError(f"--out {out} exists and is not an empty folder")
     predictor = predictor or Predictor.from_runs(runs)
     models = list(predictor.models.values())
+    separate = [m.name for m in models if m.pair_mode != "cross"]
+    if separate:  # the signature takes one token sequence per example
+        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
+                         "of a pair encoded on its own), which this export's one-sequence signature cannot feed; "
+                         "serve it with pipelines.serve instead")
     archive = keras.export.ExportArchive()
     for group in predictor.groups.values():
         if not group.finetune:

@@ -46,8 +46,8 @@ from bertvision import io
 from bertvision import store as st
 from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction, check_positive,
-                               check_positive_int, default_max_seq_len)
+from bertvision.config import (DTYPES, PAIR_MODES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
+                               check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data import Answer, Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
@@ -74,6 +74,7 @@ class ExtractConfig(ConfigBase):
     backbone: str | None = None
     layers: str = "all"
     token_mode: str = "cls"
+    pair_mode: str = "cross"  # pair tasks: separate = each text encoded on its own, both stored
     dtype: str = "float16"
     max_seq_len: int | None = None  # default: 128, or 384 for span tasks
     doc_stride: int = 128
@@ -96,6 +97,14 @@ class ExtractConfig(ConfigBase):
         check_choice("token_mode", self.token_mode, TOKEN_MODES)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("strategy", self.strategy, EXTRACT_STRATEGIES)
+        check_choice("pair_mode", self.pair_mode, PAIR_MODES)
+        if self.pair_mode == "separate":
+            if len(task.text_fields) != 2 or task.kind == "span":
+                raise ConfigError(f"--pair-mode separate encodes each text of a sentence pair on its own; task "
+                                  f"{self.task} is not a sentence-pair task")
+            if self.token_mode == "sequence":
+                raise ConfigError("--pair-mode separate stores one vector per text and layer: use --token-mode "
+                                  "mean or cls, not sequence")
         if task.kind == "span" and self.token_mode != "sequence":
             raise ConfigError(f"task {self.task} is span annotation: it needs --token-mode sequence "
                               f"(every token's activations), not {self.token_mode!r}")
@@ -111,6 +120,11 @@ class ExtractConfig(ConfigBase):
         check_positive("shard_size_mb", self.shard_size_mb)
         if self.max_skipped is not None:
             check_fraction("max_skipped", self.max_skipped, low_open=False)
+
+    @property
+    def rows_per_record(self) -> int:
+        """Model inputs per stored record: 2 with ``pair_mode="separate"``."""
+        return 2 if self.pair_mode == "separate" else 1
 
     def featurizer(self, tokenizer) -> Featurizer:
         """The `Featurizer` these settings describe."""
@@ -265,10 +279,10 @@ class ShardExtractor:
         """Extract `job`'s shard, handing serialization and the final commit
         to `submit` (a `_Writer`'s, to overlap them with the forward pass);
         `progress(n)` after every batch."""
-        c, kind = self.config, self.task.kind
-        f = self.featurizer.encode(self.task, job.examples)
-        lo, hi = job.start - job.first_row, job.end - job.first_row
-        if not (0 <= lo < hi <= len(f)) or int(f.example_index[hi - 1]) != len(job.examples) - 1:
+        c, kind, per = self.config, self.task.kind, self.config.rows_per_record
+        f = self.featurizer.encode(self.task, job.examples, c.pair_mode)
+        lo, hi = job.start - job.first_row, job.end - job.first_row  # records; rows per * lo .. per * hi
+        if not (0 <= lo < hi <= len(f) // per) or int(f.example_index[per * hi - 1]) != len(job.examples) - 1:
             raise StoreError(f"{job.name}: featurizing its {len(job.examples)} example(s) gives {len(f)} model "
                              f"inputs, which does not fit the plan's records {job.start}..{job.end - 1}; the "
                              "tokenizer or featurizer differs from the one that planned the split")
@@ -280,7 +294,7 @@ class ShardExtractor:
 
         def serialize(first, arrays):
             for r, a in enumerate(arrays, start=first):
-                n, e = int(lengths[r]), int(f.example_index[r])
+                n, e = int(lengths[r]), int(f.example_index[per * r])
                 span = None
                 if kind == "span":
                     span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
@@ -290,22 +304,29 @@ class ShardExtractor:
                                              task_kind=kind, span=span)
                 writer.write(record, a.nbytes)
 
-        # Forward in length-sorted batches; write in row order as soon as the
-        # next row's activations are there (at most one shard held).
+        def complete(r):  # record r's rows are all extracted
+            return all(per * r + k in ready for k in range(per))
+
+        def record(r):  # [layers, ...], or [2, layers, hidden] for a separately encoded pair
+            arrays = [ready.pop(per * r + k) for k in range(per)]
+            return arrays[0] if per == 1 else np.stack(arrays)
+
+        # Forward in length-sorted batches; write in record order as soon as
+        # the next record's activations are there (at most one shard held).
         ready, next_row = {}, lo
-        for rows in length_sorted_batches(lengths, np.arange(lo, hi), c.batch_size):
+        for rows in length_sorted_batches(lengths, np.arange(per * lo, per * hi), c.batch_size):
             t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
             acts = self.forward({k: v[rows, :t] for k, v in inputs.items()})
             for j, r in enumerate(rows):
                 ready[int(r)] = np.ascontiguousarray(acts[j, :, :int(lengths[r]), :]) if seq else acts[j]
             first = next_row
-            while next_row in ready:
+            while next_row < hi and complete(next_row):
                 next_row += 1
             if next_row > first:
-                arrays = [ready.pop(r) for r in range(first, next_row)]
+                arrays = [record(r) for r in range(first, next_row)]
                 submit(lambda first=first, arrays=arrays: serialize(first, arrays))
             if progress is not None:
-                progress(len(rows))
+                progress(len(rows) if per == 1 else len(rows) / per)
         if ready or next_row != hi:  # cannot happen: every row is in exactly one batch
             raise AssertionError(f"{job.name}: rows {lo}..{hi - 1} were not all extracted")
         submit(writer.commit)
@@ -358,7 +379,8 @@ class Extractor:
             raise ConfigError(f"{c.task}/{c.split}: no examples to extract")
         self.ref = resolve_backbone(c.backbone)
         self.tokenizer = self._tokenizer or load_tokenizer(self.ref)
-        self.features = c.featurizer(self.tokenizer).encode(self.task, self.examples)
+        self.features = c.featurizer(self.tokenizer).encode(self.task, self.examples, c.pair_mode)
+        self.record_example = self.features.example_index[::c.rows_per_record]  # example of each record
         self.backbone = self._backbone or load_backbone(self.ref)
         self.layers = backbone_layers(c.layers, self.backbone.num_layers)
         featurizer_config = {"max_seq_len": c.max_seq_len}
@@ -369,7 +391,7 @@ class Extractor:
             backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
             layers=self.layers, num_model_layers=int(self.backbone.num_layers),
             hidden=int(self.backbone.hidden_dim), token_mode=c.token_mode, max_seq_len=c.max_seq_len,
-            dtype=c.dtype, featurizer=featurizer_config,
+            dtype=c.dtype, featurizer=featurizer_config, pair_mode=c.pair_mode,
         )
         return self.features
 
@@ -378,7 +400,7 @@ class Extractor:
         per_token = len(self.layers) * self.spec.hidden * st.bytes_per_value(self.config.dtype)
         if self.config.token_mode == "sequence":
             return self.features.padding_mask.sum(axis=1).astype(np.int64) * per_token
-        return np.full(len(self.features.token_ids), per_token, dtype=np.int64)
+        return np.full(len(self.record_example), per_token * self.config.rows_per_record, dtype=np.int64)
 
     def _example_rows(self) -> list[str]:
         rows = []
@@ -415,7 +437,7 @@ class Extractor:
             st.check_compatible(st.open_store(out).manifest, self.spec, out)
         sizes = self.record_bytes()
         bounds = st.plan_shards(sizes, c.shard_size_mb)
-        uids = [self.examples[i].uid for i in self.features.example_index]
+        uids = [self.examples[i].uid for i in self.record_example]
         plan = {
             "split": c.split,
             "num_examples": len(self.examples),
@@ -447,7 +469,7 @@ class Extractor:
 
     def jobs(self) -> list[ShardJob]:
         """One `ShardJob` per shard of the plan (`write_plan` first)."""
-        index = self.features.example_index  # ascending: an example's inputs are consecutive records
+        index = self.record_example  # ascending: an example's inputs are consecutive records
         first_rows = np.searchsorted(index, np.arange(len(self.examples)))
         jobs, count = [], len(self.plan["shards"])
         for i, (start, end) in enumerate(self.plan["shards"]):

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from transformers.utils import logging as hf_logging
 
-from bertvision.config import ConfigBase
+from bertvision.config import PAIR_MODES, ConfigBase
 from bertvision.errors import ConfigError, DataError
 from bertvision.tasks import get_task
 
@@ -272,12 +272,25 @@ class Featurizer:
 
     # ------------------------------------------------------------------ public
 
-    def encode(self, task: Any, examples: Sequence[Any]) -> Features:
-        """Encode ``examples`` of ``task`` (a `TaskSpec`, a task name, or anything with ``.kind``)."""
+    def encode(self, task: Any, examples: Sequence[Any], pair_mode: str = "cross") -> Features:
+        """Encode ``examples`` of ``task`` (a `TaskSpec`, a task name, or anything with ``.kind``).
+
+        ``pair_mode="separate"`` (pair tasks only): each text of a pair on its
+        own, ``[CLS] a [SEP]`` then ``[CLS] b [SEP]``: two consecutive rows per
+        example (``example_index`` ``0, 0, 1, 1, ...``), as a sentence-embedding
+        model encodes them.
+        """
         task = _resolve_task(task)
         kind = getattr(task, "kind", None)
         examples = list(examples)
         n_texts = _text_count(task, examples)
+        if pair_mode not in PAIR_MODES:
+            raise ConfigError(f"pair_mode must be one of {', '.join(PAIR_MODES)}, got {pair_mode!r}")
+        if pair_mode == "separate":
+            if kind == SPAN_KIND or n_texts != 2:
+                raise ConfigError(f"pair_mode 'separate' encodes the two texts of a pair task on their own; task "
+                                  f"{getattr(task, 'name', task)!r} is not a sentence-pair task")
+            return self._encode_sides(examples)
         if kind == SPAN_KIND:
             if n_texts != 2:
                 raise ValueError(f"span task {getattr(task, 'name', task)!r} needs (question, context) texts; "
@@ -310,6 +323,12 @@ class Featurizer:
             padding_mask=np.asarray(enc["attention_mask"], dtype=np.int32),
             example_index=np.arange(len(examples), dtype=np.int32),
         )
+
+    def _encode_sides(self, examples: list) -> Features:
+        """Pair members one by one: rows ``2i`` (text a) and ``2i + 1`` (text b) of example ``i``."""
+        f = self._encode_sequences([_Side(_uid(ex), (ex.texts[k],)) for ex in examples for k in (0, 1)], 1)
+        f.example_index = np.repeat(np.arange(len(examples), dtype=np.int32), 2)
+        return f
 
     # ------------------------------------------------------------------ span
 
@@ -382,6 +401,14 @@ class Featurizer:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One text of a pair example, encoded on its own."""
+
+    uid: str
+    texts: tuple
 
 
 def _resolve_task(task: Any) -> Any:

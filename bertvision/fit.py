@@ -48,7 +48,7 @@ from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimiz
 __all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
 
 # ModelConfig fields that come from the store, not from the user
-STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype")
+STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
 
 
 @dataclass

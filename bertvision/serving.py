@@ -168,6 +168,7 @@ class ServedModel:
     finetune: bool = False
     layers: list | None = None  # backbone layers in the adapter's input (its store's)
     token_mode: str | None = None
+    pair_mode: str = "cross"  # separate: each text of a pair is its own row; the adapter reads both
     dtype: str | None = None
     featurizer_source: str = "store"
     threshold: float = 0.0
@@ -186,6 +187,11 @@ class ServedModel:
     def fields(self) -> tuple[str, ...]:
         return input_fields(self.task)
 
+    @property
+    def rows_per_example(self) -> int:
+        """Model inputs per example (a span question's windows aside): 2 for a separately encoded pair."""
+        return 2 if self.pair_mode == "separate" else 1
+
     def adapter_inputs(self, acts, padding_mask, t: int | None = None) -> dict:
         """The adapter's input from its group's activations ``[B, K, T, H]``
         (float32, every layer of the group) and ``padding_mask [B, T]``: its
@@ -202,6 +208,8 @@ class ServedModel:
                 mask = tf.pad(mask[:, :t], [[0, 0], [0, tf.maximum(t - have, 0)]])
         else:
             x = reduce_tokens(x, mask, self.token_mode)
+            if self.pair_mode == "separate":  # rows a, b, a, b, ... -> [N, 2, K, H]
+                x = tf.reshape(x, [-1, 2, x.shape[1], x.shape[2]])
         out = {"activations": tf.cast(x, self.dtype)}
         if "padding_mask" in self.input_names:
             out["padding_mask"] = mask
@@ -220,7 +228,7 @@ class ServedModel:
             out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
                 else float(self.threshold > 0)
         if not self.finetune:
-            out.update(layers=self.layers, token_mode=self.token_mode, dtype=self.dtype)
+            out.update(layers=self.layers, token_mode=self.token_mode, pair_mode=self.pair_mode, dtype=self.dtype)
         return out
 
 
@@ -235,6 +243,11 @@ class Job:
     @property
     def rows(self) -> int:
         return len(self.features)
+
+    @property
+    def uids(self) -> list:
+        """The uid of each output row (a span question's windows repeat it)."""
+        return [self.examples[i].uid for i in self.features.example_index[::self.model.rows_per_example]]
 
 
 _ID_SPEC = {k: tf.TensorSpec([None, None], tf.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
@@ -332,7 +345,7 @@ class _AdapterGroup(_Group):
             model.calls += 1
             start = 0
             for i in ids:
-                n = len(job_rows[i])
+                n = len(job_rows[i]) // model.rows_per_example
                 outputs[i] = _take(out, slice(start, start + n))
                 start += n
         return outputs
@@ -557,7 +570,7 @@ class Predictor:
         if len(set(uids)) != len(uids):
             raise ServeError(f"task {name}: duplicate input ids")
         try:
-            features = model.featurizer.encode(model.task, examples)
+            features = model.featurizer.encode(model.task, examples, model.pair_mode)
         except (BertVisionError, ValueError) as err:
             raise ServeError(f"task {name}: {err}") from err
         return Job(model, list(examples), features)
@@ -572,7 +585,7 @@ class Predictor:
             model = self.model(name)
             span = model.task.kind == "span"
             cfg = model.featurizer.get_config()
-            key = (id(model.featurizer.tokenizer), span, len(model.fields),
+            key = (id(model.featurizer.tokenizer), span, len(model.fields), model.pair_mode,
                    tuple(sorted(cfg.items())) if span else cfg["max_seq_len"],
                    tuple((e.uid, e.texts) for e in examples))
             if key in done:
@@ -599,7 +612,7 @@ class Predictor:
     def predictions(self, job: Job, output, split: str = "input", labels=None) -> Predictions:
         """A job's raw output as `Predictions` (what predict-from-a-store returns)."""
         model, f = job.model, job.features
-        uids = [job.examples[i].uid for i in f.example_index]
+        uids = job.uids
         if model.task.kind != "span":
             return Predictions.from_outputs(model.task.name, split, uids, [output], labels=labels,
                                             source=str(model.run_dir))
@@ -661,7 +674,7 @@ class Predictor:
             (out,) = self.forward([job])
             outputs.append(out)
             f = job.features
-            uids += [job.examples[i].uid for i in f.example_index]
+            uids += job.uids
             if task.kind == "span":
                 windows.append(f.window_index())
                 offsets.append(f.offsets[:, :np.asarray(out["start_logits"]).shape[1]])
@@ -711,7 +724,8 @@ def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenize
     task = get_task(results.task)
     return ServedModel(name=name, run_dir=path, results=results, task=task,
                        featurizer=Featurizer.from_config(tokenizer, config), model=adapter, group=group,
-                       layers=list(sig["layers"]), token_mode=sig["token_mode"], dtype=_dtype(adapter),
+                       layers=list(sig["layers"]), token_mode=sig["token_mode"],
+                       pair_mode=sig.get("pair_mode", "cross"), dtype=_dtype(adapter),
                        featurizer_source=source,
                        threshold=squad_threshold(results) if task.kind == "span" else 0.0)
 

@@ -12,7 +12,9 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
 
 - ``activations``: raw bytes in the stored dtype. ``cls``/``mean`` stores hold
   ``[layers, hidden]``; ``sequence`` stores hold ``[layers, length, hidden]``
-  (only the ``length`` real tokens: the reader zero-pads each batch).
+  (only the ``length`` real tokens: the reader zero-pads each batch). A pair
+  task extracted with ``pair_mode="separate"`` (each text encoded on its own;
+  ``cls``/``mean`` only) holds ``[2, layers, hidden]``: text a, then text b.
 - ``uid``; ``length`` (sequence stores); ``label`` (int64 class, float
   score; -1 / NaN where the split has no labels); span stores also
   ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
@@ -40,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.config import DTYPES, TOKEN_MODES
+from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES
 from bertvision.errors import StoreError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ShardWriter", "Store", "StoreError", "StoreSpec",
@@ -84,17 +86,18 @@ class StoreSpec:
     max_seq_len: int
     dtype: str
     featurizer: dict
+    pair_mode: str = "cross"  # separate: each text of a pair encoded on its own, both stored
 
     def __post_init__(self):
         if self.token_mode not in TOKEN_MODES:
             raise StoreError(f"token mode must be one of {', '.join(TOKEN_MODES)}, got {self.token_mode!r}")
         if self.dtype not in DTYPES:
             raise StoreError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.pair_mode not in PAIR_MODES:
+            raise StoreError(f"pair mode must be one of {', '.join(PAIR_MODES)}, got {self.pair_mode!r}")
 
     def example_shape(self) -> list:
-        if self.token_mode == "sequence":
-            return [len(self.layers), self.max_seq_len, self.hidden]
-        return [len(self.layers), self.hidden]
+        return example_shape(self.pair_mode, self.token_mode, len(self.layers), self.max_seq_len, self.hidden)
 
     def header(self) -> dict:
         header = dict(self.__dict__)
@@ -102,9 +105,16 @@ class StoreSpec:
         return header
 
 
+def example_shape(pair_mode: str, token_mode: str, layers: int, max_seq_len: int, hidden: int) -> list:
+    """Shape of one record's activations."""
+    if token_mode == "sequence":
+        return [layers, max_seq_len, hidden]
+    return [2, layers, hidden] if pair_mode == "separate" else [layers, hidden]
+
+
 # the fields that must agree between a store and a new split written into it
 _COMPATIBLE_KEYS = ("task", "task_kind", "backbone", "layers", "hidden", "token_mode", "max_seq_len", "dtype",
-                    "featurizer")
+                    "featurizer", "pair_mode")
 _IDENTITY_KEYS = ("config_sha256", "weights_sha256", "path")
 
 
@@ -113,6 +123,8 @@ def check_compatible(existing: dict, spec: StoreSpec, path: str) -> None:
     new = spec.header()
     for key in _COMPATIBLE_KEYS:
         a, b = existing.get(key), new.get(key)
+        if key == "pair_mode":  # stores from before pair modes are cross-encoded
+            a, b = a or "cross", b or "cross"
         if key == "backbone" and isinstance(a, dict) and isinstance(b, dict):
             a = {k: a.get(k) for k in _IDENTITY_KEYS}
             b = {k: b.get(k) for k in _IDENTITY_KEYS}
@@ -340,10 +352,18 @@ class Store:
     backbone = _header("backbone", lambda v: dict(v or {}),
                        "identity of the backbone the activations come from (name, path, sha256 of config and weights)")
     featurizer = _header("featurizer", lambda v: dict(v or {}))
+    pair_mode = _header("pair_mode", lambda v: v or "cross",
+                        "cross (a pair encoded together) or separate (each text on its own: "
+                        "records [2, layers, hidden])")
 
     @property
     def is_sequence(self) -> bool:
         return self.token_mode == "sequence"
+
+    @property
+    def record_vectors(self) -> int:
+        """Encoded texts per record: 2 for a ``separate`` pair store, else 1."""
+        return 2 if self.pair_mode == "separate" else 1
 
     @property
     def splits(self) -> list:
@@ -369,6 +389,8 @@ class Store:
     def signature(self) -> dict:
         """What an adapter trained on this store depends on (saved in its results)."""
         sig = {k: self.manifest[k] for k in SIGNATURE_KEYS}
+        if self.pair_mode != "cross":  # absent = cross, as in runs from before pair modes
+            sig["pair_mode"] = self.pair_mode
         sig["backbone"] = {k: self.backbone.get(k) for k in ("name", "config_sha256", "weights_sha256")}
         return sig
 
@@ -381,6 +403,7 @@ class Store:
             "hidden": self.hidden,
             "max_seq_len": self.max_seq_len if self.is_sequence else None,
             "input_dtype": self.dtype,
+            "pair_mode": self.pair_mode,
         }
 
     def examples(self, split: str) -> list[dict]:
@@ -395,14 +418,17 @@ class Store:
         layers, hidden = self.manifest.get("layers"), self.manifest.get("hidden")
         if not isinstance(layers, list) or not layers or not isinstance(hidden, int) or hidden < 1:
             raise StoreError(f"{self.path}: manifest field layers={layers!r} / hidden={hidden!r} is not valid")
-        want = [len(layers), self.max_seq_len, hidden] if self.is_sequence else [len(layers), hidden]
+        if self.pair_mode not in PAIR_MODES or (self.pair_mode == "separate" and self.is_sequence):
+            raise StoreError(f"{self.path}: manifest field pair_mode={self.pair_mode!r} is not valid with token_mode "
+                             f"{self.token_mode!r}")
+        want = example_shape(self.pair_mode, self.token_mode, len(layers), self.max_seq_len, hidden)
         if self.example_shape != want:
             raise StoreError(f"{self.path}: manifest field example_shape={self.example_shape} does not agree with "
-                             f"layers ({len(layers)}), hidden ({hidden}) and token_mode ({self.token_mode}): "
-                             f"expected {want}")
+                             f"layers ({len(layers)}), hidden ({hidden}), token_mode ({self.token_mode}) and "
+                             f"pair_mode ({self.pair_mode}): expected {want}")
         if self.dtype not in DTYPES:
             raise StoreError(f"{self.path}: manifest field dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
-        per_vector = len(layers) * hidden * bytes_per_value(self.dtype)
+        per_vector = self.record_vectors * len(layers) * hidden * bytes_per_value(self.dtype)
         for split in self.splits:
             info = self._split(split)
             records = sum(int(s["records"]) for s in info["shards"])
@@ -421,7 +447,7 @@ class Store:
         its bytes: sha256, the number of records (the TFRecord framing) and
         the size of the first record's activations (against the example
         shape). Raises `StoreError` naming the shard or field."""
-        per_vector = len(self.layers) * self.hidden * bytes_per_value(self.dtype)
+        per_vector = self.record_vectors * len(self.layers) * self.hidden * bytes_per_value(self.dtype)
         for n, info in enumerate(self._split(split)["shards"]):
             path = io.join(self.path, info["file"])
             if not io.exists(path):

@@ -10,6 +10,9 @@ Examples::
         --split train --out tfrecords/sst2 --token-mode cls \\
         --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
 
+A sentence-pair task can store each text encoded on its own (``--pair-mode
+separate --token-mode mean``): adapters then compare the two sides.
+
 Run the same command again to resume a killed or failed extraction: finished
 shards are kept.
 """
@@ -25,7 +28,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision import beam_extract, extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
-from bertvision.config import DTYPES, TOKEN_MODES  # noqa: E402
+from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES  # noqa: E402
 from bertvision.tasks import TASKS, get_task  # noqa: E402
 
 
@@ -46,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="all", help="'all', 'lastK' or a list like 0,3,6 (0 = the embeddings)")
     p.add_argument("--token-mode", "--tokens", dest="token_mode", default="cls", choices=TOKEN_MODES,
                    help="cls (first token), mean (masked mean) or sequence (every token; span tasks need it)")
+    p.add_argument("--pair-mode", default="cross", choices=PAIR_MODES,
+                   help="sentence-pair tasks: cross (the pair as one sequence, [CLS] a [SEP] b [SEP]) or separate "
+                        "(each text encoded on its own, as a sentence-embedding model was trained; both stored; "
+                        "--token-mode mean or cls)")
     p.add_argument("--dtype", default="float16", choices=DTYPES)
     p.add_argument("--max-seq-len", type=int, default=None, help="default 128 (384 for squad_v2)")
     p.add_argument("--doc-stride", type=int, default=128)
@@ -80,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         splits = args.split or ["train", *task.eval_splits]
         configs = [extract.ExtractConfig(
             task=args.task, split=split, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds,
-            backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, dtype=args.dtype,
-            max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_len=args.max_query_len,
+            backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, pair_mode=args.pair_mode,
+            dtype=args.dtype, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+            max_query_len=args.max_query_len,
             batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
             shard_size_mb=args.shard_size_mb, max_skipped=args.max_skipped, strategy=args.strategy,
             jit_compile=not args.no_jit, progress=not args.no_progress,

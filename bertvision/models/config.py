@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bertvision.config import DTYPES, TASK_KINDS, ConfigBase, check_choice, check_fraction, check_positive_int
+from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check_choice, check_fraction,
+                               check_positive_int)
 from bertvision.errors import ConfigError
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
@@ -49,6 +50,11 @@ class ModelConfig(ConfigBase):
         cnn_kernel_size: convolution width of `cnn` (over tokens for sequence
             input, over layers for vector input).
         input_dtype: dtype of the `activations` input (as stored).
+        pair_mode: `"cross"` (one vector stack per example: a pair encoded
+            together) or `"separate"` (a pair task's store with each text
+            encoded on its own, input `[2, num_layers, hidden]`): the kind's
+            layers encode each text with shared weights into `u` and `v`,
+            and the head reads `[u, v, |u - v|, u * v]`. Vector stores only.
         layers: indices of the stored layers the model reads (e.g. the last
             four, or every other one); `None` reads all `num_layers`. The
             model's input stays the whole stored stack.
@@ -77,6 +83,7 @@ class ModelConfig(ConfigBase):
     cnn_filters: int = 64
     cnn_kernel_size: int = 3
     input_dtype: str = "float16"
+    pair_mode: str = "cross"
     layers: list | None = None
     name: str | None = None
 
@@ -90,6 +97,10 @@ class ModelConfig(ConfigBase):
         check_choice("layer_pooling", self.layer_pooling, LAYER_POOLINGS)
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)
         check_choice("input_dtype", self.input_dtype, DTYPES)
+        check_choice("pair_mode", self.pair_mode, PAIR_MODES)
+        if self.pair_mode == "separate" and (self.max_seq_len is not None or self.task_kind == "span"):
+            raise ConfigError("pair_mode='separate' reads one vector per text and layer (a 'cls' or 'mean' store "
+                              "extracted with --pair-mode separate); not sequence or span input")
         for name in ("num_layers", "hidden", "adapter_dim", "cnn_channels", "cnn_filters", "cnn_kernel_size"):
             check_positive_int(name, getattr(self, name))
         if self.max_seq_len is not None:
@@ -120,7 +131,7 @@ class ModelConfig(ConfigBase):
         """Per-example shape of the `activations` input."""
         if self.is_sequence:
             return (self.num_layers, self.max_seq_len, self.hidden)
-        return (self.num_layers, self.hidden)
+        return self.sides + (self.num_layers, self.hidden)
 
     @property
     def input_shape(self) -> tuple:
@@ -129,7 +140,12 @@ class ModelConfig(ConfigBase):
         it is `None`; `max_seq_len` records the store's."""
         if self.is_sequence:
             return (self.num_layers, None, self.hidden)
-        return (self.num_layers, self.hidden)
+        return self.sides + (self.num_layers, self.hidden)
+
+    @property
+    def sides(self) -> tuple:
+        """Leading input axis of a separately encoded pair: `(2,)`, else `()`."""
+        return (2,) if self.pair_mode == "separate" else ()
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)

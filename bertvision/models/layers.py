@@ -500,6 +500,27 @@ class SpanHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
+class PairFeatures(keras.layers.Layer):
+    """`[u, v]` (each `[B, D]`) -> `[B, 4 D]`: `[u, v, |u - v|, u * v]`, the
+    classic way to compare two separately encoded sentences (InferSent,
+    Sentence-BERT).
+
+    Example:
+    ```python
+    y = PairFeatures()([np.ones((2, 8)), np.zeros((2, 8))])  # [2, 32]
+    ```
+    """
+
+    def call(self, inputs):
+        u, v = inputs
+        return ops.concatenate([u, v, ops.abs(u - v), u * v], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        (b, d), _ = input_shape
+        return (b, None if d is None else 4 * d)
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
 class SelectLayers(_ActivationsLayer):
     """Keep the stored layers at `indices` (axis 1), e.g. the last four.
 

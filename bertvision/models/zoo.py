@@ -16,6 +16,7 @@ from bertvision.models.layers import (
     MaskedMaxPooling,
     MaskedMeanPooling,
     NormalizedProjection,
+    PairFeatures,
     ScalarMix,
     SelectLayer,
     SelectLayers,
@@ -47,6 +48,11 @@ def build_model(config: ModelConfig) -> keras.Model:
       `cnn_channels` -> layers become channels -> Conv1D over tokens (vector:
       over layers) -> masked mean + max pooling -> dropout -> dense.
 
+    ``pair_mode="separate"`` (a store holding each text of a pair encoded on
+    its own, `[B, 2, L, H]`): the kind's layers up to the head form a side
+    encoder (`side_encoder`, one set of weights) that turns text a into `u`
+    and text b into `v`; the head reads `[u, v, |u - v|, u * v]`.
+
     Example:
     ```python
     config = ModelConfig(kind="adapter_pooler", num_labels=2, max_seq_len=128)
@@ -74,13 +80,26 @@ def build_model(config: ModelConfig) -> keras.Model:
         inputs["padding_mask"] = keras.Input(
             shape=(None,), dtype="int32", name="padding_mask"
         )
-    acts, inner = inputs["activations"], config
-    if config.layers is not None and list(config.layers) != list(range(config.num_layers)):
-        acts = SelectLayers(list(config.layers), name="select_layers")(acts)
-        inner = dataclasses.replace(config, num_layers=len(config.layers), layers=None)
-    outputs = builders[config.kind](inner, acts, inputs.get("padding_mask"))
+    acts = inputs["activations"]
+    if config.pair_mode == "separate":
+        side = keras.Input(shape=config.input_shape[1:], dtype="float32", name="side")
+        encoder = keras.Model(side, _features(config, side, None, builders), name="side_encoder")
+        u = encoder(SelectLayer(0, name="text_a")(acts))
+        v = encoder(SelectLayer(1, name="text_b")(acts))
+        outputs = _head(config, PairFeatures(name="pair_features")([u, v]))
+    else:
+        outputs = _head(config, _features(config, acts, inputs.get("padding_mask"), builders),
+                        inputs.get("padding_mask"))
     name = config.name or f"{config.kind}_{config.task_kind}"
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _features(config, acts, padding_mask, builders):
+    """The kind's layers from the stored stack to the features its head reads."""
+    if config.layers is not None and list(config.layers) != list(range(config.num_layers)):
+        acts = SelectLayers(list(config.layers), name="select_layers")(acts)
+        config = dataclasses.replace(config, num_layers=len(config.layers), layers=None)
+    return builders[config.kind](config, acts, padding_mask)
 
 
 def _head(config, features, padding_mask=None):
@@ -105,7 +124,7 @@ def _linear_probe(config, acts, padding_mask):
     last = SelectLayer(-1, name="last_layer")(acts)
     if config.is_sequence and config.task_kind != "span":
         last = _pool_tokens(config, last, padding_mask)
-    return _head(config, last, padding_mask)
+    return last
 
 
 def _scalar_mix(config, acts, padding_mask):
@@ -116,7 +135,7 @@ def _scalar_mix(config, acts, padding_mask):
     mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
     if config.is_sequence and config.task_kind != "span" and config.token_pooling != "cls":
         mixed = MaskedMeanPooling(name="token_mean")(mixed, padding_mask=padding_mask)
-    return _head(config, mixed, padding_mask)
+    return mixed
 
 
 def _adapter_pooler(config, acts, padding_mask):
@@ -152,7 +171,7 @@ def _adapter_pooler(config, acts, padding_mask):
             if len(pooled) > 1
             else pooled[0]
         )
-    return _head(config, h, padding_mask)
+    return h
 
 
 def _cnn(config, acts, padding_mask):
@@ -171,7 +190,7 @@ def _cnn(config, acts, padding_mask):
         name="conv",
     )(h)
     if config.task_kind == "span":
-        return _head(config, h, padding_mask)
+        return h
     if config.is_sequence:
         mean = MaskedMeanPooling(name="token_mean")(h, padding_mask=padding_mask)
         peak = MaskedMaxPooling(name="token_max")(h, padding_mask=padding_mask)
@@ -179,7 +198,7 @@ def _cnn(config, acts, padding_mask):
         mean = keras.layers.GlobalAveragePooling1D(name="layer_mean")(h)
         peak = keras.layers.GlobalMaxPooling1D(name="layer_max")(h)
     h = keras.layers.Concatenate(name="pooling")([mean, peak])
-    return _head(config, h, padding_mask)
+    return h
 
 
 def trainable_params(model: keras.Model) -> int:
@@ -192,4 +211,8 @@ def layer_weights(model: keras.Model) -> list[float] | None:
     for layer in model.layers:
         if isinstance(layer, ScalarMix):
             return [float(w) for w in layer.layer_weights()]
+        if isinstance(layer, keras.Model):  # a pair model's side encoder
+            found = layer_weights(layer)
+            if found is not None:
+                return found
     return None
