@@ -11,6 +11,8 @@ import its fixture.
 - ``squad_store``: SQuAD 2.0, train = first 16 questions of
   ``dev-v2.0.Normans_CCT.json``, dev = first 16 of ``dev-v2.0.Rhine.json``,
   ``sequence``, max 128 tokens, doc stride 64 (several windows per question).
+- ``mrpc_separate_store``: MRPC train + dev, first 48 each, ``mean`` tokens,
+  ``--pair-mode separate`` (each sentence encoded on its own), max 64 tokens.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def squad_store(tmp_path_factory, shared_data) -> str:
             link.symlink_to(shared_data / "squad2" / source)
     return build_store(_root(tmp_path_factory), "squad", "squad_v2", data, ["train", "dev"], limit=16,
                        token_mode="sequence", max_seq_len=128, doc_stride=64)
+
+
+@pytest.fixture(scope="session")
+def mrpc_separate_store(tmp_path_factory, shared_data) -> str:
+    return build_store(_root(tmp_path_factory), "mrpc_separate", "mrpc", shared_data / "glue" / "MRPC",
+                       ["train", "dev"], limit=48, token_mode="mean", pair_mode="separate", max_seq_len=64)
 
 
 def run_main(main, *args) -> tuple[int, str, str]:

@@ -103,6 +103,23 @@ def test_pair_layout_segments_and_longest_first_truncation(tokenizer):
     assert feats.padding_mask[1].all() and feats.segment_ids[1].tolist() == [0] * 13 + [1] * 3
 
 
+def test_separate_pair_mode_encodes_each_text_on_its_own(tokenizer):
+    featurizer = Featurizer(tokenizer, max_seq_len=16)
+    pairs = [Example("p0", ("The cat sat.", "A cat was sitting."), 1), Example("p1", ("w " * 40, "short one"), 0)]
+    feats = featurizer.encode("mrpc", pairs, pair_mode="separate")
+    assert len(feats) == 4 and feats.example_index.tolist() == [0, 0, 1, 1]
+    # row 2i is text a alone, row 2i + 1 text b alone: what a one-text task gives for them
+    alone = featurizer.encode("sst2", [Example(f"{e.uid}{k}", (e.texts[k],), 0) for e in pairs for k in (0, 1)])
+    for name in ("token_ids", "segment_ids", "padding_mask"):
+        np.testing.assert_array_equal(getattr(feats, name), getattr(alone, name))
+    assert _tokens(tokenizer, feats.token_ids[1])[:7] == ["[CLS]", "a", "cat", "was", "sitting", ".", "[SEP]"]
+    assert not feats.segment_ids.any()  # no second segment anywhere
+    with pytest.raises(Exception, match="not a sentence-pair task"):
+        featurizer.encode("sst2", [Example("s", ("one text",), 0)], pair_mode="separate")
+    with pytest.raises(Exception, match="pair_mode must be one of"):
+        featurizer.encode("mrpc", pairs, pair_mode="both")
+
+
 def test_sequence_encoding_is_deterministic_and_works_on_real_glue(tokenizer, shared_data):
     glue = shared_data / "glue"
     featurizer = Featurizer(tokenizer)

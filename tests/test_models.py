@@ -38,7 +38,9 @@ def small_config(kind, task_kind="classification", tokens=T, **kw):
 
 def make_inputs(config, n=64, seed=0, dtype="float16"):
     rng = np.random.default_rng(seed)
-    scales = np.array([0.5, 2.0, 5.0])[:L].reshape((1, L) + (1,) * (len(config.activations_shape) - 1))
+    lead = len(config.sides)  # a separately encoded pair's [2] axis
+    trailing = len(config.activations_shape) - 1 - lead
+    scales = np.array([0.5, 2.0, 5.0])[:L].reshape((1,) * (1 + lead) + (L,) + (1,) * trailing)
     acts = rng.standard_normal((n,) + config.activations_shape) * scales
     x = {"activations": acts.astype(dtype)}
     if config.is_sequence:
@@ -177,6 +179,43 @@ def test_keras_save_load_identical(tmp_path, kind, tokens, task_kind, pooling):
     loaded = keras.saving.load_model(path)
     for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(loaded(x))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_separate_pairs_share_one_side_encoder(kind, tmp_path):
+    """pair_mode='separate': one set of side weights encodes both texts; the
+    head reads [u, v, |u - v|, u * v]; save/load is exact."""
+    keras.utils.set_random_seed(0)
+    config = small_config(kind, tokens=None, pair_mode="separate")
+    assert config.input_shape == (2, L, H)
+    model = build_model(config)
+    side = model.get_layer("side_encoder")
+    single = build_model(small_config(kind, tokens=None))
+    head = model.get_layer("head")
+    # the side encoder is the one-text model without its head; the head reads 4 times its features
+    assert trainable_params(side) == trainable_params(single) - trainable_params(single.get_layer("head"))
+    assert head.dense.kernel.shape[0] == 4 * single.get_layer("head").dense.kernel.shape[0]
+    x = make_inputs(config, n=8)
+    assert x["activations"].shape == (8, 2, L, H)
+    a, b = x["activations"][:, 0:1], x["activations"][:, 1:2]
+    u, v = np.asarray(side(a[:, 0].astype("float32"))), np.asarray(side(b[:, 0].astype("float32")))
+    features = keras.Model(model.inputs, model.get_layer("pair_features").output)
+    np.testing.assert_allclose(np.asarray(features(x)), np.concatenate([u, v, np.abs(u - v), u * v], -1),
+                               rtol=1e-5, atol=1e-5)
+    swapped = {"activations": np.concatenate([b, a], axis=1)}
+    assert not np.allclose(np.asarray(model(x)), np.asarray(model(swapped)))  # the head sees which text is which
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
+    if kind == "scalar_mix":
+        assert layer_weights(loaded) is not None  # found inside the side encoder
+
+
+def test_separate_pairs_need_vector_input():
+    with pytest.raises(Exception, match="pair_mode='separate'"):
+        small_config("cnn", tokens=T, pair_mode="separate").validate()
+    with pytest.raises(Exception, match="pair-mode must be one of cross, separate"):
+        small_config("cnn", tokens=None, pair_mode="siamese").validate()
 
 
 @pytest.mark.parametrize("tokens", [None, T])

@@ -1,0 +1,176 @@
+"""Sentence pairs the way the backbone was trained: adapters on separately
+encoded pairs against the zero-shot cosine and cross-encoded stores, resumable.
+
+    python -m bench.pairs --task mrpc --data-dir ../shared/data/glue/MRPC --seeds 0,1,2 \\
+        --finetune-seeds 0,1,2 --work bench_out/pairs
+
+The embedded MiniLM is a sentence-embedding model (a bi-encoder): it was
+trained to encode each sentence on its own. The benchmark
+
+1. extracts two ``mean`` stores of the frozen backbone's every layer, one
+   ``--pair-mode separate`` (each text on its own) and one ``cross`` (the
+   pair as one sequence, as BERT is fine-tuned);
+2. prints the zero-shot baseline: the cosine of the two texts' last-layer
+   vectors, its threshold chosen on train (`bertvision.pairs`);
+3. trains every adapter kind of `--kinds` on both stores for every seed of
+   `--seeds` (`bertvision.fit`);
+4. with `--finetune-seeds`, fine-tunes BERT itself (`bertvision.finetune`,
+   `--finetune-epochs`, the reproduction's recipe) once per seed;
+
+and prints one table, mean ± std over seeds: the task's metrics, trainable
+parameters and wall time per row. Everything lands in `--work`
+(``pairs.md`` / ``pairs.json``); a rerun keeps finished stores and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # also run as ``python bench/pairs.py``
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from bertvision import io  # noqa: E402  (after the environment and path above)
+from bertvision.errors import BertVisionError  # noqa: E402
+from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
+from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.models import KINDS  # noqa: E402
+from bertvision.pairs import cosine_baseline  # noqa: E402
+from bertvision.runs import RunFolder  # noqa: E402
+from bertvision.store import MANIFEST, open_store  # noqa: E402
+from bertvision.tasks import get_task  # noqa: E402
+
+
+def _timed(label: str, fn) -> float:
+    print(f"[run ] {label}", flush=True)
+    start = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - start
+    print(f"[done] {label}: {wall:.0f} s", flush=True)
+    return wall
+
+
+def _cell(values: list[float]) -> str:
+    if len(values) > 1:
+        return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+    return f"{100 * values[0]:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pairs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="mrpc", help="a sentence-pair task (default mrpc)")
+    p.add_argument("--data-dir", required=True, help="the task's data folder")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--seeds", default="0", help="comma-separated adapter seeds (rows: mean ± std over them)")
+    p.add_argument("--epochs", type=int, default=10, help="adapter epochs (the reproduction's 10)")
+    p.add_argument("--batch-size", type=int, default=64, help="adapter batch size")
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--limit", type=int, default=None, help="first N examples of each split (trials)")
+    p.add_argument("--finetune-seeds", default="", help="also fine-tune BERT once per seed (e.g. 0,1,2)")
+    p.add_argument("--finetune-epochs", type=float, default=2.0)
+    p.add_argument("--finetune-batch-size", type=int, default=32)
+    p.add_argument("--work", default=str(REPO / "bench_out" / "pairs"))
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    ft_seeds = [int(x) for x in args.finetune_seeds.split(",") if x.strip()]
+    kinds = [k for k in args.kinds.split(",") if k]
+    command = ["python", "-m", "bench.pairs", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        task = get_task(args.task)
+        work.mkdir(parents=True, exist_ok=True)
+        walls = io.read_json(work / "walls.json", BertVisionError) if (work / "walls.json").is_file() else {}
+
+        def stage(name, done, fn):
+            if name in walls and done():
+                print(f"[skip] {name}", flush=True)
+                return
+            walls[name] = round(_timed(name, fn), 1)
+            io.atomic_write_json(work / "walls.json", walls)
+
+        stores = {mode: work / f"store-{mode}" for mode in ("separate", "cross")}
+        for mode, store in stores.items():
+            for split in ("train", "dev"):
+                config = ExtractConfig(task=task.name, split=split, out=str(store), data_dir=args.data_dir,
+                                       token_mode="mean", pair_mode=mode, max_seq_len=args.max_seq_len,
+                                       limit=args.limit, progress=False, command=command)
+                stage(f"extract {mode} {split}", lambda s=split, st=store: (st / MANIFEST).is_file()
+                      and s in open_store(str(st)).splits, lambda c=config: Extractor(c).run())
+        cosine = cosine_baseline(open_store(str(stores["separate"])), "train", "dev")
+
+        def run_dir(mode, kind, seed):
+            return work / f"{mode}-{kind}-seed{seed}"
+
+        for seed in seeds:
+            for mode, store in stores.items():
+                for kind in kinds:
+                    out = run_dir(mode, kind, seed)
+                    config = FitConfig(store=str(store), out=str(out), adapter={"kind": kind}, epochs=args.epochs,
+                                       batch_size=args.batch_size, seed=seed, verbose=0)
+                    stage(f"fit {out.name}", lambda o=out: RunFolder(o).finished, lambda c=config: fit(c))
+        for seed in ft_seeds:
+            out = work / f"finetune-seed{seed}"
+            config = FinetuneConfig(task=task.name, out=str(out), data_dir=args.data_dir,
+                                    epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
+                                    max_seq_len=args.max_seq_len, seed=seed, limit=args.limit,
+                                    eval_limit=args.limit, progress=False, command=command)
+            stage(f"finetune seed {seed}", lambda o=out: RunFolder(o).finished,
+                  lambda c=config: Finetuner(c).run())
+    except BertVisionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    metrics = list(task.metrics)
+    rows = [{"method": f"zero-shot cosine of last-layer means (threshold {cosine.threshold:.3f} chosen on train)"
+             if cosine.threshold is not None else "zero-shot cosine of last-layer means",
+             "params": 0, "seeds": 1, "wall_s": None, **{m: [cosine.metrics[m]] for m in metrics}}]
+    if ft_seeds:
+        results = [RunFolder(work / f"finetune-seed{s}").results() for s in ft_seeds]
+        rows.append({"method": f"BERT fine-tuned {args.finetune_epochs:g} ep", "params": results[0].trainable_params,
+                     "seeds": len(results), "wall_s": float(np.mean([walls[f"finetune seed {s}"] for s in ft_seeds])),
+                     **{m: [r.dev_metrics[m] for r in results] for m in metrics}})
+    for mode in stores:
+        for kind in kinds:
+            results = [RunFolder(run_dir(mode, kind, s)).results() for s in seeds]
+            rows.append({"method": f"{kind} on the frozen backbone, pair {mode}", "params": results[0].trainable_params,
+                         "seeds": len(results),
+                         "wall_s": float(np.mean([walls[f"fit {run_dir(mode, kind, s).name}"] for s in seeds])),
+                         **{m: [r.dev_metrics[m] for r in results] for m in metrics}})
+    extract_s = {mode: sum(v for k, v in walls.items() if k.startswith(f"extract {mode}")) for mode in stores}
+    store_mib = {mode: sum(open_store(str(s)).split_bytes(x) for x in ("train", "dev")) / 2**20
+                 for mode, s in stores.items()}
+    lines = [f"# {task.name}: pairs encoded separately vs together  {time.strftime('%Y-%m-%d %H:%M')}  "
+             f"{platform.node()}  {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+             f"frozen embedded backbone, mean-pooled tokens of every layer; adapters {args.epochs} epochs, batch "
+             f"{args.batch_size}, seeds {seeds}; fine-tuning seeds {ft_seeds or 'none'}; mean ± std over seeds "
+             "(the cosine has no seed)",
+             "stores: " + ", ".join(f"{m} {store_mib[m]:.0f} MiB extracted in {extract_s[m]:.0f} s" for m in stores),
+             "", "| method | " + " | ".join(metrics) + " | seeds | trainable params | wall s |",
+             "|---|" + "---|" * (len(metrics) + 3)]
+    for r in rows:
+        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        lines.append(f"| {r['method']} | " + " | ".join(_cell(r[m]) for m in metrics)
+                     + f" | {r['seeds']} | {r['params']:,} | {wall} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    io.atomic_write_text(work / "pairs.md", text)
+    io.atomic_write_json(work / "pairs.json", {"task": task.name, "cosine": cosine.to_dict(), "rows": rows,
+                                               "walls": walls, "store_mib": store_mib})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
