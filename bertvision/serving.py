@@ -51,7 +51,7 @@ from bertvision.data import Example, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_length
 from bertvision.finetune import BertTask
-from bertvision.predict import load_adapter_run, make_infer_fn, model_input_names, odds_threshold
+from bertvision.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store import open_store
 from bertvision.tasks import TaskSpec, get_task
@@ -178,6 +178,7 @@ class ServedModel:
     def __post_init__(self):
         self.infer = make_infer_fn(self.model)
         self.input_names = None if self.finetune else model_input_names(self.model)
+        self.token_dim = None if self.finetune else model_token_dim(self.model)  # fixed token length, or None
 
     @property
     def max_seq_len(self) -> int:
@@ -211,7 +212,7 @@ class ServedModel:
             if self.pair_mode == "separate":  # rows a, b, a, b, ... -> [N, 2, K, H]
                 x = tf.reshape(x, [-1, 2, x.shape[1], x.shape[2]])
         out = {"activations": tf.cast(x, self.dtype)}
-        if "padding_mask" in self.input_names:
+        if self.token_mode == "sequence":
             out["padding_mask"] = mask
         return out
 
@@ -334,13 +335,20 @@ class _AdapterGroup(_Group):
         by_model: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_model.setdefault(job.model.name, []).append(i)
+        shared: dict = {}  # adapters reading the same rows, layers, token mode and dtype share one input
         for ids in by_model.values():
             model = jobs[ids[0]].model
             idx = np.concatenate([job_rows[i] for i in ids])
-            # the store reader's token length: a power of two >= the batch's longest row
-            t_model = bucket_length(int(lengths[idx].max()), model.max_seq_len) \
-                if model.token_mode == "sequence" else None
-            inputs = model.adapter_inputs(tf.gather(acts, idx), tf.gather(mask, idx), t_model)
+            # a sequence adapter's token axis: the forward pass's own length (masked and zero-padded, the
+            # models' outputs do not depend on it), or the fixed length a model was built for
+            t_model = (model.token_dim or t) if model.token_mode == "sequence" else None
+            key = (tuple(model.layer_positions), model.token_mode, model.pair_mode, model.dtype, t_model,
+                   idx.tobytes())
+            if key not in shared:
+                every = len(idx) == len(rows) and np.array_equal(idx, np.arange(len(rows)))
+                shared[key] = model.adapter_inputs(acts if every else tf.gather(acts, idx),
+                                                   mask if every else tf.gather(mask, idx), t_model)
+            inputs = {k: v for k, v in shared[key].items() if k in model.input_names}
             out = model.infer(inputs)
             model.calls += 1
             start = 0
