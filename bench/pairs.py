@@ -25,6 +25,7 @@ parameters and wall time per row. Everything lands in `--work`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -62,6 +63,25 @@ def _timed(label: str, fn) -> float:
     return wall
 
 
+def _variant(text: str) -> tuple[str, dict]:
+    """``KIND:FIELD=VALUE,...`` -> ``(kind, {field: value})`` (values read as JSON where they parse)."""
+    kind, _, fields = text.partition(":")
+    settings = {}
+    for item in filter(None, fields.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--variant {text!r}: expected KIND:FIELD=VALUE,...")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return kind, settings
+
+
+def _label(kind: str, settings: dict, sep: str = "_") -> str:
+    return sep.join([kind] + [f"{k}={v}" for k, v in sorted(settings.items())])
+
+
 def _cell(values: list[float]) -> str:
     if len(values) > 1:
         return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
@@ -74,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="mrpc", help="a sentence-pair task (default mrpc)")
     p.add_argument("--data-dir", required=True, help="the task's data folder")
     p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--variant", action="append", default=[], metavar="KIND:FIELD=VALUE,...",
+                   help="also train this adapter setting on both stores, e.g. adapter_pooler:adapter_dim=128 "
+                        "(repeat the flag for several)")
     p.add_argument("--seeds", default="0", help="comma-separated adapter seeds (rows: mean ± std over them)")
     p.add_argument("--epochs", type=int, default=10, help="adapter epochs (the reproduction's 10)")
     p.add_argument("--batch-size", type=int, default=64, help="adapter batch size")
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     ft_seeds = [int(x) for x in args.finetune_seeds.split(",") if x.strip()]
-    kinds = [k for k in args.kinds.split(",") if k]
+    kinds = [(k, {}) for k in args.kinds.split(",") if k] + [_variant(v) for v in args.variant]
     command = ["python", "-m", "bench.pairs", *(sys.argv[1:] if argv is None else argv)]
     try:
         task = get_task(args.task)
@@ -112,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         cosine = cosine_baseline(open_store(str(stores["separate"])), "train", "dev")
 
         def run_dir(mode, kind, seed):
-            return work / f"{mode}-{kind}-seed{seed}"
+            return work / f"{mode}-{_label(*kind)}-seed{seed}"
 
         for seed in seeds:
             for mode, store in stores.items():
                 for kind in kinds:
                     out = run_dir(mode, kind, seed)
-                    config = FitConfig(store=str(store), out=str(out), adapter={"kind": kind}, epochs=args.epochs,
-                                       batch_size=args.batch_size, seed=seed, verbose=0)
+                    config = FitConfig(store=str(store), out=str(out), adapter={"kind": kind[0], **kind[1]},
+                                       epochs=args.epochs, batch_size=args.batch_size, seed=seed, verbose=0)
                     stage(f"fit {out.name}", lambda o=out: RunFolder(o).finished, lambda c=config: fit(c))
         for seed in ft_seeds:
             out = work / f"finetune-seed{seed}"
@@ -145,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in stores:
         for kind in kinds:
             results = [RunFolder(run_dir(mode, kind, s)).results() for s in seeds]
-            rows.append({"method": f"{kind} on the frozen backbone, pair {mode}", "params": results[0].trainable_params,
+            rows.append({"method": f"{_label(*kind, ' ')} on the frozen backbone, pair {mode}",
+                         "params": results[0].trainable_params,
                          "seeds": len(results),
                          "wall_s": float(np.mean([walls[f"fit {run_dir(mode, kind, s).name}"] for s in seeds])),
                          **{m: [r.dev_metrics[m] for r in results] for m in metrics}})
