@@ -18,8 +18,9 @@ trained to encode each sentence on its own. The benchmark
    `--finetune-epochs`, the reproduction's recipe) once per seed;
 
 and prints one table, mean ± std over seeds: the task's metrics, trainable
-parameters and wall time per row. Everything lands in `--work`
-(``pairs.md`` / ``pairs.json``); a rerun keeps finished stores and runs.
+parameters, wall time and peak memory (the process's resident set,
+`bench.reproduce.Stages`) per row. Everything lands in `--work` (``pairs.md``
+/ ``pairs.json``, ``stages.json``); a rerun keeps finished stores and runs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ if str(REPO) not in sys.path:  # also run as ``python bench/pairs.py``
 
 import numpy as np  # noqa: E402
 
-from bertvision import io  # noqa: E402  (after the environment and path above)
+from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
+from bertvision import io  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
 from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
 from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
@@ -52,15 +54,6 @@ from bertvision.pairs import cosine_baseline  # noqa: E402
 from bertvision.runs import RunFolder  # noqa: E402
 from bertvision.store import MANIFEST, open_store  # noqa: E402
 from bertvision.tasks import get_task  # noqa: E402
-
-
-def _timed(label: str, fn) -> float:
-    print(f"[run ] {label}", flush=True)
-    start = time.perf_counter()
-    fn()
-    wall = time.perf_counter() - start
-    print(f"[done] {label}: {wall:.0f} s", flush=True)
-    return wall
 
 
 def _variant(text: str) -> tuple[str, dict]:
@@ -115,14 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task = get_task(args.task)
         work.mkdir(parents=True, exist_ok=True)
-        walls = io.read_json(work / "walls.json", BertVisionError) if (work / "walls.json").is_file() else {}
-
-        def stage(name, done, fn):
-            if name in walls and done():
-                print(f"[skip] {name}", flush=True)
-                return
-            walls[name] = round(_timed(name, fn), 1)
-            io.atomic_write_json(work / "walls.json", walls)
+        stages = Stages(work)  # wall time and peak memory of every stage, in WORK/stages.json
+        stage = stages.run
 
         stores = {mode: work / f"store-{mode}" for mode in ("separate", "cross")}
         for mode, store in stores.items():
@@ -157,23 +144,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     metrics = list(task.metrics)
+
+    def row(method, results, stage_names):
+        done = [stages.done[n] for n in stage_names]
+        peaks = [d["peak_mib"] for d in done if d.get("peak_mib") is not None]
+        return {"method": method, "params": results[0].trainable_params, "seeds": len(results),
+                "wall_s": float(np.mean([d["wall_s"] for d in done])), "peak_mib": max(peaks) if peaks else None,
+                **{m: [r.dev_metrics[m] for r in results] for m in metrics}}
+
     rows = [{"method": f"zero-shot cosine of last-layer means (threshold {cosine.threshold:.3f} chosen on train)"
              if cosine.threshold is not None else "zero-shot cosine of last-layer means",
-             "params": 0, "seeds": 1, "wall_s": None, **{m: [cosine.metrics[m]] for m in metrics}}]
+             "params": 0, "seeds": 1, "wall_s": None, "peak_mib": None, **{m: [cosine.metrics[m]] for m in metrics}}]
     if ft_seeds:
-        results = [RunFolder(work / f"finetune-seed{s}").results() for s in ft_seeds]
-        rows.append({"method": f"BERT fine-tuned {args.finetune_epochs:g} ep", "params": results[0].trainable_params,
-                     "seeds": len(results), "wall_s": float(np.mean([walls[f"finetune seed {s}"] for s in ft_seeds])),
-                     **{m: [r.dev_metrics[m] for r in results] for m in metrics}})
+        rows.append(row(f"BERT fine-tuned {args.finetune_epochs:g} ep",
+                        [RunFolder(work / f"finetune-seed{s}").results() for s in ft_seeds],
+                        [f"finetune seed {s}" for s in ft_seeds]))
     for mode in stores:
         for kind in kinds:
-            results = [RunFolder(run_dir(mode, kind, s)).results() for s in seeds]
-            rows.append({"method": f"{_label(*kind, ' ')} on the frozen backbone, pair {mode}",
-                         "params": results[0].trainable_params,
-                         "seeds": len(results),
-                         "wall_s": float(np.mean([walls[f"fit {run_dir(mode, kind, s).name}"] for s in seeds])),
-                         **{m: [r.dev_metrics[m] for r in results] for m in metrics}})
-    extract_s = {mode: sum(v for k, v in walls.items() if k.startswith(f"extract {mode}")) for mode in stores}
+            rows.append(row(f"{_label(*kind, ' ')} on the frozen backbone, pair {mode}",
+                            [RunFolder(run_dir(mode, kind, s)).results() for s in seeds],
+                            [f"fit {run_dir(mode, kind, s).name}" for s in seeds]))
+    extract_s = {mode: sum(v["wall_s"] for k, v in stages.done.items() if k.startswith(f"extract {mode}"))
+                 for mode in stores}
     store_mib = {mode: sum(open_store(str(s)).split_bytes(x) for x in ("train", "dev")) / 2**20
                  for mode, s in stores.items()}
     lines = [f"# {task.name}: pairs encoded separately vs together  {time.strftime('%Y-%m-%d %H:%M')}  "
@@ -182,17 +174,18 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.batch_size}, seeds {seeds}; fine-tuning seeds {ft_seeds or 'none'}; mean ± std over seeds "
              "(the cosine has no seed)",
              "stores: " + ", ".join(f"{m} {store_mib[m]:.0f} MiB extracted in {extract_s[m]:.0f} s" for m in stores),
-             "", "| method | " + " | ".join(metrics) + " | seeds | trainable params | wall s |",
-             "|---|" + "---|" * (len(metrics) + 3)]
+             "", "| method | " + " | ".join(metrics) + " | seeds | trainable params | wall s | peak MiB |",
+             "|---|" + "---|" * (len(metrics) + 4)]
     for r in rows:
         wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
+        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"
         lines.append(f"| {r['method']} | " + " | ".join(_cell(r[m]) for m in metrics)
-                     + f" | {r['seeds']} | {r['params']:,} | {wall} |")
+                     + f" | {r['seeds']} | {r['params']:,} | {wall} | {peak} |")
     text = "\n".join(lines) + "\n"
     print(text)
     io.atomic_write_text(work / "pairs.md", text)
     io.atomic_write_json(work / "pairs.json", {"task": task.name, "cosine": cosine.to_dict(), "rows": rows,
-                                               "walls": walls, "store_mib": store_mib})
+                                               "stages": stages.done, "store_mib": store_mib})
     return 0
 
 

@@ -44,7 +44,8 @@ if str(REPO) not in sys.path:  # also run as ``python bench/squad_checkpoint.py`
 
 import numpy as np  # noqa: E402
 
-from bertvision import io  # noqa: E402  (after the environment and path above)
+from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
+from bertvision import io  # noqa: E402
 from bertvision.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
                                       gold_answerable, span_decisions)
 from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
@@ -57,15 +58,6 @@ from bertvision.runs import Predictions, RunFolder  # noqa: E402
 from bertvision.store import MANIFEST, open_store  # noqa: E402
 
 METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
-
-
-def _timed(label: str, fn) -> float:
-    print(f"[run ] {label}", flush=True)
-    start = time.perf_counter()
-    fn()
-    wall = time.perf_counter() - start
-    print(f"[done] {label}: {wall:.0f} s", flush=True)
-    return wall
 
 
 def _row(method: str, params, metrics: list[dict], wall) -> dict:
@@ -98,14 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["task"] != "squad_v2" or bert_dev is None:
             raise BertVisionError(f"{ckpt}: not a SQuAD 2.0 checkpoint evaluated on {args.eval_split!r}")
         work.mkdir(parents=True, exist_ok=True)
-        walls = io.read_json(work / "walls.json", BertVisionError) if (work / "walls.json").is_file() else {}
-
-        def stage(name, done, fn):
-            if name in walls and done():
-                print(f"[skip] {name}", flush=True)
-                return
-            walls[name] = round(_timed(name, fn), 1)
-            io.atomic_write_json(work / "walls.json", walls)
+        stages = Stages(work)  # wall time and peak memory of every stage, in WORK/stages.json
+        stage = stages.run
 
         store = work / "store"
         for split in (args.train_split, args.eval_split):
@@ -149,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:
         rs = results[kind]
         rows.append(_row(f"{kind} on its activations", rs[0].trainable_params, [r.dev_metrics for r in rs],
-                         float(np.mean([walls[f"fit {run_dir(kind, s).name}"] for s in seeds]))))
+                         float(np.mean([stages.done[f"fit {run_dir(kind, s).name}"]["wall_s"] for s in seeds]))))
     for mode in ("mean", "max"):
         r = RunFolder(work / f"ensemble-{mode}").results()
         rows.append(_row(f"ensemble {mode}: checkpoint + {best} (seed {seeds[0]})", "-", [r.dev_metrics],
-                         walls[f"ensemble {mode}"]))
+                         stages.done[f"ensemble {mode}"]["wall_s"]))
     bert_preds = Predictions.load(ckpt / "predictions" / f"{args.eval_split}.npz")
     ans = RunFolder(answer).results()
     answerability = [("BERT's own null decision", answerability_metrics(span_decisions(bert_preds),
@@ -167,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
              f"train {args.train_split}, evaluate {args.eval_split}; adapters {args.epochs} epochs, batch "
              f"{args.batch_size}, seeds {seeds} (mean ± std over seeds; BERT: its one run); "
              f"store {args.layers} layers, {store_bytes / 2**30:.2f} GiB, "
-             f"extraction {sum(v for k, v in walls.items() if k.startswith('extract')):.0f} s", "",
+             f"extraction {sum(v['wall_s'] for k, v in stages.done.items() if k.startswith('extract')):.0f} s", "",
              "| method | EM | F1 | HasAns F1 | NoAns F1 | best-threshold F1 | trainable params | wall s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -185,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     io.atomic_write_text(work / "squad_checkpoint.md", text)
     io.atomic_write_json(work / "squad_checkpoint.json", {
-        "checkpoint": str(ckpt), "checkpoint_config": cfg, "rows": rows, "walls": walls,
+        "checkpoint": str(ckpt), "checkpoint_config": cfg, "rows": rows, "stages": stages.done,
         "answerability": [{"method": n, **m} for n, m, _ in answerability], "store_bytes": store_bytes})
     return 0
 

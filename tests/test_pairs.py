@@ -153,3 +153,27 @@ def test_commands_end_to_end(shared_data, tmp_path):
                             "dev", "--out", tmp_path / "bad", "--pair-mode", "separate", "--token-mode", "mean")
     assert code == 2 and "not a sentence-pair task" in err
     assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_pairs_benchmark_runs_and_resumes(shared_data, tmp_path, capsys):
+    """bench.pairs on 16 pairs: the cosine, both stores, a kind and a --variant over two seeds; a rerun
+    redoes nothing and prints the same table."""
+    from bench.pairs import main as bench_main
+
+    argv = ["--data-dir", str(shared_data / "glue" / "MRPC"), "--limit", "16", "--max-seq-len", "48",
+            "--epochs", "1", "--kinds", "linear_probe", "--variant", "scalar_mix:dropout=0.2", "--seeds", "0,1",
+            "--work", str(tmp_path / "work")]
+    assert bench_main(argv) == 0
+    table = (tmp_path / "work" / "pairs.md").read_text()
+    for method in ("zero-shot cosine", "linear_probe on the frozen backbone, pair separate",
+                   "scalar_mix dropout=0.2 on the frozen backbone, pair cross"):
+        assert method in table
+    assert table.count(" ± ") >= 8  # two seeds: every adapter row has a spread
+    stages = json.loads((tmp_path / "work" / "stages.json").read_text())
+    assert len(stages) == 4 + 2 * 2 * 2 and all(s["peak_mib"] > 0 for s in stages.values())
+    assert (tmp_path / "work" / "separate-scalar_mix_dropout=0.2-seed1" / "results.json").is_file()
+    capsys.readouterr()
+    assert bench_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "[run ]" not in out and out.count("[skip]") == len(stages)
+    assert (tmp_path / "work" / "pairs.md").read_text().split("\n", 1)[1] == table.split("\n", 1)[1]
