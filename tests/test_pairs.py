@@ -6,6 +6,8 @@ tasks), the zero-shot cosine baseline, and the commands end to end."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -52,6 +54,18 @@ def test_store_holds_each_text_encoded_alone(mrpc_separate_store):  # noqa: F811
     encoder = AllLayersEncoder(backbone, list(range(7)), "mean", "float32", False)
     want = encoder(alone.inputs()).numpy().reshape(6, 2, 7, 384)
     np.testing.assert_allclose(acts.astype(np.float32), want, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("edit,message", [({"pair_mode": "cross"}, "example_shape=[2, 7, 384] does not agree"),
+                                          ({"pair_mode": "both"}, "pair_mode='both' is not valid"),
+                                          ({"example_shape": [7, 384]}, "expected [2, 7, 384]")])
+def test_a_manifest_contradicting_its_pair_mode_is_refused(mrpc_separate_store, tmp_path, edit, message):  # noqa: F811
+    copy = tmp_path / "store"
+    shutil.copytree(mrpc_separate_store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, **edit}))
+    with pytest.raises(StoreError, match=re.escape(message)):
+        open_store(str(copy))
 
 
 def test_settings_that_cannot_work_are_refused(mrpc_separate_store, shared_data):  # noqa: F811
