@@ -427,6 +427,14 @@ def atomic_tuner_state():
         kt_utils.save_json = original
 
 
+def _remove_stale_state(tuner_dir: str) -> None:
+    """Remove the temporary state files a search killed mid-write left in
+    `tuner_dir` (the old file is whole beside each: `atomic_tuner_state`)."""
+    for pattern in (".*.tmp-*", os.path.join("trial_*", ".*.tmp-*")):
+        for path in io.glob(io.join(tuner_dir, pattern)):
+            io.remove(path)
+
+
 def _retry_unfinished(oracle) -> None:
     """After `Oracle.reload`: retry exactly the trials that never finished.
 
@@ -692,6 +700,8 @@ def search(config: SearchConfig) -> dict:
         path = os.path.join(config.out, "search.json")
         io.atomic_write_json(path, record)
 
+        if role.kind == "single":  # nobody else writes here (we hold the lock): a killed search's leftovers go
+            _remove_stale_state(os.path.join(config.out, PROJECT))
         keras.utils.set_random_seed(config.seed)
         start = time.perf_counter()
         with atomic_tuner_state():

@@ -141,9 +141,11 @@ def _popen_search(args: list[str], env: dict | None = None) -> subprocess.Popen:
 
 
 def _state_files(out: Path) -> dict[Path, int]:
-    """KerasTuner's state files (oracle.json, <tuner id>.json, trial_*/trial.json) -> mtime."""
+    """KerasTuner's state files (oracle.json, <tuner id>.json, trial_*/trial.json) -> mtime; not the
+    hidden temporary files a kill during an atomic write leaves (``.oracle.tmp-1a2b3c4d.json``)."""
     tuner = out / "tuner"
-    paths = list(tuner.glob("*.json")) + list(tuner.glob("trial_*/trial.json")) if tuner.is_dir() else []
+    paths = [p for p in tuner.glob("*.json") if not p.name.startswith(".")] + \
+        list(tuner.glob("trial_*/trial.json")) if tuner.is_dir() else []
     found = {}
     for path in paths:
         try:
@@ -214,8 +216,14 @@ def test_search_resumes_after_kill_9_anywhere(sst2_cls_store, tmp_path):  # noqa
                 f"trial {trial_id} was trained again after kill(s) at {kills}"
     assert len(kills) >= 3, kills
 
+    # what a kill between a temporary state file's creation and its rename leaves: removed on resume
+    stale = [out / "tuner" / ".oracle.tmp-deadbeef.json", out / "tuner" / "trial_0" / ".trial.tmp-deadbeef.json"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
     final = run_cli("tuning.search", *args)
     assert final.returncode == 0, f"kills at {kills}: {final.stderr[-3000:]}"
+    assert not [p for p in stale if p.exists()] and not list((out / "tuner").rglob(".*.tmp-*"))
     after = trial_states(out)
     assert sorted(after) == trial_ids and set(after.values()) == {"COMPLETED"}, (after, kills)
     assert sorted(p.name for p in (out / "tuner").glob("trial_*")) == [f"trial_{i}" for i in trial_ids]
