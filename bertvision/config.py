@@ -37,13 +37,19 @@ from bertvision.tasks import TASK_KINDS
 
 __all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES", "ConfigBase", "check_choice",
            "check_fraction", "check_non_negative", "check_positive", "check_positive_int", "default_max_seq_len",
-           "flag", "select_layers"]
+           "flag", "pair_texts", "select_layers"]
 
 DTYPES = ("float16", "bfloat16", "float32")  # how activations are stored
 TOKEN_MODES = ("cls", "mean", "sequence")  # first token, masked mean, every token
 # How a pair task's two texts are encoded: together ([CLS] a [SEP] b [SEP], as
 # BERT was fine-tuned) or each on its own (as a sentence-embedding model was trained)
 PAIR_MODES = ("cross", "separate")
+
+
+def pair_texts(pair_mode: str) -> int:
+    """Texts encoded one by one per example: 2 for ``separate`` pairs, else 1 (the whole example at once)."""
+    return 2 if pair_mode == "separate" else 1
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SCHEDULES = ("linear", "cosine", "constant")  # learning-rate decay after warmup
 

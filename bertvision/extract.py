@@ -47,7 +47,7 @@ from bertvision import store as st
 from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
 from bertvision.config import (DTYPES, PAIR_MODES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
-                               check_positive, check_positive_int, default_max_seq_len)
+                               check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data import Answer, Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
@@ -124,7 +124,7 @@ class ExtractConfig(ConfigBase):
     @property
     def rows_per_record(self) -> int:
         """Model inputs per stored record: 2 with ``pair_mode="separate"``."""
-        return 2 if self.pair_mode == "separate" else 1
+        return pair_texts(self.pair_mode)
 
     def featurizer(self, tokenizer) -> Featurizer:
         """The `Featurizer` these settings describe."""

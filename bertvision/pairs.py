@@ -115,10 +115,12 @@ def cosine_baseline(store: Store, fit_split: str = "train", eval_split: str = "d
                               compute_metrics(task.metrics, eval_cos, eval_y),
                               compute_metrics(task.metrics, fit_cos, fit_y))
     threshold, positive = best_threshold(fit_cos, fit_y, task.main_metric)
-    keep = eval_y >= 0
-    if not keep.any():
+    if not (eval_y >= 0).any():
         raise ConfigError(f"{store.path}: split {eval_split!r} has no labels to score the cosine baseline on")
+
+    def scored(cos, y):  # the labelled records' metrics at the chosen threshold
+        keep = y >= 0
+        return compute_metrics(task.metrics, _classes(cos[keep], threshold, positive), y[keep])
+
     return CosineBaseline(task.name, layer, fit_split, eval_split, threshold, task.label_names[positive],
-                          compute_metrics(task.metrics, _classes(eval_cos[keep], threshold, positive), eval_y[keep]),
-                          compute_metrics(task.metrics, _classes(fit_cos, threshold, positive)[fit_y >= 0],
-                                          fit_y[fit_y >= 0]))
+                          scored(eval_cos, eval_y), scored(fit_cos, fit_y))

@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from bertvision.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                  load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
+from bertvision.config import pair_texts
 from bertvision.data import Example, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_length
@@ -191,7 +192,7 @@ class ServedModel:
     @property
     def rows_per_example(self) -> int:
         """Model inputs per example (a span question's windows aside): 2 for a separately encoded pair."""
-        return 2 if self.pair_mode == "separate" else 1
+        return pair_texts(self.pair_mode)
 
     def adapter_inputs(self, acts, padding_mask, t: int | None = None) -> dict:
         """The adapter's input from its group's activations ``[B, K, T, H]``

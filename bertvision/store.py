@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES
+from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES, pair_texts
 from bertvision.errors import StoreError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ShardWriter", "Store", "StoreError", "StoreSpec",
@@ -363,7 +363,7 @@ class Store:
     @property
     def record_vectors(self) -> int:
         """Encoded texts per record: 2 for a ``separate`` pair store, else 1."""
-        return 2 if self.pair_mode == "separate" else 1
+        return pair_texts(self.pair_mode)
 
     @property
     def splits(self) -> list:
