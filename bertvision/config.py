@@ -35,11 +35,14 @@ from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
 from bertvision.tasks import TASK_KINDS
 
-__all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES", "ConfigBase", "check_choice",
-           "check_fraction", "check_non_negative", "check_positive", "check_positive_int", "default_max_seq_len",
-           "flag", "pair_texts", "select_layers"]
+__all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES",
+           "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
+           "default_max_seq_len", "flag", "pair_texts", "select_layers"]
 
-DTYPES = ("float16", "bfloat16", "float32")  # how activations are stored
+DTYPES = ("float16", "bfloat16", "float32")  # activations as an adapter reads them
+# how a store keeps activations: one of DTYPES, or int8 with one float16 scale
+# per vector (per token and layer), read back as float16 (`store.dequantize_int8`)
+STORE_DTYPES = DTYPES + ("int8",)
 TOKEN_MODES = ("cls", "mean", "sequence")  # first token, masked mean, every token
 # How a pair task's two texts are encoded: together ([CLS] a [SEP] b [SEP], as
 # BERT was fine-tuned) or each on its own (as a sentence-embedding model was trained)

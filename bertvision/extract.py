@@ -46,7 +46,7 @@ from bertvision import io
 from bertvision import store as st
 from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (DTYPES, PAIR_MODES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
+from bertvision.config import (PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data import Answer, Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
@@ -75,7 +75,7 @@ class ExtractConfig(ConfigBase):
     layers: str = "all"
     token_mode: str = "cls"
     pair_mode: str = "cross"  # pair tasks: separate = each text encoded on its own, both stored
-    dtype: str = "float16"
+    dtype: str = "float16"  # or int8: half the bytes, one float16 scale per vector (`store.quantize_int8`)
     max_seq_len: int | None = None  # default: 128, or 384 for span tasks
     doc_stride: int = 128
     max_query_len: int = 64
@@ -95,7 +95,7 @@ class ExtractConfig(ConfigBase):
     def validate(self) -> None:
         task = get_task(self.task)
         check_choice("token_mode", self.token_mode, TOKEN_MODES)
-        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("dtype", self.dtype, STORE_DTYPES)
         check_choice("strategy", self.strategy, EXTRACT_STRATEGIES)
         check_choice("pair_mode", self.pair_mode, PAIR_MODES)
         if self.pair_mode == "separate":
@@ -196,7 +196,9 @@ def make_forward(backbone, layers: list[int], config: ExtractConfig):
     on this machine's devices (``--strategy mirrored``: every local GPU)."""
     strategy = get_strategy(config.strategy)
     with strategy.scope():
-        encoder = AllLayersEncoder(backbone, layers, config.token_mode, config.dtype, config.jit_compile)
+        # int8 stores quantize the float32 activations as each record is written
+        dtype = "float32" if config.dtype == "int8" else config.dtype
+        encoder = AllLayersEncoder(backbone, layers, config.token_mode, dtype, config.jit_compile)
     if strategy.num_replicas_in_sync == 1:
         return lambda batch: encoder(batch).numpy()
 
@@ -288,7 +290,7 @@ class ShardExtractor:
                              "tokenizer or featurizer differs from the one that planned the split")
         lengths = f.padding_mask.sum(axis=1)
         windows = f.window_index() if kind == "span" else None
-        seq = c.token_mode == "sequence"
+        seq, quantize = c.token_mode == "sequence", c.dtype == "int8"
         inputs = f.inputs()
         writer = st.ShardWriter(io.join(c.out, job.name))
 
@@ -299,9 +301,12 @@ class ShardExtractor:
                 if kind == "span":
                     span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
                             "window_index": windows[r], "offsets": f.offsets[r]}
+                scales = None
+                if quantize:
+                    a, scales = (t.numpy() for t in st.quantize_int8(a))
                 record = st.serialize_record(a, length=n if seq else None, uid=job.examples[e].uid,
                                              example_index=job.first_example + e, label=job.examples[e].label,
-                                             task_kind=kind, span=span)
+                                             task_kind=kind, span=span, scales=scales)
                 writer.write(record, a.nbytes)
 
         def complete(r):  # record r's rows are all extracted

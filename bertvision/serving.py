@@ -54,7 +54,7 @@ from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_l
 from bertvision.finetune import BertTask
 from bertvision.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
 from bertvision.runs import Predictions, RunFolder, RunResults
-from bertvision.store import open_store
+from bertvision.store import dequantize_int8, open_store, quantize_int8
 from bertvision.tasks import TaskSpec, get_task
 
 __all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
@@ -171,6 +171,7 @@ class ServedModel:
     token_mode: str | None = None
     pair_mode: str = "cross"  # separate: each text of a pair is its own row; the adapter reads both
     dtype: str | None = None
+    quantized: bool = False  # trained on an int8 store: its input goes through the same int8 round trip
     featurizer_source: str = "store"
     threshold: float = 0.0
     layer_positions: list = field(default_factory=list)  # into its group's union of layers
@@ -198,8 +199,9 @@ class ServedModel:
         """The adapter's input from its group's activations ``[B, K, T, H]``
         (float32, every layer of the group) and ``padding_mask [B, T]``: its
         layers, reduced by its token mode, padding zeroed and the token axis
-        cut or zero-padded to `t` (sequence), cast to its dtype: what its
-        store's reader gives for the same rows."""
+        cut or zero-padded to `t` (sequence), int8-quantized and back if its
+        store was int8, cast to its dtype: what its store's reader gives for
+        the same rows."""
         x = tf.gather(acts, self.layer_positions, axis=1)
         mask = tf.cast(padding_mask, tf.int32)
         if self.token_mode == "sequence":
@@ -212,6 +214,8 @@ class ServedModel:
             x = reduce_tokens(x, mask, self.token_mode)
             if self.pair_mode == "separate":  # rows a, b, a, b, ... -> [N, 2, K, H]
                 x = tf.reshape(x, [-1, 2, x.shape[1], x.shape[2]])
+        if self.quantized:
+            x = dequantize_int8(*quantize_int8(x), dtype=tf.float32)
         out = {"activations": tf.cast(x, self.dtype)}
         if self.token_mode == "sequence":
             out["padding_mask"] = mask
@@ -230,7 +234,8 @@ class ServedModel:
             out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
                 else float(self.threshold > 0)
         if not self.finetune:
-            out.update(layers=self.layers, token_mode=self.token_mode, pair_mode=self.pair_mode, dtype=self.dtype)
+            out.update(layers=self.layers, token_mode=self.token_mode, pair_mode=self.pair_mode, dtype=self.dtype,
+                       store_dtype="int8" if self.quantized else self.dtype)
         return out
 
 
@@ -336,15 +341,15 @@ class _AdapterGroup(_Group):
         by_model: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_model.setdefault(job.model.name, []).append(i)
-        shared: dict = {}  # adapters reading the same rows, layers, token mode and dtype share one input
+        shared: dict = {}  # adapters reading the same rows, layers, token mode and dtypes share one input
         for ids in by_model.values():
             model = jobs[ids[0]].model
             idx = np.concatenate([job_rows[i] for i in ids])
             # a sequence adapter's token axis: the forward pass's own length (masked and zero-padded, the
             # models' outputs do not depend on it), or the fixed length a model was built for
             t_model = (model.token_dim or t) if model.token_mode == "sequence" else None
-            key = (tuple(model.layer_positions), model.token_mode, model.pair_mode, model.dtype, t_model,
-                   idx.tobytes())
+            key = (tuple(model.layer_positions), model.token_mode, model.pair_mode, model.dtype, model.quantized,
+                   t_model, idx.tobytes())
             if key not in shared:
                 every = len(idx) == len(rows) and np.array_equal(idx, np.arange(len(rows)))
                 shared[key] = model.adapter_inputs(acts if every else tf.gather(acts, idx),
@@ -735,6 +740,7 @@ def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenize
                        featurizer=Featurizer.from_config(tokenizer, config), model=adapter, group=group,
                        layers=list(sig["layers"]), token_mode=sig["token_mode"],
                        pair_mode=sig.get("pair_mode", "cross"), dtype=_dtype(adapter),
+                       quantized=sig.get("dtype") == "int8",
                        featurizer_source=source,
                        threshold=squad_threshold(results) if task.kind == "span" else 0.0)
 

@@ -15,6 +15,9 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   (only the ``length`` real tokens: the reader zero-pads each batch). A pair
   task extracted with ``pair_mode="separate"`` (each text encoded on its own;
   ``cls``/``mean`` only) holds ``[2, layers, hidden]``: text a, then text b.
+- ``scales`` (``int8`` stores only): one float16 scale per stored vector (the
+  activations' shape without ``hidden``); the reader gives back
+  ``int8 value * scale`` as float16 (`quantize_int8`, `dequantize_int8`).
 - ``uid``; ``length`` (sequence stores); ``label`` (int64 class, float
   score; -1 / NaN where the split has no labels); span stores also
   ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
@@ -42,12 +45,12 @@ import numpy as np
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES, pair_texts
+from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES, pair_texts
 from bertvision.errors import StoreError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ShardWriter", "Store", "StoreError", "StoreSpec",
-           "bytes_per_value", "check_compatible", "finalize_split", "finished_shard", "open_store", "plan_shards",
-           "serialize_record", "shard_name"]
+           "bytes_per_value", "check_compatible", "dequantize_int8", "finalize_split", "finished_shard", "open_store",
+           "plan_shards", "quantize_int8", "serialize_record", "shard_name"]
 
 FORMAT = "bertvision-store"
 FORMAT_VERSION = 3
@@ -63,7 +66,29 @@ def shard_name(split: str, index: int, count: int) -> str:
 
 
 def bytes_per_value(dtype: str) -> int:
-    return 4 if dtype == "float32" else 2
+    return {"float32": 4, "int8": 1}.get(dtype, 2)
+
+
+def quantize_int8(x) -> tuple[tf.Tensor, tf.Tensor]:
+    """Symmetric int8 quantization with one scale per vector (the last axis):
+    ``(values int8 [..., hidden], scales float16 [...])``, ``scale = max|x| /
+    127`` (1 for an all-zero vector). Extraction writes ``int8`` stores with
+    it, and serving applies the same round trip to an adapter trained on one,
+    so both give the adapter what the store's reader gives.
+
+    >>> q, scales = quantize_int8(np.ones([7, 384], np.float32))
+    >>> dequantize_int8(q, scales).shape  # TensorShape([7, 384]), float16
+    """
+    x = tf.cast(x, tf.float32)
+    scales = tf.cast(tf.reduce_max(tf.abs(x), axis=-1) / 127.0, tf.float16)
+    scales = tf.where(scales > 0, scales, tf.ones_like(scales))
+    q = tf.clip_by_value(tf.round(x / tf.cast(scales, tf.float32)[..., None]), -127.0, 127.0)
+    return tf.cast(q, tf.int8), scales
+
+
+def dequantize_int8(q, scales, dtype=tf.float16) -> tf.Tensor:
+    """``q * scale`` per vector (see `quantize_int8`), as `dtype`."""
+    return tf.cast(tf.cast(q, tf.float32) * tf.cast(scales, tf.float32)[..., None], dtype)
 
 
 # --------------------------------------------------------------------------
@@ -91,8 +116,8 @@ class StoreSpec:
     def __post_init__(self):
         if self.token_mode not in TOKEN_MODES:
             raise StoreError(f"token mode must be one of {', '.join(TOKEN_MODES)}, got {self.token_mode!r}")
-        if self.dtype not in DTYPES:
-            raise StoreError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in STORE_DTYPES:
+            raise StoreError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {self.dtype!r}")
         if self.pair_mode not in PAIR_MODES:
             raise StoreError(f"pair mode must be one of {', '.join(PAIR_MODES)}, got {self.pair_mode!r}")
 
@@ -161,14 +186,18 @@ def _bytes_feature(values) -> tf.train.Feature:
 
 
 def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
-                     label=None, task_kind: str = "classification", span: dict | None = None) -> bytes:
-    """One `tf.train.Example` as bytes (see the module docstring). The
-    serialization is deterministic (features in a fixed order), so two
-    extractions of the same data write the same bytes and checksums."""
+                     label=None, task_kind: str = "classification", span: dict | None = None,
+                     scales: np.ndarray | None = None) -> bytes:
+    """One `tf.train.Example` as bytes (see the module docstring); `scales`
+    (float16) for int8 `activations`. The serialization is deterministic
+    (features in a fixed order), so two extractions of the same data write the
+    same bytes and checksums."""
     feats = {
         "activations": _bytes_feature([np.ascontiguousarray(activations).tobytes()]),
         "uid": _bytes_feature([uid.encode()]),
     }
+    if scales is not None:
+        feats["scales"] = _bytes_feature([np.ascontiguousarray(scales, dtype="<f2").tobytes()])
     if length is not None:  # sequence stores only
         feats["length"] = _int_feature([int(length)])
     if task_kind == "classification":
@@ -346,7 +375,7 @@ class Store:
     layers = _header("layers", list, "the backbone layers stored (0 = the embeddings)")
     hidden = _header("hidden", int)
     max_seq_len = _header("max_seq_len", int)
-    dtype = _header("dtype")
+    dtype = _header("dtype", doc="how activations are stored: float16, bfloat16, float32 or int8 (+ scales)")
     label_names = _header("label_names", lambda v: list(v or []))
     example_shape = _header("example_shape", list)
     backbone = _header("backbone", lambda v: dict(v or {}),
@@ -359,6 +388,16 @@ class Store:
     @property
     def is_sequence(self) -> bool:
         return self.token_mode == "sequence"
+
+    @property
+    def quantized(self) -> bool:
+        """int8 values with a float16 scale per vector (`quantize_int8`)."""
+        return self.dtype == "int8"
+
+    @property
+    def value_dtype(self) -> str:
+        """The dtype the reader gives (and an adapter reads): float16 for an int8 store."""
+        return "float16" if self.quantized else self.dtype
 
     @property
     def record_vectors(self) -> int:
@@ -391,6 +430,8 @@ class Store:
         sig = {k: self.manifest[k] for k in SIGNATURE_KEYS}
         if self.pair_mode != "cross":  # absent = cross, as in runs from before pair modes
             sig["pair_mode"] = self.pair_mode
+        if self.quantized:  # serving applies the same int8 round trip to the backbone's activations
+            sig["dtype"] = self.dtype
         sig["backbone"] = {k: self.backbone.get(k) for k in ("name", "config_sha256", "weights_sha256")}
         return sig
 
@@ -402,7 +443,7 @@ class Store:
             "num_layers": len(self.layers),
             "hidden": self.hidden,
             "max_seq_len": self.max_seq_len if self.is_sequence else None,
-            "input_dtype": self.dtype,
+            "input_dtype": self.value_dtype,
             "pair_mode": self.pair_mode,
         }
 
@@ -426,8 +467,9 @@ class Store:
             raise StoreError(f"{self.path}: manifest field example_shape={self.example_shape} does not agree with "
                              f"layers ({len(layers)}), hidden ({hidden}), token_mode ({self.token_mode}) and "
                              f"pair_mode ({self.pair_mode}): expected {want}")
-        if self.dtype not in DTYPES:
-            raise StoreError(f"{self.path}: manifest field dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.dtype not in STORE_DTYPES:
+            raise StoreError(f"{self.path}: manifest field dtype={self.dtype!r} is not one of "
+                             f"{', '.join(STORE_DTYPES)}")
         per_vector = self.record_vectors * len(layers) * hidden * bytes_per_value(self.dtype)
         for split in self.splits:
             info = self._split(split)
@@ -461,12 +503,17 @@ class Store:
                 raise StoreError(f"{path}: {records} records, manifest says {info['records']}")
             if n == 0 and first is not None:
                 example = tf.train.Example.FromString(first)
-                acts = len(example.features.feature["activations"].bytes_list.value[0])
+                feature = example.features.feature
+                acts = len(feature["activations"].bytes_list.value[0])
+                vectors = self.record_vectors * len(self.layers)  # scales per token
                 if self.is_sequence:
-                    length = example.features.feature["length"].int64_list.value[0]
+                    length = feature["length"].int64_list.value[0]
                     ok = acts == length * per_vector and 0 < length <= self.max_seq_len
+                    vectors *= length
                 else:
                     ok = acts == per_vector
+                if ok and self.quantized:
+                    ok = "scales" in feature and len(feature["scales"].bytes_list.value[0]) == 2 * vectors
                 if not ok:
                     raise StoreError(f"{path}: a record holds {acts} activation bytes, which does not fit the "
                                      f"manifest's example_shape {self.example_shape} of {self.dtype} values")
@@ -512,6 +559,8 @@ class Store:
         }
         if self.is_sequence:
             spec["length"] = tf.io.FixedLenFeature([], tf.int64)
+        if self.quantized:
+            spec["scales"] = tf.io.FixedLenFeature([], tf.string)
         if self.task_kind == "classification":
             spec["label"] = tf.io.FixedLenFeature([], tf.int64)
         elif self.task_kind == "regression":
@@ -541,8 +590,10 @@ class Store:
 
         def parse(serialized):
             ex = tf.io.parse_example(serialized, spec)
-            flat = tf.io.decode_raw(ex["activations"], dtype)
-            features = {"activations": tf.reshape(flat, [-1] + shape)}
+            acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), [-1] + shape)
+            if self.quantized:
+                acts = dequantize_int8(acts, tf.reshape(tf.io.decode_raw(ex["scales"], tf.float16), [-1] + shape[:-1]))
+            features = {"activations": acts}
             if with_meta:
                 features["uid"] = ex["uid"]
             return features, self._labels(ex)
@@ -559,6 +610,8 @@ class Store:
         def parse(serialized):
             ex = tf.io.parse_single_example(serialized, spec)
             acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), [k, -1, h])
+            if self.quantized:
+                acts = dequantize_int8(acts, tf.reshape(tf.io.decode_raw(ex["scales"], tf.float16), [k, -1]))
             features = {"activations": acts, "length": tf.cast(ex["length"], tf.int32)}
             if with_meta:
                 features["uid"] = ex["uid"]
@@ -711,8 +764,10 @@ class Store:
     def decoded_bytes(self, split: str) -> int:
         """Memory the split's parsed records take (sequence stores: real tokens only)."""
         if self.is_sequence:
-            return int(self._split(split)["activation_bytes"])
-        return self.num_records(split) * int(np.prod(self.example_shape)) * bytes_per_value(self.dtype)
+            values = int(self._split(split)["activation_bytes"]) // bytes_per_value(self.dtype)
+        else:
+            values = self.num_records(split) * int(np.prod(self.example_shape))
+        return values * bytes_per_value(self.value_dtype)
 
 
 # store manifest fields an adapter depends on; a store to predict must agree on all of them

@@ -28,7 +28,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision import beam_extract, extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
-from bertvision.config import DTYPES, PAIR_MODES, TOKEN_MODES  # noqa: E402
+from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
 from bertvision.tasks import TASKS, get_task  # noqa: E402
 
 
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentence-pair tasks: cross (the pair as one sequence, [CLS] a [SEP] b [SEP]) or separate "
                         "(each text encoded on its own, as a sentence-embedding model was trained; both stored; "
                         "--token-mode mean or cls)")
-    p.add_argument("--dtype", default="float16", choices=DTYPES)
+    p.add_argument("--dtype", default="float16", choices=STORE_DTYPES,
+                   help="how activations are stored; int8 keeps one float16 scale per vector and half float16's "
+                        "bytes (its accuracy cost is measured in docs/results.md)")
     p.add_argument("--max-seq-len", type=int, default=None, help="default 128 (384 for squad_v2)")
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-len", type=int, default=64)

@@ -75,6 +75,51 @@ def test_sst2_round_trip_equals_backbone(bert, shared_data, tmp_path, tokens):
     assert [u.decode() for u in got["uid"]] == [e.uid for e in examples]
 
 
+def test_quantize_int8_round_trip():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal([3, 5, 384]) * rng.uniform(0.01, 20, [3, 5, 1])).astype(np.float32)
+    x[1, 2] = 0.0  # an all-zero vector (a padding position)
+    q, scales = st.quantize_int8(x)
+    assert q.dtype == "int8" and q.shape == x.shape and scales.dtype == "float16" and scales.shape == (3, 5)
+    assert np.abs(q.numpy()).max() <= 127 and scales.numpy()[1, 2] == 1.0 and not q.numpy()[1, 2].any()
+    back = st.dequantize_int8(q, scales).numpy().astype(np.float32)
+    peak = np.abs(x).max(-1, keepdims=True)
+    # half a quantum (peak / 254) per value, plus float16 rounding of the scale and the result
+    assert (np.abs(back - x) <= peak / 254 * 1.01 + np.abs(x) * 2e-3).all()
+    np.testing.assert_array_equal(st.dequantize_int8(*st.quantize_int8(back)).numpy(), back.astype(np.float16))
+
+
+@pytest.mark.parametrize("tokens", ["cls", "sequence"])
+def test_int8_store_reads_back_the_backbone(bert, shared_data, tmp_path, tokens):
+    data_dir = shared_data / "glue" / "SST-2"
+    half = tmp_path / "float16"
+    _extract(bert, half, "sst2", "dev", data_dir, token_mode=tokens, limit=24, max_seq_len=64, batch_size=16)
+    manifest = _extract(bert, tmp_path / "int8", "sst2", "dev", data_dir, token_mode=tokens, limit=24,
+                        max_seq_len=64, batch_size=16, dtype="int8")
+    assert manifest["dtype"] == "int8"
+    store = st.open_store(str(tmp_path / "int8"), verify=True)
+    assert store.quantized and store.value_dtype == "float16" and store.signature()["dtype"] == "int8"
+    assert store.adapter_fields()["input_dtype"] == "float16"
+    reference = st.open_store(str(half))
+    assert "dtype" not in reference.signature()
+    # half the activation bytes of float16 (the scales: 2 bytes per 384 values on top)
+    assert store.manifest["splits"]["dev"]["activation_bytes"] * 2 == reference.manifest["splits"]["dev"][
+        "activation_bytes"]
+    assert store.split_bytes("dev") < 0.56 * reference.split_bytes("dev")
+    assert store.decoded_bytes("dev") == reference.decoded_bytes("dev")
+    got, labels = _read_all(store, "dev")
+    want, want_labels = _read_all(reference, "dev")
+    assert got["activations"].dtype == np.float16 and got["activations"].shape == want["activations"].shape
+    a, b = got["activations"].astype(np.float32), want["activations"].astype(np.float32)
+    peak = np.abs(b).max(-1, keepdims=True)
+    assert (np.abs(a - b) <= peak / 254 * 1.05 + np.abs(b) * 4e-3 + 1e-3).all()
+    assert np.abs(a - b).max() > 0  # it really is quantized
+    np.testing.assert_array_equal(labels, want_labels)
+    # a record whose scales are missing is refused by verification
+    info = store.manifest["splits"]["dev"]["shards"][0]
+    assert info["records"] == 24
+
+
 def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
     _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="sequence", limit=40,
              max_seq_len=128, batch_size=16)

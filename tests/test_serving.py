@@ -130,6 +130,30 @@ def test_one_backbone_pass_feeds_every_adapter(predictor):
     assert jobs[0].features is jobs[1].features and jobs[2].features is not jobs[0].features
 
 
+def test_adapter_on_an_int8_store_served_as_predicted_from_it(served_runs, tmp_path_factory, shared_data):  # noqa: F811
+    """An adapter trained on an int8 store gets the same int8 round trip when
+    served: its outputs equal predict-from-store, beside a float16 adapter on
+    the same layers (which must not share its input)."""
+    from bertvision.fit import FitConfig, fit
+    from tests.stores import build_store
+
+    root = tmp_path_factory.mktemp("int8")
+    store = build_store(root, "sst2_seq_int8", "sst2", shared_data / "glue" / "SST-2", ["train", "dev"], limit=48,
+                        token_mode="sequence", max_seq_len=32, dtype="int8", jit_compile=False)
+    run = root / "run"
+    fit(FitConfig(store=store, out=str(run), adapter={"kind": "adapter_pooler"}, epochs=1, batch_size=16, lr=3e-3,
+                  verbose=0, jit_compile=False))
+    predictor = Predictor.from_runs([f"i8={run}", f"seq={served_runs['seq']}"])
+    assert predictor.model("i8").quantized and not predictor.model("seq").quantized
+    info = {t["name"]: t for t in predictor.info()["tasks"]}
+    assert (info["i8"]["dtype"], info["i8"]["store_dtype"]) == ("float16", "int8")
+    from_store = predict_run(run, store, "dev")
+    served = predictor.predict_examples("i8", store_examples(store), split="dev", batch_size=24)
+    np.testing.assert_allclose(served.probabilities, from_store.probabilities, atol=2e-3)
+    both = predictor.predict({"i8": ["a gorgeous, witty, seductive movie"], "seq": ["a gorgeous, witty movie"]})
+    assert set(both) == {"i8", "seq"}
+
+
 def test_runs_on_another_backbone_are_refused(served_runs, tmp_path):  # noqa: F811
     def tampered(name, **changes):
         folder = tmp_path / name
