@@ -50,6 +50,7 @@ from bertvision.answerability import (AnswerabilityConfig, answerability_metrics
                                       gold_answerable, span_decisions)
 from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
+from bertvision.config import STORE_DTYPES  # noqa: E402
 from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
 from bertvision.finetune import CHECKPOINT_INFO  # noqa: E402
 from bertvision.fit import FitConfig, fit  # noqa: E402
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", default="0", help="comma-separated adapter seeds (rows: mean ± std over them)")
     p.add_argument("--layers", default="all", help="stored layers (all, last4, ...)")
+    p.add_argument("--dtype", default="float16", choices=STORE_DTYPES, help="how the store keeps activations")
     p.add_argument("--work", default=str(REPO / "bench_out" / "squad_checkpoint"))
     args = p.parse_args(argv)
     ckpt, work = Path(args.checkpoint), Path(args.work)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         store = work / "store"
         for split in (args.train_split, args.eval_split):
             config = ExtractConfig(task="squad_v2", split=split, out=str(store), data_dir=args.data_dir,
-                                   backbone=str(ckpt), token_mode="sequence", layers=args.layers,
+                                   backbone=str(ckpt), token_mode="sequence", layers=args.layers, dtype=args.dtype,
                                    max_seq_len=cfg["max_seq_len"], doc_stride=cfg["doc_stride"],
                                    max_query_len=cfg["max_query_len"], progress=False,
                                    command=["python", "-m", "bench.squad_checkpoint", *(argv or sys.argv[1:])])
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
              f"train {args.train_split}, evaluate {args.eval_split}; adapters {args.epochs} epochs, batch "
              f"{args.batch_size}, seeds {seeds} (mean ± std over seeds; BERT: its one run); "
-             f"store {args.layers} layers, {store_bytes / 2**30:.2f} GiB, "
+             f"store {args.layers} layers, {args.dtype}, {store_bytes / 2**30:.2f} GiB, "
              f"extraction {sum(v['wall_s'] for k, v in stages.done.items() if k.startswith('extract')):.0f} s", "",
              "| method | EM | F1 | HasAns F1 | NoAns F1 | best-threshold F1 | trainable params | wall s |",
              "|---|---|---|---|---|---|---|---|"]
