@@ -102,13 +102,16 @@ def parse_run_spec(spec: str | tuple[str | None, str]) -> tuple[str | None, str]
     return None, text
 
 
-def read_inputs(path: str | Path, task: TaskSpec) -> tuple[list, str]:
+def read_inputs(path: str | Path, task: TaskSpec, max_skipped: float | None = 0.01) -> tuple[list, str]:
     """Inputs of `task` from a file: ``(items or examples, split name)``.
 
     - a file of the task's own benchmark format: a GLUE TSV named as the task
       publishes it (``dev.tsv``, ``test.tsv``, ...; read by
       `bertvision.data.load_examples`, with labels when it has them) or, for
-      SQuAD, any ``.json`` file in SQuAD's format: `Example` objects;
+      SQuAD, any ``.json`` file in SQuAD's format: `Example` objects; records
+      it cannot read are reported on stderr, and more than `max_skipped` of
+      them (a share; None: any) stop it with `DataError` (a submission file
+      must not come out short without a word);
     - ``.jsonl``: one input per line, a string or an object with the task's
       fields (`input_fields`) and optionally ``id``;
     - any other text file: one input per line, the fields separated by a tab.
@@ -121,7 +124,10 @@ def read_inputs(path: str | Path, task: TaskSpec) -> tuple[list, str]:
     glue_split = {file: split for split, file in task.splits.items()}.get(path.name)
     if (task.kind == "span" and path.suffix == ".json") or (task.kind != "span" and glue_split):
         split = path.stem if task.kind == "span" else glue_split
-        return load_examples(task, split, path.parent).examples, split
+        loaded = load_examples(task, split, path.parent)
+        if loaded.skipped:
+            print(loaded.skipped_report(), file=sys.stderr)
+        return loaded.check_skipped(max_skipped).examples, split
     fields_ = input_fields(task)
     items = []
     text = path.read_text(encoding="utf-8-sig")

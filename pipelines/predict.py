@@ -12,7 +12,9 @@ Examples::
 
 From a store (``--store``/``--split``; the store defaults to the one the run
 was trained on): GLUE tasks write ``FILE`` in GLUE's submission format
-(``index<TAB>prediction``, label names, scores for STS-B), in store order.
+(``index<TAB>prediction``: ``0``/``1`` for CoLA, SST-2, MRPC, QQP and WNLI,
+label strings for MNLI, QNLI, RTE and AX, scores for STS-B), in store order
+(``python -m pipelines.submit`` writes a whole submission folder).
 SQuAD writes ``FILE`` as the official prediction JSON (``{qid: text}``, ""
 for no answer) and ``FILE.na_prob.json`` (``preds.json`` ->
 ``preds.na_prob.json``) the no-answer probabilities. Either way the raw
@@ -45,6 +47,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision import io  # noqa: E402  (after setup_env)
+from bertvision.config import check_fraction, check_positive_int  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
 from bertvision.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
                                 write_squad_predictions)
@@ -71,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     raw.add_argument("--jit", action="store_true", help="XLA-compile the forward pass")
     p.add_argument("--npz", help="raw outputs file (default: --out with suffix .npz); 'none' to skip")
     p.add_argument("--batch-size", type=int, default=256, help="records (store) or examples (raw text) per batch")
+    p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
+                   help="--input in the task's own format: stop when more than this share of its records cannot be "
+                        "read (default 0.01; skipped records are reported either way)")
     p.add_argument("--threshold", default="best",
                    help="SQuAD no-answer rule: 'best' (the run's dev best_f1_thresh, the default), "
                         "a float threshold on null_score - best_span_score (0 = BERT's rule; 'inf' = always answer)")
@@ -104,7 +110,8 @@ def write_outputs(preds, args, results) -> tuple[str, dict | None]:
     if task.kind == "span":
         threshold = squad_threshold(args.threshold, results)
         path, na_path = write_squad_predictions(preds, args.out, threshold=threshold)
-        written = f"{len(preds.uids)} questions -> {path}, {na_path}"
+        written = (f"{len(preds.uids)} questions -> {path}, {na_path} (no answer where null_score - best_span_score "
+                   f"> {threshold:g}: --threshold {args.threshold}; the metrics below are this file's)")
     else:
         count = write_glue_submission(preds, args.out)
         written = f"{count} predictions -> {args.out}"
@@ -148,7 +155,7 @@ def predict_file(args) -> tuple[str, dict | None]:
     predictor = Predictor.from_runs(args.run, jit_compile=args.jit)
     (name,) = predictor.names
     model = predictor.model(name)
-    inputs, split = read_inputs(args.input, model.task)
+    inputs, split = read_inputs(args.input, model.task, max_skipped=args.max_skipped)
     examples = inputs if not inputs or not isinstance(inputs[0], dict) else \
         predictor.examples(name, inputs, where=str(args.input))
     if args.out.endswith(".jsonl"):
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = [k for k in RAW_FLAGS if getattr(args, k) is not None]
     with die.on_errors():
+        check_positive_int("batch_size", args.batch_size)
+        check_fraction("max_skipped", args.max_skipped, low_open=False)
         if args.input and raw:
             raise ConfigError("give --input or --text (and its pair), not both")
         if (args.input or raw) and (args.store or args.split):

@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=d.max_chars, help=f"characters per text (default {d.max_chars})")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help=f"request body size limit (default {d.max_body_bytes})")
-    p.add_argument("--shutdown-timeout", type=float, default=d.shutdown_timeout_s, dest="shutdown_timeout_s",
+    p.add_argument("--shutdown-timeout", "--shutdown-timeout-s", type=float, default=d.shutdown_timeout_s,
+                   dest="shutdown_timeout_s",
                    help=f"seconds to finish requests in flight on SIGTERM (default {d.shutdown_timeout_s:g})")
     p.add_argument("--jit", action="store_true", help="XLA-compile the forward passes (recompiles per batch shape)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default=d.log_level)

@@ -52,6 +52,16 @@ def _main(module):
     ("pipelines.report", ["DIR", "--out", "NEW", "--formats", "gif"], "--formats gif: choose one or more of"),
     ("pipelines.report", ["DIR", "--out", "FILE"], "FILE: cannot create the report folder"),
     ("pipelines.submit", ["--run", "A", "--out", "FILE"], "--out FILE exists"),
+    ("pipelines.predict", ["--run", "A", "--split", "dev", "--out", "NEW", "--batch-size", "0"],
+     "--batch-size must be a positive integer, got 0"),
+    ("pipelines.predict", ["--run", "A", "--text", "good", "--batch-size", "-4"],
+     "--batch-size must be a positive integer, got -4"),
+    ("pipelines.predict", ["--run", "A", "--input", "FILE", "--out", "NEW", "--max-skipped", "2"],
+     "--max-skipped must be in [0, 1], got 2.0"),
+    ("pipelines.serve", ["--run", "A", "--max-batch-size", "0"], "--max-batch-size must be a positive integer, got 0"),
+    ("pipelines.serve", ["--run", "A", "--port", "70000"], "--port must be in 0..65535, got 70000"),
+    ("pipelines.serve", ["--run", "A", "--max-wait-ms", "-1"], "--max-wait-ms must be"),
+    ("pipelines.serve", ["--run", "A", "--shutdown-timeout-s", "0"], "--shutdown-timeout-s must be"),
 ])
 def test_every_command_names_a_bad_flag_in_one_line(tmp_path, module, args, message):
     from tests.stores import run_main

@@ -89,10 +89,22 @@ def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noq
     best = json.loads((tmp_path / "best.json").read_text())
     for qid, text in best.items():
         assert text == "" or text == predictions[qid]
-    # what the command prints is the official score of the file it wrote
+    # what the command prints is the official score of the file it wrote, whatever the threshold, and it
+    # says which threshold wrote the file
     from bertvision.metrics import squad_evaluate_examples, SquadGold
 
     golds = [SquadGold(q, () if e["is_impossible"] else tuple(e["answers"])) for q, e in examples.items()]
-    official = squad_evaluate_examples(golds, best, json.loads((tmp_path / "best.na_prob.json").read_text()))
-    printed = json.loads(out.strip().splitlines()[-1])
-    assert printed["exact"] == round(official["exact"], 4) and printed["f1"] == round(official["f1"], 4)
+    scores = {}
+    for threshold in ("best", "0", "inf", "-inf"):
+        path = tmp_path / f"t{threshold}.json"
+        args = [f"--threshold={threshold}"] if threshold != "best" else []  # = : "-inf" is not a flag
+        code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", path, *args)
+        assert code == 0, err[-3000:]
+        assert f"--threshold {threshold}; the metrics below are this file's" in out
+        written = json.loads(path.read_text())
+        official = squad_evaluate_examples(golds, written, json.loads(path.with_suffix(".na_prob.json").read_text()))
+        printed = json.loads(out.strip().splitlines()[-1])
+        assert printed["exact"] == round(official["exact"], 4) and printed["f1"] == round(official["f1"], 4)
+        scores[threshold] = printed["f1"]
+    assert written == {q: "" for q in examples}  # -inf: never answers
+    assert scores["inf"] != scores["-inf"]  # the threshold changes the file, and the printed score with it

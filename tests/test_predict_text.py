@@ -76,3 +76,24 @@ def test_jsonl_and_line_files(served_runs, tmp_path):  # noqa: F811
         assert a["probabilities"] == b["probabilities"] and a["label"] in ("negative", "positive")
     code, out, err = run_main(predict_main, "--run", served_runs["seq"], "--input", tmp_path / "in.txt")
     assert code == 2 and "--input needs --out" in err
+
+
+def test_unreadable_records_of_an_input_file_are_reported_and_capped(served_runs, tmp_path):  # noqa: F811
+    """A GLUE file with a row it cannot read: not a silently short submission."""
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    rows = ["index\tsentence", "0\ta gorgeous film", "1\t ", "2\tdull and lifeless", "3\ta witty film",
+            "4\tflat"]
+    (folder / "test.tsv").write_text("\n".join(rows) + "\n")
+    out_file = tmp_path / "SST-2.tsv"
+    code, out, err = run_main(predict_main, "--run", served_runs["seq"], "--input", folder / "test.tsv",
+                              "--out", out_file)
+    assert code == 2 and not out_file.exists()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: sst2/test: 1 of 5 records skipped") and "--max-skipped" in last, err[-2000:]
+    code, out, err = run_main(predict_main, "--run", served_runs["seq"], "--input", folder / "test.tsv",
+                              "--out", out_file, "--max-skipped", "0.25")
+    assert code == 0, err[-2000:]
+    assert "skipped 1 of 5 records" in err and f"{folder / 'test.tsv'}:3: empty text" in err
+    lines = out_file.read_text().splitlines()
+    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "2", "3", "4"]

@@ -240,6 +240,16 @@ def test_search_resumes_after_kill_9_anywhere(sst2_cls_store, tmp_path):  # noqa
     best = max(rows, key=lambda r: float(r["accuracy"]))
     assert saved["best_search_metric"] == pytest.approx(float(best["accuracy"]))
 
+    # issue 14 item 4: the killed and resumed search is the search an uninterrupted run makes: the same
+    # hyperparameters for every trial, the same scores, the same best trial
+    whole = tmp_path / "whole"
+    assert run_cli("tuning.search", *[str(whole) if a == str(out) else a for a in args]).returncode == 0
+    unchanged = read_rows(whole)
+    for a, b in zip(rows, unchanged, strict=True):
+        a, b = ({k: v for k, v in r.items() if k not in ("wall_time_s", "tuner_id")} for r in (a, b))
+        assert a == b, (kills, a, b)
+    assert json.loads((whole / "search.json").read_text())["best_trial_id"] == saved["best_trial_id"]
+
     # a finished search run again trains nothing; other settings are refused
     again = run_cli("tuning.search", *args)
     assert again.returncode == 0, again.stderr[-2000:]
