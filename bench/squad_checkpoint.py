@@ -69,6 +69,20 @@ def _row(method: str, params, metrics: list[dict], wall) -> dict:
             **{f"{k}_std": float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in values.items()}}
 
 
+def checkpoint_metrics(info: dict, split: str) -> dict | None:
+    """A checkpoint's own metrics on `split` from its ``checkpoint.json``
+    (None if it was not evaluated there): ``metrics`` holds the first eval
+    split's (checkpoints written before the one trainer: ``{split: metrics}``).
+
+    >>> checkpoint_metrics({"metrics": {"f1": 37.6}, "config": {"eval_splits": ["dev"]}}, "dev")
+    {'f1': 37.6}
+    """
+    metrics = info.get("metrics") or {}
+    if isinstance(metrics.get(split), dict):
+        return metrics[split]
+    return metrics if metrics and info.get("config", {}).get("eval_splits", [])[:1] == [split] else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.squad_checkpoint", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = io.read_json(ckpt / CHECKPOINT_INFO, BertVisionError)
         cfg = info["config"]
-        bert_dev = info["metrics"].get(args.eval_split)
+        bert_dev = checkpoint_metrics(info, args.eval_split)
         if cfg["task"] != "squad_v2" or bert_dev is None:
             raise BertVisionError(f"{ckpt}: not a SQuAD 2.0 checkpoint evaluated on {args.eval_split!r}")
         work.mkdir(parents=True, exist_ok=True)
