@@ -237,9 +237,20 @@ def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_pa
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.fixture(scope="module")
+def cls_run(sst2_cls_store, tmp_path_factory):  # noqa: F811
+    """A linear probe trained on the intact `sst2_cls_store` (for predicting a damaged copy)."""
+    from bertvision.fit import FitConfig, fit
+
+    run = tmp_path_factory.mktemp("cls_run") / "run"
+    fit(FitConfig(store=sst2_cls_store, out=str(run), adapter={"kind": "linear_probe"}, epochs=1, batch_size=16,
+                  verbose=0, jit_compile=False))
+    return run
+
+
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated shard", "edited count", "edited shape",
                                     "edited shape and bytes", "corrupt dev shard"])
-def test_corrupt_store_is_refused_before_training(sst2_cls_store, tmp_path, damage):  # noqa: F811
+def test_corrupt_store_is_refused_before_training(sst2_cls_store, cls_run, tmp_path, damage):  # noqa: F811
     """What a user meets with a damaged store: one line naming the shard or the
     manifest field, exit 2, and no run folder."""
     import shutil
@@ -284,3 +295,17 @@ def test_corrupt_store_is_refused_before_training(sst2_cls_store, tmp_path, dama
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and expect in last, last
     assert not out.exists()
+    # prediction and search open stores the same way: the same one line, nothing written
+    from pipelines.predict import main as predict_main
+    from tuning.search import main as search_main
+
+    written = tmp_path / "preds.tsv"
+    code, _, err = run_main(predict_main, "--run", cls_run, "--store", store, "--split", "dev", "--out", written)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and expect in last and not written.exists(), err[-2000:]
+    search = tmp_path / "search"
+    code, _, err = run_main(search_main, "--store", store, "--out", search, "--max-trials", "1", "--epochs", "1",
+                            "--quiet")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and expect in last, err[-2000:]
+    assert not list(search.rglob("trial_*"))
