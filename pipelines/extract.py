@@ -20,6 +20,7 @@ shards are kept.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -27,7 +28,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision import beam_extract, extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
+from bertvision import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
 from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
 from bertvision.tasks import TASKS, get_task  # noqa: E402
 
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             command=["python", "-m", "pipelines.extract", *(sys.argv[1:] if argv is None else argv)],
         ) for split in splits]  # every split's settings are checked before any is extracted
         if args.runner:
+            # Beam only when asked for: importing it costs seconds, and without the GCP extras it logs an
+            # "apitools not found" warning that has nothing to do with extraction in this process
+            beam_extract = importlib.import_module("bertvision.beam_extract")
             result = beam_extract.run_pipeline(configs, ["--runner", args.runner, *beam_args])
             manifest = result.manifest
             print(result.summary())
