@@ -428,7 +428,11 @@ class Extractor:
         if io.isdir(out):
             names = [n.rstrip("/") for n in io.listdir(out)]
             ours = [n for n in names if n == st.MANIFEST or n.endswith(".plan.json")]
-            if names and not ours and set(names) - {io.LOCK_FILE} - {n for n in names if n.startswith(".lock")}:
+            # another writer's locks and the temporary files of its atomic writes (its plan, before the
+            # rename): a store being started, not the user's files
+            starting = {n for n in names if n == io.LOCK_FILE or n.startswith(".lock")
+                        or (n.startswith(".") and ".tmp-" in n)}
+            if names and not ours and set(names) - starting:
                 raise StoreError(f"--out {out} is a folder holding other files and no store; "
                                  "give a new or empty folder")
 
