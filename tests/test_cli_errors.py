@@ -62,6 +62,7 @@ def _main(module):
     ("pipelines.serve", ["--run", "A", "--port", "70000"], "--port must be in 0..65535, got 70000"),
     ("pipelines.serve", ["--run", "A", "--max-wait-ms", "-1"], "--max-wait-ms must be"),
     ("pipelines.serve", ["--run", "A", "--shutdown-timeout-s", "0"], "--shutdown-timeout-s must be"),
+    ("pipelines.export", ["--run", "A", "--out", "FILE"], "--out FILE exists and is not an empty folder"),
 ])
 def test_every_command_names_a_bad_flag_in_one_line(tmp_path, module, args, message):
     from tests.stores import run_main
