@@ -106,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg["task"] != "squad_v2" or bert_dev is None:
             raise BertVisionError(f"{ckpt}: not a SQuAD 2.0 checkpoint evaluated on {args.eval_split!r}")
         work.mkdir(parents=True, exist_ok=True)
+        # a rerun keeps finished stores and runs: only for the store settings they were made with
+        settings, settings_file = {"checkpoint": str(ckpt.resolve()), "layers": args.layers, "dtype": args.dtype}, \
+            work / "store_settings.json"
+        if settings_file.is_file() and io.read_json(settings_file) != settings:
+            raise BertVisionError(f"{work} holds a store made with {io.read_json(settings_file)}; this run asks for "
+                                  f"{settings}: use another --work")
+        io.atomic_write_json(settings_file, settings)
         stages = Stages(work)  # wall time and peak memory of every stage, in WORK/stages.json
         stage = stages.run
 

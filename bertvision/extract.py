@@ -502,16 +502,21 @@ class Extractor:
         c = self.config
         self.check_out()
         created = not io.exists(c.out)
+        self._locked = False
         try:
             return self._run()
         except BaseException:
-            if created and io.is_local(c.out) and all(n.startswith(".lock") for n in os.listdir(c.out)):
-                shutil.rmtree(c.out, ignore_errors=True)  # failed before writing anything: leave no trace
+            # failed before writing anything: leave no trace (unless another writer holds the folder: its lock
+            # file is all there is while it prepares)
+            if created and self._locked and io.is_local(c.out) and all(n.startswith(".lock")
+                                                                       for n in os.listdir(c.out)):
+                shutil.rmtree(c.out, ignore_errors=True)
             raise
 
     def _run(self) -> dict:
         c = self.config
         with io.exclusive_lock(c.out, f"extracting {c.split}", StoreError, name=split_lock(c.split)):
+            self._locked = True
             jobs = self.plan_split()
             todo = [job for job in jobs if st.finished_shard(c.out, job.name) is None]
             for job in todo:  # leftovers of a killed run (nobody else writes these shards: we hold the lock)

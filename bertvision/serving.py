@@ -12,8 +12,9 @@ files loaded), and groups them:
   runs the backbone **once** over the distinct rows, to the union of the
   layers the adapters read, and derives each adapter's input from that one
   forward pass: its stored layers, reduced by its token mode (`cls`, `mean`,
-  `sequence`, `bertvision.backbone.reduce_tokens`) and cast to its store's
-  dtype, exactly as extraction wrote them and the store reader padded them;
+  `sequence`, `bertvision.backbone.reduce_tokens`), int8-quantized and back
+  if its store was int8, and cast to the dtype its store's reader gives,
+  exactly as extraction wrote them and the store reader gives them;
 - a **fine-tuning run** (run_type ``finetune``) runs its own `BertTask`
   (the final checkpoint, a keras-hub task preset) on its rows.
 

@@ -512,11 +512,13 @@ class Store:
                     vectors *= length
                 else:
                     ok = acts == per_vector
-                if ok and self.quantized:
-                    ok = "scales" in feature and len(feature["scales"].bytes_list.value[0]) == 2 * vectors
                 if not ok:
                     raise StoreError(f"{path}: a record holds {acts} activation bytes, which does not fit the "
                                      f"manifest's example_shape {self.example_shape} of {self.dtype} values")
+                scales = list(feature["scales"].bytes_list.value) if "scales" in feature else []
+                if self.quantized and (len(scales) != 1 or len(scales[0]) != 2 * vectors):
+                    raise StoreError(f"{path}: an int8 record needs {vectors} float16 scales (one per stored "
+                                     f"vector); it holds {len(scales[0]) // 2 if len(scales) == 1 else 'none'}")
 
     def uids(self, split: str) -> np.ndarray:
         """The uid of every record of `split`, in store order (parses only uids)."""

@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     raw.add_argument("--jit", action="store_true", help="XLA-compile the forward pass")
     p.add_argument("--npz", help="raw outputs file (default: --out with suffix .npz); 'none' to skip")
     p.add_argument("--batch-size", type=int, default=256, help="records (store) or examples (raw text) per batch")
-    p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
+    p.add_argument("--max-skipped", type=float, default=0.0, metavar="SHARE",
                    help="--input in the task's own format: stop when more than this share of its records cannot be "
-                        "read (default 0.01; skipped records are reported either way)")
+                        "read (default 0: a submission file must hold every record; skipped records are reported "
+                        "either way)")
     p.add_argument("--threshold", default="best",
                    help="SQuAD no-answer rule: 'best' (the run's dev best_f1_thresh, the default), "
                         "a float threshold on null_score - best_span_score (0 = BERT's rule; 'inf' = always answer)")

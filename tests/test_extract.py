@@ -89,13 +89,15 @@ def test_quantize_int8_round_trip():
     np.testing.assert_array_equal(st.dequantize_int8(*st.quantize_int8(back)).numpy(), back.astype(np.float16))
 
 
-@pytest.mark.parametrize("tokens", ["cls", "sequence"])
-def test_int8_store_reads_back_the_backbone(bert, shared_data, tmp_path, tokens):
-    data_dir = shared_data / "glue" / "SST-2"
+@pytest.mark.parametrize("task, tokens, pair_mode", [("sst2", "cls", "cross"), ("sst2", "sequence", "cross"),
+                                                     ("mrpc", "mean", "separate")])
+def test_int8_store_reads_back_the_backbone(bert, shared_data, tmp_path, task, tokens, pair_mode):
+    data_dir = shared_data / "glue" / task.upper().replace("SST2", "SST-2")
     half = tmp_path / "float16"
-    _extract(bert, half, "sst2", "dev", data_dir, token_mode=tokens, limit=24, max_seq_len=64, batch_size=16)
-    manifest = _extract(bert, tmp_path / "int8", "sst2", "dev", data_dir, token_mode=tokens, limit=24,
-                        max_seq_len=64, batch_size=16, dtype="int8")
+    _extract(bert, half, task, "dev", data_dir, token_mode=tokens, limit=24, max_seq_len=64, batch_size=16,
+             pair_mode=pair_mode)
+    manifest = _extract(bert, tmp_path / "int8", task, "dev", data_dir, token_mode=tokens, limit=24,
+                        max_seq_len=64, batch_size=16, dtype="int8", pair_mode=pair_mode)
     assert manifest["dtype"] == "int8"
     store = st.open_store(str(tmp_path / "int8"), verify=True)
     assert store.quantized and store.value_dtype == "float16" and store.signature()["dtype"] == "int8"
@@ -115,9 +117,25 @@ def test_int8_store_reads_back_the_backbone(bert, shared_data, tmp_path, tokens)
     assert (np.abs(a - b) <= peak / 254 * 1.05 + np.abs(b) * 4e-3 + 1e-3).all()
     assert np.abs(a - b).max() > 0  # it really is quantized
     np.testing.assert_array_equal(labels, want_labels)
-    # a record whose scales are missing is refused by verification
-    info = store.manifest["splits"]["dev"]["shards"][0]
-    assert info["records"] == 24
+    # a shard whose records lost their scales (checksums made to agree) is refused by verification, naming it
+    import tensorflow as tf
+
+    int8 = tmp_path / "int8"
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    info = manifest["splits"]["dev"]["shards"][0]
+    shard = int8 / info["file"]
+    records = []
+    for raw in tf.data.TFRecordDataset(str(shard)):
+        example = tf.train.Example.FromString(raw.numpy())
+        del example.features.feature["scales"]
+        records.append(example.SerializeToString(deterministic=True))
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for record in records:
+            writer.write(record)
+    info["sha256"] = st.io.sha256_file(str(shard))
+    (int8 / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(st.StoreError, match=f"{shard}: an int8 record needs .* float16 scales .* holds none"):
+        st.open_store(str(int8), verify=True)
 
 
 def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
@@ -318,12 +336,16 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
 
     live = out / "dev-00000-of-00002.tfrecord.tmp-live0001"
     with io.exclusive_lock(out, "a test holding the lock", StoreError, name=split_lock("dev")):
-        (out / "dev.plan.json").write_text("{}")  # what the holder wrote before its first shard
-        live.write_bytes(b"another writer's shard in progress")
-        refused = _cli(*args)
-        _, err = refused.communicate(timeout=300)
-        assert refused.returncode == 2, err[-2000:]
-        assert f"{out} is in use by pid {os.getpid()} (extracting dev)" in err.strip().splitlines()[-1]
+        plan_tmp = out / ".dev.plan.tmp-0123abcd.json"  # the holder writing its plan (atomic: renamed when done)
+        plan_tmp.write_text("{")
+        for stage in ("writing its plan", "writing a shard"):
+            if stage == "writing a shard":
+                plan_tmp.rename(out / "dev.plan.json")
+                live.write_bytes(b"another writer's shard in progress")
+            refused = _cli(*args)
+            _, err = refused.communicate(timeout=300)
+            assert refused.returncode == 2, (stage, err[-2000:])
+            assert f"{out} is in use by pid {os.getpid()} (extracting dev)" in err.strip().splitlines()[-1], stage
         assert live.read_bytes() == b"another writer's shard in progress"
         live.unlink()
         (out / "dev.plan.json").unlink()
