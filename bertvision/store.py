@@ -59,6 +59,9 @@ MANIFEST = "manifest.json"
 _V2_KEYS = {"model": "backbone", "tokens": "token_mode"}
 # reader caches a split's parsed records in memory up to this size (env override, MiB)
 CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "2048")) * (1 << 20))
+# the training shuffle buffer holds at most this many bytes of records (env override, MiB): 10,000
+# sequence records of SQuAD windows are ~10 GB
+SHUFFLE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_SHUFFLE_MB", "1024")) * (1 << 20))
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -727,13 +730,19 @@ class Store:
         positions of the split (a seeded training fraction, in store order).
         `cache` keeps the parsed records in memory after the first pass
         (default: when they fit in ``CACHE_BUDGET_BYTES``), so later epochs
-        never parse again. `input_context` (from
+        never parse again. The shuffle buffer holds `shuffle_buffer` records,
+        or fewer when they would take more than ``SHUFFLE_BUDGET_BYTES`` (a
+        function of the store, so a resumed run shuffles as the first did). `input_context` (from
         ``strategy.distribute_datasets_from_function``) gives each input
         pipeline its share of every epoch.
         """
         n_files, read = self._shard_reader(split, take_indices)
         if cache is None:
             cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
+        # records in the buffer: parsed (cache) or as stored
+        held = self.decoded_bytes(split) if cache else self.split_bytes(split)
+        per_record = held // max(1, self.num_records(split))
+        shuffle_buffer = max(1, min(shuffle_buffer, SHUFFLE_BUDGET_BYTES // max(1, per_record)))
         workers = input_context.num_input_pipelines if input_context is not None else 1
         batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
 

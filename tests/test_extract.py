@@ -175,6 +175,29 @@ def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_p
     assert batches(0, 5, seed=2) != whole[:5]
 
 
+def test_shuffle_buffer_is_capped_by_bytes(bert, shared_data, tmp_path, monkeypatch):
+    """Large records (SQuAD windows of every layer) must not fill memory with
+    10,000 of them: the buffer holds at most SHUFFLE_BUDGET_BYTES of records,
+    and a capped buffer still gives every record once per epoch, seeded and
+    resumable."""
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
+             shard_size_mb=0.02)
+    store = st.open_store(str(tmp_path))
+
+    def batches(first_step, steps):
+        ds = store.training_dataset("dev", 8, seed=1, steps_per_epoch=5, epochs=2, first_step=first_step,
+                                    cache=False)
+        return [[row.tobytes() for row in f["activations"].numpy()] for f, _ in ds.take(steps)]
+
+    wide = batches(0, 10)
+    monkeypatch.setattr(st, "SHUFFLE_BUDGET_BYTES", 3 * store.split_bytes("dev") // 40)  # three records
+    narrow = batches(0, 10)
+    assert narrow != wide and batches(3, 7) == narrow[3:]
+    for epoch in (narrow[:5], narrow[5:]):
+        rows = sum(epoch, [])
+        assert len(rows) == len(set(rows)) == 40
+
+
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):
     manifest = _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=64)
     info = manifest["splits"]["dev"]
