@@ -220,11 +220,14 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     """
     # the strategy first: multi-worker set-up must precede any other TensorFlow op
     strategy = strategy or get_strategy(config.strategy, config.tpu)
-    store = open_store(config.store, verify=config.verify)
+    store = open_store(config.store)
     task = get_task(store.task)
     if config.train_split not in store.splits:
         raise FitError(f"{store.path} has no training split {config.train_split!r}; it has {store.splits}")
     eval_splits = resolve_eval_splits(config.eval_splits, store, task)
+    if config.verify:  # after the cheap checks: reading every shard of a large store takes a while
+        for split in store.splits:
+            store.verify(split)
     model_config = adapter_config(store, config.adapter)
     config.adapter = model_config.to_dict()
 
