@@ -712,7 +712,7 @@ def search(config: SearchConfig) -> dict:
             tuner.search(verbose=config.verbose)  # the chief: until the workers have run every trial
         rows = read_trial_rows(tuner, plan.metric)
         write_trials_csv(rows, os.path.join(config.out, "trials.csv"), plan.metric)
-        best_trials = tuner.oracle.get_best_trials(1)
+        best_trials = tuner.oracle.get_best_trials(max(1, len(tuner.oracle.trials)))
         record.update(trials=len(rows), search_wall_time_s=round(time.perf_counter() - start, 3),
                       trial_status={s: sum(r["status"] == s for r in rows)
                                     for s in sorted({r["status"] for r in rows})})
@@ -721,7 +721,10 @@ def search(config: SearchConfig) -> dict:
             io.atomic_write_json(path, record)
             raise SearchError(f"no trial of {config.out} finished; see the trial folders under "
                               f"{os.path.join(config.out, PROJECT)}")
-        best = best_trials[0]
+        # a tie goes to the earliest trial, so the best trial does not depend on the order trials finished in
+        # (a search killed and resumed finishes them in another order than an uninterrupted one)
+        tied = [t for t in best_trials if t.score == best_trials[0].score]
+        best = min(tied, key=lambda t: (int(t.trial_id) if t.trial_id.isdigit() else float("inf"), t.trial_id))
         values = {k: v for k, v in active_values(best.hyperparameters).items() if not k.startswith("tuner/")}
         record.update(best_trial_id=best.trial_id, best_hyperparameters=values, best_search_metric=best.score)
         io.atomic_write_json(path, record)

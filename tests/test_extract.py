@@ -381,7 +381,8 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
     if codes == [0, 2]:
         loser = next(err for p, (_, err) in zip(procs, outputs) if p.returncode == 2)
         last = loser.strip().splitlines()[-1]
-        assert f"{out} is in use by pid" in last and "(extracting dev)" in last, loser[-1500:]
+        # "by pid N", or "by another process" when it read the lock file before the holder wrote its pid
+        assert f"{out} is in use by " in last and "(extracting dev)" in last, loser[-1500:]
     assert not list(out.glob("*.tmp-*")), "temporary files left behind"
     store, uids = _record_uids(out, "dev")
     assert len(uids) == len(set(uids)) == 300
