@@ -13,6 +13,8 @@ import its fixture.
   ``sequence``, max 128 tokens, doc stride 64 (several windows per question).
 - ``mrpc_separate_store``: MRPC train + dev, first 48 each, ``mean`` tokens,
   ``--pair-mode separate`` (each sentence encoded on its own), max 64 tokens.
+- ``sst2_cls_run``: a ``scalar_mix`` adapter run trained 2 epochs on
+  ``sst2_cls_store`` (for prediction from it or from a damaged copy).
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ def squad_store(tmp_path_factory, shared_data) -> str:
 def mrpc_separate_store(tmp_path_factory, shared_data) -> str:
     return build_store(_root(tmp_path_factory), "mrpc_separate", "mrpc", shared_data / "glue" / "MRPC",
                        ["train", "dev"], limit=48, token_mode="mean", pair_mode="separate", max_seq_len=64)
+
+
+@pytest.fixture(scope="session")
+def sst2_cls_run(tmp_path_factory, sst2_cls_store) -> Path:
+    from bertvision.fit import FitConfig, fit
+
+    out = tmp_path_factory.mktemp("sst2_cls_run") / "run"
+    fit(FitConfig(store=sst2_cls_store, out=str(out), adapter={"kind": "scalar_mix"}, epochs=2, batch_size=16,
+                  verbose=0, jit_compile=False))
+    return out
 
 
 def run_main(main, *args) -> tuple[int, str, str]:

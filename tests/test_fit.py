@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.stores import REPO_ROOT, run_cli, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
+from tests.stores import REPO_ROOT, run_cli, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
 
 
 def _train_loss(model, store, split="train"):
@@ -237,20 +237,9 @@ def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_pa
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.fixture(scope="module")
-def cls_run(sst2_cls_store, tmp_path_factory):  # noqa: F811
-    """A linear probe trained on the intact `sst2_cls_store` (for predicting a damaged copy)."""
-    from bertvision.fit import FitConfig, fit
-
-    run = tmp_path_factory.mktemp("cls_run") / "run"
-    fit(FitConfig(store=sst2_cls_store, out=str(run), adapter={"kind": "linear_probe"}, epochs=1, batch_size=16,
-                  verbose=0, jit_compile=False))
-    return run
-
-
 @pytest.mark.parametrize("damage", ["flipped byte", "truncated shard", "edited count", "edited shape",
                                     "edited shape and bytes", "corrupt dev shard"])
-def test_corrupt_store_is_refused_before_training(sst2_cls_store, cls_run, tmp_path, damage):  # noqa: F811
+def test_corrupt_store_is_refused_before_training(sst2_cls_store, sst2_cls_run, tmp_path, damage):  # noqa: F811
     """What a user meets with a damaged store: one line naming the shard or the
     manifest field, exit 2, and no run folder."""
     import shutil
@@ -300,7 +289,7 @@ def test_corrupt_store_is_refused_before_training(sst2_cls_store, cls_run, tmp_p
     from tuning.search import main as search_main
 
     written = tmp_path / "preds.tsv"
-    code, _, err = run_main(predict_main, "--run", cls_run, "--store", store, "--split", "dev", "--out", written)
+    code, _, err = run_main(predict_main, "--run", sst2_cls_run, "--store", store, "--split", "dev", "--out", written)
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and expect in last and not written.exists(), err[-2000:]
     search = tmp_path / "search"

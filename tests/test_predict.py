@@ -8,24 +8,14 @@ import numpy as np
 import pytest
 
 from pipelines.predict import main as predict_main
-from tests.stores import run_main, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
+from tests.stores import run_main, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def cls_run(sst2_cls_store, tmp_path_factory):  # noqa: F811
-    from bertvision.fit import FitConfig, fit
-
-    out = tmp_path_factory.mktemp("predict") / "cls_run"
-    fit(FitConfig(store=sst2_cls_store, out=str(out), adapter={"kind": "scalar_mix"}, epochs=2, batch_size=16,
-                  verbose=0, jit_compile=False))
-    return out
-
-
-def test_glue_submission_file(cls_run, sst2_cls_store, tmp_path):  # noqa: F811
+def test_glue_submission_file(sst2_cls_run, sst2_cls_store, tmp_path):  # noqa: F811
     from bertvision.store import open_store
 
     path = tmp_path / "SST-2.tsv"
-    code, out, err = run_main(predict_main, "--run", cls_run, "--split", "dev", "--out", path)
+    code, out, err = run_main(predict_main, "--run", sst2_cls_run, "--split", "dev", "--out", path)
     assert code == 0, err[-3000:]
     lines = path.read_text().splitlines()
     assert lines[0] == "index\tprediction"
@@ -38,27 +28,27 @@ def test_glue_submission_file(cls_run, sst2_cls_store, tmp_path):  # noqa: F811
     assert raw["probabilities"].argmax(axis=1).astype(str).tolist() == [r[1] for r in rows]
     # the metrics printed are the official ones the run reported
     metrics = json.loads(out.strip().splitlines()[-1])
-    results = json.loads((cls_run / "results.json").read_text())
+    results = json.loads((sst2_cls_run / "results.json").read_text())
     assert metrics["accuracy"] == round(results["dev_metrics"]["accuracy"], 4)
 
 
-def test_predict_run_is_what_the_ensemble_reads(cls_run, sst2_cls_store):  # noqa: F811
+def test_predict_run_is_what_the_ensemble_reads(sst2_cls_run, sst2_cls_store):  # noqa: F811
     from bertvision.predict import predict_run
 
-    preds = predict_run(str(cls_run), sst2_cls_store, "dev")
-    saved = np.load(cls_run / "predictions" / "dev.npz")
+    preds = predict_run(str(sst2_cls_run), sst2_cls_store, "dev")
+    saved = np.load(sst2_cls_run / "predictions" / "dev.npz")
     assert set(saved.files) == set(preds.to_arrays())
     np.testing.assert_allclose(preds.probabilities, saved["probabilities"], rtol=1e-6)
     np.testing.assert_array_equal(preds.labels, saved["labels"])
 
 
-def test_store_run_mismatch_refused(cls_run, sst2_seq_store, squad_store, tmp_path):  # noqa: F811
+def test_store_run_mismatch_refused(sst2_cls_run, sst2_seq_store, squad_store, tmp_path):  # noqa: F811
     from bertvision.errors import RunError
     from bertvision.predict import predict_run
 
     with pytest.raises(RunError, match='token_mode: run "cls", store "sequence"'):
-        predict_run(str(cls_run), sst2_seq_store, "dev")
-    code, out, err = run_main(predict_main, "--run", cls_run, "--store", squad_store, "--split", "dev",
+        predict_run(str(sst2_cls_run), sst2_seq_store, "dev")
+    code, out, err = run_main(predict_main, "--run", sst2_cls_run, "--store", squad_store, "--split", "dev",
                      "--out", tmp_path / "x.tsv")
     assert code == 2
     assert 'task: run "sst2", store "squad_v2"' in err and not (tmp_path / "x.tsv").exists()
