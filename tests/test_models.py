@@ -321,3 +321,46 @@ def test_dropout_masks_like_keras_and_fast_under_xla(jit):
             return time.perf_counter() - t
 
         assert timed(ours) < timed(theirs) / 3
+
+
+@pytest.mark.parametrize("task_kind", ["classification", "span"])
+def test_transformer_blocks_learn_ignore_padding_and_reload(task_kind, tmp_path):
+    keras.utils.set_random_seed(0)
+    config = small_config("adapter_pooler", task_kind, transformer_blocks=1, transformer_heads=2)
+    model = build_model(config)
+    plain = build_model(small_config("adapter_pooler", task_kind))
+    # one block: attention (4 d^2 + 4 d), feed-forward 2 d wide (4 d^2 + 3 d), two layer norms (4 d)
+    d = config.adapter_dim
+    assert trainable_params(model) - trainable_params(plain) == 8 * d * d + 11 * d
+    x = make_inputs(config)
+    # what is under the padding mask does not change any output
+    noisy = dict(x, activations=np.where(x["padding_mask"][:, None, :, None] == 1, x["activations"],
+                                         np.float16(7.0)))
+    for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(model(noisy))):
+        if task_kind == "span":  # padded positions are masked to -1e9 in both
+            a, b = np.where(x["padding_mask"] == 1, a, 0), np.where(x["padding_mask"] == 1, b, 0)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(loaded(x))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if task_kind == "classification":
+        y = learnable_targets(config, x)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss_for(config))
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, batch_size=32, epochs=15, verbose=0)
+        assert model.evaluate(x, y, verbose=0) < 0.8 * before
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(kind="cnn", transformer_blocks=1), "adapter_pooler"),
+    (dict(tokens=None, transformer_blocks=1), "sequence"),
+    (dict(transformer_blocks=1, transformer_heads=3), "divide adapter_dim"),
+    (dict(transformer_blocks=-1), "--transformer-blocks"),
+    (dict(transformer_blocks=1, transformer_heads=0), "--transformer-heads"),
+])
+def test_transformer_blocks_validation(bad, match):
+    kind = bad.pop("kind", "adapter_pooler")
+    with pytest.raises(ValueError, match=match):
+        small_config(kind, **bad)

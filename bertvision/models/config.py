@@ -30,6 +30,13 @@ class ModelConfig(ConfigBase):
         max_seq_len: the store's tokens per example for `sequence` stores,
             `None` for vector (`cls`/`mean`) stores.
         adapter_dim: width of the down-projection (`adapter_pooler`).
+        transformer_blocks: transformer encoder blocks (keras-hub's
+            `TransformerEncoder`, post-norm, feed-forward width
+            `2 * adapter_dim`) that `adapter_pooler` runs over the projected
+            tokens before pooling: a small side network over the mixed
+            layers. 0 (the default) runs none. Sequence stores only.
+        transformer_heads: attention heads of those blocks; must divide
+            `adapter_dim`.
         dropout: dropout rate before the head.
         layer_pooling: how `adapter_pooler` combines layers:
             `"scalar_mix"` (learned softmax weights, mixed *before* the
@@ -75,6 +82,8 @@ class ModelConfig(ConfigBase):
     hidden: int = 384
     max_seq_len: int | None = None
     adapter_dim: int = 64
+    transformer_blocks: int = 0
+    transformer_heads: int = 4
     dropout: float = 0.1
     layer_pooling: str = "scalar_mix"
     token_pooling: str = "attention_mean"
@@ -101,8 +110,18 @@ class ModelConfig(ConfigBase):
         if self.pair_mode == "separate" and (self.max_seq_len is not None or self.task_kind == "span"):
             raise ConfigError("pair_mode='separate' reads one vector per text and layer (a 'cls' or 'mean' store "
                               "extracted with --pair-mode separate); not sequence or span input")
-        for name in ("num_layers", "hidden", "adapter_dim", "cnn_channels", "cnn_filters", "cnn_kernel_size"):
+        for name in ("num_layers", "hidden", "adapter_dim", "transformer_heads", "cnn_channels", "cnn_filters",
+                     "cnn_kernel_size"):
             check_positive_int(name, getattr(self, name))
+        if self.transformer_blocks != 0:
+            check_positive_int("transformer_blocks", self.transformer_blocks)
+            if self.kind != "adapter_pooler" or self.max_seq_len is None:
+                raise ConfigError(f"transformer_blocks={self.transformer_blocks} runs over the tokens of "
+                                  f"adapter_pooler: it needs --adapter adapter_pooler and a 'sequence' store "
+                                  f"(got kind={self.kind!r}, max_seq_len={self.max_seq_len})")
+            if self.adapter_dim % self.transformer_heads:
+                raise ConfigError(f"transformer_heads ({self.transformer_heads}) must divide adapter_dim "
+                                  f"({self.adapter_dim})")
         if self.max_seq_len is not None:
             check_positive_int("max_seq_len", self.max_seq_len)
         check_fraction("dropout", self.dropout, low_open=False, high_open=True)

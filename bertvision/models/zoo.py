@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import keras
+import keras_hub
 
 from bertvision.models.config import ModelConfig
 from bertvision.models.layers import (
@@ -43,7 +44,9 @@ def build_model(config: ModelConfig) -> keras.Model:
     - `adapter_pooler`: standardised scalar mix of layers (per token) ->
       shared `hidden -> adapter_dim` GELU projection -> masked attention +
       mean pooling over tokens -> dropout -> dense. Mixing before projecting
-      is exact for the linear mix and `num_layers` times cheaper.
+      is exact for the linear mix and `num_layers` times cheaper. With
+      `transformer_blocks` > 0, that many transformer encoder blocks run over
+      the projected tokens before pooling (a side network).
     - `cnn`: standardised shared projection of every layer/token to
       `cnn_channels` -> layers become channels -> Conv1D over tokens (vector:
       over layers) -> masked mean + max pooling -> dropout -> dense.
@@ -158,6 +161,11 @@ def _adapter_pooler(config, acts, padding_mask):
         h = keras.layers.Dense(
             config.adapter_dim, activation="gelu", name="adapter_projection"
         )(mixed)
+    for i in range(config.transformer_blocks):
+        h = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=2 * config.adapter_dim, num_heads=config.transformer_heads,
+            dropout=config.dropout, name=f"transformer_block_{i}",
+        )(h, padding_mask=padding_mask)
     if config.is_sequence and config.task_kind != "span":
         pooled = [SelectLayer(0, name="cls_token")(h)] if config.token_pooling == "cls" else []
         if config.token_pooling in ("attention_mean", "attention"):
