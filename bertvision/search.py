@@ -20,7 +20,8 @@ folder a person can open::
 The space (`SearchSpace`): adapter ``kind``; which stored ``layers`` enter
 the adapter (``all``, ``lastK``, ``every_other``, as
 `bertvision.config.select_layers`; not for ``linear_probe``, which reads the
-last layer); ``layer_pooling`` and ``adapter_dim`` of ``adapter_pooler``;
+last layer); ``layer_pooling``, ``adapter_dim`` and (when given more than
+``[0]``; sequence stores) ``transformer_blocks`` of ``adapter_pooler``;
 ``dropout``; ``lr``; ``batch_size``. A layer subset is `ModelConfig.layers`,
 so the saved adapter still takes every stored layer and any store the run
 fits predicts with it.
@@ -88,7 +89,7 @@ PROJECT = "tuner"  # KerasTuner project name: SEARCH_DIR/tuner
 TRIAL_RECORD = "bertvision_trial.json"
 TRIAL_WEIGHTS = "best.weights.npz"
 # the hyperparameters of the space, in trials.csv column order
-SPACE_NAMES = ("kind", "layers", "layer_pooling", "adapter_dim", "dropout", "lr", "batch_size")
+SPACE_NAMES = ("kind", "layers", "layer_pooling", "adapter_dim", "transformer_blocks", "dropout", "lr", "batch_size")
 # settings that may change when a search is resumed
 RESUMABLE = ("out", "max_trials", "verbose", "command")
 
@@ -128,6 +129,7 @@ class SearchSpace(ConfigBase):
     layer_subsets: list = field(default_factory=lambda: ["all", "last4", "every_other"])
     layer_poolings: list = field(default_factory=lambda: list(LAYER_POOLINGS))
     adapter_dims: list = field(default_factory=lambda: [32, 64, 128, 256])
+    transformer_blocks: list = field(default_factory=lambda: [0])
     dropout: list = field(default_factory=lambda: [0.0, 0.5])
     lr: list = field(default_factory=lambda: [1e-4, 3e-3])
     batch_sizes: list = field(default_factory=lambda: [32, 64, 128])
@@ -135,7 +137,8 @@ class SearchSpace(ConfigBase):
     error = SearchError
 
     def __post_init__(self):
-        for name in ("kinds", "layer_subsets", "layer_poolings", "adapter_dims", "dropout", "lr", "batch_sizes"):
+        for name in ("kinds", "layer_subsets", "layer_poolings", "adapter_dims", "transformer_blocks", "dropout", "lr",
+                     "batch_sizes"):
             setattr(self, name, _as_list(getattr(self, name)))
         super().__post_init__()
 
@@ -175,6 +178,10 @@ class SearchSpace(ConfigBase):
                 layer_indices(subset, num_layers)
         choices("layer_poolings", self.layer_poolings, LAYER_POOLINGS)
         positive_ints("adapter_dims", self.adapter_dims)
+        choices("transformer_blocks", self.transformer_blocks)
+        bad = [v for v in self.transformer_blocks if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+        if bad:
+            raise SearchError(f"search space transformer_blocks: must be integers >= 0, got {bad}")
         positive_ints("batch_sizes", self.batch_sizes)
         interval("dropout", self.dropout, 0.0, 1.0)
         interval("lr", self.lr, 0.0, math.inf, low_open=True)
@@ -191,6 +198,8 @@ class SearchSpace(ConfigBase):
             with hp.conditional_scope("kind", ["adapter_pooler"]):
                 hp.Choice("layer_pooling", self.layer_poolings)
                 hp.Choice("adapter_dim", self.adapter_dims)
+                if self.transformer_blocks != [0]:  # declared only when searched: a space without it samples as before
+                    hp.Choice("transformer_blocks", self.transformer_blocks)
         _float(hp, "dropout", self.dropout, log=False)
         _float(hp, "lr", self.lr, log=True)
         hp.Choice("batch_size", self.batch_sizes)
@@ -217,7 +226,7 @@ def split_values(values: dict) -> tuple[dict, str, dict]:
     ({'kind': 'cnn', 'dropout': 0.1}, 'last2', {'lr': 0.001, 'batch_size': 64})
     """
     adapter = {"kind": values["kind"]}
-    for key in ("adapter_dim", "layer_pooling", "dropout"):
+    for key in ("adapter_dim", "transformer_blocks", "layer_pooling", "dropout"):
         if key in values:
             adapter[key] = values[key]
     train = {"lr": float(values["lr"]), "batch_size": int(values["batch_size"])}
@@ -345,8 +354,11 @@ class _Plan:
                                                    self.store, self.task)[:1]
             # every kind and adapter setting must fit the store (e.g. span tasks need a sequence store)
             for kind in config.space.kinds:
-                for dim in (config.space.adapter_dims if kind == "adapter_pooler" else [None]):
-                    adapter_config(self.store, {"kind": kind, **({"adapter_dim": dim} if dim else {})})
+                pooler = kind == "adapter_pooler"
+                for dim in (config.space.adapter_dims if pooler else [None]):
+                    for blocks in (config.space.transformer_blocks if pooler else [0]):
+                        adapter_config(self.store, {"kind": kind, **({"adapter_dim": dim} if dim else {}),
+                                                    **({"transformer_blocks": blocks} if blocks else {})})
         except FitError as err:
             raise SearchError(str(err)) from err
         self.num_layers = len(self.store.layers)

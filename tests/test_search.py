@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bertvision.search import TRIAL_RECORD
-from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store  # noqa: F401
+from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -389,6 +389,7 @@ def test_keras_tuner_internals_we_rely_on(tmp_path, monkeypatch):
     ({"space": {"kinds": ["transformer"]}}, "unknown ['transformer']"),
     ({"space": {"dropout": [0.2, 1.0]}}, "search space dropout"),
     ({"space": {"layer_subsets": ["all", "first2"]}}, "unknown layer subset 'first2'"),
+    ({"space": {"transformer_blocks": [0, -1]}}, "transformer_blocks: must be integers >= 0"),
 ])
 def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
     from bertvision.errors import SearchError
@@ -407,6 +408,8 @@ def test_store_that_does_not_fit_fails_before_any_trial(sst2_cls_store, tmp_path
     out = tmp_path / "s"
     with pytest.raises(SearchError, match=r"last9.*the store has 7 layers"):
         search(SearchConfig(store=sst2_cls_store, out=str(out), space={"layer_subsets": ["all", "last9"]}))
+    with pytest.raises(SearchError, match=r"transformer_blocks=1 .*'sequence' store"):
+        search(SearchConfig(store=sst2_cls_store, out=str(out), space={"transformer_blocks": [0, 1]}))
     with pytest.raises(SearchError, match=r"no split\(s\) \['test'\]"):
         search(SearchConfig(store=sst2_cls_store, out=str(out), eval_split="test"))
     with pytest.raises(StoreError, match="no manifest.json"):
@@ -416,3 +419,25 @@ def test_store_that_does_not_fit_fails_before_any_trial(sst2_cls_store, tmp_path
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == \
         "error: --max-trials must be a positive integer, got 0"
     assert not out.exists()
+
+
+def test_search_over_transformer_blocks_on_a_sequence_store(sst2_seq_store, tmp_path):  # noqa: F811
+    """Issue 17 item 4: the side network's blocks are a searchable
+    hyperparameter of adapter_pooler on sequence stores; the best run is
+    built with the blocks of the best trial."""
+    from bertvision.runs import RunFolder
+    from bertvision.search import SearchConfig, search
+
+    out = tmp_path / "s"
+    search(SearchConfig(store=sst2_seq_store, out=str(out), max_trials=3, epochs=1, seed=0, verbose=0,
+                        jit_compile=False,
+                        space={"kinds": ["adapter_pooler"], "adapter_dims": [16], "layer_poolings": ["scalar_mix"],
+                               "transformer_blocks": [0, 1]}))
+    rows = read_rows(out)
+    by_blocks = {r["transformer_blocks"]: int(r["trainable_params"]) for r in rows}
+    assert set(by_blocks) == {"0", "1"}, rows  # the seeded random search tried both
+    d = 16  # one block adds attention (4 d^2 + 4 d), a 2d-wide feed-forward (4 d^2 + 3 d) and two layer norms
+    assert by_blocks["1"] - by_blocks["0"] == 8 * d * d + 11 * d
+    saved = json.loads((out / "search.json").read_text())
+    best = RunFolder(out / "best").results()
+    assert best.hyperparameters["transformer_blocks"] == saved["best_hyperparameters"]["transformer_blocks"]

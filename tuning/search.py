@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"adapter_pooler layer pooling; default {','.join(s.layer_poolings)}")
     g.add_argument("--adapter-dims", type=_ints, default=s.adapter_dims,
                    help=f"default {','.join(map(str, s.adapter_dims))}")
+    g.add_argument("--transformer-blocks", type=_ints, default=s.transformer_blocks,
+                   help="adapter_pooler transformer blocks over the tokens (sequence stores), e.g. 0,1; default 0")
     g.add_argument("--dropout", type=_range, default=s.dropout, metavar="MIN,MAX",
                    help=f"default {s.dropout[0]},{s.dropout[1]}")
     g.add_argument("--lr", type=_range, default=s.lr, metavar="MIN,MAX",
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     space = SearchSpace(kinds=args.kinds, layer_subsets=args.layer_subsets, layer_poolings=args.layer_poolings,
-                        adapter_dims=args.adapter_dims, dropout=args.dropout, lr=args.lr,
+                        adapter_dims=args.adapter_dims, transformer_blocks=args.transformer_blocks,
+                        dropout=args.dropout, lr=args.lr,
                         batch_sizes=args.batch_sizes)
     return SearchConfig(store=args.store, out=args.out, tuner=args.tuner, max_trials=args.max_trials,
                         executions_per_trial=args.executions_per_trial, epochs=args.epochs, seed=args.seed,
