@@ -116,7 +116,7 @@ def run_main(main, *args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args...`` from the repository root."""
     full_env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")

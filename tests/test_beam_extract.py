@@ -49,7 +49,7 @@ def _beam(task: str, out: Path, settings: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+def _finish(proc: subprocess.Popen, timeout: float = 900) -> str:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:

@@ -101,7 +101,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=240))
+            outputs.append(proc.communicate(timeout=900))
     finally:
         for proc in procs:
             if proc.poll() is None:

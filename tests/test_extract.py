@@ -292,7 +292,7 @@ def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
     with pytest.raises(st.StoreError, match="no split was finalized"):
         st.open_store(str(out))
     proc = _cli(*args, "--out", str(out))
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr
     assert not list(out.glob("*.tmp-*")), "temporary files left behind"
     store, uids = _record_uids(out, "dev")
@@ -304,12 +304,12 @@ def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
 
 def test_cli_errors_are_clear(tmp_path, shared_data):
     proc = _cli("--task", "sst2", "--data-dir", str(tmp_path / "nope"), "--split", "dev", "--out", str(tmp_path / "s"))
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2
     assert "error:" in stderr and "nope" in stderr
     proc = _cli("--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--split", "dev",
                 "--tokens", "cls", "--out", str(tmp_path / "s"))
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2 and "--token-mode sequence" in stderr
 
 
@@ -366,7 +366,7 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
                 plan_tmp.rename(out / "dev.plan.json")
                 live.write_bytes(b"another writer's shard in progress")
             refused = _cli(*args)
-            _, err = refused.communicate(timeout=300)
+            _, err = refused.communicate(timeout=900)
             assert refused.returncode == 2, (stage, err[-2000:])
             assert f"{out} is in use by pid {os.getpid()} (extracting dev)" in err.strip().splitlines()[-1], stage
         assert live.read_bytes() == b"another writer's shard in progress"
@@ -375,7 +375,7 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
     # two writers at once, as a user starts them: one extracts, the other is refused, or (when it starts after
     # the first finished) finds the split complete; either way nothing is lost and nothing is left behind
     procs = [_cli(*args) for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
+    outputs = [p.communicate(timeout=900) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes in ([0, 2], [0, 0]), outputs
     if codes == [0, 2]:

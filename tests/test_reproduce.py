@@ -19,9 +19,14 @@ from bench.reproduce import KINDS, ReproduceConfig, _share, markdown, seed_summa
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
 
+# a guard against a hang, not a speed check: the quick run takes about 4 min on a quiet 2-core machine and
+# went past 15 min beside a second test suite and a fine-tuning run (load 8)
+TIMEOUT_S = 2700
+
+
 def reproduce(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "bench.reproduce", "--quick", "--no-progress", *args],
-                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"bench.reproduce failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

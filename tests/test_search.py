@@ -264,7 +264,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+def _finish(proc: subprocess.Popen, timeout: float = 900) -> str:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
