@@ -31,6 +31,7 @@ from bertvision.models.layers import (
     SelectLayer,
     SpanHead,
     TaskHead,
+    TransformerBlock,
 )
 from bertvision.models.zoo import build_model, layer_weights, trainable_params
 
@@ -55,4 +56,5 @@ __all__ = [
     "SelectLayer",
     "SpanHead",
     "TaskHead",
+    "TransformerBlock",
 ]

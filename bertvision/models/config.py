@@ -30,8 +30,8 @@ class ModelConfig(ConfigBase):
         max_seq_len: the store's tokens per example for `sequence` stores,
             `None` for vector (`cls`/`mean`) stores.
         adapter_dim: width of the down-projection (`adapter_pooler`).
-        transformer_blocks: transformer encoder blocks (keras-hub's
-            `TransformerEncoder`, post-norm, feed-forward width
+        transformer_blocks: transformer encoder blocks (`TransformerBlock`,
+            keras-hub's post-norm layout, feed-forward width
             `2 * adapter_dim`) that `adapter_pooler` runs over the projected
             tokens before pooling: a small side network over the mixed
             layers. 0 (the default) runs none. Sequence stores only.

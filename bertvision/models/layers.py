@@ -420,6 +420,78 @@ class Dropout(keras.layers.Dropout):
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
+class TransformerBlock(keras.layers.Layer):
+    """One post-norm transformer encoder block over tokens, laid out as
+    keras-hub's `TransformerEncoder`: self-attention (padding keys masked)
+    -> dropout -> residual -> LayerNorm -> GELU feed-forward -> dropout ->
+    residual -> LayerNorm.
+
+    Built from Keras' `MultiHeadAttention`, `Dense` and `LayerNormalization`
+    with BERTVision's `Dropout`: keras-hub's block uses Keras' dropout, which
+    under XLA on CPU made a one-block adapter train several times slower
+    than with dropout off (see `Dropout`). No dropout on the attention
+    probabilities. `bench/profile_adapters.py --variants adapter_pooler
+    adapter_pooler:transformer_blocks=1 --inputs sequence --tokens 64`
+    measures the block's cost beside the plain adapter.
+
+    Args:
+        num_heads: int. Attention heads; must divide the input width.
+        intermediate_dim: int. Width of the feed-forward layer.
+        dropout: float. Dropout rate after attention and after the
+            feed-forward layer.
+        epsilon: float. LayerNorm epsilon.
+
+    Call with `x` `[B, T, D]` and optional `padding_mask` `[B, T]` (1 = real
+    token); output `[B, T, D]` float32.
+
+    Example:
+    ```python
+    block = TransformerBlock(num_heads=4, intermediate_dim=128)
+    y = block(np.random.rand(2, 16, 64).astype("float32"), padding_mask=np.ones((2, 16), "int32"))
+    ```
+    """
+
+    def __init__(self, num_heads, intermediate_dim, dropout=0.0, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.intermediate_dim = int(num_heads), int(intermediate_dim)
+        self.dropout, self.epsilon = float(dropout), float(epsilon)
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"TransformerBlock: num_heads ({self.num_heads}) must divide the width ({width})")
+        self.attention = keras.layers.MultiHeadAttention(self.num_heads, width // self.num_heads, name="attention")
+        self.attention.build(input_shape, input_shape)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="attention_norm")
+        self.attention_norm.build(input_shape)
+        self.ffn_inner = keras.layers.Dense(self.intermediate_dim, activation="gelu", name="ffn_inner")
+        self.ffn_inner.build(input_shape)
+        self.ffn_outer = keras.layers.Dense(width, name="ffn_outer")
+        self.ffn_outer.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.ffn_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="ffn_norm")
+        self.ffn_norm.build(input_shape)
+        self.attention_dropout = Dropout(self.dropout, name="attention_dropout")
+        self.ffn_dropout = Dropout(self.dropout, name="ffn_dropout")
+
+    def call(self, x, padding_mask=None, training=None):
+        x = _f32(x)
+        mask = None if padding_mask is None else ops.expand_dims(ops.cast(padding_mask, "bool"), 1)  # [B, 1, T]
+        h = self.attention(x, x, attention_mask=mask, training=training)
+        x = self.attention_norm(x + self.attention_dropout(h, training=training))
+        h = self.ffn_outer(self.ffn_inner(x))
+        return self.ffn_norm(x + self.ffn_dropout(h, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
+                       "dropout": self.dropout, "epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
 class TaskHead(keras.layers.Layer):
     """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`.
 

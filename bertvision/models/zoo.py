@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import keras
-import keras_hub
 
 from bertvision.models.config import ModelConfig
 from bertvision.models.layers import (
@@ -23,6 +22,7 @@ from bertvision.models.layers import (
     SelectLayers,
     SpanHead,
     TaskHead,
+    TransformerBlock,
 )
 
 
@@ -162,10 +162,8 @@ def _adapter_pooler(config, acts, padding_mask):
             config.adapter_dim, activation="gelu", name="adapter_projection"
         )(mixed)
     for i in range(config.transformer_blocks):
-        h = keras_hub.layers.TransformerEncoder(
-            intermediate_dim=2 * config.adapter_dim, num_heads=config.transformer_heads,
-            dropout=config.dropout, name=f"transformer_block_{i}",
-        )(h, padding_mask=padding_mask)
+        h = TransformerBlock(config.transformer_heads, 2 * config.adapter_dim, dropout=config.dropout,
+                             name=f"transformer_block_{i}")(h, padding_mask=padding_mask)
     if config.is_sequence and config.task_kind != "span":
         pooled = [SelectLayer(0, name="cls_token")(h)] if config.token_pooling == "cls" else []
         if config.token_pooling in ("attention_mean", "attention"):
