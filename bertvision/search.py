@@ -623,7 +623,9 @@ def _read_search_record(config: SearchConfig) -> dict:
     old = io.read_json(path, SearchError)
     if old.get("run_type") != "search":
         raise SearchError(f"{path} is not a search record (run_type {old.get('run_type')!r})")
-    before, now = old.get("config") or {}, config.to_dict()
+    before, now = dict(old.get("config") or {}), config.to_dict()
+    if isinstance(before.get("space"), dict):  # a record from before a space field existed holds its default
+        before["space"] = {**SearchSpace().to_dict(), **before["space"]}
     diff = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
     if diff:
         raise SearchError(f"{config.out} holds a search with other settings ({', '.join(diff)}); "

@@ -357,7 +357,8 @@ def test_transformer_blocks_learn_ignore_padding_and_reload(task_kind, tmp_path)
     (dict(kind="cnn", transformer_blocks=1), "adapter_pooler"),
     (dict(tokens=None, transformer_blocks=1), "sequence"),
     (dict(transformer_blocks=1, transformer_heads=3), "divide adapter_dim"),
-    (dict(transformer_blocks=-1), "--transformer-blocks"),
+    (dict(transformer_blocks=-1), "--transformer-blocks must be an integer >= 0"),
+    (dict(transformer_blocks=1.0), "--transformer-blocks must be an integer >= 0"),
     (dict(transformer_blocks=1, transformer_heads=0), "--transformer-heads"),
 ])
 def test_transformer_blocks_validation(bad, match):

@@ -441,3 +441,20 @@ def test_search_over_transformer_blocks_on_a_sequence_store(sst2_seq_store, tmp_
     saved = json.loads((out / "search.json").read_text())
     best = RunFolder(out / "best").results()
     assert best.hyperparameters["transformer_blocks"] == saved["best_hyperparameters"]["transformer_blocks"]
+
+
+def test_a_search_recorded_before_a_space_field_existed_still_resumes(tmp_path):
+    """A search.json written before `transformer_blocks` joined the space
+    holds no value for it; resuming it with the same flags must not be
+    refused as 'other settings' (the field's default is what it searched)."""
+    from bertvision.errors import SearchError
+    from bertvision.search import SearchConfig, _read_search_record
+
+    config = SearchConfig(store="unused", out=str(tmp_path))
+    old = config.to_dict()
+    del old["space"]["transformer_blocks"]
+    (tmp_path / "search.json").write_text(json.dumps({"run_type": "search", "config": old}))
+    assert _read_search_record(config)["config"] == old
+    searched = SearchConfig(store="unused", out=str(tmp_path), space={"transformer_blocks": [0, 1]})
+    with pytest.raises(SearchError, match=r"other settings \(space\)"):
+        _read_search_record(searched)

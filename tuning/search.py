@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapter-dims", type=_ints, default=s.adapter_dims,
                    help=f"default {','.join(map(str, s.adapter_dims))}")
     g.add_argument("--transformer-blocks", type=_ints, default=s.transformer_blocks,
-                   help="adapter_pooler transformer blocks over the tokens (sequence stores), e.g. 0,1; default 0")
+                   help="adapter_pooler transformer blocks over the tokens (sequence stores; 4 heads, so "
+                        "every adapter dim must be a multiple of 4), e.g. 0,1; default 0")
     g.add_argument("--dropout", type=_range, default=s.dropout, metavar="MIN,MAX",
                    help=f"default {s.dropout[0]},{s.dropout[1]}")
     g.add_argument("--lr", type=_range, default=s.lr, metavar="MIN,MAX",

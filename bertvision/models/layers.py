@@ -422,9 +422,9 @@ class Dropout(keras.layers.Dropout):
 @keras.saving.register_keras_serializable(package="bertvision")
 class TransformerBlock(keras.layers.Layer):
     """One post-norm transformer encoder block over tokens, laid out as
-    keras-hub's `TransformerEncoder`: self-attention (padding keys masked)
-    -> dropout -> residual -> LayerNorm -> GELU feed-forward -> dropout ->
-    residual -> LayerNorm.
+    keras-hub's `TransformerEncoder` with its defaults: self-attention
+    (padding keys masked) -> dropout -> residual -> LayerNorm -> ReLU
+    feed-forward -> dropout -> residual -> LayerNorm.
 
     Built from Keras' `MultiHeadAttention`, `Dense` and `LayerNormalization`
     with BERTVision's `Dropout`: keras-hub's block uses Keras' dropout, which
@@ -464,7 +464,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attention.build(input_shape, input_shape)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="attention_norm")
         self.attention_norm.build(input_shape)
-        self.ffn_inner = keras.layers.Dense(self.intermediate_dim, activation="gelu", name="ffn_inner")
+        self.ffn_inner = keras.layers.Dense(self.intermediate_dim, activation="relu", name="ffn_inner")
         self.ffn_inner.build(input_shape)
         self.ffn_outer = keras.layers.Dense(width, name="ffn_outer")
         self.ffn_outer.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
