@@ -72,8 +72,16 @@ def flag(name: str) -> str:
 
 
 def check_positive_int(name: str, value: Any, error: type[BertVisionError] = ConfigError) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise error(f"{flag(name)} must be a positive integer, got {value!r}")
+    _check_int(name, value, 1, "a positive integer", error)
+
+
+def check_nonnegative_int(name: str, value: Any, error: type[BertVisionError] = ConfigError) -> None:
+    _check_int(name, value, 0, "an integer >= 0", error)
+
+
+def _check_int(name: str, value: Any, low: int, what: str, error) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise error(f"{flag(name)} must be {what}, got {value!r}")
 
 
 def _number(name: str, value: Any, error) -> float:
@@ -157,10 +165,21 @@ class ConfigBase:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def as_read(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved config (`to_dict` of this or an earlier version) as this
+        version reads it: fields added since then hold their defaults, which
+        is what the earlier version did. As saved if it no longer loads."""
+        try:
+            return cls.from_dict(saved).to_dict()
+        except (BertVisionError, TypeError, ValueError):
+            return saved
+
     def differences(self, other: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
         """Names of the fields whose values differ from the saved config
-        `other` (fields in `ignore` do not count): what stops a resume."""
-        mine = self.to_dict()
+        `other` (read by `as_read`; fields in `ignore` do not count): what
+        stops a resume."""
+        mine, other = self.to_dict(), self.as_read(other)
         return sorted(k for k in set(mine) | set(other) if k not in ignore and mine.get(k) != other.get(k))
 
 

@@ -156,11 +156,11 @@ class SearchSpace(ConfigBase):
             if bad:
                 raise SearchError(f"search space {name}: unknown {bad}; choose from {', '.join(allowed)}")
 
-        def positive_ints(name, values):
+        def ints(name, values, low=1, what="positive integers"):
             choices(name, values)
-            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < low]
             if bad:
-                raise SearchError(f"search space {name}: must be positive integers, got {bad}")
+                raise SearchError(f"search space {name}: must be {what}, got {bad}")
 
         def interval(name, values, low, high, low_open=False):
             ok = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -177,12 +177,9 @@ class SearchSpace(ConfigBase):
             if num_layers is not None:
                 layer_indices(subset, num_layers)
         choices("layer_poolings", self.layer_poolings, LAYER_POOLINGS)
-        positive_ints("adapter_dims", self.adapter_dims)
-        choices("transformer_blocks", self.transformer_blocks)
-        bad = [v for v in self.transformer_blocks if isinstance(v, bool) or not isinstance(v, int) or v < 0]
-        if bad:
-            raise SearchError(f"search space transformer_blocks: must be integers >= 0, got {bad}")
-        positive_ints("batch_sizes", self.batch_sizes)
+        ints("adapter_dims", self.adapter_dims)
+        ints("transformer_blocks", self.transformer_blocks, low=0, what="integers >= 0")
+        ints("batch_sizes", self.batch_sizes)
         interval("dropout", self.dropout, 0.0, 1.0)
         interval("lr", self.lr, 0.0, math.inf, low_open=True)
 
@@ -623,9 +620,8 @@ def _read_search_record(config: SearchConfig) -> dict:
     old = io.read_json(path, SearchError)
     if old.get("run_type") != "search":
         raise SearchError(f"{path} is not a search record (run_type {old.get('run_type')!r})")
-    before, now = dict(old.get("config") or {}), config.to_dict()
-    if isinstance(before.get("space"), dict):  # a record from before a space field existed holds its default
-        before["space"] = {**SearchSpace().to_dict(), **before["space"]}
+    # a record from before a field existed holds that field's default
+    before, now = SearchConfig.as_read(old.get("config") or {}), config.to_dict()
     diff = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
     if diff:
         raise SearchError(f"{config.out} holds a search with other settings ({', '.join(diff)}); "

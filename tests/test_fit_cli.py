@@ -93,3 +93,19 @@ def test_fit_cli_clear_errors(sst2_cls_store, tmp_path):  # noqa: F811
     code, out, err = run_main(fit_main, "--store", sst2_cls_store, "--adapter", "cnn", "--out", tmp_path / "mine")
     assert code == 2 and "holding other files" in err and (tmp_path / "mine" / "notes.txt").read_text() == "x"
     assert not (tmp_path / "r").exists()
+
+
+def test_a_saved_config_from_before_a_field_existed_compares_at_its_default():
+    """`ConfigBase.differences` (what refuses a resume) reads a config saved
+    by an earlier version, without a field added since, at that field's
+    default; a real change is still named, and so is any field of a saved
+    config that no longer loads."""
+    from bertvision.fit import FitConfig
+
+    config = FitConfig(store="s", out="o")
+    saved = config.to_dict()
+    del saved["patience"]
+    assert config.differences(saved) == []
+    assert config.replace(patience=3).differences(saved) == ["patience"]
+    assert config.differences({**saved, "lr": 5e-3}) == ["lr"]
+    assert config.differences({**saved, "colour": "red", "lr": 5e-3}) == ["colour", "lr"]

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check_choice, check_fraction,
-                               check_positive_int, flag)
+                               check_nonnegative_int, check_positive_int)
 from bertvision.errors import ConfigError
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
@@ -113,9 +113,7 @@ class ModelConfig(ConfigBase):
         for name in ("num_layers", "hidden", "adapter_dim", "transformer_heads", "cnn_channels", "cnn_filters",
                      "cnn_kernel_size"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.transformer_blocks, bool) or not isinstance(self.transformer_blocks, int) \
-                or self.transformer_blocks < 0:
-            raise ConfigError(f"{flag('transformer_blocks')} must be an integer >= 0, got {self.transformer_blocks!r}")
+        check_nonnegative_int("transformer_blocks", self.transformer_blocks)
         if self.transformer_blocks:
             if self.kind != "adapter_pooler" or self.max_seq_len is None:
                 raise ConfigError(f"transformer_blocks={self.transformer_blocks} runs over the tokens of "
