@@ -210,6 +210,16 @@ class BertTask(keras_hub.models.Task):
         return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
                 "dropout": self.dropout}
 
+    def save_task_weights(self, filepath):
+        """Save the head's weights (``task.weights.h5`` of a preset), as
+        keras-hub does, but without the optimizer's moments: a checkpoint is
+        a model, and the moments (twice the backbone's size) belong to the
+        training state the trainer keeps in ``state/``."""
+        if not str(filepath).endswith(".weights.h5"):
+            raise ValueError(f"The filename must end in `.weights.h5`. Received: filepath={filepath}")
+        skip = [self.backbone] + ([self.optimizer] if self.optimizer is not None else [])
+        keras.saving.save_weights(self, filepath=filepath, objects_to_skip=skip)
+
 
 # ------------------------------------------------------------- checkpoints
 

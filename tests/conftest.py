@@ -2,6 +2,7 @@
 helper that writes task files into a temporary folder."""
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -33,6 +34,26 @@ def shared_data() -> Path:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory) -> Callable[[str], Path]:
+    """Factory of folders for a module's shared (module-scoped) outputs,
+    removed once the module is done if none of the session's tests failed
+    meanwhile (a failure keeps them to look at). Fine-tuning checkpoints are
+    ~90 MB each: a suite that kept every module's outputs until the end
+    needed several GB of free disk, more than a CI machine had."""
+    made: list[Path] = []
+    failed = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

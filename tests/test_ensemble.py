@@ -82,8 +82,8 @@ def predictions_path(run_dir, split):
 
 
 @pytest.fixture(scope="module")
-def runs(shared_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ens")
+def runs(shared_data, module_tmp):
+    root = module_tmp("ens")
     data = str(shared_data / "glue" / "SST-2")
     base = ["--task", "sst2", "--data-dir", data, "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
             "--lr", "1e-4", "--no-jit", "--no-progress"]

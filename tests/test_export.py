@@ -52,8 +52,8 @@ def test_graph_tokenizer_gives_the_featurizers_tokens(shared_data):
 
 
 @pytest.fixture(scope="module")
-def exported(served_runs, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("export") / "saved"
+def exported(served_runs, module_tmp):  # noqa: F811
+    out = module_tmp("export") / "saved"
     args = [a for spec in run_specs(served_runs, ("cls", "seq", "mrpc", "squad_v2", "ft")) for a in ("--run", spec)]
     code, stdout, stderr = run_main(export_main, *args, "--out", out)
     assert code == 0, stderr[-3000:]

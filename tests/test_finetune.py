@@ -20,8 +20,8 @@ SST2_ARGS = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-
 
 
 @pytest.fixture(scope="module")
-def sst2_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft") / "sst2"
+def sst2_run(shared_data, module_tmp):
+    out = module_tmp("ft") / "sst2"
     assert finetune_cli.main([*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(out)]) == 0
     return out
 
@@ -93,6 +93,8 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
         for f in ("config.json", "model.weights.h5", "task.json", "task.weights.h5", "tokenizer/tokenizer.json",
                   "checkpoint.json", "bertvision_backbone.json", "predictions/dev.npz"):
             assert (folder / f).is_file(), f"{name}/{f}"
+        # the head only: no optimizer moments (twice the backbone) in a checkpoint
+        assert (folder / "task.weights.h5").stat().st_size < 100_000
     r = RunFolder(sst2_run).results()
     assert (r.run_type, r.method, r.task, r.main_metric) == ("finetune", "bert_finetune", "sst2", "accuracy")
     assert [h.epoch for h in r.history] == [0.5, 1.0]

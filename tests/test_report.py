@@ -198,12 +198,12 @@ def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory, shared_data) -> Path:
+def real_runs(module_tmp, shared_data) -> Path:
     """Real small runs on SST-2 (64 train / 64 dev examples): a cls store
     from `pipelines.extract`, three adapter runs on it from `pipelines.fit`
     (linear_probe, scalar_mix, scalar_mix on half the training data) and a
     BERT fine-tuning run from `pipelines.finetune` evaluated every half epoch."""
-    root = tmp_path_factory.mktemp("report-real")
+    root = module_tmp("report-real")
     sst2 = str(shared_data / "glue" / "SST-2")
     store = root / "store"
     _run("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",

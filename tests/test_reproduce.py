@@ -33,8 +33,8 @@ def reproduce(*args, check=True):
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, shared_data):
-    work = tmp_path_factory.mktemp("reproduce") / "work"
+def quick_run(module_tmp, shared_data):
+    work = module_tmp("reproduce") / "work"
     docs = work.parent / "docs"
     reproduce("--work", str(work), "--data-root", str(shared_data), "--docs", str(docs))
     return work, docs, shared_data
