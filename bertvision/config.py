@@ -179,7 +179,7 @@ class ConfigBase:
         """Names of the fields whose values differ from the saved config
         `other` (read by `as_read`; fields in `ignore` do not count): what
         stops a resume."""
-        mine, other = self.to_dict(), self.as_read(other)
+        mine, other = self.as_read(self.to_dict()), self.as_read(other)
         return sorted(k for k in set(mine) | set(other) if k not in ignore and mine.get(k) != other.get(k))
 
 

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -108,6 +109,15 @@ class FitConfig(ConfigBase):
             check_positive_int("patience", self.patience, FitError)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise FitError(f"--seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def as_read(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """`ConfigBase.as_read`, the nested `adapter` included: a run saved
+        before a `ModelConfig` field existed reads it at its default."""
+        out = super().as_read(saved)
+        if isinstance(out.get("adapter"), dict):
+            out = {**out, "adapter": ModelConfig.as_read(out["adapter"])}
+        return out
 
     def hyperparameters(self) -> dict:
         """The training and adapter settings a report compares runs on."""

@@ -101,6 +101,7 @@ def test_a_saved_config_from_before_a_field_existed_compares_at_its_default():
     default; a real change is still named, and so is any field of a saved
     config that no longer loads."""
     from bertvision.fit import FitConfig
+    from bertvision.models import ModelConfig
 
     config = FitConfig(store="s", out="o")
     saved = config.to_dict()
@@ -109,3 +110,10 @@ def test_a_saved_config_from_before_a_field_existed_compares_at_its_default():
     assert config.replace(patience=3).differences(saved) == ["patience"]
     assert config.differences({**saved, "lr": 5e-3}) == ["lr"]
     assert config.differences({**saved, "colour": "red", "lr": 5e-3}) == ["colour", "lr"]
+    # the adapter's own fields likewise: a run fitted before transformer_blocks existed resumes
+    adapter = ModelConfig(kind="adapter_pooler", max_seq_len=64).to_dict()
+    config = FitConfig(store="s", out="o", adapter=adapter)
+    old = {**config.to_dict(), "adapter": {k: v for k, v in adapter.items()
+                                           if k not in ("transformer_blocks", "transformer_heads")}}
+    assert config.differences(old) == []
+    assert config.replace(adapter={**adapter, "transformer_blocks": 1}).differences(old) == ["adapter"]
