@@ -8,8 +8,9 @@ Each (task, lr) is one `pipelines.finetune` run of ``--epochs`` epochs
 gives dev metrics of every (lr, epoch) and marks the best, beside the fixed
 recipe measured in the same sweep (`pipelines.finetune`'s default lr 5e-5,
 read at epochs 1 and 2; the reproduction used it for SST-2 and MRPC until
-this sweep moved them to 1e-4). The same data as `bench.reproduce`: SST-2's 8,000-example seeded
-subset (64 tokens), MRPC's full train (128 tokens); full dev sets.
+this sweep moved them to 1e-4). The same data as `bench.reproduce`: SST-2's
+8,000-example seeded subset (64 tokens), MRPC's full train (128 tokens);
+full dev sets.
 Note that epoch k of an N-epoch run is not a k-epoch run: its learning rate
 has not decayed to zero yet.
 """

@@ -620,9 +620,7 @@ def _read_search_record(config: SearchConfig) -> dict:
     old = io.read_json(path, SearchError)
     if old.get("run_type") != "search":
         raise SearchError(f"{path} is not a search record (run_type {old.get('run_type')!r})")
-    # a record from before a field existed holds that field's default
-    before, now = SearchConfig.as_read(old.get("config") or {}), config.to_dict()
-    diff = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
+    diff = config.differences(old.get("config") or {}, RESUMABLE)  # fields added since: at their defaults
     if diff:
         raise SearchError(f"{config.out} holds a search with other settings ({', '.join(diff)}); "
                           "run it with the same settings to resume it (only --max-trials may change), "
