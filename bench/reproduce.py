@@ -34,6 +34,7 @@ runs the headline rows (BERT, LoRA, the best adapter kind on each GLUE
 backbone, with that seed's own checkpoint, and the ensemble; on SQuAD the
 best frozen adapter, since fine-tuning SQuAD again per seed costs more than
 the budget); the tables then give mean +- standard deviation over the seeds.
+Tasks run one after another, each with all its seeds.
 
 Everything lands in ``--work`` (default ``bench_out/reproduce``): one folder per
 run, ``stages.json`` (wall seconds and peak memory of every finished stage),
@@ -720,8 +721,10 @@ def main(argv: list[str] | None = None) -> int:
         stages = Stages(work)
         t0 = time.perf_counter()
         runs, missing = [], {}
-        for seed in config.seeds:
-            for task in config.tasks:
+        # task by task, each with all its seeds: a reproduction stopped early holds the seed spread of every
+        # task it finished (SQuAD, by far the longest, comes last)
+        for task in config.tasks:
+            for seed in config.seeds:
                 run = TaskRun(config, task, stages, seed)
                 if not args.report_only:
                     run.run()
