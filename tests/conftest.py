@@ -17,6 +17,30 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 SHARED_DATA_ENV = "BERTVISION_SHARED_DATA"
 
 
+# How the suite spreads over the two xdist workers (`--dist loadgroup`, pytest.ini):
+# a worker takes a whole group, which is one module, except that the modules
+# sharing the session-scoped served runs (tests/serving_runs.py: a fine-tuning
+# run and five adapter fits) form one group, so that those are built once.
+# Groups go out in collection order, so the longest (minutes each on the
+# 2-core machine) come first: one taken last would run alone at the end.
+SHARED_GROUPS = {name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
+                                              "test_serve_load.py", "test_serving.py")}
+LONG_GROUPS = ("test_reproduce.py", "serving", "test_pairs.py", "test_report.py", "test_notebooks.py",
+               "test_search.py", "test_finetune.py", "test_extract.py", "test_beam_extract.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(item.path.name, item.path.name)))
+
+    def rank(item):
+        group = SHARED_GROUPS.get(item.path.name, item.path.name)
+        return (LONG_GROUPS.index(group) if group in LONG_GROUPS else len(LONG_GROUPS), group)
+
+    items.sort(key=rank)  # stable: a module's tests keep their order and stay together
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared, read-only real data folder (holding `glue/` and `squad2/`).
