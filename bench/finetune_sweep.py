@@ -12,7 +12,8 @@ read at epochs 1 and 2; the reproduction used it for SST-2 and MRPC until
 this sweep moved them to 1e-4). The same data as `bench.reproduce`: SST-2's
 8,000-example seeded subset (64 tokens), MRPC's full train (128 tokens);
 full dev sets. With ``--lora-rank R`` every run is LoRA of rank R instead
-(`pipelines.finetune --lora-rank`), beside the reproduction's LoRA lr 5e-4.
+(`pipelines.finetune --lora-rank`); its fixed recipe is lr 5e-4, the
+reproduction's LoRA lr until this sweep moved it to 4e-3.
 Note that epoch k of an N-epoch run is not a k-epoch run: its learning rate
 has not decayed to zero yet.
 """
