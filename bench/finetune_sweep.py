@@ -3,6 +3,7 @@
     python -m bench.finetune_sweep --work bench_out/sweep            # resumable
     python -m bench.finetune_sweep --tasks sst2 --lrs 5e-5,1e-4 --epochs 3
     python -m bench.finetune_sweep --tasks sst2 --lora-rank 8 --lrs 5e-4,1e-3,2e-3 --epochs 2
+    python -m bench.finetune_sweep --tasks sst2 --limit 64 --eval-limit 32 --epochs 1   # a smoke run
 
 Each (task, lr) is one `pipelines.finetune` run of ``--epochs`` epochs
 (warmup 10%, linear decay, batch 32), scored at every epoch end; the table
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lora-rank", type=int, default=None, help="sweep LoRA of this rank instead of full fine-tuning")
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N examples instead of the plan's data (a smoke run, not a result)")
+    p.add_argument("--eval-limit", type=int, default=None, help="score the first N dev examples only")
     args = p.parse_args(argv)
     fixed_lr = FIXED_LORA_LR if args.lora_rank else FIXED_LR
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -61,7 +65,8 @@ def main(argv=None) -> int:
             out = work / task / (f"lora{args.lora_rank}-lr{lr:g}" if args.lora_rank else f"lr{lr:g}")
             config = FinetuneConfig(task=task, out=str(out), data_dir=str(Path(args.data_root) / plan["data"]),
                                     epochs=args.epochs, lr=lr, batch_size=32, max_seq_len=plan["max_seq_len"],
-                                    sample=plan["sample"], seed=args.seed, lora_rank=args.lora_rank,
+                                    sample=None if args.limit else plan["sample"], limit=args.limit,
+                                    eval_limit=args.eval_limit, seed=args.seed, lora_rank=args.lora_rank,
                                     jit_compile=False, progress=False,
                                     command=["python", "-m", "bench.finetune_sweep"])
             start = time.perf_counter()

@@ -110,13 +110,23 @@ class TaskPlan:
     adapter_epochs: int = 10
     adapter_batch_size: int = 64
     answerability: bool = False
+    # pair tasks: how the frozen backbone's store encodes a pair ("cross": one sequence, as BERT is
+    # fine-tuned; "separate": each text on its own, stored as masked means, as a sentence-embedding model
+    # such as the embedded MiniLM was trained) and ModelConfig fields for the adapters on that store.
+    # The fine-tuned checkpoints were trained cross-encoded, so their stores always are.
+    frozen_pair_mode: str = "cross"
+    frozen_adapter: dict = field(default_factory=dict)
 
 
 FULL_PLANS = {
     # SST-2 and MRPC fine-tune at lr 1e-4: in `bench.finetune_sweep` (2026-12-01, seed 0) it led 5e-5 after
     # 1 and 2 epochs on both tasks (SST-2 accuracy +1.5 / +1.0 points, MRPC F1 +1.1 / +0.6)
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=64, train_sample=8000, finetune_lr=1e-4),
-    "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=128, finetune_lr=1e-4),
+    # MRPC's frozen store encodes each sentence on its own, with adapter_dim 256: in `bench.pairs`
+    # (2026-11-30, 3 seeds) that was worth 1.3-4.3 F1 to every kind over cross-encoded pairs, and
+    # adapter_pooler at width 256 reached 86.0 +- 0.3 F1 (width 64: 83.8 +- 1.8)
+    "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=128, finetune_lr=1e-4, frozen_pair_mode="separate",
+                     frozen_adapter={"adapter_dim": 256}),
     # SQuAD: the 10 official train articles (7.4% unanswerable) plus the Normans/CCT article (53%) so that
     # answerability can be learned; lr 2e-4 (5e-5 left BERT's HasAns F1 at 16.8 after one epoch); 256 tokens
     # (384 learned answerability worse here); adapters 3 epochs (about 70 s an epoch on the 2-core machine)
@@ -128,7 +138,7 @@ QUICK_PLANS = {
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=32, train_sample=64, eval_limit=32, adapter_epochs=2,
                      finetune_batch_size=8),
     "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=64, train_limit=48, eval_limit=24, adapter_epochs=2,
-                     finetune_batch_size=8),
+                     finetune_batch_size=8, frozen_pair_mode="separate", frozen_adapter={"adapter_dim": 32}),
     "squad_v2": TaskPlan("squad_v2", "squad2", max_seq_len=128, doc_stride=64, train_limit=12, eval_limit=8,
                          train_split="train+dev-v2.0.Normans_CCT", finetune_lr=2e-4,
                          adapter_epochs=2, adapter_batch_size=8, finetune_batch_size=2,
@@ -242,9 +252,13 @@ def _store_bytes(store: Path) -> int:
     return sum(opened.split_bytes(s) for s in opened.splits)
 
 
-def backbone_name(backbone: str) -> str:
-    """``frozen`` / ``ft1`` / ``ft0.3`` as a table's words."""
-    return "frozen MiniLM" if backbone == "frozen" else f"MiniLM fine-tuned {backbone[2:]} ep"
+def backbone_name(backbone: str, plan: TaskPlan | None = None) -> str:
+    """``frozen`` / ``ft1`` / ``ft0.3`` as a table's words (with the frozen store's pair mode, if not cross)."""
+    if backbone != "frozen":
+        return f"MiniLM fine-tuned {backbone[2:]} ep"
+    if plan is not None and plan.frozen_pair_mode == "separate":
+        return "frozen MiniLM, sentences encoded separately"
+    return "frozen MiniLM"
 
 
 # ------------------------------------------------------------------- task
@@ -299,10 +313,12 @@ class TaskRun:
         p, c = self.plan, self.c
         model = c.backbone if backbone == "frozen" else str(self.checkpoint(float(backbone[2:])))
         store = self.store(backbone)
+        separate = backbone == "frozen" and p.frozen_pair_mode == "separate"
         for split in (p.train_split, p.eval_split):
             config = ExtractConfig(
                 task=self.task, split=split, out=str(store), data_dir=self.data_dir, backbone=model,
-                token_mode="sequence", layers=p.store_layers, dtype=p.store_dtype, max_seq_len=p.max_seq_len,
+                token_mode="mean" if separate else "sequence", pair_mode="separate" if separate else "cross",
+                layers=p.store_layers, dtype=p.store_dtype, max_seq_len=p.max_seq_len,
                 doc_stride=p.doc_stride, limit=p.train_limit if split == p.train_split else p.eval_limit,
                 sample=p.train_sample if split == p.train_split else None, seed=c.seeds[0],
                 jit_compile=c.jit_compile, progress=c.progress,
@@ -319,7 +335,8 @@ class TaskRun:
     def fit(self, kind: str, backbone: str, fraction: float = 1.0) -> None:
         p = self.plan
         out = self.adapter_dir(kind, backbone, fraction)
-        config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter={"kind": kind},
+        adapter = {"kind": kind, **(p.frozen_adapter if backbone == "frozen" else {})}
+        config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter=adapter,
                            train_split=p.train_split, eval_splits=[p.eval_split], epochs=p.adapter_epochs,
                            batch_size=p.adapter_batch_size, seed=self.seed, train_fraction=fraction,
                            patience=self.c.patience, jit_compile=self.c.jit_compile,
@@ -449,9 +466,9 @@ class TaskRun:
                 run = self.adapter_dir(kind, backbone)
                 if _finished(run):
                     r = _results(run)
-                    rows.append(row(kind, backbone_name(backbone), r, r.dev_metrics, r.trainable_params,
+                    rows.append(row(kind, backbone_name(backbone, self.plan), r, r.dev_metrics, r.trainable_params,
                                     finetune_s[backbone], r.train_wall_time_s, r.peak_memory_mib, train_desc, run,
-                                    headline=f"best adapter ({best}), {backbone_name(backbone)}"
+                                    headline=f"best adapter ({best}), {backbone_name(backbone, self.plan)}"
                                     if kind == best else None))
         for backbone in self.backbones[1:]:
             for mode in ("mean", "max"):
@@ -460,7 +477,7 @@ class TaskRun:
                     r = _results(out)
                     adapter = _results(Path(r.members[1]["run"]))
                     rows.append(row(f"ensemble ({mode}): BERT {backbone[2:]} ep + {adapter.method}",
-                                    backbone_name(backbone), r, r.dev_metrics,
+                                    backbone_name(backbone, self.plan), r, r.dev_metrics,
                                     bert.trainable_params + adapter.trainable_params, finetune_s[backbone],
                                     adapter.train_wall_time_s, None, train_desc, out,
                                     headline=f"ensemble ({mode}), BERT {backbone[2:]} ep + best adapter"
@@ -470,7 +487,8 @@ class TaskRun:
                 run = self.adapter_dir(kind, "frozen", fraction)
                 if _finished(run):
                     r = _results(run)
-                    rows.append(row(f"{kind} on {fraction:.0%} of train", backbone_name("frozen"), r, r.dev_metrics,
+                    rows.append(row(f"{kind} on {fraction:.0%} of train", backbone_name("frozen", self.plan), r,
+                                    r.dev_metrics,
                                     r.trainable_params, 0.0, r.train_wall_time_s, r.peak_memory_mib,
                                     f"{r.train_examples} {'questions' if self.task == 'squad_v2' else 'ex'}", run))
         answer = self.root / "answerability-ft1"
@@ -480,7 +498,7 @@ class TaskRun:
             rows.append(row("answerability: BERT 1 ep's own null decision", "-", None,
                             answerability_metrics(span_decisions(bert1), gold_answerable(bert1)),
                             bert.trainable_params, finetune_s["ft1"], None, None, train_desc, self.checkpoint(1.0)))
-            rows.append(row(f"answerability: {r.method.split(':')[1]} on [CLS]", backbone_name("ft1"), r,
+            rows.append(row(f"answerability: {r.method.split(':')[1]} on [CLS]", backbone_name("ft1", self.plan), r,
                             r.dev_metrics, r.trainable_params, finetune_s["ft1"], r.train_wall_time_s,
                             r.peak_memory_mib, train_desc, answer))
         return rows
@@ -494,9 +512,10 @@ class TaskRun:
             names = [f"{prefix}/{s}" for s in (self.plan.train_split, self.plan.eval_split)]
             if all(n in self.stages.done for n in names):
                 opened = open_store(str(store))
-                out.append({"task": self.task, "seed": self.seed, "backbone": backbone_name(backbone),
+                out.append({"task": self.task, "seed": self.seed, "backbone": backbone_name(backbone, self.plan),
                             "records": sum(opened.num_records(s) for s in opened.splits),
-                            "bytes": _store_bytes(store), "extract_s": sum(self.stages.done[n]["wall_s"] for n in names),
+                            "bytes": _store_bytes(store),
+                            "extract_s": sum(self.stages.done[n]["wall_s"] for n in names),
                             "peak_mib": max(self.stages.done[n]["peak_mib"] or 0 for n in names),
                             "layers": len(opened.layers), "dtype": opened.dtype, "max_seq_len": opened.max_seq_len})
         return out

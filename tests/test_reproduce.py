@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-from bench.reproduce import KINDS, ReproduceConfig, _share, markdown, seed_summary
+from bench.reproduce import KINDS, ReproduceConfig, Stages, TaskRun, _share, markdown, seed_summary
+from bertvision.store import open_store
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
@@ -46,6 +47,24 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="must include 1.0"):
         ReproduceConfig(work=str(tmp_path), data_root=str(tmp_path), finetune_checkpoints=[0.1, 0.3])
     assert _share(0.5) == "50.00%" and _share(3.4e-5) == "0.0034%"
+
+
+def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_data):
+    """MRPC's plan: the frozen backbone's store holds each sentence on its own (masked means) and its
+    adapters take the plan's width; the fine-tuned checkpoints' stores stay cross-encoded."""
+    config = ReproduceConfig(work=str(tmp_path), data_root=str(shared_data), tasks=["mrpc"], quick=True,
+                             progress=False, jit_compile=False)
+    run = TaskRun(config, "mrpc", Stages(tmp_path), seed=0)
+    run.extract("frozen")
+    run.fit("adapter_pooler", "frozen")
+    store = open_store(str(tmp_path / "mrpc" / "store-frozen"))
+    assert (store.pair_mode, store.token_mode) == ("separate", "mean")
+    assert store.num_records("train") == 48 and store.num_records("dev") == 24
+    fitted = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "config.json").read_text())
+    assert fitted["adapter"]["adapter_dim"] == 32 and fitted["adapter"]["kind"] == "adapter_pooler"
+    results = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "results.json").read_text())
+    assert 0 <= results["dev_metrics"]["f1"] <= 1
+    assert run.stores()[0]["backbone"] == "frozen MiniLM, sentences encoded separately"
 
 
 def test_quick_reproduction_table(quick_run):
