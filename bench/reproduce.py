@@ -18,7 +18,9 @@ For every task, in this order, each stage a library call (the same code as
    2 epochs, as the original study's fractional checkpoints);
 2. ``sequence`` stores of train and dev from the frozen backbone and from the
    fine-tuning checkpoints the adapters read (1 epoch; SQuAD also 0.3, the
-   study's two settings);
+   study's two settings); MRPC's frozen store encodes each sentence on its
+   own (``--pair-mode separate``, ``mean`` tokens: the embedded MiniLM is a
+   sentence-embedding model) and its adapters there use ``adapter_dim`` 256;
 3. the adapter kinds on every store (best dev epoch restored; early stopping);
 4. the ensemble of BERT at each checkpoint with the best adapter on that
    checkpoint's activations (mean and max);
