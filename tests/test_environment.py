@@ -19,7 +19,9 @@ def test_environment_yml_matches_requirements():
 # section names and explains (absl prints the first two before TF_CPP_MIN_LOG_LEVEL is read)
 GPU_PROBE = ("WARNING: All log messages before absl::InitializeLog() is called",
              "Could not find cuda drivers on your machine, GPU will not be used",
-             "failed call to cuInit")
+             "failed call to cuInit",
+             # TensorFlow's notice on CPUs where oneDNN's custom operations apply (e.g. with AVX-512)
+             "oneDNN custom operations are on")
 
 
 def test_a_command_prints_only_the_documented_gpu_probe_lines(shared_data, tmp_path):
