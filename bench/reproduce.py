@@ -311,15 +311,21 @@ class TaskRun:
         # the frozen backbone's store does not depend on the seed: every seed reads the first's
         return (self.base if backbone == "frozen" else self.root) / f"store-{backbone}"
 
+    def store_encoding(self, backbone: str) -> tuple[str, str]:
+        """(token mode, pair mode) of `backbone`'s store: the fine-tuned checkpoints were trained on
+        cross-encoded pairs, so their stores are; a separately encoded pair is stored as masked means."""
+        pair_mode = self.plan.frozen_pair_mode if backbone == "frozen" else "cross"
+        return ("mean" if pair_mode == "separate" else "sequence"), pair_mode
+
     def extract(self, backbone: str) -> None:
         p, c = self.plan, self.c
         model = c.backbone if backbone == "frozen" else str(self.checkpoint(float(backbone[2:])))
         store = self.store(backbone)
-        separate = backbone == "frozen" and p.frozen_pair_mode == "separate"
+        token_mode, pair_mode = self.store_encoding(backbone)
         for split in (p.train_split, p.eval_split):
             config = ExtractConfig(
                 task=self.task, split=split, out=str(store), data_dir=self.data_dir, backbone=model,
-                token_mode="mean" if separate else "sequence", pair_mode="separate" if separate else "cross",
+                token_mode=token_mode, pair_mode=pair_mode,
                 layers=p.store_layers, dtype=p.store_dtype, max_seq_len=p.max_seq_len,
                 doc_stride=p.doc_stride, limit=p.train_limit if split == p.train_split else p.eval_limit,
                 sample=p.train_sample if split == p.train_split else None, seed=c.seeds[0],

@@ -59,6 +59,7 @@ def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_da
     run.fit("adapter_pooler", "frozen")
     store = open_store(str(tmp_path / "mrpc" / "store-frozen"))
     assert (store.pair_mode, store.token_mode) == ("separate", "mean")
+    assert run.store_encoding("ft1") == ("sequence", "cross")
     assert store.num_records("train") == 48 and store.num_records("dev") == 24
     fitted = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "config.json").read_text())
     assert fitted["adapter"]["adapter_dim"] == 32 and fitted["adapter"]["kind"] == "adapter_pooler"
