@@ -29,7 +29,9 @@ For every task, in this order, each stage a library call (the same code as
    decision;
 6. the best two adapter kinds on the frozen store (SQuAD: on the 1-epoch
    checkpoint's, where its adapters answer at all) trained on 10%, 25%, 50% of
-   the training data (seeded; the backbone never sees the fraction);
+   the training data (seeded; the frozen backbone never saw any of it, but
+   SQuAD's 1-epoch checkpoint was fine-tuned on all of it, so its fraction
+   rows measure the adapter's data needs, not the whole method's);
 7. LoRA (rank 8, keras-hub's ``enable_lora``, lr 4e-3) on the same backbone,
    2 epochs (SQuAD: 1).
 
