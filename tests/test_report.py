@@ -151,6 +151,17 @@ def test_charts_skip_without_data_and_say_why(tmp_path):
     assert not list((tmp_path / "rep").glob("*.svg"))
 
 
+def test_layer_weights_are_drawn_at_the_stores_layer_ids(tmp_path):
+    # a `--layers last4` store of a 7-layer backbone: the first weight belongs to layer 3, not the embeddings
+    write_run(tmp_path / "last4", results(method="scalar_mix", layers=[3, 4, 5, 6],
+                                          layer_weights=[0.1, 0.2, 0.3, 0.4]))
+    write_run(tmp_path / "all", results(method="scalar_mix", layer_weights=[0.5, 0.5]))  # no ids recorded
+    [chart] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "layer_weights"]
+    values = chart.chart.to_dict()["data"]["values"]
+    assert sorted((v["run"], v["layer"], v["weight"]) for v in values) == [
+        ("all", 0, 0.5), ("all", 1, 0.5), ("last4", 3, 0.1), ("last4", 4, 0.2), ("last4", 5, 0.3), ("last4", 6, 0.4)]
+
+
 def test_one_fraction_is_not_a_fraction_chart_and_tasks_get_own_axes(tmp_path):
     write_run(tmp_path / "a", results(value=0.7))
     write_run(tmp_path / "b", results(task="mrpc", metric="f1", value=0.8, train_fraction=0.5))
@@ -168,6 +179,9 @@ def test_finetune_curve_from_finetune_history(tmp_path):
     write_run(tmp_path / "bert", results(method="bert_finetune", run_type="finetune", value=0.9,
                                          history=[{"epoch": e / 4, "loss": 1 / e, "dev": {"accuracy": 0.5 + e / 20},
                                                    "train_time_s": float(e)} for e in range(1, 9)]))
+    write_run(tmp_path / "lora", results(method="bert_lora", run_type="finetune", value=0.6,
+                                         history=[{"epoch": 1.0, "loss": 1.0, "dev": {"accuracy": 0.6},
+                                                   "train_time_s": 1.0}]))
     write_run(tmp_path / "lp1", results(value=0.7))
     write_run(tmp_path / "lp2", results(value=0.75, train_fraction=0.5))
     tuned = {"name": "epoch-1.00", "kind": "keras_hub", "finetuned_epoch": 1.0}
@@ -177,13 +191,19 @@ def test_finetune_curve_from_finetune_history(tmp_path):
     spec = curve.chart.to_dict()
     lines, rules = spec["layer"]  # no text labels: they printed on top of each other
     assert lines["mark"]["type"] == "line" and rules["mark"]["type"] == "rule"
-    assert [p["epoch"] for p in lines["data"]["values"]] == [e / 4 for e in range(1, 9)]
+    bert = [p for p in lines["data"]["values"] if p["tuning"] == "BERT fine-tuning"]
+    assert [p["epoch"] for p in bert] == [e / 4 for e in range(1, 9)]
+    # LoRA is its own line, told apart by colour in a legend: black for BERT, grey for LoRA
+    assert [(p["tuning"], p["epoch"]) for p in lines["data"]["values"] if p not in bert] == [("LoRA", 1.0)]
+    assert lines["encoding"]["color"]["scale"] == {"domain": ["BERT fine-tuning", "LoRA"],
+                                                   "range": ["black", "#9e9e9e"]}
     # one rule per (method, backbone), the backbone as the dash pattern
     assert sorted((r["method"], r["backbone"], r["runs"], r["value"]) for r in rules["data"]["values"]) == [
         ("linear_probe", "backbone fine-tuned 0.3 ep", 1, 0.72), ("linear_probe", "backbone fine-tuned 1 ep", 1, 0.8),
         ("linear_probe", "frozen backbone", 2, 0.75)]
     assert rules["encoding"]["strokeDash"]["field"] == "backbone"
     assert lines["encoding"]["y"]["title"] == "dev accuracy"
+    assert lines["encoding"]["color"]["field"] == "tuning" and spec["resolve"]["scale"]["color"] == "independent"
     [params] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "metric_vs_params"]
     assert params.chart.to_dict()["encoding"]["shape"]["field"] == "backbone"
 
@@ -273,7 +293,8 @@ def test_names_from_run_folders_cannot_inject_markup(tmp_path):
     for html in (tmp_path / "rep").glob("*.html"):
         text = html.read_text()
         assert "<script>alert(1)" not in text and "</script><script>alert" not in text, html.name
-    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in (tmp_path / "rep" / "metric_vs_params.html").read_text()
+    html = (tmp_path / "rep" / "metric_vs_params.html").read_text()
+    assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in html
     summary = (tmp_path / "rep" / "summary.md").read_text()
     assert "<script>" not in summary and "<i>" not in summary
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in summary

@@ -78,7 +78,7 @@ def _backbone_dash(labels) -> alt.Scale:
 def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
-        {"run": r.label, "method": r.method, "epoch": h.epoch, "value": h.dev[metric],
+        {"run": r.label, "method": r.method, "tuning": r.backbone_label, "epoch": h.epoch, "value": h.dev[metric],
          "loss": h.loss, "train_time_s": h.train_time_s}
         for r in runs if r.run_type == "finetune" for h in r.history if metric in h.dev
     ]
@@ -94,11 +94,17 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
         refs.append({"method": method, "backbone": backbone, "runs": len(group), "run": top.label,
                      "value": top.main_value, "trainable_params": top.trainable_params})
     y = alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False))
-    lines = alt.Chart(alt.Data(values=curve)).mark_line(point=alt.OverlayMarkDef(color="black"), color="black").encode(
+    # full fine-tuning black, LoRA grey, in a legend of their own: a LoRA checkpoint is not BERT's curve
+    tunings = sorted({c["tuning"] for c in curve}, key=lambda t: (t != "BERT fine-tuning", t))
+    greys = ["black", "#9e9e9e", "#5f5f5f", "#c4c4c4"]
+    lines = alt.Chart(alt.Data(values=curve)).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch (fractional)", scale=alt.Scale(zero=True)),
         y=y,
+        color=alt.Color("tuning:N", title="fine-tuning the backbone",
+                        scale=alt.Scale(domain=tunings, range=[greys[i % len(greys)] for i in range(len(tunings))])),
         detail="run:N",
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("epoch:Q", format=".2f"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("tuning:N", title="fine-tuning"),
+                 alt.Tooltip("epoch:Q", format=".2f"),
                  alt.Tooltip("value:Q", title=metric, format=".4f"), alt.Tooltip("loss:Q", format=".4f"),
                  alt.Tooltip("train_time_s:Q", title="training time (s)", format=".1f")],
     )
@@ -115,14 +121,14 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                                       scale=_backbone_dash({r["backbone"] for r in refs})),
             tooltip=tips)
         layers.append(rules)
-    return alt.layer(*layers).properties(
-        title=alt.TitleParams(f"{task}: dev {metric} while fine-tuning BERT (black) vs adapters",
+    return alt.layer(*layers).resolve_scale(color="independent").properties(
+        title=alt.TitleParams(f"{task}: dev {metric} while fine-tuning BERT (black; LoRA grey) vs adapters",
                               subtitle="rules: the best run of each adapter kind on each backbone"))
 
 
 def finetune_curve(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against fractional epoch for BERT fine-tuning runs
-    (black lines with points); adapter/ensemble runs of the same task as
+    (black lines with points; LoRA runs grey, both in a legend); adapter/ensemble runs of the same task as
     horizontal reference rules, the best run per (method, backbone): colour
     is the method, the dash pattern the backbone (frozen, fine-tuned k ep)."""
     return _per_task("finetune_curve", runs, _finetune_task,
@@ -217,7 +223,9 @@ def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
 
 
 def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
-    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "layer": i, "weight": w}
+    # the store's own layer ids (a ``last4`` store's first weight is layer 3, not the embeddings)
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "weight": w,
+             "layer": r.layers[i] if r.layers and len(r.layers) == len(r.layer_weights) else i}
             for r in runs if r.layer_weights for i, w in enumerate(r.layer_weights)]
     if not rows:
         return "no run has layer_weights"
