@@ -381,6 +381,10 @@ class TaskRun:
         ranked = self.ranked_kinds(backbone, self.base)
         return ranked[0] if ranked else None
 
+    def fraction_kinds(self) -> list[str]:
+        """The kinds the fraction rows train: the best ``fraction_kinds`` on the plan's fraction backbone."""
+        return self.ranked_kinds(self.plan.fraction_backbone)[:self.c.fraction_kinds]
+
     # ---- stage 5: ensembles
     def ensemble_dir(self, backbone: str, mode: str) -> Path:
         return self.root / f"ensemble-{backbone}-{mode}"
@@ -417,11 +421,10 @@ class TaskRun:
                         self.ensemble(backbone, mode)
                 if backbone == "ft1" and self.plan.answerability:
                     self.answerability()
-            fb = self.plan.fraction_backbone
-            for kind in self.ranked_kinds(fb)[:self.c.fraction_kinds]:
+            for kind in self.fraction_kinds():
                 for fraction in self.c.fractions:
                     if fraction < 1.0:
-                        self.fit(kind, fb, fraction)
+                        self.fit(kind, self.plan.fraction_backbone, fraction)
         if not self.first:  # further seeds: the headline rows
             self.fit(self.best_kind("frozen"), "frozen")
             if self.task != "squad_v2":
@@ -439,7 +442,7 @@ class TaskRun:
             runs += [self.adapter_dir(k, b) for b in self.backbones for k in self.c.kinds]
             runs += [self.ensemble_dir(b, m) for b in self.backbones[1:] for m in ("mean", "max")]
             fb = self.plan.fraction_backbone
-            for kind in (self.ranked_kinds(fb) or ["BEST"])[:self.c.fraction_kinds]:
+            for kind in (self.fraction_kinds() or ["BEST"])[:self.c.fraction_kinds]:
                 runs += [self.adapter_dir(kind, fb, f) for f in self.c.fractions if f < 1.0]
             if self.plan.answerability:
                 runs.append(self.root / "answerability-ft1")
@@ -509,7 +512,7 @@ class TaskRun:
                                     headline=f"ensemble ({mode}), BERT {backbone[2:]} ep + best adapter"
                                     if backbone == "ft1" and mode == "mean" else None))
         fb = self.plan.fraction_backbone
-        for kind in self.ranked_kinds(fb)[:self.c.fraction_kinds] if self.first else []:
+        for kind in self.fraction_kinds() if self.first else []:
             for fraction in self.c.fractions:
                 run = self.adapter_dir(kind, fb, fraction)
                 if _finished(run):

@@ -75,6 +75,10 @@ def _backbone_dash(labels) -> alt.Scale:
     return alt.Scale(domain=ordered, range=[patterns[i % len(patterns)] for i in range(len(ordered))])
 
 
+# the backbone's own runs (`Run.backbone_label` of a finetune run) on the fine-tuning curve
+FINETUNE_COLOURS = {"BERT fine-tuning": "black", "LoRA": "#9e9e9e"}
+
+
 def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
@@ -95,13 +99,12 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                      "value": top.main_value, "trainable_params": top.trainable_params})
     y = alt.Y("value:Q", title=_metric_title(metric), scale=alt.Scale(zero=False))
     # full fine-tuning black, LoRA grey, in a legend of their own: a LoRA checkpoint is not BERT's curve
-    tunings = sorted({c["tuning"] for c in curve}, key=lambda t: (t != "BERT fine-tuning", t))
-    greys = ["black", "#9e9e9e", "#5f5f5f", "#c4c4c4"]
+    tunings = [t for t in FINETUNE_COLOURS if any(c["tuning"] == t for c in curve)]
     lines = alt.Chart(alt.Data(values=curve)).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="epoch (fractional)", scale=alt.Scale(zero=True)),
         y=y,
         color=alt.Color("tuning:N", title="fine-tuning the backbone",
-                        scale=alt.Scale(domain=tunings, range=[greys[i % len(greys)] for i in range(len(tunings))])),
+                        scale=alt.Scale(domain=tunings, range=[FINETUNE_COLOURS[t] for t in tunings])),
         detail="run:N",
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("tuning:N", title="fine-tuning"),
                  alt.Tooltip("epoch:Q", format=".2f"),
@@ -128,8 +131,8 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
 
 def finetune_curve(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against fractional epoch for BERT fine-tuning runs
-    (black lines with points; LoRA runs grey, both in a legend); adapter/ensemble runs of the same task as
-    horizontal reference rules, the best run per (method, backbone): colour
+    (black lines with points; LoRA runs grey, both in a legend);
+    adapter/ensemble runs of the same task as horizontal reference rules, the best run per (method, backbone): colour
     is the method, the dash pattern the backbone (frozen, fine-tuned k ep)."""
     return _per_task("finetune_curve", runs, _finetune_task,
                      "no finetune run (python -m pipelines.finetune) with a dev history among the inputs")
