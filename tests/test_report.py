@@ -208,6 +208,31 @@ def test_finetune_curve_from_finetune_history(tmp_path):
     assert params.chart.to_dict()["encoding"]["shape"]["field"] == "backbone"
 
 
+def _dash_scales(spec: dict) -> list[dict]:
+    """The strokeDash scale of every layer of every stacked sub-chart."""
+    return [layer["encoding"]["strokeDash"]["scale"] for sub in spec["vconcat"]
+            for layer in sub.get("layer", [sub]) if "strokeDash" in layer.get("encoding", {})]
+
+
+def test_stacked_tasks_share_one_dash_per_backbone(tmp_path):
+    # Vega-Lite merges the dash scales of stacked sub-charts into one legend: task-by-task scales gave
+    # the 1-epoch backbone (only on squad_v2) the frozen backbone's solid line (seen in the 2026-12-02 run)
+    tuned = {"name": "epoch-1.00", "kind": "keras_hub", "finetuned_epoch": 1.0}
+    for task, metric in [("sst2", "accuracy"), ("squad_v2", "f1")]:
+        write_run(tmp_path / task / "bert", results(task=task, metric=metric, method="bert_finetune",
+                                                    run_type="finetune", value=0.9))
+    for fraction in (0.5, 1.0):
+        write_run(tmp_path / "sst2" / f"frozen{fraction}", results(value=0.7 + fraction / 10, train_fraction=fraction))
+        write_run(tmp_path / "squad_v2" / f"ft1-{fraction}",
+                  results(task="squad_v2", metric="f1", value=40 + fraction, train_fraction=fraction, backbone=tuned))
+    charts = {c.name: c for c in build_charts(load_runs([tmp_path]))}
+    for name in ("finetune_curve", "metric_vs_fraction"):
+        scales = _dash_scales(charts[name].chart.to_dict())
+        assert len(scales) == 2 and scales[0] == scales[1], name
+        assert scales[0]["domain"] == ["frozen backbone", "backbone fine-tuned 1 ep"], name
+        assert scales[0]["range"][0] != scales[0]["range"][1], name
+
+
 # ------------------------------------------------------- end to end (real)
 
 

@@ -69,7 +69,10 @@ def _per_task(name: str, runs: Sequence[Run], build: Callable[[str, list[Run]], 
 
 def _backbone_dash(labels) -> alt.Scale:
     """A dash pattern per backbone label: solid for the frozen backbone,
-    longer dashes the longer it was fine-tuned."""
+    longer dashes the longer it was fine-tuned. Build it once from the labels
+    of every task a chart stacks: Vega-Lite shares the dash scale of stacked
+    sub-charts, so per-task scales would merge into one legend that gives two
+    backbones the same pattern."""
     patterns = [[1, 0], [5, 2], [2, 2], [5, 2, 1, 2], [1, 3], [8, 3]]
     ordered = sorted(labels, key=lambda l: (not l.startswith("frozen"), l))
     return alt.Scale(domain=ordered, range=[patterns[i % len(patterns)] for i in range(len(ordered))])
@@ -79,7 +82,7 @@ def _backbone_dash(labels) -> alt.Scale:
 FINETUNE_COLOURS = {"BERT fine-tuning": "black", "LoRA": "#9e9e9e"}
 
 
-def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _finetune_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
         {"run": r.label, "method": r.method, "tuning": r.backbone_label, "epoch": h.epoch, "value": h.dev[metric],
@@ -120,8 +123,7 @@ def _finetune_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                 alt.Tooltip("trainable_params:Q", title="trainable params", format=",")]
         rules = alt.Chart(alt.Data(values=refs)).mark_rule(strokeWidth=2).encode(
             y=y, color=alt.Color("method:N", title="best run of", scale=alt.Scale(scheme="dark2")),
-            strokeDash=alt.StrokeDash("backbone:N", title="on activations of",
-                                      scale=_backbone_dash({r["backbone"] for r in refs})),
+            strokeDash=alt.StrokeDash("backbone:N", title="on activations of", scale=dash),
             tooltip=tips)
         layers.append(rules)
     return alt.layer(*layers).resolve_scale(color="independent").properties(
@@ -134,7 +136,8 @@ def finetune_curve(runs: Sequence[Run]) -> ChartResult:
     (black lines with points; LoRA runs grey, both in a legend);
     adapter/ensemble runs of the same task as horizontal reference rules, the best run per (method, backbone): colour
     is the method, the dash pattern the backbone (frozen, fine-tuned k ep)."""
-    return _per_task("finetune_curve", runs, _finetune_task,
+    dash = _backbone_dash({r.backbone_label for r in runs if r.run_type != "finetune"})
+    return _per_task("finetune_curve", runs, lambda task, task_runs: _finetune_task(task, task_runs, dash),
                      "no finetune run (python -m pipelines.finetune) with a dev history among the inputs")
 
 
@@ -178,15 +181,21 @@ def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
 # -------------------------------------------------------- metric_vs_fraction
 
 
-def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
-    metric = runs[0].main_metric
+def _fraction_rows(runs: list[Run]) -> list[dict]:
+    """One task's adapter runs with a training fraction, keeping only the
+    (method, backbone) series trained on two or more fractions if any are."""
     rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "fraction": r.train_fraction,
              "value": r.main_value}
             for r in runs if r.train_fraction is not None and r.run_type == "fit"]
     series = defaultdict(set)
     for row in rows:
         series[(row["method"], row["backbone"])].add(row["fraction"])
-    rows = [row for row in rows if len(series[(row["method"], row["backbone"])]) > 1] or rows
+    return [row for row in rows if len(series[(row["method"], row["backbone"])]) > 1] or rows
+
+
+def _fraction_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevelMixin | str":
+    metric = runs[0].main_metric
+    rows = _fraction_rows(runs)
     fractions = {row["fraction"] for row in rows}
     if len(fractions) < 2:
         return ("no run records train_fraction" if not rows else
@@ -200,8 +209,7 @@ def _fraction_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     lines = base.mark_line().encode(
         x=x, y=alt.Y("mean(value):Q", title=_metric_title(metric), scale=y_scale),
         color=alt.Color("method:N", title="method"),
-        strokeDash=alt.StrokeDash("backbone:N", title="on activations of",
-                                  scale=_backbone_dash({r["backbone"] for r in rows})),
+        strokeDash=alt.StrokeDash("backbone:N", title="on activations of", scale=dash),
         tooltip=[alt.Tooltip("method:N"), alt.Tooltip("backbone:N"), alt.Tooltip("fraction:Q", format=".0%"),
                  alt.Tooltip("mean(value):Q", title=f"mean {metric}", format=".4f"),
                  alt.Tooltip("count():Q", title="runs")],
@@ -218,7 +226,9 @@ def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
     """Dev main metric against the training-data fraction: one line per
     method and backbone that was trained on two or more fractions (mean over
     runs), a point per run. Needs >= 2 fractions per task."""
-    return _per_task("metric_vs_fraction", runs, _fraction_task,
+    dash = _backbone_dash({row["backbone"] for task_runs in _by_task(runs).values()
+                           for row in _fraction_rows(task_runs)})
+    return _per_task("metric_vs_fraction", runs, lambda task, task_runs: _fraction_task(task, task_runs, dash),
                      "no task has runs at two or more training fractions (python -m pipelines.fit --train-fraction)")
 
 
