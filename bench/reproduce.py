@@ -271,15 +271,6 @@ def _store_bytes(store: Path) -> int:
     return sum(opened.split_bytes(s) for s in opened.splits)
 
 
-def backbone_name(backbone: str, plan: TaskPlan | None = None) -> str:
-    """``frozen`` / ``ft1`` / ``ft0.3`` as a table's words (with the frozen store's pair mode, if not cross)."""
-    if backbone != "frozen":
-        return f"MiniLM fine-tuned {backbone[2:]} ep"
-    if plan is not None and plan.frozen_pair_mode == "separate":
-        return "frozen MiniLM, sentences encoded separately"
-    return "frozen MiniLM"
-
-
 # ------------------------------------------------------------------- task
 
 
@@ -302,6 +293,14 @@ class TaskRun:
         self.bert, self.lora = self.root / "bert", self.root / "lora"
         self.bert_results_dir = self.bert if self.finetunes else self.base / "bert"
         self.backbones = ["frozen"] + [f"ft{e:g}" for e in self.plan.checkpoint_backbones]
+
+    def backbone_name(self, backbone: str) -> str:
+        """``frozen`` / ``ft1`` / ``ft0.3`` as a table's words (with the frozen store's pair mode, if not cross)."""
+        if backbone != "frozen":
+            return f"MiniLM fine-tuned {backbone[2:]} ep"
+        if self.plan.frozen_pair_mode == "separate":
+            return "frozen MiniLM, sentences encoded separately"
+        return "frozen MiniLM"
 
     def stage(self, name: str) -> str:
         return f"{self.task}/{name}" if self.first else f"{self.task}/seed{self.seed}/{name}"
@@ -495,9 +494,9 @@ class TaskRun:
                 run = self.adapter_dir(kind, backbone)
                 if _finished(run):
                     r = _results(run)
-                    rows.append(row(kind, backbone_name(backbone, self.plan), r, r.dev_metrics, r.trainable_params,
+                    rows.append(row(kind, self.backbone_name(backbone), r, r.dev_metrics, r.trainable_params,
                                     finetune_s[backbone], r.train_wall_time_s, r.peak_memory_mib, train_desc, run,
-                                    headline=f"best adapter ({best}), {backbone_name(backbone, self.plan)}"
+                                    headline=f"best adapter ({best}), {self.backbone_name(backbone)}"
                                     if kind == best else None))
         for backbone in self.backbones[1:]:
             for mode in ("mean", "max"):
@@ -506,7 +505,7 @@ class TaskRun:
                     r = _results(out)
                     adapter = _results(Path(r.members[1]["run"]))
                     rows.append(row(f"ensemble ({mode}): BERT {backbone[2:]} ep + {adapter.method}",
-                                    backbone_name(backbone, self.plan), r, r.dev_metrics,
+                                    self.backbone_name(backbone), r, r.dev_metrics,
                                     bert.trainable_params + adapter.trainable_params, finetune_s[backbone],
                                     adapter.train_wall_time_s, None, train_desc, out,
                                     headline=f"ensemble ({mode}), BERT {backbone[2:]} ep + best adapter"
@@ -517,7 +516,7 @@ class TaskRun:
                 run = self.adapter_dir(kind, fb, fraction)
                 if _finished(run):
                     r = _results(run)
-                    rows.append(row(f"{kind} on {fraction:.0%} of train", backbone_name(fb, self.plan), r,
+                    rows.append(row(f"{kind} on {fraction:.0%} of train", self.backbone_name(fb), r,
                                     r.dev_metrics,
                                     r.trainable_params, finetune_s[fb], r.train_wall_time_s, r.peak_memory_mib,
                                     f"{r.train_examples} {'questions' if self.task == 'squad_v2' else 'ex'}", run))
@@ -528,7 +527,7 @@ class TaskRun:
             rows.append(row("answerability: BERT 1 ep's own null decision", "-", None,
                             answerability_metrics(span_decisions(bert1), gold_answerable(bert1)),
                             bert.trainable_params, finetune_s["ft1"], None, None, train_desc, self.checkpoint(1.0)))
-            rows.append(row(f"answerability: {r.method.split(':')[1]} on [CLS]", backbone_name("ft1", self.plan), r,
+            rows.append(row(f"answerability: {r.method.split(':')[1]} on [CLS]", self.backbone_name("ft1"), r,
                             r.dev_metrics, r.trainable_params, finetune_s["ft1"], r.train_wall_time_s,
                             r.peak_memory_mib, train_desc, answer))
         return rows
@@ -542,7 +541,7 @@ class TaskRun:
             names = [f"{prefix}/{s}" for s in (self.plan.train_split, self.plan.eval_split)]
             if all(n in self.stages.done for n in names):
                 opened = open_store(str(store))
-                out.append({"task": self.task, "seed": self.seed, "backbone": backbone_name(backbone, self.plan),
+                out.append({"task": self.task, "seed": self.seed, "backbone": self.backbone_name(backbone),
                             "records": sum(opened.num_records(s) for s in opened.splits),
                             "bytes": _store_bytes(store),
                             "extract_s": sum(self.stages.done[n]["wall_s"] for n in names),
