@@ -6,7 +6,7 @@ Each store should hold ``train`` (the 8,000-example seeded subset:
 ``pipelines.extract --split train --sample 8000 --seed 0``) and the full
 ``dev``. For every store it trains ``linear_probe``, ``scalar_mix``,
 ``adapter_pooler`` and ``cnn`` through the real fit path
-(`bertvision.fit.fit`) and prints, side by side: dev accuracy, trainable
+(`bertvision.training.fit.fit`) and prints, side by side: dev accuracy, trainable
 parameters (and share of MiniLM's 22.7M), wall time and training examples/s.
 
 Then, for ``adapter_pooler``, the training speed from the store (the tf.data
@@ -37,11 +37,11 @@ import tensorflow as tf  # noqa: E402
 
 from bertvision import io  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.fit import FitConfig, adapter_config, fit  # noqa: E402
+from bertvision.training.fit import FitConfig, adapter_config, fit  # noqa: E402
 from bertvision.models import KINDS, build_model  # noqa: E402
 from bertvision.runs import RunResults  # noqa: E402
-from bertvision.store import open_store  # noqa: E402
-from bertvision.trainer import compile_for_task, make_optimizer  # noqa: E402
+from bertvision.store.format import open_store  # noqa: E402
+from bertvision.training.trainer import compile_for_task, make_optimizer  # noqa: E402
 
 
 def fit_one(store_path, kind, out, epochs, batch_size, seed) -> RunResults:

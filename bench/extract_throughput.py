@@ -34,15 +34,15 @@ import keras  # noqa: E402  (after the environment above)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bertvision.backbone import load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
-from bertvision.data import load_examples  # noqa: E402
+from bertvision.models.backbone import load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
+from bertvision.data.readers import load_examples  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
-from bertvision.fit import adapter_config  # noqa: E402
+from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
+from bertvision.training.fit import adapter_config  # noqa: E402
 from bertvision.models import build_model  # noqa: E402
-from bertvision.store import open_store  # noqa: E402
-from bertvision.trainer import compile_for_task  # noqa: E402
+from bertvision.store.format import open_store  # noqa: E402
+from bertvision.training.trainer import compile_for_task  # noqa: E402
 
 
 def bare_forward_rate(backbone, features, batch_size, max_seq_len, sort=True):

@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from bertvision import io  # noqa: E402  (after the environment above)
-from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
+from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
 from bertvision.runs import RunFolder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ trained to encode each sentence on its own. The benchmark
    ``--pair-mode separate`` (each text on its own) and one ``cross`` (the
    pair as one sequence, as BERT is fine-tuned);
 2. prints the zero-shot baseline: the cosine of the two texts' last-layer
-   vectors, its threshold chosen on train (`bertvision.pairs`);
+   vectors, its threshold chosen on train (`bertvision.inference.cosine`);
 3. trains every adapter kind of `--kinds` on both stores for every seed of
-   `--seeds` (`bertvision.fit`);
-4. with `--finetune-seeds`, fine-tunes BERT itself (`bertvision.finetune`,
+   `--seeds` (`bertvision.training.fit`);
+4. with `--finetune-seeds`, fine-tunes BERT itself (`bertvision.training.finetune`,
    `--finetune-epochs`, the reproduction's recipe) once per seed;
 
 and prints one table, mean ± std over seeds: the task's metrics, trainable
@@ -46,14 +46,14 @@ import numpy as np  # noqa: E402
 from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
 from bertvision import io  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
-from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
+from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
-from bertvision.pairs import cosine_baseline  # noqa: E402
+from bertvision.inference.cosine import cosine_baseline  # noqa: E402
 from bertvision.runs import RunFolder  # noqa: E402
-from bertvision.store import MANIFEST, open_store  # noqa: E402
-from bertvision.tasks import get_task  # noqa: E402
+from bertvision.store.format import MANIFEST, open_store  # noqa: E402
+from bertvision.data.tasks import get_task  # noqa: E402
 
 
 def _variant(text: str) -> tuple[str, dict]:

@@ -44,11 +44,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np  # noqa: E402
 
-from bertvision.backbone import AllLayersEncoder, load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
-from bertvision.data import load_examples, seeded_subset  # noqa: E402
-from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
-from bertvision.store import open_store, plan_shards  # noqa: E402
+from bertvision.models.backbone import AllLayersEncoder, load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
+from bertvision.data.readers import load_examples, seeded_subset  # noqa: E402
+from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
+from bertvision.store.format import open_store, plan_shards  # noqa: E402
 
 MAX_SEQ_LEN, DOC_STRIDE, MAX_QUERY_LEN, BATCH = 384, 128, 64, 32
 # (name, transformer layers L, hidden d): FFN width 4d in all three

@@ -1,7 +1,7 @@
 """Benchmark: a modest KerasTuner random search on SST-2 against the default
 adapter_pooler trained with the same epochs.
 
-Runs `bertvision.search.search` (default space: kind, layer subset, layer
+Runs `bertvision.search.tuner.search` (default space: kind, layer subset, layer
 pooling, adapter_dim, dropout, lr, batch size) on a store, retrains the best
 configuration (SEARCH_DIR/best), trains ``adapter_pooler`` with its defaults
 (OUT/default), and prints dev accuracy, trainable parameters and time.
@@ -22,9 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from bertvision.errors import BertVisionError  # noqa: E402  (after the environment above)
-from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.runs import RunFolder, RunResults  # noqa: E402
-from bertvision.search import SearchConfig, search  # noqa: E402
+from bertvision.search.tuner import SearchConfig, search  # noqa: E402
 
 
 def _default_run(store: str, out: str, epochs: int, seed: int) -> tuple[RunResults, float]:

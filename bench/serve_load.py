@@ -63,9 +63,9 @@ if str(REPO) not in sys.path:  # also run as ``python bench/serve_load.py``
 
 from bench.reproduce import machine  # noqa: E402  (after the environment and path above)
 from bertvision import io  # noqa: E402
-from bertvision.data import load_examples  # noqa: E402
+from bertvision.data.readers import load_examples  # noqa: E402
 from bertvision.runs import RunFolder  # noqa: E402
-from bertvision.store import StoreError, open_store  # noqa: E402
+from bertvision.store.format import StoreError, open_store  # noqa: E402
 
 ADAPTERS = ("mrpc", "qnli", "mrpc_cnn", "qnli_mix")
 BASELINES = ("ft_mrpc", "ft_qnli", "ft_mrpc_s1", "ft_qnli_s1")

@@ -10,9 +10,9 @@ its own dev predictions). The benchmark
 1. extracts a ``sequence`` store of the checkpoint's every layer for
    `--train-split` and `--eval-split` (the checkpoint's max_seq_len,
    doc_stride and max_query_len, so windows are the ones BERT saw);
-2. trains each adapter kind of `--kinds` on it (`bertvision.fit`);
+2. trains each adapter kind of `--kinds` on it (`bertvision.training.fit`);
 3. ensembles the checkpoint with the best adapter (mean and max of logits);
-4. trains the answerability classifier (`bertvision.answerability`) and
+4. trains the answerability classifier (`bertvision.training.answerability`) and
    reads BERT's own null decision off its predictions;
 
 and prints one table: EM, F1, HasAns/NoAns F1 and best-threshold F1 (the
@@ -46,17 +46,17 @@ import numpy as np  # noqa: E402
 
 from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
 from bertvision import io  # noqa: E402
-from bertvision.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
+from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
                                       gold_answerable, span_decisions)
-from bertvision.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
+from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
 from bertvision.errors import BertVisionError  # noqa: E402
 from bertvision.config import STORE_DTYPES  # noqa: E402
-from bertvision.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.finetune import CHECKPOINT_INFO  # noqa: E402
-from bertvision.fit import FitConfig, fit  # noqa: E402
+from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
+from bertvision.training.finetune import CHECKPOINT_INFO  # noqa: E402
+from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
 from bertvision.runs import Predictions, RunFolder  # noqa: E402
-from bertvision.store import MANIFEST, open_store  # noqa: E402
+from bertvision.store.format import MANIFEST, open_store  # noqa: E402
 
 METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
 

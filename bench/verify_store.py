@@ -31,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402  (after the environment above)
 
 from bertvision import io  # noqa: E402
-from bertvision.store import ShardWriter, StoreSpec, finalize_split, open_store, plan_shards, serialize_record, \
+from bertvision.store.format import ShardWriter, StoreSpec, finalize_split, open_store, plan_shards, serialize_record, \
     shard_name  # noqa: E402
 
 LAYERS, HIDDEN, TOKENS = 7, 384, 48

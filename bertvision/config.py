@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Sequence
 
 from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
-from bertvision.tasks import TASK_KINDS
+from bertvision.data.tasks import TASK_KINDS
 
 __all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES",
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from bertvision.tasks import get_task
+from bertvision.data.tasks import get_task
 
 __all__ = [
     "METRIC_FUNCTIONS",

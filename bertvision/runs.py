@@ -44,8 +44,8 @@ from bertvision import io
 from bertvision.config import ConfigBase
 from bertvision.errors import RunError
 from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_examples
-from bertvision.squad import SquadWindows, decode_squad
-from bertvision.tasks import TaskSpec, get_task
+from bertvision.data.squad import SquadWindows, decode_squad
+from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint", "PeakMemory", "Predictions",
            "RunFolder", "RunResults", "merge_split_metrics", "package_versions"]
@@ -464,7 +464,7 @@ class Predictions:
 
     # ------------------------------------------------------------- scoring
     def decode(self, **kwargs: Any):
-        """Span tasks: n-best decoding of the windows (`bertvision.squad.decode_squad`)."""
+        """Span tasks: n-best decoding of the windows (`bertvision.data.squad.decode_squad`)."""
         if self.kind != "span":
             raise RunError(f"decode is for span tasks; {self.task} is {self.kind}")
         contexts = dict(zip(self.uids.tolist(), self.contexts.tolist()))

@@ -22,7 +22,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.ensemble import COMBINE_MODES, EnsembleConfig, run_ensemble  # noqa: E402  (after setup_env)
+from bertvision.inference.ensemble import COMBINE_MODES, EnsembleConfig, run_ensemble  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:

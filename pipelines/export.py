@@ -27,7 +27,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.export import export_runs  # noqa: E402  (after setup_env)
+from bertvision.inference.export import export_runs  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:

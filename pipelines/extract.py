@@ -28,9 +28,9 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
+from bertvision.store import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
 from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
-from bertvision.tasks import TASKS, get_task  # noqa: E402
+from bertvision.data.tasks import TASKS, get_task  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runner:
             # Beam only when asked for: importing it costs seconds, and without the GCP extras it logs an
             # "apitools not found" warning that has nothing to do with extraction in this process
-            beam_extract = importlib.import_module("bertvision.beam_extract")
+            beam_extract = importlib.import_module("bertvision.store.beam")
             result = beam_extract.run_pipeline(configs, ["--runner", args.runner, *beam_args])
             manifest = result.manifest
             print(result.summary())

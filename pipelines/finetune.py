@@ -24,8 +24,8 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.finetune import FinetuneConfig, Finetuner  # noqa: E402
-from bertvision.tasks import TASKS  # noqa: E402
+from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
+from bertvision.data.tasks import TASKS  # noqa: E402
 
 
 def _epochs_list(text: str) -> list[float]:

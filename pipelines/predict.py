@@ -23,7 +23,7 @@ format) go to ``--npz`` (default: ``FILE`` with ``.npz`` in place of its
 suffix). With labels, the official metrics are printed.
 
 From raw text (no store: the run's backbone runs here, tokenizing as its
-store did; ``bertvision.serving``): ``--text`` (and ``--text-pair``, or
+store did; ``bertvision.inference.serving``): ``--text`` (and ``--text-pair``, or
 ``--question``/``--context`` for SQuAD) prints one JSON result per task (give
 ``--run`` several times to ask several runs at once; adapters of one backbone
 share its forward pass). ``--input FILE`` reads a file of the task's own
@@ -49,10 +49,10 @@ setup_env()
 from bertvision import io  # noqa: E402  (after setup_env)
 from bertvision.config import check_fraction, check_positive_int  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
+from bertvision.inference.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
                                 write_squad_predictions)
-from bertvision.serving import Predictor, read_inputs  # noqa: E402
-from bertvision.tasks import get_task  # noqa: E402
+from bertvision.inference.serving import Predictor, read_inputs  # noqa: E402
+from bertvision.data.tasks import get_task  # noqa: E402
 
 RAW_FLAGS = ("text", "text_pair", "question", "context")
 

@@ -13,7 +13,7 @@ config and weights) shares one forward pass of it per batch; a fine-tuning run
 runs its own BERT. A task is named after its task (``sst2``), or after its run
 folder when two runs share a task, or ``NAME=PATH``. Endpoints:
 ``POST /v1/predict``, ``GET /v1/models``, ``GET /v1/stats``, ``GET /healthz``
-(see ``bertvision.server``). Binds to 127.0.0.1 unless ``--host`` says
+(see ``bertvision.inference.server``). Binds to 127.0.0.1 unless ``--host`` says
 otherwise. SIGTERM or Ctrl-C: requests in flight are answered, then the
 process exits 0.
 """
@@ -28,7 +28,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.server import LOG_LEVELS, ServeConfig, serve  # noqa: E402  (after setup_env)
+from bertvision.inference.server import LOG_LEVELS, ServeConfig, serve  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.errors import ConfigError  # noqa: E402  (after setup_env)
-from bertvision.predict import write_glue_submission_folder  # noqa: E402
+from bertvision.inference.predict import write_glue_submission_folder  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,8 +54,8 @@ def served_runs(tmp_path_factory, shared_data, sst2_cls_store, sst2_seq_store, s
                 mrpc_store) -> dict[str, Path]:
     if _RUNS:
         return dict(_RUNS)
-    from bertvision.finetune import FinetuneConfig, Finetuner
-    from bertvision.fit import FitConfig, fit
+    from bertvision.training.finetune import FinetuneConfig, Finetuner
+    from bertvision.training.fit import FitConfig, fit
 
     root = tmp_path_factory.getbasetemp() / "served_runs"
     plan = {"cls": (sst2_cls_store, "linear_probe"), "mean": (sst2_mean_store, "scalar_mix"),

@@ -33,7 +33,7 @@ _MODEL: dict = {}
 
 def _model():
     if not _MODEL:
-        from bertvision.backbone import load_backbone, load_tokenizer, resolve_backbone
+        from bertvision.models.backbone import load_backbone, load_tokenizer, resolve_backbone
 
         ref = resolve_backbone(None)
         _MODEL.update(backbone=load_backbone(ref), tokenizer=load_tokenizer(ref))
@@ -44,7 +44,7 @@ def build_store(root: Path, name: str, task: str, data_dir: Path, splits, **sett
     """Extract `splits` of `task` into ``root/name`` once per session."""
     if name in _CACHE:
         return _CACHE[name]
-    from bertvision.extract import ExtractConfig, Extractor
+    from bertvision.store.extract import ExtractConfig, Extractor
 
     backbone, tokenizer = _model()
     out = root / name
@@ -94,7 +94,7 @@ def mrpc_separate_store(tmp_path_factory, shared_data) -> str:
 
 @pytest.fixture(scope="session")
 def sst2_cls_run(tmp_path_factory, sst2_cls_store) -> Path:
-    from bertvision.fit import FitConfig, fit
+    from bertvision.training.fit import FitConfig, fit
 
     out = tmp_path_factory.mktemp("sst2_cls_run") / "run"
     fit(FitConfig(store=sst2_cls_store, out=str(out), adapter={"kind": "scalar_mix"}, epochs=2, batch_size=16,

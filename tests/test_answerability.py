@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from bertvision.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,
+from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,
                                       gold_answerable, span_decisions)
 from bertvision.errors import FitError
 from bertvision.runs import Predictions, RunFolder

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertvision.backbone import (AllLayersEncoder, all_layers_model, backbone_identity, backbone_layers, hidden_act,
+from bertvision.models.backbone import (AllLayersEncoder, all_layers_model, backbone_identity, backbone_layers, hidden_act,
                                  load_backbone, load_tokenizer, resolve_backbone, save_backbone, set_hidden_act)
 from bertvision.errors import BackboneError, ConfigError
 

@@ -1,4 +1,4 @@
-"""Extraction as an Apache Beam pipeline (`bertvision.beam_extract`), run by
+"""Extraction as an Apache Beam pipeline (`bertvision.store.beam`), run by
 the real DirectRunner in multi-process mode with two worker processes: its
 SST-2 and SQuAD stores are the single-process extractor's, byte for byte and
 record for record; a pipeline killed part-way and run again finishes that same
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertvision import store as st
-from bertvision.extract import JOBS_SUFFIX, ExtractConfig, Extractor
+from bertvision.store import format as st
+from bertvision.store.extract import JOBS_SUFFIX, ExtractConfig, Extractor
 from pipelines.extract import main as extract_main
 from tests.stores import REPO_ROOT, _model, run_main
 

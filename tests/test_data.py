@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bertvision.data import Answer, DataError, Example, LoadResult, load_examples
-from bertvision.data import _tfds_example
-from bertvision.tasks import TASKS, get_task
+from bertvision.data.readers import Answer, DataError, Example, LoadResult, load_examples
+from bertvision.data.readers import _tfds_example
+from bertvision.data.tasks import TASKS, get_task
 
 # task, split, count, first uid, first label, start of the first text
 FIXTURE_CASES = [
@@ -361,7 +361,7 @@ def test_tfds_records_map_to_the_same_examples():
 def test_importing_data_does_not_load_tensorflow():
     """Reading task files needs no TensorFlow (tensorflow-datasets loads it only when used)."""
     code = (
-        "import sys, bertvision.data;"
+        "import sys, bertvision.data.readers;"
         "assert 'tensorflow' not in sys.modules"
     )
     repo = Path(__file__).resolve().parent.parent

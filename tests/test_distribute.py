@@ -48,7 +48,7 @@ def _same_global_batches(store, seed: int, global_batch: int, workers: int, epoc
     """The global batches a `workers`-worker MultiWorkerMirroredStrategy run
     trains on, as one single-process stream: worker i's input pipeline is the
     store reader with input context (workers, i), its per-replica batch
-    `global_batch / workers` (exactly `bertvision.fit.build_adapter_trainer`'s
+    `global_batch / workers` (exactly `bertvision.training.fit.build_adapter_trainer`'s
     ``dataset_fn``); step k's global batch is every worker's k-th batch."""
     import tensorflow as tf
 
@@ -82,9 +82,9 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
 
     import keras
 
-    from bertvision.fit import FitConfig, adapter_config, build_adapter_trainer
+    from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer
     from bertvision.models import build_model
-    from bertvision.store import open_store
+    from bertvision.store.format import open_store
 
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from bertvision.ensemble import combine
+from bertvision.inference.ensemble import combine
 from bertvision.errors import EnsembleError
 from bertvision.runs import Predictions, RunFolder
 from pipelines import ensemble as ensemble_cli

@@ -10,11 +10,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the text signatures' ops)
 
-from bertvision.backbone import load_tokenizer, resolve_backbone
-from bertvision.data import Example, load_examples
-from bertvision.export import EXPORT_INFO, GraphTokenizer
-from bertvision.features import Featurizer
-from bertvision.serving import Predictor
+from bertvision.models.backbone import load_tokenizer, resolve_backbone
+from bertvision.data.readers import Example, load_examples
+from bertvision.inference.export import EXPORT_INFO, GraphTokenizer
+from bertvision.data.features import Featurizer
+from bertvision.inference.serving import Predictor
 from pipelines.export import main as export_main
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401
 from tests.stores import run_main, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401

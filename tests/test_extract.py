@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertvision import store as st
-from bertvision.backbone import all_layers_model, load_backbone, load_tokenizer, resolve_backbone
-from bertvision.data import load_examples
-from bertvision.extract import ExtractConfig, Extractor
-from bertvision.features import Featurizer
+from bertvision.store import format as st
+from bertvision.models.backbone import all_layers_model, load_backbone, load_tokenizer, resolve_backbone
+from bertvision.data.readers import load_examples
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.data.features import Featurizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -314,7 +314,7 @@ def test_cli_errors_are_clear(tmp_path, shared_data):
 
 
 def test_seeded_subset_is_reproducible_and_ordered():
-    from bertvision.data import seeded_subset
+    from bertvision.data.readers import seeded_subset
 
     items = list(range(100))
     a, b = seeded_subset(items, 10, seed=3), seeded_subset(items, 10, seed=3)
@@ -325,7 +325,7 @@ def test_seeded_subset_is_reproducible_and_ordered():
 
 
 def test_length_sorted_batches_cover_a_shard_once():
-    from bertvision.features import length_sorted_batches
+    from bertvision.data.features import length_sorted_batches
 
     lengths = np.random.default_rng(0).integers(1, 129, size=300)
     batches = length_sorted_batches(lengths, np.arange(40, 250), 32)
@@ -355,7 +355,7 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
     # it, and leaves the holder's files alone (it used to delete the other writer's live .tmp shard)
     from bertvision import io
     from bertvision.errors import StoreError
-    from bertvision.extract import split_lock
+    from bertvision.store.extract import split_lock
 
     live = out / "dev-00000-of-00002.tfrecord.tmp-live0001"
     with io.exclusive_lock(out, "a test holding the lock", StoreError, name=split_lock("dev")):

@@ -1,4 +1,4 @@
-"""Tests for bertvision.features: sequence encoding, SQuAD windows, span round trips.
+"""Tests for bertvision.data.features: sequence encoding, SQuAD windows, span round trips.
 
 The SQuAD round trip runs on the real dev subsets in the shared data folder
 (``pytest -s`` prints the counts).
@@ -12,16 +12,16 @@ import threading
 import numpy as np
 import pytest
 
-from bertvision.data import Answer, Example, load_examples
-from bertvision.features import Features, Featurizer, FeaturizerConfig, span_text
-from bertvision.tasks import get_task
+from bertvision.data.readers import Answer, Example, load_examples
+from bertvision.data.features import Features, Featurizer, FeaturizerConfig, span_text
+from bertvision.data.tasks import get_task
 
 SQUAD_FILES = ("dev-v2.0.Normans_CCT", "dev-v2.0.Rhine")
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from bertvision.backbone import load_tokenizer, resolve_backbone
+    from bertvision.models.backbone import load_tokenizer, resolve_backbone
 
     return load_tokenizer(resolve_backbone(None))
 

@@ -5,12 +5,12 @@ checkpoints as backbones for extraction."""
 import numpy as np
 import pytest
 
-from bertvision import store as st
+from bertvision.store import format as st
 from bertvision.errors import FinetuneError
-from bertvision.features import bucket_length, length_grouped_batches
-from bertvision.finetune import BertTask, FinetuneConfig, Finetuner, latest_checkpoint
+from bertvision.data.features import bucket_length, length_grouped_batches
+from bertvision.training.finetune import BertTask, FinetuneConfig, Finetuner, latest_checkpoint
 from bertvision.runs import Predictions, RunFolder
-from bertvision.trainer import Schedule
+from bertvision.training.trainer import Schedule
 from pipelines import extract as extract_cli
 from pipelines import finetune as finetune_cli
 from tests.stores import REPO_ROOT, run_cli
@@ -106,7 +106,7 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
     assert r.train_examples == 48 and r.train_examples_per_s > 0
     assert not (sst2_run / "state").exists()  # the training state goes once the run is complete
     preds = Predictions.load(sst2_run / "predictions" / "dev.npz")
-    from bertvision.data import load_examples
+    from bertvision.data.readers import load_examples
 
     dev = load_examples("sst2", "dev", shared_data / "glue" / "SST-2", limit=48).examples
     assert preds.uids.tolist() == [e.uid for e in dev]

@@ -1,4 +1,4 @@
-"""bertvision.fit on small real stores: every adapter kind learns, runs
+"""bertvision.training.fit on small real stores: every adapter kind learns, runs
 save and reload exactly, the training fraction is seeded, the schedule and the
 backbone parameter count are right, a killed fit resumes."""
 
@@ -19,7 +19,7 @@ def _train_loss(model, store, split="train"):
     """Mean training loss of `model` over every record of `split` (no dropout)."""
     import keras
 
-    from bertvision.predict import make_infer_fn, pad_to_for
+    from bertvision.inference.predict import make_infer_fn, pad_to_for
 
     infer = make_infer_fn(model)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
@@ -36,7 +36,7 @@ def _train_loss(model, store, split="train"):
 
 
 def _fit(store_path, out, kind, **kw):
-    from bertvision.fit import FitConfig, fit
+    from bertvision.training.fit import FitConfig, fit
 
     adapter = kw.pop("adapter", {})
     settings = dict(epochs=6, batch_size=16, lr=3e-3, warmup=0.1, verbose=0, jit_compile=False)
@@ -46,7 +46,7 @@ def _fit(store_path, out, kind, **kw):
 
 
 def _load(run_dir):
-    from bertvision.predict import load_adapter_run
+    from bertvision.inference.predict import load_adapter_run
 
     return load_adapter_run(run_dir)[1]
 
@@ -56,9 +56,9 @@ def test_each_kind_learns_and_reloads_exactly(kind, sst2_seq_store, tmp_path):  
     import keras
 
     from bertvision.models import ModelConfig, build_model
-    from bertvision.predict import predict_store
+    from bertvision.inference.predict import predict_store
     from bertvision.runs import RunFolder
-    from bertvision.store import open_store
+    from bertvision.store.format import open_store
 
     store = open_store(sst2_seq_store)
     config, results = _fit(sst2_seq_store, tmp_path / kind, kind, epochs=8)
@@ -79,8 +79,8 @@ def test_each_kind_learns_and_reloads_exactly(kind, sst2_seq_store, tmp_path):  
 
 
 def test_vector_store_fit_with_jit(sst2_cls_store, tmp_path):  # noqa: F811
-    from bertvision.predict import predict_store
-    from bertvision.store import open_store
+    from bertvision.inference.predict import predict_store
+    from bertvision.store.format import open_store
 
     config, results = _fit(sst2_cls_store, tmp_path / "run", "adapter_pooler", epochs=3, jit_compile=True)
     assert results.environment["jit_compile"] is True
@@ -96,7 +96,7 @@ def test_vector_store_fit_with_jit(sst2_cls_store, tmp_path):  # noqa: F811
 
 
 def test_span_fit_learns_and_scores_with_official_squad(squad_store, tmp_path):  # noqa: F811
-    from bertvision.store import open_store
+    from bertvision.store.format import open_store
 
     store = open_store(squad_store)
     _, results = _fit(squad_store, tmp_path / "squad", "adapter_pooler", epochs=3, batch_size=8, lr=5e-3)
@@ -111,7 +111,7 @@ def test_span_fit_learns_and_scores_with_official_squad(squad_store, tmp_path): 
 
 
 def test_train_fraction_is_seeded_and_keeps_whole_questions(sst2_cls_store, squad_store):  # noqa: F811
-    from bertvision.store import open_store
+    from bertvision.store.format import open_store
 
     store = open_store(sst2_cls_store)
     a, n = store.select_fraction("train", 0.25, seed=3)
@@ -139,7 +139,7 @@ def test_train_fraction_is_seeded_and_keeps_whole_questions(sst2_cls_store, squa
 def test_warmup_decay_schedule_and_serialisation():
     import keras
 
-    from bertvision.trainer import WarmupDecay
+    from bertvision.training.trainer import WarmupDecay
 
     lr = WarmupDecay(1e-3, total_steps=100, warmup_steps=10)
     values = [float(lr(s)) for s in (0, 5, 10, 55, 100, 150)]
@@ -155,8 +155,8 @@ def test_warmup_decay_schedule_and_serialisation():
 def test_backbone_param_count_matches_keras_hub(sst2_cls_store):  # noqa: F811
     import keras_hub
 
-    from bertvision.backbone import backbone_param_count, bert_param_count
-    from bertvision.store import open_store
+    from bertvision.models.backbone import backbone_param_count, bert_param_count
+    from bertvision.store.format import open_store
 
     store = open_store(sst2_cls_store)
     count = backbone_param_count(store.backbone)
@@ -175,7 +175,7 @@ def test_backbone_param_count_matches_keras_hub(sst2_cls_store):  # noqa: F811
 
 def test_fit_config_validation_errors(sst2_cls_store, tmp_path):  # noqa: F811
     from bertvision.errors import FitError
-    from bertvision.fit import FitConfig
+    from bertvision.training.fit import FitConfig
 
     with pytest.raises(FitError, match="--adapter must be one of .*, got 'mlp'"):
         FitConfig(store=sst2_cls_store, out=str(tmp_path), adapter={"kind": "mlp"})

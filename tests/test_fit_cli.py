@@ -100,7 +100,7 @@ def test_a_saved_config_from_before_a_field_existed_compares_at_its_default():
     by an earlier version, without a field added since, at that field's
     default; a real change is still named, and so is any field of a saved
     config that no longer loads."""
-    from bertvision.fit import FitConfig
+    from bertvision.training.fit import FitConfig
     from bertvision.models import ModelConfig
 
     config = FitConfig(store="s", out="o")

@@ -134,7 +134,7 @@ def test_metric_registry_names_are_official():
 
 def test_mnli_metrics_are_merged_per_eval_split():
     from bertvision.runs import merge_split_metrics
-    from bertvision.tasks import get_task
+    from bertvision.data.tasks import get_task
 
     out = merge_split_metrics({"dev_matched": compute_metrics("mnli", [0, 1, 2], [0, 1, 1]),
                                "dev_mismatched": compute_metrics("mnli", [[0.1, 0.2, 0.7]], [2])}, get_task("mnli"))
@@ -323,7 +323,7 @@ def test_examples_path_matches_json_path():
 
 
 def test_compute_metrics_with_task_names_from_tasks_module():
-    tasks = pytest.importorskip("bertvision.tasks")
+    tasks = pytest.importorskip("bertvision.data.tasks")
     assert compute_metrics("cola", [1, 1, 0, 0, 1], [1, 0, 0, 0, 1]) == {
         "matthews_corrcoef": pytest.approx(2 / 3)
     }
@@ -334,7 +334,7 @@ def test_compute_metrics_with_task_names_from_tasks_module():
 
 
 def test_examples_from_data_module():
-    data = pytest.importorskip("bertvision.data")
+    data = pytest.importorskip("bertvision.data.readers")
     examples = [
         data.Example(uid="q1", texts=("Who?", "Denver Broncos won."),
                      answers=(data.Answer("Denver Broncos", 0),)),

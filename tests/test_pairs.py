@@ -12,18 +12,18 @@ import shutil
 import numpy as np
 import pytest
 
-from bertvision.backbone import AllLayersEncoder
-from bertvision.data import Example
+from bertvision.models.backbone import AllLayersEncoder
+from bertvision.data.readers import Example
 from bertvision.errors import ConfigError, RunError, ServeError, StoreError
-from bertvision.export import export_runs
-from bertvision.extract import ExtractConfig, Extractor
-from bertvision.fit import FitConfig, fit
+from bertvision.inference.export import export_runs
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.training.fit import FitConfig, fit
 from bertvision.metrics import compute_metrics
-from bertvision.pairs import best_threshold, cosine_baseline, pair_cosines
-from bertvision.predict import predict_run
+from bertvision.inference.cosine import best_threshold, cosine_baseline, pair_cosines
+from bertvision.inference.predict import predict_run
 from bertvision.runs import RunFolder
-from bertvision.serving import Predictor
-from bertvision.store import open_store
+from bertvision.inference.serving import Predictor
+from bertvision.store.format import open_store
 from tests.serving_runs import mrpc_store, sst2_mean_store  # noqa: F401
 from pipelines.extract import main as extract_main
 from tests.stores import _model, mrpc_separate_store, run_cli, run_main  # noqa: F401

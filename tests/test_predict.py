@@ -1,4 +1,4 @@
-"""python -m pipelines.predict and bertvision.predict: GLUE submission files,
+"""python -m pipelines.predict and bertvision.inference.predict: GLUE submission files,
 SQuAD prediction files (exact substrings of the contexts), raw outputs in the
 ensemble format, and stores a run was not trained on refused."""
 
@@ -12,7 +12,7 @@ from tests.stores import run_main, sst2_cls_run, sst2_cls_store, sst2_seq_store,
 
 
 def test_glue_submission_file(sst2_cls_run, sst2_cls_store, tmp_path):  # noqa: F811
-    from bertvision.store import open_store
+    from bertvision.store.format import open_store
 
     path = tmp_path / "SST-2.tsv"
     code, out, err = run_main(predict_main, "--run", sst2_cls_run, "--split", "dev", "--out", path)
@@ -33,7 +33,7 @@ def test_glue_submission_file(sst2_cls_run, sst2_cls_store, tmp_path):  # noqa: 
 
 
 def test_predict_run_is_what_the_ensemble_reads(sst2_cls_run, sst2_cls_store):  # noqa: F811
-    from bertvision.predict import predict_run
+    from bertvision.inference.predict import predict_run
 
     preds = predict_run(str(sst2_cls_run), sst2_cls_store, "dev")
     saved = np.load(sst2_cls_run / "predictions" / "dev.npz")
@@ -44,7 +44,7 @@ def test_predict_run_is_what_the_ensemble_reads(sst2_cls_run, sst2_cls_store):  
 
 def test_store_run_mismatch_refused(sst2_cls_run, sst2_seq_store, squad_store, tmp_path):  # noqa: F811
     from bertvision.errors import RunError
-    from bertvision.predict import predict_run
+    from bertvision.inference.predict import predict_run
 
     with pytest.raises(RunError, match='token_mode: run "cls", store "sequence"'):
         predict_run(str(sst2_cls_run), sst2_seq_store, "dev")
@@ -57,8 +57,8 @@ def test_store_run_mismatch_refused(sst2_cls_run, sst2_seq_store, squad_store, t
 
 
 def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noqa: F811
-    from bertvision.store import open_store
-    from bertvision.fit import FitConfig, fit
+    from bertvision.store.format import open_store
+    from bertvision.training.fit import FitConfig, fit
 
     run = tmp_path / "squad_run"
     fit(FitConfig(store=squad_store, out=str(run), adapter={"kind": "cnn"}, epochs=2, batch_size=8, lr=3e-3,

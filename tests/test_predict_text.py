@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from bertvision.predict import predict_run
-from bertvision.store import open_store
+from bertvision.inference.predict import predict_run
+from bertvision.store.format import open_store
 from pipelines.predict import main as predict_main
 from tests.serving_runs import mrpc_store, served_runs, sst2_mean_store  # noqa: F401
 from tests.stores import run_main, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401

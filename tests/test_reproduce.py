@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 from bench.reproduce import KINDS, ReproduceConfig, Stages, TaskRun, _share, markdown, seed_summary
-from bertvision.store import open_store
+from bertvision.store.format import open_store
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 

@@ -1,4 +1,4 @@
-"""bertvision.search / python -m tuning.search on a small real SST-2 store:
+"""bertvision.search.tuner / python -m tuning.search on a small real SST-2 store:
 a random search writes trials.csv and a best run folder that predicts; a
 search killed with SIGKILL at many points resumes without redoing finished
 trials; KerasTuner's chief and two workers on loopback share one search (a
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertvision.search import TRIAL_RECORD
+from bertvision.search.tuner import TRIAL_RECORD
 from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -46,7 +46,7 @@ def trial_states(search_dir) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def finished_search(sst2_cls_store, tmp_path_factory):  # noqa: F811
-    from bertvision.search import SearchConfig, search
+    from bertvision.search.tuner import SearchConfig, search
 
     out = tmp_path_factory.mktemp("search") / "sst2"
     record = search(SearchConfig(store=sst2_cls_store, out=str(out), max_trials=3, epochs=2, seed=1, verbose=0))
@@ -113,8 +113,8 @@ def test_layer_subset_model_is_exact_and_predicts_from_all_layers(sst2_cls_store
     import keras
 
     from bertvision.models import ModelConfig, build_model, trainable_params
-    from bertvision.search import layer_indices
-    from bertvision.store import open_store
+    from bertvision.search.tuner import layer_indices
+    from bertvision.store.format import open_store
 
     assert layer_indices("every_other", 7) == [0, 2, 4, 6]
     assert layer_indices("every_other", 6) == [1, 3, 5]
@@ -344,14 +344,14 @@ def test_half_set_distributed_environment_is_refused(sst2_cls_store, tmp_path, m
 
 
 def test_keras_tuner_internals_we_rely_on(tmp_path, monkeypatch):
-    """The one place bertvision.search touches KerasTuner's private parts
+    """The one place bertvision.search.tuner touches KerasTuner's private parts
     (`atomic_tuner_state`, `_retry_unfinished`); fails loudly if an upgrade
     moves them. Every state file goes through the atomic writer, and a
     reloaded oracle retries a trial whose trial.json was written but which
     the saved oracle never heard of."""
     import keras_tuner as kt
 
-    from bertvision import search as bs
+    from bertvision.search import tuner as bs
 
     written = []
 
@@ -393,7 +393,7 @@ def test_keras_tuner_internals_we_rely_on(tmp_path, monkeypatch):
 ])
 def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
     from bertvision.errors import SearchError
-    from bertvision.search import SearchConfig
+    from bertvision.search.tuner import SearchConfig
 
     with pytest.raises(SearchError) as err:
         SearchConfig(store="unused", out=str(tmp_path / "s"), **change)
@@ -403,7 +403,7 @@ def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
 
 def test_store_that_does_not_fit_fails_before_any_trial(sst2_cls_store, tmp_path):  # noqa: F811
     from bertvision.errors import SearchError, StoreError
-    from bertvision.search import SearchConfig, search
+    from bertvision.search.tuner import SearchConfig, search
 
     out = tmp_path / "s"
     with pytest.raises(SearchError, match=r"last9.*the store has 7 layers"):
@@ -426,7 +426,7 @@ def test_search_over_transformer_blocks_on_a_sequence_store(sst2_seq_store, tmp_
     hyperparameter of adapter_pooler on sequence stores; the best run is
     built with the blocks of the best trial."""
     from bertvision.runs import RunFolder
-    from bertvision.search import SearchConfig, search
+    from bertvision.search.tuner import SearchConfig, search
 
     out = tmp_path / "s"
     search(SearchConfig(store=sst2_seq_store, out=str(out), max_trials=3, epochs=1, seed=0, verbose=0,
@@ -448,7 +448,7 @@ def test_a_search_recorded_before_a_space_field_existed_still_resumes(tmp_path):
     holds no value for it; resuming it with the same flags must not be
     refused as 'other settings' (the field's default is what it searched)."""
     from bertvision.errors import SearchError
-    from bertvision.search import SearchConfig, _read_search_record
+    from bertvision.search.tuner import SearchConfig, _read_search_record
 
     config = SearchConfig(store="unused", out=str(tmp_path))
     old = config.to_dict()

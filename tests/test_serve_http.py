@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pytest
 
-from bertvision.predict import predict_run
-from bertvision.store import open_store
+from bertvision.inference.predict import predict_run
+from bertvision.store.format import open_store
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401
 from tests.stores import REPO_ROOT, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""bertvision.serving: raw text in, the same outputs as predict-from-a-store
+"""bertvision.inference.serving: raw text in, the same outputs as predict-from-a-store
 (cls, mean and sequence stores; SQuAD windows and decoding; a fine-tuning
 run), one backbone forward pass for every adapter of a batch, and runs that
 do not share a backbone refused."""
@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from bertvision.data import Example, load_examples
+from bertvision.data.readers import Example, load_examples
 from bertvision.errors import RunError, ServeError
-from bertvision.predict import predict_run
+from bertvision.inference.predict import predict_run
 from bertvision.runs import RunFolder
-from bertvision.serving import Predictor, read_inputs
-from bertvision.store import open_store
-from bertvision.tasks import get_task
+from bertvision.inference.serving import Predictor, read_inputs
+from bertvision.store.format import open_store
+from bertvision.data.tasks import get_task
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401
 from tests.stores import squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
 
@@ -134,7 +134,7 @@ def test_adapter_on_an_int8_store_served_as_predicted_from_it(served_runs, tmp_p
     """An adapter trained on an int8 store gets the same int8 round trip when
     served: its outputs equal predict-from-store, beside a float16 adapter on
     the same layers (which must not share its input)."""
-    from bertvision.fit import FitConfig, fit
+    from bertvision.training.fit import FitConfig, fit
     from tests.stores import build_store
 
     root = tmp_path_factory.mktemp("int8")

@@ -1,4 +1,4 @@
-"""Tests for bertvision.squad: n-best span decoding from per-window logits."""
+"""Tests for bertvision.data.squad: n-best span decoding from per-window logits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bertvision.metrics import squad_evaluate_examples
-from bertvision.squad import SquadDecoded, SquadWindows, apply_threshold, decode_squad
+from bertvision.data.squad import SquadDecoded, SquadWindows, apply_threshold, decode_squad
 
 CONTEXT = "The Eiffel Tower is in Paris, France."
 # Word pieces of the context with their character offsets; "Eiffel" is split in two.

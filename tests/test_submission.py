@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bertvision.predict import glue_submission_files, write_glue_submission
+from bertvision.inference.predict import glue_submission_files, write_glue_submission
 from bertvision.runs import Predictions
 from pipelines.submit import main as submit_main
 from tests.stores import build_store, run_main
@@ -31,7 +31,7 @@ def test_every_glue_file_in_its_official_form(tmp_path):
 
 @pytest.fixture(scope="module")
 def sst2_run_with_test(shared_data, tmp_path_factory):
-    from bertvision.fit import FitConfig, fit
+    from bertvision.training.fit import FitConfig, fit
 
     root = tmp_path_factory.mktemp("submit")
     store = build_store(root, "sst2_with_test", "sst2", shared_data / "glue" / "SST-2", ["train", "dev", "test"],

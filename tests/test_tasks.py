@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from bertvision.tasks import TASKS, TaskSpec, TsvLayout, get_task
+from bertvision.data.tasks import TASKS, TaskSpec, TsvLayout, get_task
 
 ALL_TASKS = ("squad_v2", "cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 

@@ -38,7 +38,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.search import TUNERS, SearchConfig, SearchSpace, search  # noqa: E402
+from bertvision.search.tuner import TUNERS, SearchConfig, SearchSpace, search  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:

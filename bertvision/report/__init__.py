@@ -13,7 +13,7 @@ Modules: `runs` (find and check results.json), `table` (summary rows),
 
 from bertvision.report.build import FORMATS, Report, build_report, save_chart
 from bertvision.report.charts import CHARTS, ChartResult, build_charts
-from bertvision.report.runs import HistoryPoint, ReportError, Run, find_results, load_runs, read_run, read_trials
+from bertvision.report.loading import HistoryPoint, ReportError, Run, find_results, load_runs, read_run, read_trials
 from bertvision.report.table import markdown_table, summary_frame
 from bertvision.report.theme import THEME, use_theme
 

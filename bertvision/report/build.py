@@ -23,7 +23,7 @@ from typing import Sequence
 import altair as alt
 
 from bertvision.report.charts import ChartResult, build_charts
-from bertvision.report.runs import Run, ReportError, load_runs, read_trials
+from bertvision.report.loading import Run, ReportError, load_runs, read_trials
 from bertvision.report.table import markdown_table, md_text, summary_frame
 from bertvision.report.theme import use_theme
 from bertvision.config import check_positive

@@ -4,7 +4,7 @@ Each builder returns a `ChartResult`: the chart (one sub-chart per task,
 stacked, each titled with the task and its main metric's name) or ``None``
 with the reason it was not drawn (no data), plus notes on tasks left out.
 
->>> from bertvision.report.runs import load_runs
+>>> from bertvision.report.loading import load_runs
 >>> result = metric_vs_params(load_runs(["runs/"]))      # doctest: +SKIP
 >>> result.chart.save("metric_vs_params.html")           # doctest: +SKIP
 """
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import altair as alt
 
-from bertvision.report.runs import Run
+from bertvision.report.loading import Run
 
 FACET_WIDTH = 200
 FACET_HEIGHT = 150

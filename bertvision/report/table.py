@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from bertvision.report.runs import Run
+from bertvision.report.loading import Run
 
 LEADING = ["task", "method", "run_type", "trainable_params", "param_share_pct", "main_metric", "dev_main"]
 TRAILING = ["train_fraction", "train_wall_time_s", "run_dir"]

@@ -6,18 +6,18 @@
 
 ``python -m pipelines.extract ... --runner RUNNER [runner options]`` runs
 this. The launching process plans every split exactly as a local extraction
-does (`bertvision.extract.Extractor.plan_split`: one shard plan, the plan and
+does (`bertvision.store.extract.Extractor.plan_split`: one shard plan, the plan and
 examples files) and writes each split's shard jobs, one line of JSON per
 shard, to ``SPLIT.jobs.jsonl`` in the store. The pipeline then:
 
 1. reads the job files and spreads the shards over the workers (``Reshuffle``);
-2. writes each shard with `bertvision.extract.ShardExtractor` (the one shard
+2. writes each shard with `bertvision.store.extract.ShardExtractor` (the one shard
    writer: length-sorted batches, deterministic records, atomic shards). Each
    worker process loads the backbone once (Beam's `Shared`) and checks it is
    the one the plan records (sha256 of config and weights). A shard already
    finished by an earlier run is kept if its checksum holds, else rewritten;
 3. once every shard is written, finalizes the manifest
-   (`bertvision.extract.finalize_splits`) and removes the job files.
+   (`bertvision.store.extract.finalize_splits`) and removes the job files.
 
 A pipeline that fails, or is killed, and is run again with the same command
 writes only the shards still missing, and every shard's bytes are those a
@@ -41,10 +41,10 @@ from apache_beam.runners.runner import PipelineState, create_runner
 from apache_beam.utils.shared import Shared
 
 from bertvision import io
-from bertvision import store as st
-from bertvision.backbone import backbone_identity, backbone_layers, load_backbone, load_tokenizer, resolve_backbone
+from bertvision.store import format as st
+from bertvision.models.backbone import backbone_identity, backbone_layers, load_backbone, load_tokenizer, resolve_backbone
 from bertvision.errors import BertVisionError, ConfigError, StoreError
-from bertvision.extract import (JOBS_SUFFIX, ExtractConfig, Extractor, ShardExtractor, ShardJob, finalize_splits,
+from bertvision.store.extract import (JOBS_SUFFIX, ExtractConfig, Extractor, ShardExtractor, ShardJob, finalize_splits,
                                 make_forward, split_lock)
 
 __all__ = ["BeamResult", "ExtractShards", "pipeline_options", "run_pipeline"]
@@ -180,7 +180,7 @@ def run_pipeline(configs: list[ExtractConfig], beam_args: list[str]) -> BeamResu
     ref = resolve_backbone(first.backbone)
     backbone, tokenizer = load_backbone(ref), load_tokenizer(ref)
     # local workers (DirectRunner, a local Flink or Spark) import bertvision from here
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if root not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     with contextlib.ExitStack() as locks:

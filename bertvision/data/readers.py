@@ -8,7 +8,7 @@ reported in `LoadResult.skipped` with `file:line` and a reason, or a
 
 Example:
 
->>> from bertvision.data import load_examples
+>>> from bertvision.data.readers import load_examples
 >>> result = load_examples("sst2", "dev", "../shared/data/glue/SST-2")
 >>> len(result.examples), result.examples[0].label
 (872, 1)
@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bertvision.errors import DataError
-from bertvision.tasks import TaskSpec, TsvLayout, get_task
+from bertvision.data.tasks import TaskSpec, TsvLayout, get_task
 
 DATA_DIR_ENV = "BERTVISION_DATA_DIR"
 """Environment variable naming the default data root (holding `glue/`, `squad2/`)."""
@@ -221,7 +221,7 @@ def default_data_root() -> Path:
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def resolve_path(

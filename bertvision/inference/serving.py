@@ -12,7 +12,7 @@ files loaded), and groups them:
   runs the backbone **once** over the distinct rows, to the union of the
   layers the adapters read, and derives each adapter's input from that one
   forward pass: its stored layers, reduced by its token mode (`cls`, `mean`,
-  `sequence`, `bertvision.backbone.reduce_tokens`), int8-quantized and back
+  `sequence`, `bertvision.models.backbone.reduce_tokens`), int8-quantized and back
   if its store was int8, and cast to the dtype its store's reader gives,
   exactly as extraction wrote them and the store reader gives them;
 - a **fine-tuning run** (run_type ``finetune``) runs its own `BertTask`
@@ -46,17 +46,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bertvision.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
+from bertvision.models.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                  load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
 from bertvision.config import pair_texts
-from bertvision.data import Example, load_examples
+from bertvision.data.readers import Example, load_examples
 from bertvision.errors import BertVisionError, ServeError
-from bertvision.features import Features, Featurizer, FeaturizerConfig, bucket_length
-from bertvision.finetune import BertTask
-from bertvision.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
+from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
+from bertvision.training.finetune import BertTask
+from bertvision.inference.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
 from bertvision.runs import Predictions, RunFolder, RunResults
-from bertvision.store import dequantize_int8, open_store, quantize_int8
-from bertvision.tasks import TaskSpec, get_task
+from bertvision.store.format import dequantize_int8, open_store, quantize_int8
+from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
            "squad_threshold"]
@@ -108,7 +108,7 @@ def read_inputs(path: str | Path, task: TaskSpec, max_skipped: float | None = 0.
 
     - a file of the task's own benchmark format: a GLUE TSV named as the task
       publishes it (``dev.tsv``, ``test.tsv``, ...; read by
-      `bertvision.data.load_examples`, with labels when it has them) or, for
+      `bertvision.data.readers.load_examples`, with labels when it has them) or, for
       SQuAD, any ``.json`` file in SQuAD's format: `Example` objects; records
       it cannot read are reported on stderr, and more than `max_skipped` of
       them (a share; None: any) stop it with `DataError` (a submission file
@@ -682,7 +682,7 @@ class Predictor:
     def predict_examples(self, name: str, examples: Sequence[Example], split: str = "input",
                          batch_size: int = 64) -> Predictions:
         """`Predictions` of model `name` on task examples (e.g. a GLUE or SQuAD
-        file read with `bertvision.data.load_examples`), `batch_size` examples
+        file read with `bertvision.data.readers.load_examples`), `batch_size` examples
         per forward pass; labels kept for evaluation."""
         model = self.model(name)
         task = model.task

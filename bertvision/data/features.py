@@ -39,7 +39,7 @@ from transformers.utils import logging as hf_logging
 
 from bertvision.config import PAIR_MODES, ConfigBase
 from bertvision.errors import ConfigError, DataError
-from bertvision.tasks import get_task
+from bertvision.data.tasks import get_task
 
 __all__ = ["Features", "Featurizer", "FeaturizerConfig", "bucket_length", "length_grouped_batches",
            "length_sorted_batches", "span_text"]

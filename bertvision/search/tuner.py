@@ -14,7 +14,7 @@ folder a person can open::
                                hyperparameters, <main metric>,
                                trainable_params, wall_time_s, tuner_id
     SEARCH_DIR/best/           the best configuration retrained by
-                               `bertvision.fit.fit`: a normal fit run folder
+                               `bertvision.training.fit.fit`: a normal fit run folder
                                (`pipelines.predict`, `pipelines.ensemble`)
 
 The space (`SearchSpace`): adapter ``kind``; which stored ``layers`` enter
@@ -26,9 +26,9 @@ last layer); ``layer_pooling``, ``adapter_dim`` and (when given more than
 so the saved adapter still takes every stored layer and any store the run
 fits predicts with it.
 
-Every trial trains through the one trainer (`bertvision.fit.build_adapter_trainer`);
+Every trial trains through the one trainer (`bertvision.training.fit.build_adapter_trainer`);
 the objective is the task's official main dev metric
-(`bertvision.tasks.TaskSpec.main_metric`; all are maximised), reported to the
+(`bertvision.data.tasks.TaskSpec.main_metric`; all are maximised), reported to the
 tuner as ``val_<metric>``. Running the same search again resumes it:
 KerasTuner reloads its oracle from ``SEARCH_DIR/tuner`` and reruns only the
 trial that was interrupted, wherever a ``kill -9`` landed (KerasTuner's
@@ -72,13 +72,13 @@ import numpy as np
 
 from bertvision import io
 from bertvision.config import STRATEGIES, ConfigBase, check_choice, check_fraction, check_positive_int, select_layers
-from bertvision.distribute import get_strategy
+from bertvision.training.distribute import get_strategy
 from bertvision.errors import ConfigError, FitError, SearchError
-from bertvision.fit import FitConfig, adapter_config, build_adapter_trainer, fit, resolve_eval_splits
+from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer, fit, resolve_eval_splits
 from bertvision.models import KINDS, LAYER_POOLINGS, build_model, trainable_params
 from bertvision.runs import RunFolder
-from bertvision.store import open_store
-from bertvision.tasks import get_task
+from bertvision.store.format import open_store
+from bertvision.data.tasks import get_task
 
 __all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchRole", "SearchSpace", "atomic_tuner_state",
            "build_search_tuner", "layer_indices", "read_trial_rows", "search", "search_role", "work_for_chief",
@@ -428,7 +428,7 @@ def atomic_tuner_state():
     original = getattr(kt_utils, "save_json", None)
     if original is None:
         raise SearchError(f"keras-tuner {kt.__version__}: keras_tuner.src.utils has no save_json; "
-                          "bertvision.search.atomic_tuner_state needs updating")
+                          "bertvision.search.tuner.atomic_tuner_state needs updating")
     kt_utils.save_json = _atomic_save_json
     try:
         yield
@@ -465,7 +465,7 @@ def _retry_unfinished(oracle) -> None:
 
 class _AdapterTuner:
     """What BertVision's tuners add to KerasTuner's (mixed into each):
-    `run_trial` trains with `bertvision.fit.build_adapter_trainer` (the
+    `run_trial` trains with `bertvision.training.fit.build_adapter_trainer` (the
     documented way to customise a KerasTuner search) and writes
     ``trial_XX/bertvision_trial.json`` (with the trial's values and results:
     a trial whose training finished is never trained again, even if a kill
@@ -663,7 +663,7 @@ def work_for_chief(config: SearchConfig, role: "SearchRole", poll_s: float = 1.0
 
 
 def _retrain_best(config: SearchConfig, plan: _Plan, best_id: str, values: dict, previous: dict | None):
-    """Train the best trial's configuration with `bertvision.fit.fit` into
+    """Train the best trial's configuration with `bertvision.training.fit.fit` into
     ``SEARCH_DIR/best`` (resuming an interrupted retrain of the same trial;
     replacing a best run of another trial)."""
     out = os.path.join(config.out, "best")

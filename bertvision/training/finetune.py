@@ -6,7 +6,7 @@ memory), builds a `BertTask` (a keras-hub ``Task`` wrapping a
 ``BertBackbone`` with the adapters' heads: dropout + `TaskHead` on the pooled
 [CLS] output for classification and regression, dropout + `SpanHead` on the
 token outputs for span tasks) and trains it with the one trainer
-(`bertvision.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
+(`bertvision.training.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
 linear decay, global-norm clipping, batches of rows of similar length.
 
 At every checkpoint (each ``checkpoint_every`` fraction of an epoch, each
@@ -44,18 +44,18 @@ import numpy as np
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.backbone import (backbone_identity, backbone_param_count, hidden_act, load_backbone,
+from bertvision.models.backbone import (backbone_identity, backbone_param_count, hidden_act, load_backbone,
                                  load_tokenizer, resolve_backbone, write_backbone_info)
 from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
-from bertvision.data import load_examples, seeded_subset
-from bertvision.distribute import get_strategy
+from bertvision.data.readers import load_examples, seeded_subset
+from bertvision.training.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
-from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
+from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
 from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
-from bertvision.tasks import get_task
-from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer
+from bertvision.data.tasks import get_task
+from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
 __all__ = ["CHECKPOINTS", "BertTask", "FinetuneConfig", "Finetuner", "checkpoint_name", "checkpoint_path",
            "latest_checkpoint"]
@@ -79,7 +79,7 @@ class FinetuneConfig(ConfigBase):
     (after ``limit``; as ``pipelines.extract --sample``); ``train_fraction``
     then keeps a seeded fraction of those. ``group_by_length`` batches rows of
     similar length together, sorting windows of that many batches (0: a plain
-    shuffle; see `bertvision.features.length_grouped_batches`).
+    shuffle; see `bertvision.data.features.length_grouped_batches`).
     """
 
     task: str

@@ -8,7 +8,7 @@ publishes for every split.
 
 Example:
 
->>> from bertvision.tasks import get_task
+>>> from bertvision.data.tasks import get_task
 >>> spec = get_task("mrpc")
 >>> spec.kind, spec.num_labels, spec.main_metric
 ('classification', 2, 'f1')

@@ -3,7 +3,7 @@
 `combine` averages (or takes the maximum of) the members' probabilities,
 scores or per-window logits (`bertvision.runs.Predictions`), after checking
 the members predicted the same examples of the same task; the result scores
-with the official metrics (span: n-best decoding from `bertvision.squad`,
+with the official metrics (span: n-best decoding from `bertvision.data.squad`,
 then the SQuAD 2.0 script). `run_ensemble` writes an ensemble run folder.
 
 Example:
@@ -25,10 +25,10 @@ import numpy as np
 
 from bertvision.config import ConfigBase, check_choice
 from bertvision.errors import EnsembleError
-from bertvision.finetune import CHECKPOINT_INFO
-from bertvision.predict import predict_run
+from bertvision.training.finetune import CHECKPOINT_INFO
+from bertvision.inference.predict import predict_run
 from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults
-from bertvision.tasks import get_task
+from bertvision.data.tasks import get_task
 
 __all__ = ["COMBINE_MODES", "EnsembleConfig", "combine", "load_run_predictions", "run_ensemble"]
 

@@ -228,7 +228,7 @@ def reduce_tokens(acts, padding_mask, token_mode: str):
     """Reduce every-layer activations ``[B, K, T, H]`` over tokens as a store
     keeps them: ``cls`` the first token ``[B, K, H]``, ``mean`` the masked
     mean over real tokens ``[B, K, H]``, ``sequence`` unchanged. What
-    extraction (`AllLayersEncoder`) and serving (`bertvision.serving`) both apply."""
+    extraction (`AllLayersEncoder`) and serving (`bertvision.inference.serving`) both apply."""
     if token_mode == "cls":
         return acts[:, :, 0, :]
     if token_mode == "mean":

@@ -31,8 +31,8 @@ import bertvision.models  # noqa: F401  (registers the adapters' layers for load
 from bertvision import io
 from bertvision.errors import RunError
 from bertvision.runs import Predictions, RunFolder, RunResults
-from bertvision.store import SIGNATURE_KEYS, Store, open_store
-from bertvision.tasks import TASKS, get_task
+from bertvision.store.format import SIGNATURE_KEYS, Store, open_store
+from bertvision.data.tasks import TASKS, get_task
 
 __all__ = ["check_store_matches", "glue_submission_files", "load_adapter_run", "make_infer_fn", "na_prob_path",
            "odds_threshold", "pad_to_for", "predict_run", "predict_store", "write_glue_submission",

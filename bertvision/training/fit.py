@@ -7,7 +7,7 @@ with the best epoch's weights), ``results.json`` (`RunResults`),
 split) and ``logs/`` (TensorBoard scalars). While training, ``state/`` holds
 the last epoch's training state, so a killed fit resumes.
 
-Training is `bertvision.trainer.Trainer`: Keras ``fit`` with AdamW under a
+Training is `bertvision.training.trainer.Trainer`: Keras ``fit`` with AdamW under a
 warmup + linear (or cosine) decay; after every epoch the eval splits are
 predicted and scored with the official metrics, the best epoch on the task's
 main metric is kept, and training stops early after ``patience`` epochs
@@ -34,17 +34,17 @@ import keras
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.backbone import backbone_param_count
+from bertvision.models.backbone import backbone_param_count
 from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_positive, check_positive_int)
-from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
+from bertvision.training.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
 from bertvision.models import KINDS, ModelConfig, build_model, layer_weights, trainable_params
-from bertvision.predict import make_infer_fn, pad_to_for, predict_store
+from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
 from bertvision.runs import PeakMemory, RunFolder, RunResults, merge_split_metrics, package_versions
-from bertvision.store import Store, open_store
-from bertvision.tasks import TaskSpec, get_task
-from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
+from bertvision.store.format import Store, open_store
+from bertvision.data.tasks import TaskSpec, get_task
+from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
 
 __all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
 
@@ -60,7 +60,7 @@ class FitConfig(ConfigBase):
     ``kind``; the store-derived ones (task kind, labels, layers, hidden,
     max_seq_len, input dtype) are filled in from the store by `fit` and
     saved complete. `search` names the search whose best trial this run
-    retrains (set by `bertvision.search`).
+    retrains (set by `bertvision.search.tuner`).
 
     >>> c = FitConfig(store="tfrecords/sst2", out="runs/a", adapter={"kind": "cnn"}, epochs=3)
     >>> FitConfig.from_dict(c.to_dict()) == c

@@ -1,17 +1,17 @@
 """Export served runs as one TensorFlow SavedModel (a Keras export archive).
 
-`export_runs(runs, out)` loads the runs as `bertvision.serving.Predictor`
+`export_runs(runs, out)` loads the runs as `bertvision.inference.serving.Predictor`
 does (adapters grouped by the backbone they were trained on, fine-tuning runs
 with their own BERT) and writes a SavedModel whose signatures run each
 backbone once and every task's head on its output:
 
 - ``serving_default`` (also ``serve``): ``token_ids``, ``segment_ids``,
   ``padding_mask`` ``[batch, tokens]`` int32 in (BERT's inputs, as
-  `bertvision.features.Featurizer` makes them), every task's outputs out:
+  `bertvision.data.features.Featurizer` makes them), every task's outputs out:
   ``<task>_probabilities [batch, classes]`` (classification),
   ``<task>_score [batch]`` (regression), ``<task>_start_logits`` /
   ``<task>_end_logits [batch, tokens]`` (SQuAD; decode them with the
-  windows' character offsets, `bertvision.squad.decode_squad`). Core
+  windows' character offsets, `bertvision.data.squad.decode_squad`). Core
   TensorFlow ops only: TensorFlow Serving loads it as is.
 - ``serve_text`` (``text [batch]`` string) and ``serve_text_pair``
   (``text``, ``text_pair``): raw strings in, the single-sentence
@@ -50,7 +50,7 @@ import tensorflow_text as tf_text
 
 from bertvision import io
 from bertvision.errors import ServeError
-from bertvision.serving import Predictor, ServedModel
+from bertvision.inference.serving import Predictor, ServedModel
 
 __all__ = ["EXPORT_INFO", "GraphTokenizer", "export_runs", "output_names"]
 

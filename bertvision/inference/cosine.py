@@ -15,7 +15,7 @@ baseline a trained pair adapter has to beat:
   Spearman do not care about its scale).
 
 Example:
-    >>> from bertvision.store import open_store
+    >>> from bertvision.store.format import open_store
     >>> result = cosine_baseline(open_store("tfrecords/mrpc-separate"), "train", "dev")
     >>> result.metrics, result.threshold
     ({'accuracy': 0.748, 'f1': 0.829}, 0.81)
@@ -29,8 +29,8 @@ import numpy as np
 
 from bertvision.errors import ConfigError
 from bertvision.metrics import compute_metrics
-from bertvision.store import Store
-from bertvision.tasks import get_task
+from bertvision.store.format import Store
+from bertvision.data.tasks import get_task
 
 __all__ = ["CosineBaseline", "best_threshold", "cosine_baseline", "pair_cosines"]
 

@@ -281,7 +281,7 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
                    provenance: dict | None = None, verify: bool = True) -> dict:
     """Check every planned shard of `split` is written and record it in the manifest.
 
-    Called by `bertvision.extract.finalize_splits` once every shard is
+    Called by `bertvision.store.extract.finalize_splits` once every shard is
     written (by this process, or by a Beam pipeline's workers).
     """
     plan_path = io.join(store_dir, f"{split}.plan.json")

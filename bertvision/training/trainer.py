@@ -1,7 +1,7 @@
 """One trainer: every model BertVision trains goes through Keras ``fit`` here.
 
-An adapter on a store (`bertvision.fit`) and BERT itself on text
-(`bertvision.finetune`) differ only in their model, their data and their
+An adapter on a store (`bertvision.training.fit`) and BERT itself on text
+(`bertvision.training.finetune`) differ only in their model, their data and their
 evaluation; the rest is this module:
 
 - the optimizer: AdamW under a linear warmup then linear / cosine decay

@@ -36,16 +36,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bertvision.backbone import backbone_param_count
+from bertvision.models.backbone import backbone_param_count
 from bertvision.config import ConfigBase, check_positive, check_positive_int
 from bertvision.errors import FitError
-from bertvision.fit import STORE_DERIVED, adapter_config
+from bertvision.training.fit import STORE_DERIVED, adapter_config
 from bertvision.metrics import accuracy, f1
 from bertvision.models import build_model, layer_weights, trainable_params
-from bertvision.predict import make_infer_fn
+from bertvision.inference.predict import make_infer_fn
 from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, package_versions
-from bertvision.store import Store, open_store
-from bertvision.trainer import Schedule, Trainer, compile_for_task, make_optimizer
+from bertvision.store.format import Store, open_store
+from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
 __all__ = ["AnswerabilityConfig", "answerability_metrics", "fit_answerability", "gold_answerable",
            "span_decisions"]

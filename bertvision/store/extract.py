@@ -21,7 +21,7 @@ How a split is written, whoever writes it:
    manifest (`store.finalize_split`).
 
 `Extractor.run` does all three in this process (step 2 for the shards not yet
-done, so a killed run started again resumes). `bertvision.beam_extract` does
+done, so a killed run started again resumes). `bertvision.store.beam` does
 step 1 on the launching machine and steps 2 and 3 inside an Apache Beam
 pipeline, so any Beam runner spreads the shards over many machines; both
 write the same bytes. Two processes writing the same split into one store are
@@ -43,17 +43,17 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from bertvision import io
-from bertvision import store as st
-from bertvision.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
+from bertvision.store import format as st
+from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
 from bertvision.config import (PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
-from bertvision.data import Answer, Example, load_examples, seeded_subset
-from bertvision.distribute import get_strategy
+from bertvision.data.readers import Answer, Example, load_examples, seeded_subset
+from bertvision.training.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
-from bertvision.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
+from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions
-from bertvision.tasks import get_task
+from bertvision.data.tasks import get_task
 
 __all__ = ["EXTRACT_STRATEGIES", "JOBS_SUFFIX", "ExtractConfig", "Extractor", "ShardExtractor", "ShardJob", "finalize_splits",
            "make_forward", "split_lock", "stale_files"]
@@ -260,7 +260,7 @@ class _Writer(threading.Thread):
 
 class ShardExtractor:
     """Writes shards: the one writer of store shards, run by `Extractor` in
-    this process and by `bertvision.beam_extract` on Beam workers.
+    this process and by `bertvision.store.beam` on Beam workers.
 
     `forward` is ``batch -> activations`` (`make_forward`); `config` gives
     the store settings (its ``split`` is not used: each job names its own).

@@ -1,4 +1,4 @@
-"""The HTTP JSON service over a `bertvision.serving.Predictor` (FastAPI + uvicorn).
+"""The HTTP JSON service over a `bertvision.inference.serving.Predictor` (FastAPI + uvicorn).
 
 Endpoints:
 
@@ -50,7 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertvision.config import ConfigBase, check_choice, check_non_negative, check_positive, check_positive_int
 from bertvision.errors import ServeError
-from bertvision.serving import ALL_INPUT_FIELDS, Job, Predictor
+from bertvision.inference.serving import ALL_INPUT_FIELDS, Job, Predictor
 
 __all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "create_app", "serve"]
 
