@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+from seqeval.metrics import sequence_labeling as seqeval_metrics
+from seqeval.scheme import IOB2
 
 from bertvision.data.tasks import get_task
 
@@ -29,6 +31,7 @@ __all__ = [
     "METRIC_FUNCTIONS",
     "MetricFunction",
     "SquadGold",
+    "TAGGING_METRICS",
     "accuracy",
     "compute_exact",
     "compute_f1",
@@ -41,6 +44,7 @@ __all__ = [
     "pearson",
     "spearmanr",
     "squad_evaluate",
+    "tagging_metrics",
     "squad_evaluate_examples",
 ]
 
@@ -239,6 +243,49 @@ def compute_metrics(
                 f"unknown metric {name!r}{hint}; known: {sorted(METRIC_FUNCTIONS)}"
             )
         out[name] = fn(predictions, labels)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Token classification: entity-level scores (seqeval)
+# ---------------------------------------------------------------------------
+
+TAGGING_METRICS = ("f1", "precision", "recall", "strict_f1", "token_accuracy")
+"""The overall metrics of a tagging task; `tagging_metrics` adds ``f1_TYPE`` per entity type."""
+
+
+def tagging_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Entity-level scores of BIO tag sequences, one list of tags per sentence.
+
+    ``precision``, ``recall``, ``f1``: exact entity matches (type, first and
+    last word), counted as conlleval counts them (seqeval's default mode: an
+    ``I-X`` after ``O`` starts an entity); ``strict_f1``: seqeval's strict
+    IOB2 mode (an ill-formed predicted entity counts as none);
+    ``precision_TYPE``, ``recall_TYPE``, ``f1_TYPE`` per gold or predicted
+    entity type; ``token_accuracy``: the share of words whose tag is right.
+    Fractions in [0, 1], as the GLUE metrics.
+
+    >>> tagging_metrics([["B-PER", "I-PER", "O"]], [["B-PER", "O", "O"]])["f1"]
+    0.0
+    """
+    gold = [list(s) for s in gold]
+    predicted = [list(s) for s in predicted]
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    for i, (g, p) in enumerate(zip(gold, predicted)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
+    if not gold:
+        raise ValueError("no sentences to score")
+    p, r, f, _ = seqeval_metrics.precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)
+    out = {"f1": float(f), "precision": float(p), "recall": float(r),
+           "strict_f1": float(seqeval_metrics.f1_score(gold, predicted, mode="strict", scheme=IOB2,
+                                                       zero_division=0)),
+           "token_accuracy": float(seqeval_metrics.accuracy_score(gold, predicted))}
+    report = seqeval_metrics.classification_report(gold, predicted, output_dict=True, zero_division=0)
+    for kind in sorted(k for k in report if not k.endswith(" avg")):
+        for name in ("precision", "recall", "f1"):
+            out[f"{name}_{kind}"] = float(report[kind]["f1-score" if name == "f1" else name])
     return out
 
 

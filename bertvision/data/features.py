@@ -41,11 +41,14 @@ from bertvision.config import PAIR_MODES, ConfigBase
 from bertvision.errors import ConfigError, DataError
 from bertvision.data.tasks import get_task
 
-__all__ = ["Features", "Featurizer", "FeaturizerConfig", "bucket_length", "length_grouped_batches",
-           "length_sorted_batches", "span_text"]
+__all__ = ["IGNORE", "Features", "Featurizer", "FeaturizerConfig", "bucket_length", "length_grouped_batches",
+           "length_sorted_batches", "span_text", "word_predictions"]
 
 SPAN_KIND = "span"
+TOKEN_KIND = "token_classification"
 SEQUENCE_KINDS = ("classification", "regression")
+IGNORE = -1
+"""`Features.word_ids` / `token_labels` of a position outside the loss and the metric."""
 
 
 @dataclass
@@ -123,6 +126,8 @@ class Features:
     offsets: np.ndarray | None = None
     start_positions: np.ndarray | None = None
     end_positions: np.ndarray | None = None
+    word_ids: np.ndarray | None = None
+    token_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -144,6 +149,11 @@ class Features:
             for name in ("start_positions", "end_positions"):
                 if getattr(self, name).shape != (n,):
                     raise ValueError(f"Features.{name} has shape {getattr(self, name).shape}; expected {(n,)}")
+        if (self.word_ids is None) != (self.token_labels is None):
+            raise ValueError("Features: word_ids and token_labels come together or not at all")
+        for name in ("word_ids", "token_labels"):
+            if getattr(self, name) is not None and getattr(self, name).shape != (n, length):
+                raise ValueError(f"Features.{name} has shape {getattr(self, name).shape}; expected {(n, length)}")
 
     def __len__(self) -> int:
         return int(self.token_ids.shape[0])
@@ -151,6 +161,11 @@ class Features:
     @property
     def is_span(self) -> bool:
         return self.offsets is not None
+
+    @property
+    def is_token(self) -> bool:
+        """Token classification rows: each word's first sub-word carries its tag."""
+        return self.word_ids is not None
 
     @property
     def max_seq_len(self) -> int:
@@ -298,7 +313,9 @@ class Featurizer:
             return self._encode_span(examples)
         if kind in SEQUENCE_KINDS:
             return self._encode_sequences(examples, n_texts)
-        raise ValueError(f"task kind {kind!r} unknown; expected one of {SEQUENCE_KINDS + (SPAN_KIND,)}")
+        if kind == TOKEN_KIND:
+            return self._encode_tokens(examples, tuple(getattr(task, "label_names", ()) or ()))
+        raise ValueError(f"task kind {kind!r} unknown; expected one of {SEQUENCE_KINDS + (SPAN_KIND, TOKEN_KIND)}")
 
     # -------------------------------------------------------- classification
 
@@ -329,6 +346,106 @@ class Featurizer:
         f = self._encode_sequences([_Side(_uid(ex), (ex.texts[k],)) for ex in examples for k in (0, 1)], 1)
         f.example_index = np.repeat(np.arange(len(examples), dtype=np.int32), 2)
         return f
+
+    # ------------------------------------------------------------ token tags
+
+    def subwords(self, words_per_example: Sequence[Sequence[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each sentence's sub-words: ``(ids, word)`` arrays, ``word[j]`` the
+        index of the word sub-word ``j`` belongs to. A word the tokenizer
+        drops entirely (a lone control character) becomes one ``[UNK]``, so
+        that every word has a first sub-word to carry its tag.
+
+        >>> ids, word = featurizer.subwords([["Huggingface", "rocks", "\\u200b"]])[0]
+        >>> word.tolist()  # hugging ##face rocks [UNK]
+        [0, 0, 1, 2]
+        """
+        if not words_per_example:
+            return []
+        with _quiet_transformers():
+            enc = self.tokenizer([list(w) for w in words_per_example], is_split_into_words=True,
+                                 add_special_tokens=False, return_tensors=None)
+        unk = self.tokenizer.unk_token_id
+        out = []
+        for b, words in enumerate(words_per_example):
+            ids = np.asarray(enc["input_ids"][b], dtype=np.int32)
+            word = np.asarray([-1 if w is None else w for w in enc.word_ids(b)], dtype=np.int32)
+            missing = np.setdiff1d(np.arange(len(words)), word)
+            if missing.size:
+                if unk is None:
+                    raise DataError(f"word {words[missing[0]]!r} has no sub-words and the tokenizer has no unk token")
+                at = np.searchsorted(word, missing)  # word ids are non-decreasing
+                ids, word = np.insert(ids, at, unk), np.insert(word, at, missing)
+            out.append((ids, word))
+        return out
+
+    def token_windows(self, n_subwords: int) -> list[tuple[int, int]]:
+        """``(first, end)`` sub-word ranges of one sentence's windows: the
+        window's capacity is ``max_seq_len - 2``, consecutive windows start
+        ``min(doc_stride, capacity // 2)`` sub-words apart (as span windows
+        do), the last one ends at the sentence's end.
+
+        >>> Featurizer(tok, max_seq_len=6, doc_stride=2).token_windows(7)
+        [(0, 4), (2, 6), (4, 7)]
+        """
+        capacity = self.config.max_seq_len - 2
+        step = max(1, min(self.config.doc_stride, capacity // 2))
+        windows, first = [], 0
+        while True:
+            end = min(first + capacity, n_subwords)
+            windows.append((first, end))
+            if end >= n_subwords:
+                return windows
+            first += step
+
+    def _encode_tokens(self, examples: list, label_names: tuple[str, ...]) -> Features:
+        """One row per window: ``[CLS] sub-words [SEP]``. Each word is predicted
+        in exactly one window, the one where its first sub-word has the most
+        context on both sides (BERT's "max context"; ties: the earlier
+        window): there ``word_ids`` holds the word's index and ``token_labels``
+        its tag's index; every other position holds `IGNORE`."""
+        length = self.config.max_seq_len
+        index = {name: i for i, name in enumerate(label_names)}
+        plan = []
+        words_of = [_words(ex) for ex in examples]
+        for i, ((ids, word), words) in enumerate(zip(self.subwords(words_of), words_of)):
+            tags = tuple(getattr(examples[i], "tags", ()) or ())
+            if tags and len(tags) != len(words):
+                raise DataError(f"example {_uid(examples[i])!r}: {len(words)} words but {len(tags)} tags")
+            labels = np.full(len(words), IGNORE, dtype=np.int32)
+            for w, tag in enumerate(tags):
+                if tag not in index:
+                    raise DataError(f"example {_uid(examples[i])!r}: tag {tag!r} of word {w} ({words[w]!r}) is not "
+                                    f"one of the task's labels {', '.join(label_names)}")
+                labels[w] = index[tag]
+            first_of = np.full(len(words), -1, dtype=np.int64)
+            starts = np.flatnonzero(np.r_[True, word[1:] != word[:-1]])
+            first_of[word[starts]] = starts
+            windows = self.token_windows(ids.size)
+            # context of each word's first sub-word in each window; outside = -1
+            pos = first_of[None, :]
+            a = np.array([w[0] for w in windows])[:, None]
+            b = np.array([w[1] for w in windows])[:, None]
+            context = np.where((pos >= a) & (pos < b), np.minimum(pos - a, b - 1 - pos), -1)
+            owner = np.argmax(context, axis=0)  # the first window of the largest context
+            for k, (first, end) in enumerate(windows):
+                plan.append((i, ids[first:end], word[first:end], first, np.flatnonzero(owner == k), first_of, labels))
+        n = len(plan)
+        token_ids = np.full((n, length), self.tokenizer.pad_token_id, dtype=np.int32)
+        padding_mask = np.zeros((n, length), dtype=np.int32)
+        word_ids = np.full((n, length), IGNORE, dtype=np.int32)
+        token_labels = np.full((n, length), IGNORE, dtype=np.int32)
+        example_index = np.empty((n,), dtype=np.int32)
+        for row, (i, ids, word, first, owned, first_of, labels) in enumerate(plan):
+            token_ids[row, 0] = self.tokenizer.cls_token_id
+            token_ids[row, 1:1 + ids.size] = ids
+            token_ids[row, 1 + ids.size] = self.tokenizer.sep_token_id
+            padding_mask[row, :2 + ids.size] = 1
+            at = 1 + first_of[owned] - first
+            word_ids[row, at] = owned
+            token_labels[row, at] = labels[owned]
+            example_index[row] = i
+        return Features(token_ids, np.zeros_like(token_ids), padding_mask, example_index,
+                        word_ids=word_ids, token_labels=token_labels)
 
     # ------------------------------------------------------------------ span
 
@@ -443,6 +560,43 @@ def _text(example: Any, k: int) -> str:
     if not text.strip():
         raise ValueError(f"example {_uid(example)!r}: text {k} is empty")
     return text
+
+
+def _words(example: Any) -> tuple[str, ...]:
+    words = tuple(getattr(example, "words", ()) or ())
+    if not words:
+        raise DataError(f"example {_uid(example)!r}: a token classification example needs its words")
+    return words
+
+
+def word_predictions(word_ids: np.ndarray, example_index: np.ndarray, values: np.ndarray,
+                     num_words: Sequence[int]) -> list[np.ndarray]:
+    """Per-position ``values [rows, L, ...]`` back to one value per word of
+    each example (the inverse of the token windows): ``out[e][w]`` is the
+    value at the one position whose ``word_ids`` is ``w`` in a row of
+    example ``e``.
+
+    Raises:
+        ValueError: when a word is predicted zero times or twice.
+
+    >>> word_predictions(feats.word_ids, feats.example_index, logits, [len(ex.words) for ex in examples])[0].shape
+    (11, 9)
+    """
+    word_ids = np.asarray(word_ids)
+    values = np.asarray(values)
+    rows, cols = np.nonzero(word_ids >= 0)
+    ex = np.asarray(example_index)[rows]
+    words = word_ids[rows, cols]
+    out = []
+    order = np.lexsort((words, ex))
+    rows, cols, ex, words = rows[order], cols[order], ex[order], words[order]
+    bounds = np.searchsorted(ex, np.arange(len(num_words) + 1))
+    for e, n in enumerate(num_words):
+        got = words[bounds[e]:bounds[e + 1]]
+        if got.size != n or not np.array_equal(got, np.arange(n)):
+            raise ValueError(f"example {e}: {got.size} word predictions for {n} words (each must be predicted once)")
+        out.append(values[rows[bounds[e]:bounds[e + 1]], cols[bounds[e]:bounds[e + 1]]])
+    return out
 
 
 def _answer_tokens(example: Any, context: str, offsets: np.ndarray) -> tuple[int, int] | None:

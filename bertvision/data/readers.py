@@ -72,11 +72,16 @@ class Example:
             split has no labels (and for span tasks).
         answers: SQuAD gold answers (empty for impossible questions).
         is_impossible: SQuAD 2.0 unanswerable question.
+        words: token classification: the sentence's words (``texts`` is
+            then the one text they make, joined by spaces, or the raw text
+            they were split from).
+        tags: token classification: one BIO tag per word (empty when the
+            split has no tags).
 
     Example:
 
     >>> Example(uid="dev-0", texts=("a fine film",), label=1)
-    Example(uid='dev-0', texts=('a fine film',), label=1, answers=(), is_impossible=False)
+    Example(uid='dev-0', texts=('a fine film',), label=1, answers=(), is_impossible=False, words=(), tags=())
     """
 
     uid: str
@@ -84,6 +89,8 @@ class Example:
     label: int | float | None = None
     answers: tuple[Answer, ...] = ()
     is_impossible: bool = False
+    words: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
