@@ -84,11 +84,11 @@ from bertvision.config import ConfigBase  # noqa: E402
 from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
 from bertvision.errors import BertVisionError, ConfigError  # noqa: E402
 from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.training.finetune import FinetuneConfig, Finetuner, checkpoint_path  # noqa: E402
+from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
 from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
 from bertvision.report import build_report  # noqa: E402
-from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults  # noqa: E402
+from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path  # noqa: E402
 from bertvision.store.format import MANIFEST, open_store  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

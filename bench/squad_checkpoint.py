@@ -52,10 +52,9 @@ from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # noqa: 
 from bertvision.errors import BertVisionError  # noqa: E402
 from bertvision.config import STORE_DTYPES  # noqa: E402
 from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.training.finetune import CHECKPOINT_INFO  # noqa: E402
 from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
-from bertvision.runs import Predictions, RunFolder  # noqa: E402
+from bertvision.runs import Predictions, RunFolder, read_checkpoint_info  # noqa: E402
 from bertvision.store.format import MANIFEST, open_store  # noqa: E402
 
 METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
@@ -100,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt, work = Path(args.checkpoint), Path(args.work)
     try:
-        info = io.read_json(ckpt / CHECKPOINT_INFO, BertVisionError)
+        info = read_checkpoint_info(ckpt)
+        if info is None:
+            raise BertVisionError(f"{ckpt}: not a fine-tuning checkpoint (no checkpoint.json)")
         cfg = info["config"]
         bert_dev = checkpoint_metrics(info, args.eval_split)
         if cfg["task"] != "squad_v2" or bert_dev is None:

@@ -47,12 +47,15 @@ from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_exampl
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
-__all__ = ["CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint", "PeakMemory", "Predictions",
-           "RunFolder", "RunResults", "merge_split_metrics", "package_versions"]
+__all__ = ["CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint",
+           "PeakMemory", "Predictions", "RunFolder", "RunResults", "checkpoint_name", "checkpoint_path",
+           "latest_checkpoint", "merge_split_metrics", "package_versions", "read_checkpoint_info"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
 MODEL = "model.keras"
+CHECKPOINTS = "checkpoints"  # fine-tuning: RUN_DIR/checkpoints/epoch-X.XX/, each a backbone folder
+CHECKPOINT_INFO = "checkpoint.json"  # in each checkpoint: step, epoch, label, metrics, config
 RUN_TYPES = ("fit", "finetune", "ensemble")
 # logit where a window is shorter than the longest one it is stacked with
 PAD_LOGIT = -1e4
@@ -510,6 +513,38 @@ def _pad_rows(blocks: list[np.ndarray], width: int, value) -> np.ndarray:
         pad = [(0, 0), (0, width - b.shape[1])] + [(0, 0)] * (b.ndim - 2)
         out.append(np.pad(b, pad, constant_values=value) if b.shape[1] < width else b)
     return np.concatenate(out, axis=0)
+
+
+# -------------------------------------------------------------- checkpoints
+
+
+def checkpoint_name(label: float) -> str:
+    """A checkpoint folder's name: ``epoch-0.10``."""
+    return f"epoch-{label:.2f}"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, epoch: float) -> Path:
+    """``RUN_DIR/checkpoints/epoch-X.XX``."""
+    return Path(run_dir) / CHECKPOINTS / checkpoint_name(epoch)
+
+
+def read_checkpoint_info(folder: str | os.PathLike) -> dict | None:
+    """A checkpoint folder's ``checkpoint.json`` (step, epoch, label,
+    metrics, config); ``None`` when `folder` is not a checkpoint."""
+    info = Path(folder) / CHECKPOINT_INFO
+    return io.read_json(info, RunError) if info.is_file() else None
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint folder with the highest step (``None`` if none)."""
+    root = Path(run_dir) / CHECKPOINTS
+    best, best_step = None, -1
+    if root.is_dir():
+        for folder in root.iterdir():
+            info = None if folder.name.startswith(".") else read_checkpoint_info(folder)
+            if info is not None and info["step"] > best_step:
+                best, best_step = folder, info["step"]
+    return best
 
 
 # -------------------------------------------------------------- run folders

@@ -25,7 +25,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import SCHEDULES, STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.training.distribute import split_cpu_devices  # noqa: E402
+from bertvision.distribute import split_cpu_devices  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
 from bertvision.training.fit import STORE_DERIVED, FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS, LAYER_POOLINGS, TOKEN_POOLINGS, ModelConfig  # noqa: E402

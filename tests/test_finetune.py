@@ -8,7 +8,9 @@ import pytest
 from bertvision.store import format as st
 from bertvision.errors import FinetuneError
 from bertvision.data.features import bucket_length, length_grouped_batches
-from bertvision.training.finetune import BertTask, FinetuneConfig, Finetuner, latest_checkpoint
+from bertvision.models.bert_task import BertTask
+from bertvision.runs import latest_checkpoint
+from bertvision.training.finetune import FinetuneConfig, Finetuner
 from bertvision.runs import Predictions, RunFolder
 from bertvision.training.trainer import Schedule
 from pipelines import extract as extract_cli

@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Mapping
 
+from bertvision.config import TASK_KINDS
 from bertvision.errors import ConfigError
 
 TaskKind = Literal["classification", "regression", "span"]
 LabelFormat = Literal["index", "name", "score", "none"]
 
-TASK_KINDS = ("classification", "regression", "span")
 _LABEL_FORMATS = ("index", "name", "score", "none")
 
 

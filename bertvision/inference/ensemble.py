@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -25,9 +24,8 @@ import numpy as np
 
 from bertvision.config import ConfigBase, check_choice
 from bertvision.errors import EnsembleError
-from bertvision.training.finetune import CHECKPOINT_INFO
 from bertvision.inference.predict import predict_run
-from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults
+from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults, read_checkpoint_info
 from bertvision.data.tasks import get_task
 
 __all__ = ["COMBINE_MODES", "EnsembleConfig", "combine", "load_run_predictions", "run_ensemble"]
@@ -175,9 +173,9 @@ def _method_name(path: str) -> str:
     run = RunFolder(path)
     if run.finished:
         return run.results().method
-    info = run.path / CHECKPOINT_INFO
-    if info.is_file():
-        return f"bert_finetune@{json.loads(info.read_text()).get('label', run.path.name)}"
+    info = read_checkpoint_info(run.path)
+    if info is not None:
+        return f"bert_finetune@{info.get('label', run.path.name)}"
     return run.path.name
 
 

@@ -46,13 +46,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bertvision.models.bert_task import BertTask
 from bertvision.models.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                  load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
 from bertvision.config import pair_texts
 from bertvision.data.readers import Example, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
-from bertvision.training.finetune import BertTask
 from bertvision.inference.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store.format import dequantize_int8, open_store, quantize_int8

@@ -72,7 +72,7 @@ import numpy as np
 
 from bertvision import io
 from bertvision.config import STRATEGIES, ConfigBase, check_choice, check_fraction, check_positive_int, select_layers
-from bertvision.training.distribute import get_strategy
+from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FitError, SearchError
 from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer, fit, resolve_eval_splits
 from bertvision.models import KINDS, LAYER_POOLINGS, build_model, trainable_params
@@ -164,8 +164,8 @@ class SearchSpace(ConfigBase):
 
         def interval(name, values, low, high, low_open=False):
             ok = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-            if not ok or values[0] > values[1] or values[0] < low or (low_open and values[0] <= low) \
-                    or values[1] >= high:
+            if (not ok or values[0] > values[1] or values[0] < low or (low_open and values[0] <= low)
+                    or values[1] >= high):
                 raise SearchError(f"search space {name}: need [min, max] with {low} {'<' if low_open else '<='} "
                                   f"min <= max < {high}, got {values}")
 

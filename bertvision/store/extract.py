@@ -49,7 +49,7 @@ from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, bac
 from bertvision.config import (PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data.readers import Answer, Example, load_examples, seeded_subset
-from bertvision.training.distribute import get_strategy
+from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions

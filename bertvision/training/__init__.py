@@ -3,7 +3,7 @@
 Contract: `trainer` is the one Keras training loop (optimizer, losses,
 evaluation marks, early stopping, resumable state); `fit` trains an adapter
 on a store, `finetune` trains BERT itself on text, `answerability` trains
-SQuAD 2.0's answerable-vs-not decision; `distribute` picks the
-`tf.distribute` strategy. Run folders are read and written through
-`bertvision.runs` only.
+SQuAD 2.0's answerable-vs-not decision (the `tf.distribute` strategy comes
+from `bertvision.distribute`, below the store, which extraction uses too).
+Run folders are read and written through `bertvision.runs` only.
 """

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 
@@ -49,19 +48,18 @@ from bertvision.models.backbone import (backbone_identity, backbone_param_count,
 from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data.readers import load_examples, seeded_subset
-from bertvision.training.distribute import get_strategy
+from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
-from bertvision.models import Dropout, SpanHead, TaskHead, trainable_params
-from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.models import trainable_params
+from bertvision.models.bert_task import BertTask
+from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, PeakMemory, Predictions, RunFolder, RunResults,
+                             checkpoint_name, checkpoint_path, merge_split_metrics, package_versions)
 from bertvision.data.tasks import get_task
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
-__all__ = ["CHECKPOINTS", "BertTask", "FinetuneConfig", "Finetuner", "checkpoint_name", "checkpoint_path",
-           "latest_checkpoint"]
+__all__ = ["FinetuneConfig", "Finetuner"]
 
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_INFO = "checkpoint.json"
 # settings that may change when a run is resumed
 _RESUME_FREE = ("progress", "command", "jit_compile", "out", "max_skipped")
 
@@ -157,95 +155,6 @@ class FinetuneConfig(ConfigBase):
             raise FinetuneError(str(err)) from err
         if self.eval_splits is None:
             self.eval_splits = list(task.eval_splits)
-
-
-# ------------------------------------------------------------------ model
-
-
-@keras.saving.register_keras_serializable(package="bertvision")
-class BertTask(keras_hub.models.Task):
-    """A BERT backbone with one of BertVision's task heads, as a keras-hub Task.
-
-    Inputs ``token_ids``, ``segment_ids``, ``padding_mask`` ``[B, T]``;
-    outputs as the adapters': logits ``[B, C]`` (classification), a score
-    ``[B]`` (regression) or ``{"start_logits", "end_logits"}`` ``[B, T]``
-    (span, padding masked). Heads are initialised as BERT's (truncated
-    normal, stddev 0.02).
-
-    Args:
-        backbone: a `keras_hub.models.BertBackbone`.
-        task_kind: ``classification``, ``regression`` or ``span``.
-        num_labels: classes (classification).
-        dropout: dropout rate before the head.
-
-    Example:
-        >>> task = BertTask(load_backbone(resolve_backbone(None)), "classification", num_labels=2)
-        >>> task(batch).shape  # (batch, 2)
-    """
-
-    backbone_cls = keras_hub.models.BertBackbone
-
-    def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.backbone = backbone
-        self.preprocessor = None
-        self.output_dropout = Dropout(dropout, name="dropout")
-        if task_kind == "span":
-            self.head = SpanHead(kernel_initializer=init, name="span_head")
-        else:
-            self.head = TaskHead(task_kind, 1 if task_kind == "regression" else num_labels,
-                                 kernel_initializer=init, name="head")
-        inputs = backbone.input
-        outputs = backbone(inputs)
-        if task_kind == "span":
-            x = self.output_dropout(outputs["sequence_output"])
-            start, end = self.head(x, padding_mask=inputs["padding_mask"])
-            out = {"start_logits": start, "end_logits": end}
-        else:
-            out = self.head(self.output_dropout(outputs["pooled_output"]))
-        super().__init__(inputs=inputs, outputs=out, compile=False, **kwargs)
-        self.task_kind, self.num_labels, self.dropout = task_kind, int(num_labels), float(dropout)
-
-    def get_config(self):
-        return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
-                "dropout": self.dropout}
-
-    def save_task_weights(self, filepath):
-        """Save the head's weights (``task.weights.h5`` of a preset), as
-        keras-hub does, but without the optimizer's moments: a checkpoint is
-        a model, and the moments (twice the backbone's size) belong to the
-        training state the trainer keeps in ``state/``."""
-        if not str(filepath).endswith(".weights.h5"):
-            raise ValueError(f"The filename must end in `.weights.h5`. Received: filepath={filepath}")
-        skip = [self.backbone] + ([self.optimizer] if self.optimizer is not None else [])
-        keras.saving.save_weights(self, filepath=filepath, objects_to_skip=skip)
-
-
-# ------------------------------------------------------------- checkpoints
-
-
-def checkpoint_name(label: float) -> str:
-    return f"epoch-{label:.2f}"
-
-
-def checkpoint_path(run_dir: str | os.PathLike, epoch: float) -> Path:
-    """``RUN_DIR/checkpoints/epoch-X.XX``."""
-    return Path(run_dir) / CHECKPOINTS / checkpoint_name(epoch)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The complete checkpoint folder with the highest step (``None`` if none)."""
-    root = Path(run_dir) / CHECKPOINTS
-    best, best_step = None, -1
-    if root.is_dir():
-        for folder in root.iterdir():
-            info = folder / CHECKPOINT_INFO
-            if folder.name.startswith(".") or not info.is_file():
-                continue
-            step = io.read_json(info)["step"]
-            if step > best_step:
-                best, best_step = folder, step
-    return best
 
 
 # ---------------------------------------------------------------- runner

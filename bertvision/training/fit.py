@@ -37,7 +37,7 @@ from bertvision import io
 from bertvision.models.backbone import backbone_param_count
 from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_positive, check_positive_int)
-from bertvision.training.distribute import get_strategy, is_chief, prepare_multi_worker
+from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
 from bertvision.models import KINDS, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store

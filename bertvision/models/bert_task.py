@@ -1,0 +1,76 @@
+"""`BertTask`: a BERT backbone with one of BertVision's task heads, as a
+keras-hub ``Task`` (keras-hub keeps its tasks beside their backbones, e.g.
+``keras_hub/models/bert/bert_text_classifier.py``).
+
+Fine-tuning (`bertvision.training.finetune`) trains it; serving
+(`bertvision.inference.serving`) loads a fine-tuning checkpoint as one
+(``BertTask.from_preset(checkpoint)``). Neither imports the other.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+
+from bertvision.models.layers import Dropout, SpanHead, TaskHead
+
+__all__ = ["BertTask"]
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class BertTask(keras_hub.models.Task):
+    """A BERT backbone with one of BertVision's task heads, as a keras-hub Task.
+
+    Inputs ``token_ids``, ``segment_ids``, ``padding_mask`` ``[B, T]``;
+    outputs as the adapters': logits ``[B, C]`` (classification), a score
+    ``[B]`` (regression) or ``{"start_logits", "end_logits"}`` ``[B, T]``
+    (span, padding masked). Heads are initialised as BERT's (truncated
+    normal, stddev 0.02).
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone`.
+        task_kind: ``classification``, ``regression`` or ``span``.
+        num_labels: classes (classification).
+        dropout: dropout rate before the head.
+
+    Example:
+        >>> task = BertTask(load_backbone(resolve_backbone(None)), "classification", num_labels=2)
+        >>> task(batch).shape  # (batch, 2)
+    """
+
+    backbone_cls = keras_hub.models.BertBackbone
+
+    def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.backbone = backbone
+        self.preprocessor = None
+        self.output_dropout = Dropout(dropout, name="dropout")
+        if task_kind == "span":
+            self.head = SpanHead(kernel_initializer=init, name="span_head")
+        else:
+            self.head = TaskHead(task_kind, 1 if task_kind == "regression" else num_labels,
+                                 kernel_initializer=init, name="head")
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        if task_kind == "span":
+            x = self.output_dropout(outputs["sequence_output"])
+            start, end = self.head(x, padding_mask=inputs["padding_mask"])
+            out = {"start_logits": start, "end_logits": end}
+        else:
+            out = self.head(self.output_dropout(outputs["pooled_output"]))
+        super().__init__(inputs=inputs, outputs=out, compile=False, **kwargs)
+        self.task_kind, self.num_labels, self.dropout = task_kind, int(num_labels), float(dropout)
+
+    def get_config(self):
+        return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
+                "dropout": self.dropout}
+
+    def save_task_weights(self, filepath):
+        """Save the head's weights (``task.weights.h5`` of a preset), as
+        keras-hub does, but without the optimizer's moments: a checkpoint is
+        a model, and the moments (twice the backbone's size) belong to the
+        training state the trainer keeps in ``state/``."""
+        if not str(filepath).endswith(".weights.h5"):
+            raise ValueError(f"The filename must end in `.weights.h5`. Received: filepath={filepath}")
+        skip = [self.backbone] + ([self.optimizer] if self.optimizer is not None else [])
+        keras.saving.save_weights(self, filepath=filepath, objects_to_skip=skip)
