@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from bertvision.errors import DataError
+from bertvision.errors import BertVisionError, DataError
 from bertvision.data.tasks import TaskSpec, TsvLayout, get_task
 
 DATA_DIR_ENV = "BERTVISION_DATA_DIR"
@@ -274,13 +274,25 @@ def _candidates(folder: Path, spec: TaskSpec, file_name: str) -> list[Path]:
 # --------------------------------------------------------------------------
 
 
+def decode_utf8(data: bytes, path: str | os.PathLike, error: type[BertVisionError] = DataError) -> str:
+    """`data` (the bytes of the file `path`) as text, a UTF-8 byte-order mark
+    dropped; bytes that are not UTF-8 (a binary file, another encoding) raise
+    `error` naming the file and line: ``PATH:LINE: not valid UTF-8 (...)``.
+
+    >>> decode_utf8(b"a\\n\\xff", "x.txt")
+    Traceback (most recent call last):
+    bertvision.errors.DataError: x.txt:2: not valid UTF-8 (invalid start byte); save it as UTF-8 text
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not valid UTF-8 ({err.reason}); save it as UTF-8 text") from None
+
+
 def _tsv_lines(path: Path) -> Iterator[tuple[int, str]]:
     """`(line_number, line)` for each line, split on `\\n` only, `\\r` stripped."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 ({err.reason})") from None
+    text = decode_utf8(path.read_bytes(), path)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -399,9 +411,7 @@ def _read_squad(
     path: Path, limit: int | None
 ) -> tuple[list[Example], list[tuple[str, str]]]:
     try:
-        dataset = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 ({err.reason})") from None
+        dataset = json.loads(decode_utf8(path.read_bytes(), path))
     except json.JSONDecodeError as err:
         raise DataError(
             f"{path}:{err.lineno}:{err.colno}: not a SQuAD JSON file ({err.msg})"

@@ -18,7 +18,8 @@ Concurrent requests are **micro-batched**: a background asyncio task takes
 every request queued (up to ``max_batch_size`` model inputs; waiting at most
 ``max_wait_ms`` after the first for others to join) and runs them through
 `Predictor.forward` together in a worker thread, one forward pass per backbone
-per batch; while a batch computes the next one fills. Bad input (malformed
+per batch; while a batch computes the next one fills. Bad input (a body that is
+not UTF-8, malformed
 JSON, an empty or non-string text, an unknown task, a missing pair member,
 too many inputs or characters, a body over ``max_body_bytes``) gets a 4xx
 answer ``{"error": message}``; the server holds no state but the runs it
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,10 +43,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -52,7 +54,7 @@ from bertvision.config import ConfigBase, check_choice, check_non_negative, chec
 from bertvision.errors import ServeError
 from bertvision.inference.serving import ALL_INPUT_FIELDS, Job, Predictor
 
-__all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "create_app", "serve"]
+__all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "create_app", "parse_request", "serve"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -144,6 +146,32 @@ def _validation_message(err: RequestValidationError) -> str:
             msg = f"expected a string (the text) or an object with the task's fields ({', '.join(ALL_INPUT_FIELDS)})"
         parts.append(f"{where or 'body'}: {msg}")
     return "; ".join(dict.fromkeys(parts)) or "invalid request body"
+
+
+def parse_request(body: bytes, content_type: str | None) -> PredictRequest:
+    """The `PredictRequest` of a raw ``POST /v1/predict`` body, or
+    `HTTPException` with a one-line message: 415-like misuse of the content
+    type, a body that is not UTF-8 text or not JSON, or JSON that is not a
+    request (each field named, see `_validation_message`) all get 4xx."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise HTTPException(422, "the body must be a JSON object, sent with Content-Type: application/json")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"the body is not UTF-8 text (byte {err.start}: {err.reason}); send JSON encoded "
+                                 "as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HTTPException(422, f"the body is not valid JSON ({err.msg} at line {err.lineno} column "
+                                 f"{err.colno})") from None
+    except RecursionError:
+        raise HTTPException(422, "the body is not valid JSON (nested too deeply)") from None
+    try:
+        return PredictRequest.model_validate(data)
+    except ValidationError as err:
+        raise RequestValidationError(err.errors(), body=data) from None
 
 
 def plan_request(predictor: Predictor, request: PredictRequest, max_inputs: int) -> list[tuple[str, list[dict]]]:
@@ -345,7 +373,8 @@ def create_app(predictor: Predictor, config: ServeConfig):
         return {**batcher.stats(), **predictor.stats()}
 
     @app.post("/v1/predict")
-    async def predict(request: PredictRequest):
+    async def predict(http: Request):
+        request = parse_request(await http.body(), http.headers.get("content-type"))
         plan = plan_request(predictor, request, config.max_inputs)
 
         def encode():  # a text asked of several tasks is tokenized once per distinct featurizer

@@ -50,7 +50,7 @@ from bertvision.models.bert_task import BertTask
 from bertvision.models.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                  load_backbone, load_tokenizer, reduce_tokens, resolve_backbone, set_hidden_act)
 from bertvision.config import pair_texts
-from bertvision.data.readers import Example, load_examples
+from bertvision.data.readers import Example, decode_utf8, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
 from bertvision.inference.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
@@ -131,8 +131,10 @@ def read_inputs(path: str | Path, task: TaskSpec, max_skipped: float | None = 0.
         return loaded.check_skipped(max_skipped).examples, split
     fields_ = input_fields(task)
     items = []
-    text = path.read_text(encoding="utf-8-sig")
-    for number, line in enumerate(text.splitlines(), start=1):
+    text = decode_utf8(path.read_bytes(), f"--input {path}", ServeError)
+    # lines end at "\n" only: str.splitlines would also split inside a line at \x1c, \u2028, ...
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line[:-1] if line.endswith("\r") else line
         if not line.strip():
             continue
         where = f"{path}:{number}"
