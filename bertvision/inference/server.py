@@ -18,10 +18,9 @@ Concurrent requests are **micro-batched**: a background asyncio task takes
 every request queued (up to ``max_batch_size`` model inputs; waiting at most
 ``max_wait_ms`` after the first for others to join) and runs them through
 `Predictor.forward` together in a worker thread, one forward pass per backbone
-per batch; while a batch computes the next one fills. Bad input (a body that is
-not UTF-8, malformed
-JSON, an empty or non-string text, an unknown task, a missing pair member,
-too many inputs or characters, a body over ``max_body_bytes``) gets a 4xx
+per batch; while a batch computes the next one fills. Bad input (a body that
+is not UTF-8, malformed JSON, an empty or non-string text, an unknown task, a
+missing pair member, too many inputs or characters, a body over ``max_body_bytes``) gets a 4xx
 answer ``{"error": message}``; the server holds no state but the runs it
 read, and shuts down gracefully on SIGTERM (requests in flight are answered).
 
