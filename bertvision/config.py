@@ -38,7 +38,7 @@ __all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "T
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
            "default_max_seq_len", "flag", "pair_texts", "select_layers"]
 
-TASK_KINDS = ("classification", "regression", "span")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
+TASK_KINDS = ("classification", "regression", "span", "token_classification")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
 DTYPES = ("float16", "bfloat16", "float32")  # activations as an adapter reads them
 # how a store keeps activations: one of DTYPES, or int8 with one float16 scale
 # per vector (per token and layer), read back as float16 (`store.dequantize_int8`)

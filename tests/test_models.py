@@ -128,6 +128,37 @@ def test_span_outputs_masked(kind):
     assert float(loss_value()) < 0.7 * before
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_token_classification_learns_each_token_and_ignores_masked_ones(kind, tmp_path):
+    """A class per token, read off that token's own activations; positions
+    labelled -1 (later sub-words, padding) add no loss and reload identically."""
+    keras.utils.set_random_seed(0)
+    config = small_config(kind, "token_classification")
+    model = build_model(config)
+    x = make_inputs(config, n=48)
+    w = np.random.default_rng(3).standard_normal((H, 3))
+    y = (x["activations"].astype("float32")[:, -1] @ w).argmax(-1).astype("int32")  # [n, T] from the last layer
+    y[x["padding_mask"] == 0] = -1
+    y[:, 1::3] = -1  # "later sub-words"
+    assert tuple(model(x).shape) == (48, T, 3)
+    from bertvision.training.trainer import task_losses
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=task_losses("token_classification")[0])
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, batch_size=16, epochs=15, verbose=0)
+    after = model.evaluate(x, y, verbose=0)
+    assert after < 0.8 * before, (before, after)
+    logits = np.asarray(model(x), dtype="float64")
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    kept = y != -1
+    expected = -np.take_along_axis(log_p, np.maximum(y, 0)[..., None], -1)[..., 0][kept].mean()
+    loss = task_losses("token_classification")[0]
+    assert float(loss(y, model(x))) == pytest.approx(expected, rel=1e-4)  # the mean over labelled tokens only
+    path = tmp_path / "token.keras"
+    model.save(path)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(keras.saving.load_model(path)(x)))
+
+
 def test_span_on_vector_config_raises():
     with pytest.raises(ValueError, match="sequence"):
         ModelConfig(kind="adapter_pooler", task_kind="span", max_seq_len=None)

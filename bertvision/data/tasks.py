@@ -26,7 +26,7 @@ from typing import Literal, Mapping
 from bertvision.config import TASK_KINDS
 from bertvision.errors import ConfigError
 
-TaskKind = Literal["classification", "regression", "span"]
+TaskKind = Literal["classification", "regression", "span", "token_classification"]
 LabelFormat = Literal["index", "name", "score", "none"]
 
 _LABEL_FORMATS = ("index", "name", "score", "none")
@@ -141,9 +141,9 @@ class TaskSpec:
             raise ValueError(
                 f"{where}: label_format {self.label_format!r} not in {_LABEL_FORMATS}"
             )
-        if (self.kind == "classification") != bool(self.label_names):
+        if (self.kind in ("classification", "token_classification")) != bool(self.label_names):
             raise ValueError(
-                f"{where}: label_names must be given exactly for classification"
+                f"{where}: label_names must be given exactly for classification and token classification"
             )
         if not 1 <= len(self.text_fields) <= 2:
             raise ValueError(f"{where}: text_fields must hold one or two names")
@@ -178,7 +178,7 @@ class TaskSpec:
     def num_labels(self) -> int:
         """Number of model outputs: classes, 1 for regression, 2 for spans
         (start and end logits per token)."""
-        if self.kind == "classification":
+        if self.kind in ("classification", "token_classification"):
             return len(self.label_names)
         if self.kind == "regression":
             return 1

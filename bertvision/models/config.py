@@ -12,6 +12,8 @@ from bertvision.errors import ConfigError
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
 LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
+PER_TOKEN_KINDS = ("span", "token_classification")
+"""Task kinds predicted per token: the adapters pool no tokens."""
 
 
 @dataclass
@@ -21,8 +23,10 @@ class ModelConfig(ConfigBase):
     Args:
         kind: one of `"linear_probe"`, `"scalar_mix"`, `"adapter_pooler"`,
             `"cnn"`.
-        task_kind: `"classification"`, `"regression"` or `"span"`.
-        num_labels: number of classes (classification); forced to 1 for
+        task_kind: `"classification"`, `"regression"`, `"span"` or
+            `"token_classification"` (a class per token).
+        num_labels: number of classes (classification, per token for
+            token classification); forced to 1 for
             regression; ignored (2 logits per token) for span.
         num_layers: stored layers (embeddings + transformer layers), e.g. 7
             for MiniLM-L6, 13 for BERT-base.
@@ -107,7 +111,7 @@ class ModelConfig(ConfigBase):
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)
         check_choice("input_dtype", self.input_dtype, DTYPES)
         check_choice("pair_mode", self.pair_mode, PAIR_MODES)
-        if self.pair_mode == "separate" and (self.max_seq_len is not None or self.task_kind == "span"):
+        if self.pair_mode == "separate" and (self.max_seq_len is not None or self.per_token):
             raise ConfigError("pair_mode='separate' reads one vector per text and layer (a 'cls' or 'mean' store "
                               "extracted with --pair-mode separate); not sequence or span input")
         for name in ("num_layers", "hidden", "adapter_dim", "transformer_heads", "cnn_channels", "cnn_filters",
@@ -131,14 +135,19 @@ class ModelConfig(ConfigBase):
                     or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= self.num_layers):
                 raise ConfigError(f"ModelConfig.layers must be increasing distinct indices in "
                                   f"0..{self.num_layers - 1}, got {self.layers!r}")
-        if self.task_kind == "classification" and self.num_labels < 2:
-            raise ConfigError(f"classification needs num_labels >= 2, got {self.num_labels}")
+        if self.task_kind in ("classification", "token_classification") and self.num_labels < 2:
+            raise ConfigError(f"{self.task_kind} needs num_labels >= 2, got {self.num_labels}")
         if self.task_kind == "regression" and self.num_labels != 1:
             raise ConfigError(f"regression predicts one score: num_labels must be 1, got {self.num_labels}")
-        if self.task_kind == "span" and self.max_seq_len is None:
-            raise ConfigError("task_kind='span' needs per-token activations (a 'sequence' store, "
+        if self.per_token and self.max_seq_len is None:
+            raise ConfigError(f"task_kind={self.task_kind!r} needs per-token activations (a 'sequence' store, "
                               "ModelConfig.max_seq_len set); this config describes a vector ('cls'/'mean') "
                               "store (max_seq_len=None).")
+
+    @property
+    def per_token(self) -> bool:
+        """True for task kinds predicted per token (span, token classification)."""
+        return self.task_kind in PER_TOKEN_KINDS
 
     @property
     def is_sequence(self) -> bool:

@@ -493,7 +493,8 @@ class TransformerBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="bertvision")
 class TaskHead(keras.layers.Layer):
-    """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`.
+    """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`
+    (over per-token features `[B, T, D]`: `[B, T, num_labels]`, a class per token).
 
     Example:
     ```python
@@ -523,8 +524,8 @@ class TaskHead(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         if self.task_kind == "regression":
-            return (input_shape[0],)
-        return (input_shape[0], self.num_labels)
+            return tuple(input_shape[:-1])
+        return (*input_shape[:-1], self.num_labels)
 
     def get_config(self):
         config = super().get_config()

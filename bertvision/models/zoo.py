@@ -35,7 +35,10 @@ def build_model(config: ModelConfig) -> keras.Model:
 
     Outputs: classification logits `[B, num_labels]`; regression score `[B]`;
     span `{"start_logits": [B, T], "end_logits": [B, T]}` with padding masked
-    to -1e9 (position 0, CLS, always valid).
+    to -1e9 (position 0, CLS, always valid); token classification logits
+    `[B, T, num_labels]` (every kind keeps its per-token features and pools
+    no tokens: the last layer, the scalar mix, the adapter projection, the
+    convolution over tokens; a dense head per token).
 
     Kinds:
     - `linear_probe`: last layer (masked token mean for sequences) -> dense.
@@ -106,12 +109,14 @@ def _features(config, acts, padding_mask, builders):
 
 
 def _head(config, features, padding_mask=None):
-    """Dropout + task head; `features` is `[B, D]` (or `[B, T, D]` for span)."""
+    """Dropout + task head; `features` is `[B, D]` (or `[B, T, D]` per token)."""
     if config.dropout > 0:
         features = Dropout(config.dropout, name="dropout")(features)
     if config.task_kind == "span":
         start, end = SpanHead(name="span_head")(features, padding_mask=padding_mask)
         return {"start_logits": start, "end_logits": end}
+    if config.task_kind == "token_classification":
+        return TaskHead("classification", config.num_labels, name="head")(features)
     return TaskHead(config.task_kind, config.num_labels, name="head")(features)
 
 
@@ -125,7 +130,7 @@ def _pool_tokens(config, x, padding_mask):
 
 def _linear_probe(config, acts, padding_mask):
     last = SelectLayer(-1, name="last_layer")(acts)
-    if config.is_sequence and config.task_kind != "span":
+    if config.is_sequence and not config.per_token:
         last = _pool_tokens(config, last, padding_mask)
     return last
 
@@ -133,10 +138,10 @@ def _linear_probe(config, acts, padding_mask):
 def _scalar_mix(config, acts, padding_mask):
     # Mix layers per token first: a reduction over the layer axis is the
     # cheapest full pass over the input; token pooling then reads 1/L of it.
-    if config.is_sequence and config.task_kind != "span" and config.token_pooling == "cls":
+    if config.is_sequence and not config.per_token and config.token_pooling == "cls":
         acts = SelectLayer(0, axis=2, name="cls_token")(acts)  # [B, L, H]: mix only the first token
     mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
-    if config.is_sequence and config.task_kind != "span" and config.token_pooling != "cls":
+    if config.is_sequence and not config.per_token and config.token_pooling != "cls":
         mixed = MaskedMeanPooling(name="token_mean")(mixed, padding_mask=padding_mask)
     return mixed
 
@@ -164,7 +169,7 @@ def _adapter_pooler(config, acts, padding_mask):
     for i in range(config.transformer_blocks):
         h = TransformerBlock(config.transformer_heads, 2 * config.adapter_dim, dropout=config.dropout,
                              name=f"transformer_block_{i}")(h, padding_mask=padding_mask)
-    if config.is_sequence and config.task_kind != "span":
+    if config.is_sequence and not config.per_token:
         pooled = [SelectLayer(0, name="cls_token")(h)] if config.token_pooling == "cls" else []
         if config.token_pooling in ("attention_mean", "attention"):
             pooled.append(
@@ -195,7 +200,7 @@ def _cnn(config, acts, padding_mask):
         activation="gelu",
         name="conv",
     )(h)
-    if config.task_kind == "span":
+    if config.per_token:
         return h
     if config.is_sequence:
         mean = MaskedMeanPooling(name="token_mean")(h, padding_mask=padding_mask)

@@ -48,6 +48,7 @@ from tensorflow.core.framework import summary_pb2
 
 from bertvision import io
 from bertvision.config import SCHEDULES
+from bertvision.data.features import IGNORE
 from bertvision.errors import ConfigError, RunError
 from bertvision.runs import HistoryPoint
 
@@ -119,12 +120,16 @@ def task_losses(task_kind: str):
     """``(loss, loss_weights)`` for a task kind: the one loss table.
 
     Classification: cross-entropy of logits; regression: mean squared error;
-    span: the mean of the start and end cross-entropies.
+    span: the mean of the start and end cross-entropies; token
+    classification: the cross-entropy of each labelled token's logits, the
+    mean over the words' first sub-words (label -1, `features.IGNORE`: no loss).
     """
     if task_kind == "classification":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True), None
     if task_kind == "regression":
         return keras.losses.MeanSquaredError(), None
+    if task_kind == "token_classification":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE), None
     if task_kind == "span":
         ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         return {"start_logits": ce, "end_logits": ce}, {"start_logits": 0.5, "end_logits": 0.5}
