@@ -10,6 +10,7 @@ A run folder (adapter fit, BERT fine-tuning or ensemble) is::
     checkpoints/         fine-tuning checkpoints, each a backbone folder (finetune runs)
     logs/                TensorBoard scalars
     state/               while training: what a killed run resumes from
+    store.json           the identity of the store it trains on (path, manifest sha256), recorded at start
 
 `RunFolder` names these files; `RunResults` and `Predictions` are the only
 code that reads or writes ``results.json`` and ``predictions/*.npz``.
@@ -47,13 +48,15 @@ from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_exampl
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
-__all__ = ["CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "HistoryPoint",
-           "PeakMemory", "Predictions", "RunFolder", "RunResults", "checkpoint_name", "checkpoint_path",
-           "latest_checkpoint", "merge_split_metrics", "package_versions", "read_checkpoint_info"]
+__all__ = ["CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "STORE",
+           "HistoryPoint", "PeakMemory", "Predictions", "RunFolder", "RunResults", "check_store_identity",
+           "checkpoint_name", "checkpoint_path", "latest_checkpoint", "merge_split_metrics", "package_versions",
+           "read_checkpoint_info"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
 MODEL = "model.keras"
+STORE = "store.json"  # the identity of the store a run trains on (`Store.identity`), recorded at start
 CHECKPOINTS = "checkpoints"  # fine-tuning: RUN_DIR/checkpoints/epoch-X.XX/, each a backbone folder
 CHECKPOINT_INFO = "checkpoint.json"  # in each checkpoint: step, epoch, label, metrics, config
 RUN_TYPES = ("fit", "finetune", "ensemble")
@@ -239,6 +242,7 @@ class RunResults:
     backbone: dict | None = None  # identity of the backbone (fit: the store's; finetune: the one it started from)
     store: str | None = None
     store_signature: dict | None = None
+    store_manifest_sha256: str | None = None  # the store's identity when the run started (fit)
     layers: list | None = None
     token_mode: str | None = None
     layer_weights: list | None = None
@@ -550,6 +554,19 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 # -------------------------------------------------------------- run folders
 
 
+def check_store_identity(recorded: Mapping[str, Any], current: Mapping[str, Any], where: str,
+                         error: type = RunError) -> None:
+    """Refuse to resume `where` (a run or search folder) on another store
+    than the one it started on: `recorded` and `current` are
+    `Store.identity` dicts (``store`` path, ``manifest_sha256``)."""
+    old, new = recorded.get("manifest_sha256"), current.get("manifest_sha256")
+    if old and new and old != new:
+        raise error(f"{where} was started on the store {recorded.get('store')} (manifest sha256 {old[:12]}), but the "
+                    f"store {current.get('store')} is another one now (manifest sha256 {new[:12]}; re-extracted?): "
+                    f"resuming would train on two stores; put the original store back, or start over with another "
+                    f"--out (or delete {where})")
+
+
 class RunFolder:
     """The files of one run folder (see the module docstring).
 
@@ -565,6 +582,7 @@ class RunFolder:
         self.model_file = self.path / MODEL
         self.logs_dir = self.path / "logs"
         self.state_dir = self.path / "state"
+        self.store_file = self.path / STORE
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -612,12 +630,17 @@ class RunFolder:
         return Predictions.load(self.prediction_file(split), source=str(self.path))
 
     # -- starting and resuming
-    def begin(self, config: ConfigBase, ignore: Sequence[str] = ()) -> bool:
+    def begin(self, config: ConfigBase, ignore: Sequence[str] = (), store: Mapping[str, Any] | None = None) -> bool:
         """Claim the folder for `config`: refuse a path that is a file, a
         folder holding a finished run or a run with other settings (fields
         in `ignore` may differ), or files that are not a run. Writes
         ``config.json``; returns True when an unfinished run of the same
-        settings is there to resume."""
+        settings is there to resume.
+
+        `store` is the identity of the store the run trains on
+        (`Store.identity`): recorded in ``store.json`` at start, and a
+        resume on another store (re-extracted at the same path) is refused
+        (`check_store_identity`)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {self.path} is a file; give a folder for the run")
         if self.finished:
@@ -628,11 +651,15 @@ class RunFolder:
             if diff:
                 raise RunError(f"{self.path} holds an unfinished run with other settings ({', '.join(diff)}); "
                                "run it again with the same settings to resume it, or choose another --out")
+            if store is not None and self.store_file.is_file():
+                check_store_identity(io.read_json(self.store_file, RunError), store, str(self.path))
         elif self.path.is_dir() and [p for p in self.path.iterdir() if not p.name.startswith(".")]:
             raise RunError(f"--out {self.path} is a folder holding other files and no run; give a new or empty "
                            "folder")
         self.path.mkdir(parents=True, exist_ok=True)
         config.save(self.config_file)
+        if store is not None and not self.store_file.is_file():  # a run started before it was recorded: now
+            io.atomic_write_json(self.store_file, dict(store))
         return resuming
 
     @contextlib.contextmanager

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import keras
 import numpy as np
@@ -36,7 +37,7 @@ from bertvision.data.tasks import TASKS, get_task
 
 __all__ = ["check_store_matches", "glue_submission_files", "load_adapter_run", "make_infer_fn", "na_prob_path",
            "odds_threshold", "pad_to_for", "predict_run", "predict_store", "write_glue_submission",
-           "write_glue_submission_folder", "write_squad_predictions"]
+           "warn_if_store_replaced", "write_glue_submission_folder", "write_squad_predictions"]
 
 
 def model_input_names(model) -> list[str]:
@@ -119,6 +120,22 @@ def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=
 # ------------------------------------------------------------------- run folders
 
 
+def warn_if_store_replaced(results: RunResults, store: Store, where: str) -> bool:
+    """Warn on stderr when `store` is at the path `results` trained on but is
+    another extraction than the one it trained on (another manifest sha256).
+    The run stays valid (its signature was checked): predictions are of the
+    store there now. Returns whether it warned."""
+    old, new = results.store_manifest_sha256, store.manifest_sha256
+    if not (old and new and old != new and results.store):
+        return False
+    if os.path.abspath(str(store.path)) != os.path.abspath(str(results.store)):
+        return False
+    print(f"warning: {where}: its store {results.store} was replaced since it trained (manifest sha256 "
+          f"{old[:12]} then, {new[:12]} now); the run is still valid, but its dev metrics are of the old store",
+          file=sys.stderr)
+    return True
+
+
 def check_store_matches(signature: dict, store: Store, run_dir: str = "the run", model=None) -> None:
     """Refuse a store whose activations the run's adapter was not trained on.
 
@@ -178,6 +195,7 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
     results, model = load_adapter_run(run_dir)
     store = open_store(store, verify=verify) if isinstance(store, (str, os.PathLike)) else store
     check_store_matches(results.store_signature, store, str(run_dir), model)
+    warn_if_store_replaced(results, store, str(run_dir))
     preds = predict_store(model, store, split, batch_size=batch_size)
     preds.source = str(run_dir)
     return preds

@@ -53,7 +53,8 @@ from bertvision.config import pair_texts
 from bertvision.data.readers import Example, decode_utf8, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
-from bertvision.inference.predict import load_adapter_run, make_infer_fn, model_input_names, model_token_dim, odds_threshold
+from bertvision.inference.predict import (load_adapter_run, make_infer_fn, model_input_names, model_token_dim,
+                                          odds_threshold, warn_if_store_replaced)
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store.format import dequantize_int8, open_store, quantize_int8
 from bertvision.data.tasks import TaskSpec, get_task
@@ -454,6 +455,7 @@ def _store_featurizer(results: RunResults, where: str) -> tuple[dict, str]:
             if store.signature() != sig:
                 raise ServeError(f"{where}: the store {results.store} no longer holds what the run was trained on "
                                  "(re-extracted with other settings?)")
+            warn_if_store_replaced(results, store, where)
             return {"max_seq_len": store.max_seq_len, **store.featurizer}, "store"
     print(f"warning: {where}: its store {results.store} is not readable; tokenizing with extraction's defaults "
           f"(max_seq_len {sig.get('max_seq_len')}, doc_stride 128, max_query_len 64)", file=sys.stderr)

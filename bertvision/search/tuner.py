@@ -76,7 +76,7 @@ from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FitError, SearchError
 from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer, fit, resolve_eval_splits
 from bertvision.models import KINDS, LAYER_POOLINGS, build_model, trainable_params
-from bertvision.runs import RunFolder
+from bertvision.runs import RunFolder, check_store_identity
 from bertvision.store.format import open_store
 from bertvision.data.tasks import get_task
 
@@ -695,6 +695,8 @@ def search(config: SearchConfig) -> dict:
         return work_for_chief(config, role)
     previous = _check_search_folder(config)
     strategy, plan = _strategy_and_plan(config)
+    if previous and previous.get("store_identity"):  # trials of two stores must not be compared
+        check_store_identity(previous["store_identity"], plan.store.identity(), config.out, SearchError)
     os.makedirs(config.out, exist_ok=True)
     with io.exclusive_lock(config.out, "a search", SearchError):
         record = {"run_type": "search", "task": plan.task.name, "main_metric": plan.metric,
@@ -702,7 +704,7 @@ def search(config: SearchConfig) -> dict:
                   "status": "running", "trials": 0, "best_trial_id": (previous or {}).get("best_trial_id"),
                   "best_hyperparameters": (previous or {}).get("best_hyperparameters"),
                   "best_search_metric": None, "best_metric": None, "best_run": None,
-                  "store": config.store, "layers": plan.store.layers, "token_mode": plan.store.token_mode,
+                  "store": config.store, "store_identity": plan.store.identity(), "layers": plan.store.layers, "token_mode": plan.store.token_mode,
                   "train_examples": int(plan.train_examples), "eval_split": plan.eval_splits[0],
                   "distributed": None if role.kind == "single" else {"oracle": role.oracle, "chief": role.tuner_id}}
         path = os.path.join(config.out, "search.json")

@@ -367,9 +367,11 @@ class Store:
     this class reads the manifest's keys or parses its shards.
     """
 
-    def __init__(self, path: str, manifest: dict):
+    def __init__(self, path: str, manifest: dict, manifest_sha256: str | None = None):
         self.path = path
         self.manifest = manifest
+        # the store's identity: its manifest lists every shard's sha256, so another extraction has another one
+        self.manifest_sha256 = manifest_sha256
 
     # -- what the store holds (the manifest's header)
     task = _header("task")
@@ -449,6 +451,15 @@ class Store:
             "input_dtype": self.value_dtype,
             "pair_mode": self.pair_mode,
         }
+
+    def identity(self) -> dict:
+        """Which store this is: ``{"store": path, "manifest_sha256": ...}``
+        (a run records it at start; `bertvision.runs.check_store_identity`)."""
+        return {"store": str(self.path), "manifest_sha256": self.manifest_sha256}
+
+    def has_labels(self, split: str) -> bool:
+        """Whether `split` has gold labels to evaluate against (span tasks: always)."""
+        return self.task_kind == "span" or any(e.get("label") is not None for e in self.examples(split))
 
     def examples(self, split: str) -> list[dict]:
         """The per-example side file: uid, label, and for SQuAD context/answers."""
@@ -811,6 +822,7 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
             hint = " (extraction started but no split was finalized: run the same extract command again)"
         raise StoreError(f"{path}: no {MANIFEST}; not a BERTVision store{hint}")
     manifest = io.read_json(manifest_path, StoreError)
+    manifest_sha256 = io.sha256_file(manifest_path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         raise StoreError(f"{manifest_path}: not a BERTVision store manifest (format={fmt!r})")
@@ -824,7 +836,7 @@ def open_store(path: str, expect: dict | None = None, verify: bool = False) -> S
             have = {k: have.get(k) for k in want}
         if have != want:
             raise StoreError(f"{path}: store has {key}={json.dumps(have)}, expected {json.dumps(want)}")
-    store = Store(path, manifest)
+    store = Store(path, manifest, manifest_sha256)
     store.check_header()
     if verify:
         for split in store.splits:

@@ -147,12 +147,16 @@ def resolve_eval_splits(eval_splits: list | None, store: Store, task: TaskSpec) 
         missing = [s for s in eval_splits if s not in store.splits]
         if missing:
             raise FitError(f"{store.path} has no split(s) {missing}; it has {store.splits}")
-        return list(eval_splits)
-    splits = [s for s in task.eval_splits if s in store.splits]
-    if not splits:
-        raise FitError(f"{store.path} has none of {task.name}'s eval splits {list(task.eval_splits)} "
-                       f"(it has {store.splits}); extract one or give --eval-split")
-    return splits
+    else:
+        eval_splits = [s for s in task.eval_splits if s in store.splits]
+        if not eval_splits:
+            raise FitError(f"{store.path} has none of {task.name}'s eval splits {list(task.eval_splits)} "
+                           f"(it has {store.splits}); extract one or give --eval-split")
+    unlabelled = [s for s in eval_splits if not store.has_labels(s)]
+    if unlabelled:  # refused here, before any run folder is made, not after the first epoch
+        raise FitError(f"{store.path}: split {unlabelled[0]!r} has no gold labels to evaluate against; give a "
+                       "labelled --eval-split (e.g. dev)")
+    return list(eval_splits)
 
 
 class StoreEvaluation:
@@ -175,6 +179,13 @@ class StoreEvaluation:
         return merge_split_metrics(per_split, self.task), preds
 
 
+def check_batch_size(batch_size: int, strategy) -> None:
+    """A global batch splits evenly over the strategy's replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise FitError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas")
+
+
 def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_split: str, eval_splits: list[str],
                           epochs: int, batch_size: int, lr: float, seed: int, weight_decay: float = 0.01,
                           warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
@@ -189,9 +200,7 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     strategy = strategy or tf.distribute.get_strategy()
     task = get_task(store.task)
     records = train_records if train_records is not None else store.num_records(train_split)
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise FitError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas")
+    check_batch_size(batch_size, strategy)
     steps_per_epoch = max(1, math.ceil(records / batch_size))
     schedule_ = Schedule.epochs(steps_per_epoch, epochs)
     with strategy.scope():
@@ -240,11 +249,12 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
             store.verify(split)
     model_config = adapter_config(store, config.adapter)
     config.adapter = model_config.to_dict()
+    check_batch_size(config.batch_size, strategy)  # every refusal before the run folder is made
 
     chief = is_chief(strategy)
     run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
     if chief:
-        run.begin(config, ignore=("command", "verbose", "out", "verify"))
+        run.begin(config, ignore=("command", "verbose", "out", "verify"), store=store.identity())
     with run.lock("an adapter fit"):
         with PeakMemory() as peak:
             start = time.perf_counter()
@@ -277,7 +287,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 param_share=(n_trainable / n_backbone) if n_backbone else None,
                 train_wall_time_s=round(outcome.train_seconds, 3),
                 total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
-                backbone=store.backbone, store=config.store, store_signature=store.signature(), layers=store.layers,
+                backbone=store.backbone, store=config.store, store_signature=store.signature(),
+                store_manifest_sha256=store.manifest_sha256, layers=store.layers,
                 token_mode=store.token_mode, layer_weights=layer_weights(export),
                 predictions={}, search=config.search, resumed_from=outcome.resumed_from,
                 environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
