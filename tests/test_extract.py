@@ -152,8 +152,8 @@ def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
         assert not ref["padding_mask"].numpy()[:, t:].any()
 
 
-@pytest.mark.parametrize("cache", [True, False])
-def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_path, cache):
+@pytest.mark.parametrize("reader", ["cache", "random", "buffer"])
+def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_path, reader):
     """What exact resume needs: epoch e's batches depend on (seed, e) only, and
     starting at step s gives the batches the whole stream gives from s on."""
     _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
@@ -163,7 +163,7 @@ def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_p
 
     def batches(first_step, steps, seed=1):
         ds = store.training_dataset("dev", 8, seed=seed, steps_per_epoch=5, epochs=3, first_step=first_step,
-                                    cache=cache)
+                                    reader=reader)
         return [[row.tobytes() for row in f["activations"].numpy()] for f, _ in ds.take(steps)]
 
     whole = batches(0, 15)
@@ -177,16 +177,16 @@ def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_p
 
 def test_shuffle_buffer_is_capped_by_bytes(bert, shared_data, tmp_path, monkeypatch):
     """Large records (SQuAD windows of every layer) must not fill memory with
-    10,000 of them: the buffer holds at most SHUFFLE_BUDGET_BYTES of records,
-    and a capped buffer still gives every record once per epoch, seeded and
-    resumable."""
+    10,000 of them: a store streamed through a shuffle buffer (one that is not
+    a local path) holds at most SHUFFLE_BUDGET_BYTES of records, and a capped
+    buffer still gives every record once per epoch, seeded and resumable."""
     _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
              shard_size_mb=0.02)
     store = st.open_store(str(tmp_path))
 
     def batches(first_step, steps):
         ds = store.training_dataset("dev", 8, seed=1, steps_per_epoch=5, epochs=2, first_step=first_step,
-                                    cache=False)
+                                    reader="buffer")
         return [[row.tobytes() for row in f["activations"].numpy()] for f, _ in ds.take(steps)]
 
     wide = batches(0, 10)
@@ -196,6 +196,45 @@ def test_shuffle_buffer_is_capped_by_bytes(bert, shared_data, tmp_path, monkeypa
     for epoch in (narrow[:5], narrow[5:]):
         rows = sum(epoch, [])
         assert len(rows) == len(set(rows)) == 40
+
+
+def test_training_memory_is_bounded_by_the_cache_budget(bert, shared_data, tmp_path, monkeypatch):
+    """A split whose parsed records exceed CACHE_BUDGET_BYTES is not cached:
+    it streams from its shards, reading a seeded permutation of the records
+    at their byte offsets (only the record index in memory). The permutation
+    is uniform over the whole split (not shard by shard), and a training
+    fraction reads only its records."""
+    import tensorflow as tf
+
+    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
+             shard_size_mb=0.02)
+    store = st.open_store(str(tmp_path))
+    size = store.decoded_bytes("dev")
+    monkeypatch.setattr(st, "CACHE_BUDGET_BYTES", size)
+    assert store.training_reader("dev") == "cache"
+    monkeypatch.setattr(st, "CACHE_BUDGET_BYTES", size - 1)
+    assert store.training_reader("dev") == "random"
+    assert st.Store("gs://bucket/store", store.manifest).training_reader("dev") == "buffer"
+
+    paths = store.shard_paths("dev")
+    reader = st.RecordReader(paths)
+    in_order = [r.numpy() for r in tf.data.TFRecordDataset(paths)]
+    assert len(paths) > 2 and len(reader) == 40 and list(reader(range(40))) == in_order
+    assert list(reader([39, 0, 17])) == [in_order[39], in_order[0], in_order[17]]
+
+    (features, _), = store.dataset("dev", 40)
+    position = {row.tobytes(): i for i, row in enumerate(features["activations"].numpy())}
+
+    def positions(take=None, epochs=1):
+        ds = store.training_dataset("dev", 8, seed=3, steps_per_epoch=5, epochs=epochs, take_indices=take)
+        return [position[row.tobytes()] for f, _ in ds for row in f["activations"].numpy()]
+
+    stream = positions(epochs=2)
+    assert sorted(stream[:40]) == sorted(stream[40:]) == list(range(40)) and stream[:40] != stream[40:]
+    per_shard = int(store.manifest["splits"]["dev"]["shards"][0]["records"])
+    assert len({p // per_shard for p in stream[:8]}) > 2  # one batch draws from across the split
+    take = np.array([3, 5, 11, 20, 21, 30, 38, 39])
+    assert sorted(positions(take)) == take.tolist()
 
 
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):

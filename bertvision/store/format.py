@@ -48,20 +48,22 @@ from bertvision import io
 from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES, pair_texts
 from bertvision.errors import StoreError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "ShardWriter", "Store", "StoreError", "StoreSpec",
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "RecordReader", "ShardWriter", "Store", "StoreError", "StoreSpec",
            "bytes_per_value", "check_compatible", "dequantize_int8", "finalize_split", "finished_shard", "open_store",
-           "plan_shards", "quantize_int8", "serialize_record", "shard_name"]
+           "plan_shards", "quantize_int8", "record_index", "serialize_record", "shard_name"]
 
 FORMAT = "bertvision-store"
 FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 # format 2 named these manifest keys differently; they are read under their new names
 _V2_KEYS = {"model": "backbone", "tokens": "token_mode"}
-# reader caches a split's parsed records in memory up to this size (env override, MiB)
-CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "2048")) * (1 << 20))
-# the training shuffle buffer holds at most this many bytes of records (env override, MiB): 10,000
-# sequence records of SQuAD windows are ~10 GB
-SHUFFLE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_SHUFFLE_MB", "1024")) * (1 << 20))
+# training keeps a split's parsed records in memory after the first epoch when they fit in this
+# budget (env override, MiB); a larger split streams from its shards every epoch
+CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "512")) * (1 << 20))
+# a store that cannot be read at random offsets (not a local path) streams through a shuffle buffer
+# of at most this many bytes of records (env override, MiB): 10,000 sequence records of SQuAD
+# windows are ~10 GB
+SHUFFLE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_SHUFFLE_MB", "256")) * (1 << 20))
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -353,6 +355,54 @@ def _scan_tfrecords(path: str) -> tuple[str, int, bytes | None]:
     if pending or skip:  # the last record is cut short
         records = -1
     return digest.hexdigest(), records, first
+
+
+def record_index(path: str) -> np.ndarray:
+    """``[records, 2]`` int64: each record's data offset and length in the
+    local TFRecord file `path`, from the framing headers alone (12 bytes
+    read per record), so that a record can be read at random."""
+    rows, pos = [], 0
+    with open(path, "rb") as handle:
+        while head := handle.read(12):  # length (8 bytes) + its crc (4), then data + crc (4)
+            if len(head) < 12:
+                raise StoreError(f"{path}: truncated (its last record is cut short); extract it again")
+            length = struct.unpack_from("<Q", head)[0]
+            rows.append((pos + 12, length))
+            pos += 12 + length + 4
+            handle.seek(pos)
+    if pos != os.path.getsize(path):
+        raise StoreError(f"{path}: truncated (its last record is cut short); extract it again")
+    return np.asarray(rows, np.int64).reshape(-1, 2)
+
+
+class RecordReader:
+    """Reads the records of a local split at random: ``reader(positions)``
+    yields the serialized records at those positions of the split (positions
+    count over its shards in order), one file seek each. Holds the record
+    index (16 bytes a record) and one open file per shard, never the data."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = list(paths)
+        indexes = [record_index(p) for p in self.paths]
+        self.shard = np.concatenate([np.full(len(x), i, np.int32) for i, x in enumerate(indexes)] or
+                                    [np.zeros(0, np.int32)])
+        self.index = np.concatenate(indexes or [np.zeros([0, 2], np.int64)])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __call__(self, positions):
+        handles = {}
+        try:
+            for pos in positions:
+                shard = int(self.shard[pos])
+                handle = handles.get(shard) or handles.setdefault(shard, open(self.paths[shard], "rb"))
+                offset, length = self.index[pos]
+                handle.seek(int(offset))
+                yield handle.read(int(length))
+        finally:
+            for handle in handles.values():
+                handle.close()
 
 
 def _header(key: str, convert=lambda v: v, doc: str = ""):
@@ -727,48 +777,83 @@ class Store:
         records = tf.data.Dataset.range(n_files).flat_map(read)
         return self._batched(records, batch_size, with_meta, pad_to, parsed=False).prefetch(tf.data.AUTOTUNE)
 
+    def training_reader(self, split: str, cache: bool | None = None) -> str:
+        """How `training_dataset` reads `split` (its memory does not grow with
+        the store beyond ``CACHE_BUDGET_BYTES``):
+
+        - ``"cache"``: the parsed records are kept in memory after the first
+          epoch, so later epochs never parse again; when they fit in
+          ``CACHE_BUDGET_BYTES`` (or `cache` is True).
+        - ``"random"``: a local store larger than that streams from its
+          shards every epoch, reading the records of a seeded permutation at
+          their byte offsets (`RecordReader`): a uniform shuffle that holds
+          only the record index in memory, however the file is sorted.
+        - ``"buffer"``: a store that is not a local path (``gs://``) streams
+          its shards interleaved in a seeded order through a shuffle buffer
+          of at most ``SHUFFLE_BUDGET_BYTES``.
+        """
+        if cache is None:
+            cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
+        if cache:
+            return "cache"
+        return "random" if io.is_local(self.path) else "buffer"
+
     def training_dataset(self, split: str, batch_size: int, *, seed: int, steps_per_epoch: int, epochs: int,
                          first_step: int = 0, take_indices: np.ndarray | None = None, input_context=None,
-                         pad_to: str = "bucket", shuffle_buffer: int = 10000, cache: bool | None = None):
+                         pad_to: str = "bucket", shuffle_buffer: int = 10000, cache: bool | None = None,
+                         reader: str | None = None):
         """Shuffled training batches of `split` from global step `first_step`
         to the end of epoch `epochs`.
 
-        Epoch ``e``'s order is a function of ``(seed, e)`` only: the shards are
-        read in a seeded order (parallel interleave, the tf.data guide's
-        recipe) and the records shuffled with a seeded buffer, so a run
+        Epoch ``e``'s order is a function of ``(seed, e)`` only, so a run
         resumed at step ``s`` sees exactly the batches the uninterrupted run
         saw from ``s`` on. `take_indices` keeps only the records at those
         positions of the split (a seeded training fraction, in store order).
-        `cache` keeps the parsed records in memory after the first pass
-        (default: when they fit in ``CACHE_BUDGET_BYTES``), so later epochs
-        never parse again. The shuffle buffer holds `shuffle_buffer` records,
-        or fewer when they would take more than ``SHUFFLE_BUDGET_BYTES`` (a
-        function of the store, so a resumed run shuffles as the first did). `input_context` (from
+        `reader` (default `training_reader` of `cache`) picks how records are
+        read and shuffled: ``cache`` and ``buffer`` shuffle with a seeded
+        buffer of `shuffle_buffer` records, or fewer when they would take more
+        than ``SHUFFLE_BUDGET_BYTES`` (a function of the store, so a resumed
+        run shuffles as the first did); ``random`` reads a seeded permutation
+        of the records. `input_context` (from
         ``strategy.distribute_datasets_from_function``) gives each input
         pipeline its share of every epoch.
         """
+        reader = reader or self.training_reader(split, cache)
+        if reader not in ("cache", "random", "buffer"):
+            raise ValueError(f"reader must be cache, random or buffer, got {reader!r}")
         n_files, read = self._shard_reader(split, take_indices)
-        if cache is None:
-            cache = self.decoded_bytes(split) <= CACHE_BUDGET_BYTES
         # records in the buffer: parsed (cache) or as stored
-        held = self.decoded_bytes(split) if cache else self.split_bytes(split)
+        held = self.decoded_bytes(split) if reader == "cache" else self.split_bytes(split)
         per_record = held // max(1, self.num_records(split))
         shuffle_buffer = max(1, min(shuffle_buffer, SHUFFLE_BUDGET_BYTES // max(1, per_record)))
         workers = input_context.num_input_pipelines if input_context is not None else 1
+        worker = input_context.input_pipeline_id if input_context is not None else 0
         batch = batch_size if input_context is None else input_context.get_per_replica_batch_size(batch_size)
 
         def mine(records):
-            return records.shard(workers, input_context.input_pipeline_id) if workers > 1 else records
+            return records.shard(workers, worker) if workers > 1 else records
 
         def epoch_seed(epoch: int) -> int:  # a Python int: tf.data cannot take a tensor seed with a global seed set
             return (int(seed) * 1_000_003 + epoch) % (1 << 31)
 
-        if cache:
+        if reader == "cache":
             parsed = mine(self._parsed(tf.data.Dataset.range(n_files).flat_map(read), False)).cache()
 
             def epoch_batches(epoch):
                 shuffled = parsed.shuffle(shuffle_buffer, seed=epoch_seed(epoch), reshuffle_each_iteration=False)
                 return self._batched(shuffled, batch, False, pad_to, parsed=True)
+        elif reader == "random":
+            records = RecordReader(self.shard_paths(split))
+            if len(records) != self.num_records(split):
+                raise StoreError(f"{self.path}: split {split!r} has {len(records)} records in its shards, the "
+                                 f"manifest says {self.num_records(split)}")
+            chosen = np.arange(len(records)) if take_indices is None else np.sort(np.asarray(take_indices, np.int64))
+
+            def epoch_batches(epoch):
+                order = chosen[np.random.default_rng(epoch_seed(epoch)).permutation(len(chosen))][worker::workers]
+                stream = tf.data.Dataset.from_generator(lambda: records(order),
+                                                        output_signature=tf.TensorSpec([], tf.string))
+                return self._batched(stream, batch, False, pad_to, parsed=False)
         else:
             def epoch_batches(epoch):
                 order = tf.data.Dataset.range(n_files).shuffle(n_files, seed=epoch_seed(epoch))
