@@ -88,3 +88,26 @@ def test_a_fit_refused_for_an_unlabelled_eval_split_leaves_no_folder(unlabelled_
     assert exit_.value.code == 2 and not out.exists()
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "split 'test' has no gold labels" in err and "\n" not in err
+
+
+def test_a_corrupt_shard_met_unverified_is_one_line_and_the_run_resumes(sst2_cls_store, tmp_path,  # noqa: F811
+                                                                        capsys):
+    """`fit --no-verify` on a corrupt shard gave a ~40-line DataLossError traceback."""
+    store = tmp_path / "store"
+    shutil.copytree(sst2_cls_store, store)
+    shard = open_store(str(store)).shard_paths("train")[0]
+    good = open(shard, "rb").read()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # one flipped byte: the record's CRC no longer holds
+    open(shard, "wb").write(bytes(bad))
+    out = tmp_path / "run"
+    argv = ["--store", str(store), "--adapter", "linear_probe", "--out", str(out), "--epochs", "1",
+            "--batch-size", "16", "--no-verify", "--no-jit-compile", "--quiet"]
+    with pytest.raises(SystemExit) as exit_:
+        fit_cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.count("\n") == 0, err
+    assert err.startswith(f"error: {shard}: checksum mismatch") and "the same command then resumes" in err
+    assert (out / "config.json").is_file() and not (out / "results.json").exists()
+    open(shard, "wb").write(good)  # extracted again: the same bytes
+    assert fit_cli.main(argv) == 0 and (out / "results.json").is_file()

@@ -584,6 +584,21 @@ class Store:
                     raise StoreError(f"{path}: an int8 record needs {vectors} float16 scales (one per stored "
                                      f"vector); it holds {len(scales[0]) // 2 if len(scales) == 1 else 'none'}")
 
+    def corruption_error(self, splits: list[str], err: Exception) -> StoreError:
+        """The one-line error of a corrupt record (`tf.errors.DataLossError`)
+        met while reading `splits` without `verify` first (``--no-verify``):
+        the shard `verify` finds at fault, or the store and TensorFlow's
+        first line when every shard checks out."""
+        for split in dict.fromkeys(splits):
+            try:
+                self.verify(split)
+            except StoreError as found:
+                return StoreError(f"{found} (met while reading it unverified: delete the shard and run the same "
+                                  "extract command, which writes it again; the same command then resumes)")
+        first = (str(getattr(err, "message", "")) or str(err)).strip().splitlines()[:1]
+        return StoreError(f"{self.path}: a corrupt record in split(s) {', '.join(dict.fromkeys(splits))} "
+                          f"({first[0] if first else type(err).__name__}); extract the store again")
+
     def uids(self, split: str) -> np.ndarray:
         """The uid of every record of `split`, in store order (parses only uids)."""
         if not self.num_records(split):

@@ -269,7 +269,10 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
                 strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
                 verbose=config.verbose if chief else 0, chief=chief)
-            outcome = trainer.run()
+            try:
+                outcome = trainer.run()
+            except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)
+                raise store.corruption_error([config.train_split, *eval_splits], err) from None
             export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
             export.set_weights(trainer.model.get_weights())
             n_trainable = trainable_params(export)
