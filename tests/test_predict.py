@@ -98,3 +98,16 @@ def test_squad_predictions_are_context_substrings(squad_store, tmp_path):  # noq
         scores[threshold] = printed["f1"]
     assert written == {q: "" for q in examples}  # -inf: never answers
     assert scores["inf"] != scores["-inf"]  # the threshold changes the file, and the printed score with it
+
+
+def test_a_truncated_model_is_reported_as_damaged_not_missing(sst2_cls_run, tmp_path):  # noqa: F811
+    """Keras reported a truncated model.keras as 'File not found' although the file is there."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sst2_cls_run, run)
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", tmp_path / "x.tsv")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{run / 'model.keras'}: damaged or truncated" in err and "File not found" not in err

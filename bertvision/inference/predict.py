@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -174,6 +175,14 @@ def load_adapter_run(run_dir: str | os.PathLike) -> tuple[RunResults, keras.Mode
         raise RunError(f"{run_dir}: run_type {results.run_type!r}, not an adapter fit run")
     if not run.model_file.is_file():
         raise RunError(f"{run_dir}: no {run.model_file.name}; not a finished fit run")
+    try:  # Keras says "File not found" of a file that is there but damaged: check the zip first
+        with zipfile.ZipFile(run.model_file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise RunError(f"{run.model_file}: damaged or truncated, not a readable .keras file ({err}); fit the run "
+                       "again") from None
+    if bad is not None:
+        raise RunError(f"{run.model_file}: damaged (its member {bad} fails its CRC check); fit the run again")
     try:
         model = keras.saving.load_model(str(run.model_file), compile=False)
     except Exception as err:  # Keras raises many types for a damaged file
