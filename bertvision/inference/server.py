@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import itertools
 import json
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +55,7 @@ from bertvision.config import ConfigBase, check_choice, check_non_negative, chec
 from bertvision.errors import ServeError
 from bertvision.inference.serving import ALL_INPUT_FIELDS, Job, Predictor
 
-__all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "create_app", "parse_request", "serve"]
+__all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "bind", "create_app", "parse_request", "serve"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -409,12 +411,38 @@ class _ContentLengthLimit:
         return await self.app(scope, receive, send)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for the server, or `ServeError` in one
+    line (a port in use, an unknown host). Bound first, before the runs are
+    loaded, so a busy port is said at once and nothing says it serves."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ServeError(f"--host {host}: {err.strerror}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ServeError(f"--port {port}: {host}:{port} is already in use (another server?); choose another "
+                             "--port or stop the other server") from None
+        raise ServeError(f"cannot listen on {host}:{port} ({err.strerror})") from None
+    return sock
+
+
 def serve(config: ServeConfig, predictor: Predictor | None = None) -> None:
-    """Load the runs, trace their forward passes and serve until SIGTERM/SIGINT."""
-    predictor = predictor or Predictor.from_runs(config.runs, jit_compile=config.jit_compile)
-    predictor.warmup()
-    app = create_app(predictor, config)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
-                                           timeout_graceful_shutdown=config.shutdown_timeout_s,
-                                           access_log=config.log_level == "debug"))
-    server.run()
+    """Bind the port, load the runs, trace their forward passes and serve
+    until SIGTERM/SIGINT."""
+    sock = bind(config.host, config.port)
+    try:
+        predictor = predictor or Predictor.from_runs(config.runs, jit_compile=config.jit_compile)
+        predictor.warmup()
+        app = create_app(predictor, config)
+        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+                                               timeout_graceful_shutdown=config.shutdown_timeout_s,
+                                               access_log=config.log_level == "debug"))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
