@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Sequence
 from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["DTYPES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES",
+__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES",
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
            "default_max_seq_len", "flag", "pair_texts", "select_layers"]
 
@@ -54,6 +54,7 @@ def pair_texts(pair_mode: str) -> int:
     return 2 if pair_mode == "separate" else 1
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+EXTRACT_STRATEGIES = ("default", "mirrored")  # extraction's forward pass runs on one machine's devices
 SCHEDULES = ("linear", "cosine", "constant")  # learning-rate decay after warmup
 
 

@@ -5,6 +5,10 @@ are atomic: a file (or folder) is written under a temporary name beside its
 target and renamed over it only when complete, so a kill at any moment
 leaves either the old file or the new one, never half of one. A failed write
 raises a `BertVisionError` that says what to do (disk full, permission).
+Folder locks are `filelock`'s (any operating system). TensorFlow, whose
+`tf.io.gfile` does the reading and writing, is imported on the first file
+operation, so that importing this module (and the command-line parsers that
+need its callers' constants) stays fast.
 
 Example:
     >>> atomic_write_json("runs/a/results.json", {"task": "sst2"})
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import tensorflow as tf
+import filelock
 
 from bertvision.errors import BertVisionError
 
@@ -39,6 +43,15 @@ __all__ = ["LOCK_FILE", "atomic_folder", "atomic_path", "atomic_write_bytes", "a
            "size", "temp_name", "write_error"]
 
 LOCK_FILE = ".lock"
+
+
+@functools.cache
+def _gfile():
+    """`tf.io.gfile`, imported on first use: TensorFlow takes seconds to import, and a command's ``--help``
+    or ``import bertvision`` should not wait for it."""
+    import tensorflow as tf  # noqa: PLC0415  (deferred on purpose, see above)
+
+    return tf.io.gfile
 
 
 def is_local(path: str | os.PathLike) -> bool:
@@ -52,28 +65,28 @@ def join(*parts: str | os.PathLike) -> str:
 
 
 def exists(path: str | os.PathLike) -> bool:
-    return tf.io.gfile.exists(str(path))
+    return _gfile().exists(str(path))
 
 
 def isdir(path: str | os.PathLike) -> bool:
-    return tf.io.gfile.isdir(str(path))
+    return _gfile().isdir(str(path))
 
 
 def listdir(path: str | os.PathLike) -> list[str]:
-    return sorted(tf.io.gfile.listdir(str(path)))
+    return sorted(_gfile().listdir(str(path)))
 
 
 def glob(pattern: str | os.PathLike) -> list[str]:
-    return sorted(tf.io.gfile.glob(str(pattern)))
+    return sorted(_gfile().glob(str(pattern)))
 
 
 def size(path: str | os.PathLike) -> int:
-    return int(tf.io.gfile.stat(str(path)).length)
+    return int(_gfile().stat(str(path)).length)
 
 
 def makedirs(path: str | os.PathLike) -> None:
     try:
-        tf.io.gfile.makedirs(str(path))
+        _gfile().makedirs(str(path))
     except Exception as err:  # gfile raises its own error types
         raise write_error(path, err) from err
 
@@ -81,12 +94,12 @@ def makedirs(path: str | os.PathLike) -> None:
 def remove(path: str | os.PathLike) -> None:
     """Remove a file if it exists (never raises for a missing or busy file)."""
     with contextlib.suppress(Exception):
-        if tf.io.gfile.exists(str(path)):
-            tf.io.gfile.remove(str(path))
+        if _gfile().exists(str(path)):
+            _gfile().remove(str(path))
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    with tf.io.gfile.GFile(str(path), "rb") as handle:
+    with _gfile().GFile(str(path), "rb") as handle:
         return handle.read()
 
 
@@ -109,7 +122,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with tf.io.gfile.GFile(str(path), "rb") as handle:
+    with _gfile().GFile(str(path), "rb") as handle:
         for block in iter(lambda: handle.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -138,7 +151,7 @@ def _rename(src: str, dst: str) -> None:
     if is_local(dst):
         os.replace(src, dst)
     else:
-        tf.io.gfile.rename(src, dst, overwrite=True)
+        _gfile().rename(src, dst, overwrite=True)
 
 
 @contextlib.contextmanager
@@ -173,7 +186,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (see the module docstring)."""
     with atomic_path(path) as tmp:
         try:
-            with tf.io.gfile.GFile(tmp, "wb") as handle:
+            with _gfile().GFile(tmp, "wb") as handle:
                 handle.write(data)
         except Exception as err:
             raise write_error(path, err) from err
@@ -236,19 +249,23 @@ def exclusive_lock(folder: str | os.PathLike, what: str, make_error: Callable[[s
         return
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    handle = open(path, "a+")
+    lock = filelock.FileLock(path, timeout=-1 if wait else 0)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise make_error(f"{folder} is in use by {holder} ({what}); wait for it to finish, or stop it "
-                             "and run this command again") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        lock.acquire()
+    except filelock.Timeout:
+        raise make_error(f"{folder} is in use by {_lock_holder(path)} ({what}); wait for it to finish, or stop "
+                         "it and run this command again") from None
+    try:
+        with contextlib.suppress(OSError), open(path, "w") as handle:
+            handle.write(f"pid {os.getpid()}")  # names the holder to a refused second writer
         yield
     finally:
-        handle.close()  # closing the file releases the lock
+        lock.release()
+
+
+def _lock_holder(path: str) -> str:
+    """Who holds the lock at `path`, as its holder wrote it (``pid N``)."""
+    with contextlib.suppress(OSError):
+        with open(path) as handle:
+            return handle.read().strip() or "another process"
+    return "another process"

@@ -22,7 +22,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.inference.ensemble import COMBINE_MODES, EnsembleConfig, run_ensemble  # noqa: E402  (after setup_env)
+from bertvision.inference.config import COMBINE_MODES  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with die.on_errors():
+        from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         results = run_ensemble(EnsembleConfig(runs=args.runs, out=args.out, split=args.split,
                                               combine=args.combine, stores=args.stores))
     main_metric = results.main_metric

@@ -27,7 +27,7 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.inference.export import export_runs  # noqa: E402  (after setup_env)
+from bertvision.extras import import_extra  # noqa: E402  (after setup_env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with die.on_errors():
-        info = export_runs(args.runs, args.out, text=args.text)
+        export = import_extra("bertvision.inference.export", "text", "pipelines.export (TensorFlow Text ops)")
+        info = export.export_runs(args.runs, args.out, text=args.text)
     for name, sig in info["signatures"].items():
         print(f"{name}({', '.join(sig['inputs'])}) -> {', '.join(sig['outputs'])}")
     for group, why in info["text_signatures_skipped"].items():

@@ -20,7 +20,6 @@ shards are kept.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -28,9 +27,9 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.store import extract  # noqa: E402  (after setup_env: TensorFlow reads it at import)
-from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
+from bertvision.config import EXTRACT_STRATEGIES, PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
 from bertvision.data.tasks import TASKS, get_task  # noqa: E402
+from bertvision.extras import import_extra  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size-mb", type=float, default=128.0)
     p.add_argument("--max-skipped", type=float, default=0.01, metavar="SHARE",
                    help="stop when more than this share of a split's records is malformed (default 0.01; 1: never)")
-    p.add_argument("--strategy", default="default", choices=extract.EXTRACT_STRATEGIES,
+    p.add_argument("--strategy", default="default", choices=EXTRACT_STRATEGIES,
                    help="tf.distribute strategy for the forward pass on each machine (mirrored: all its GPUs)")
     p.add_argument("--runner", default=None,
                    help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, FlinkRunner, "
@@ -86,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir and not args.tfds:
         parser.error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
     with die.on_errors():
+        from bertvision.store import extract  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         task = get_task(args.task)
         splits = args.split or ["train", *task.eval_splits]
         configs = [extract.ExtractConfig(
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runner:
             # Beam only when asked for: importing it costs seconds, and without the GCP extras it logs an
             # "apitools not found" warning that has nothing to do with extraction in this process
-            beam_extract = importlib.import_module("bertvision.store.beam")
+            beam_extract = import_extra("bertvision.store.beam", "beam", "--runner (an Apache Beam pipeline)")
             result = beam_extract.run_pipeline(configs, ["--runner", args.runner, *beam_args])
             manifest = result.manifest
             print(result.summary())

@@ -24,7 +24,6 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
 from bertvision.data.tasks import TASKS  # noqa: E402
 
 
@@ -88,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir and not args.tfds:
         build_parser().error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
     with die.on_errors():
+        from bertvision.training.finetune import FinetuneConfig, Finetuner  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         config = FinetuneConfig(
             task=args.task, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds, backbone=args.backbone,
             train_split=args.train_split, eval_splits=args.eval_splits, epochs=args.epochs, lr=args.lr,

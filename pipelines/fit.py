@@ -25,10 +25,8 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import SCHEDULES, STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.distribute import split_cpu_devices  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.training.fit import STORE_DERIVED, FitConfig, fit  # noqa: E402
-from bertvision.models import KINDS, LAYER_POOLINGS, TOKEN_POOLINGS, ModelConfig  # noqa: E402
+from bertvision.models import KINDS, LAYER_POOLINGS, STORE_DERIVED, TOKEN_POOLINGS, ModelConfig  # noqa: E402
 
 CPU_DEVICES_ENV = "BERTVISION_CPU_DEVICES"
 _CHOICES = {"layer_pooling": LAYER_POOLINGS, "token_pooling": TOKEN_POOLINGS}
@@ -88,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> FitConfig:
-    """A `FitConfig` from --config (if any) and the flags given."""
+def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
+    """A `bertvision.training.fit.FitConfig` from --config (if any) and the flags given."""
+    from bertvision.training.fit import FitConfig  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     base = {}
     if args.config:
         base = FitConfig.load(args.config).to_dict()
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     devices = os.environ.get(CPU_DEVICES_ENV)
     with die.on_errors():
+        from bertvision.distribute import split_cpu_devices  # heavy (TensorFlow): after argparse, so that --help answers at once
+        from bertvision.training.fit import fit
+
         if devices:  # before TensorFlow initialises its devices
             try:
                 split_cpu_devices(int(devices))

@@ -49,9 +49,6 @@ setup_env()
 from bertvision import io  # noqa: E402  (after setup_env)
 from bertvision.config import check_fraction, check_positive_int  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.inference.predict import (load_adapter_run, odds_threshold, predict_run, write_glue_submission,  # noqa: E402
-                                write_squad_predictions)
-from bertvision.inference.serving import Predictor, read_inputs  # noqa: E402
 from bertvision.data.tasks import get_task  # noqa: E402
 
 RAW_FLAGS = ("text", "text_pair", "question", "context")
@@ -86,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def squad_threshold(text: str, results) -> float:
     """The null-odds threshold ``--threshold`` asks for."""
+    from bertvision.inference.predict import odds_threshold  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     if text == "best":
         thresh = results.dev_metrics.get("best_f1_thresh")
         return 0.0 if thresh is None else odds_threshold(thresh)
@@ -106,6 +105,8 @@ def default_npz(out: str) -> str:
 def write_outputs(preds, args, results) -> tuple[str, dict | None]:
     """Write the submission / prediction file and the raw outputs of
     `preds`; ``(what was written, official metrics or None)``."""
+    from bertvision.inference.predict import write_glue_submission, write_squad_predictions  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     task = get_task(preds.task)
     threshold = 0.0
     if task.kind == "span":
@@ -127,6 +128,8 @@ def write_outputs(preds, args, results) -> tuple[str, dict | None]:
 
 
 def predict_store(args) -> tuple[str, dict | None]:
+    from bertvision.inference.predict import load_adapter_run, predict_run  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     if len(args.run) != 1:
         raise ConfigError("predicting a store takes one --run")
     if not args.split or not args.out:
@@ -142,6 +145,8 @@ def predict_store(args) -> tuple[str, dict | None]:
 
 def predict_text(args) -> str:
     """``--text`` & co.: one JSON object, every run's result."""
+    from bertvision.inference.serving import Predictor  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     item = {k: getattr(args, k) for k in RAW_FLAGS if getattr(args, k) is not None}
     predictor = Predictor.from_runs(args.run, jit_compile=args.jit)
     results = predictor.predict({name: [item] for name in predictor.names})
@@ -149,6 +154,8 @@ def predict_text(args) -> str:
 
 
 def predict_file(args) -> tuple[str, dict | None]:
+    from bertvision.inference.serving import Predictor, read_inputs  # heavy (TensorFlow): after argparse, so that --help answers at once
+
     if len(args.run) != 1:
         raise ConfigError("--input takes one --run")
     if not args.out:

@@ -23,8 +23,6 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.report import build_report  # noqa: E402  (after setup_env)
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__,
@@ -41,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     with die.on_errors():
+        from bertvision.report import build_report  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         report = build_report(args.paths, args.out, formats=formats, scale=args.scale)
     print(f"{report.runs} run(s), task(s): {', '.join(report.tasks)} -> {report.out}")
     for name, files in report.charts.items():

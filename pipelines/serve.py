@@ -28,7 +28,8 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.inference.server import LOG_LEVELS, ServeConfig, serve  # noqa: E402  (after setup_env)
+from bertvision.extras import import_extra  # noqa: E402  (after setup_env)
+from bertvision.inference.config import LOG_LEVELS, ServeConfig  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                              max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs, max_chars=args.max_chars,
                              max_body_bytes=args.max_body_bytes, jit_compile=args.jit,
                              shutdown_timeout_s=args.shutdown_timeout_s, log_level=args.log_level)
+        server = import_extra("bertvision.inference.server", "serve", "pipelines.serve (the HTTP server)")
         signal.signal(signal.SIGTERM, _exit_cleanly)
         signal.signal(signal.SIGINT, _exit_cleanly)
-        serve(config)
+        server.serve(config)
     return 0
 
 

@@ -26,7 +26,6 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.errors import ConfigError  # noqa: E402  (after setup_env)
-from bertvision.inference.predict import write_glue_submission_folder  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--store: give one per --run ({len(args.runs)}), in order; got {len(stores)}")
         if Path(args.out).exists():
             raise ConfigError(f"--out {args.out} exists; give a new folder for the submission")
+        from bertvision.inference.predict import write_glue_submission_folder  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         written = write_glue_submission_folder(args.runs, stores, args.out, partial=args.partial)
     for name, count in written.items():
         print(f"{name}: {count} predictions")

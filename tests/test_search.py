@@ -348,10 +348,19 @@ def test_keras_tuner_internals_we_rely_on(tmp_path, monkeypatch):
     (`atomic_tuner_state`, `_retry_unfinished`); fails loudly if an upgrade
     moves them. Every state file goes through the atomic writer, and a
     reloaded oracle retries a trial whose trial.json was written but which
-    the saved oracle never heard of."""
+    the saved oracle never heard of. KerasTuner has no public hook for either,
+    so pyproject.toml pins the keras-tuner range these internals are tested
+    on: the installed version must lie inside it."""
+    import tomllib
+
     import keras_tuner as kt
+    from packaging.requirements import Requirement
 
     from bertvision.search import tuner as bs
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    (pin,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("keras-tuner")]
+    assert pin.specifier.contains(kt.__version__), (kt.__version__, str(pin.specifier))
 
     written = []
 

@@ -38,7 +38,7 @@ from pipelines._common import die, setup_env
 setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
-from bertvision.search.tuner import TUNERS, SearchConfig, SearchSpace, search  # noqa: E402
+from bertvision.search.config import TUNERS, SearchConfig, SearchSpace  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
@@ -130,6 +130,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with die.on_errors():  # SearchError / FitError / StoreError: one line, exit 2
+        from bertvision.search.tuner import search  # heavy (TensorFlow): after argparse, so that --help answers at once
+
         config = config_from_args(args)
         record = search(config)
     if record["run_type"] == "search_worker":

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from bertvision.errors import BertVisionError, DataError
+from bertvision.extras import import_extra
 from bertvision.data.tasks import TaskSpec, TsvLayout, get_task
 
 DATA_DIR_ENV = "BERTVISION_DATA_DIR"
@@ -516,6 +516,7 @@ def _load_tfds(
     source = f"tfds:{spec.tfds_name}[{tfds_split}]"
     if limit == 0:
         return LoadResult([], [], spec.name, split, source)
+    tfds = import_extra("tensorflow_datasets", "tfds", "--tfds (reading a task from tensorflow-datasets)")
     try:
         # Never downloads: the dataset must already be prepared in data_dir
         # (or TFDS's default data dir), e.g. with `tfds build` on a machine

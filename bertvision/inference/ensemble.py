@@ -24,13 +24,12 @@ import numpy as np
 
 from bertvision.config import ConfigBase, check_choice
 from bertvision.errors import EnsembleError
+from bertvision.inference.config import COMBINE_MODES
 from bertvision.inference.predict import predict_run
 from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults, read_checkpoint_info
 from bertvision.data.tasks import get_task
 
 __all__ = ["COMBINE_MODES", "EnsembleConfig", "combine", "load_run_predictions", "run_ensemble"]
-
-COMBINE_MODES = ("mean", "max")
 
 
 def load_run_predictions(run_dir: str | os.PathLike, split: str, store: str | None = None) -> Predictions:

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import bertvision.models  # noqa: F401  (registers the adapters' layers for loading model.keras)
+import bertvision.models.layers  # noqa: F401  (registers the adapters' layers for loading model.keras)
 from bertvision import io
 from bertvision.errors import RunError
 from bertvision.runs import Predictions, RunFolder, RunResults

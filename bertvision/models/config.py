@@ -14,6 +14,8 @@ LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
 PER_TOKEN_KINDS = ("span", "token_classification")
 """Task kinds predicted per token: the adapters pool no tokens."""
+# ModelConfig fields that come from the store, not from the user
+STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
 
 
 @dataclass

@@ -46,7 +46,7 @@ from bertvision import io
 from bertvision.store import format as st
 from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
+from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data.readers import Answer, Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
@@ -58,7 +58,6 @@ from bertvision.data.tasks import get_task
 __all__ = ["EXTRACT_STRATEGIES", "JOBS_SUFFIX", "ExtractConfig", "Extractor", "ShardExtractor", "ShardJob", "finalize_splits",
            "make_forward", "split_lock", "stale_files"]
 
-EXTRACT_STRATEGIES = ("default", "mirrored")  # the forward pass runs on this machine's devices
 JOBS_SUFFIX = ".jobs.jsonl"  # SPLIT.jobs.jsonl: a Beam pipeline's input, removed when the split is finalized
 
 

@@ -39,7 +39,7 @@ from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, 
                                check_non_negative, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
-from bertvision.models import KINDS, ModelConfig, build_model, layer_weights, trainable_params
+from bertvision.models import KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
 from bertvision.runs import PeakMemory, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.store.format import Store, open_store
@@ -48,8 +48,6 @@ from bertvision.training.trainer import Schedule, Trainer, compile_for_task, mak
 
 __all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
 
-# ModelConfig fields that come from the store, not from the user
-STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
 
 
 @dataclass
