@@ -1,6 +1,11 @@
-"""environment.yml and requirements.txt carry the same pins."""
+"""environment.yml and requirements.txt carry the same pins, and every pin
+lies inside pyproject.toml's range for that package."""
 
+import re
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,6 +18,36 @@ def test_environment_yml_matches_requirements():
     req = _pins((ROOT / "requirements.txt").read_text().splitlines())
     env = _pins(l for l in (ROOT / "environment.yml").read_text().splitlines() if l.startswith("      - "))
     assert req and req == env
+
+
+def _name(text: str) -> str:
+    return re.sub(r"[-_.]+", "-", text).lower()
+
+
+def test_pyproject_ranges_hold_the_pins_and_every_dependency_is_pinned():
+    """requirements.txt is the constraints file scripts/setup_venv.sh installs
+    the project with: each of its pins must satisfy pyproject.toml's range,
+    and each dependency pyproject.toml names (core and every extra) must be
+    pinned there, so that the suite runs on one known set of versions."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {_name(p.split("==")[0]): p.split("==")[1] for p in _pins((ROOT / "requirements.txt").read_text().splitlines())}
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [Requirement(r) for rs in project["optional-dependencies"].values() for r in rs
+                 if not r.startswith(project["name"] + "[")]
+    assert declared
+    for req in declared:
+        assert _name(req.name) in pins, f"{req.name} is in pyproject.toml but not pinned in requirements.txt"
+        assert req.specifier.contains(pins[_name(req.name)]), \
+            f"requirements.txt pins {req.name}=={pins[_name(req.name)]}, outside pyproject.toml's {req.specifier}"
+    unused = set(pins) - {_name(r.name) for r in declared}
+    assert not unused, f"pinned in requirements.txt but not a dependency in pyproject.toml: {sorted(unused)}"
+
+
+def test_the_dev_extra_installs_every_other_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    (self_ref,) = [r for r in extras["dev"] if r.startswith("bertvision[")]
+    assert set(Requirement(self_ref).extras) == set(extras) - {"dev"}
 
 
 # the lines the pinned TensorFlow wheel prints while it probes for a GPU, which README's Development
