@@ -162,6 +162,24 @@ def test_layer_weights_are_drawn_at_the_stores_layer_ids(tmp_path):
         ("all", 0, 0.5), ("all", 1, 0.5), ("last4", 3, 0.1), ("last4", 4, 0.2), ("last4", 5, 0.3), ("last4", 6, 0.4)]
 
 
+def test_layers_by_task_puts_every_task_of_one_backbone_on_one_axis(tmp_path):
+    frozen = {"name": "all-MiniLM-L6-v2"}
+    write_run(tmp_path / "ner", results(task="conll", method="scalar_mix", metric="f1", backbone=frozen,
+                                        layer_weights=[0.1, 0.2, 0.7]))
+    write_run(tmp_path / "sst", results(method="adapter_pooler", backbone=frozen, layer_weights=[0.5, 0.3, 0.2]))
+    write_run(tmp_path / "other", results(method="scalar_mix", backbone={"name": "bert-base"}, layers=[11, 12],
+                                          layer_weights=[0.4, 0.6]))
+    write_run(tmp_path / "lp", results(method="linear_probe", backbone=frozen))  # no weights: not drawn
+    [result] = [c for c in build_charts(load_runs([tmp_path])) if c.name == "layers_by_task"]
+    panels = result.chart.to_dict()["vconcat"]
+    assert [p["title"].split(":")[0] for p in panels] == ["all-MiniLM-L6-v2 (frozen backbone)",
+                                                          "bert-base (frozen backbone)"]
+    rows = panels[0]["data"]["values"]
+    assert sorted({(r["task"], r["run"]) for r in rows}) == [("conll", "ner"), ("sst2", "sst")]
+    assert {r["centre"] for r in rows if r["task"] == "conll"} == {1.6}  # 0.2 * 1 + 0.7 * 2
+    assert sorted((r["layer"], r["weight"]) for r in panels[1]["data"]["values"]) == [(11, 0.4), (12, 0.6)]
+
+
 def test_one_fraction_is_not_a_fraction_chart_and_tasks_get_own_axes(tmp_path):
     write_run(tmp_path / "a", results(value=0.7))
     write_run(tmp_path / "b", results(task="mrpc", metric="f1", value=0.8, train_fraction=0.5))

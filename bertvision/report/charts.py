@@ -262,6 +262,51 @@ def layer_weights(runs: Sequence[Run]) -> ChartResult:
                      "no run has layer_weights (only layer-pooling adapters such as scalar_mix record them)")
 
 
+# -------------------------------------------------------- layers_by_task
+
+
+def _layer_rows(run: Run) -> list[dict]:
+    """One row per layer weight of `run`, at the store's own layer ids."""
+    if not run.layer_weights:
+        return []
+    ids = run.layers if run.layers and len(run.layers) == len(run.layer_weights) else range(len(run.layer_weights))
+    centre = sum(i * w for i, w in zip(ids, run.layer_weights)) / max(sum(run.layer_weights), 1e-12)
+    return [{"run": run.label, "task": run.task, "method": run.method, "layer": int(i), "weight": float(w),
+             "centre": round(centre, 2)} for i, w in zip(ids, run.layer_weights)]
+
+
+def layers_by_task(runs: Sequence[Run]) -> ChartResult:
+    """Which layers each task reads: every run's learned layer weights on one
+    axis per backbone, a colour per task (Tenney et al.'s scalar-mix
+    picture, comparable across tasks); the tooltip gives each run's centre
+    of gravity, the weighted mean layer."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        name = (run.backbone or {}).get("name") or "backbone"
+        groups[f"{name} ({run.backbone_label})"].extend(_layer_rows(run))
+    groups = {k: v for k, v in sorted(groups.items()) if v}
+    if not groups:
+        return ChartResult("layers_by_task", None, reason="no run has layer_weights (only layer-pooling adapters "
+                                                           "such as scalar_mix record them)" if runs else "no runs")
+    charts = []
+    for backbone, rows in groups.items():
+        tasks = sorted({r["task"] for r in rows})
+        base = alt.Chart(alt.Data(values=rows)).encode(
+            x=alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("weight:Q", title="learned layer weight"),
+            color=alt.Color("task:N", title="task", scale=alt.Scale(domain=tasks)),
+            detail="run:N",
+            tooltip=[alt.Tooltip("task:N"), alt.Tooltip("run:N"), alt.Tooltip("method:N"), alt.Tooltip("layer:O"),
+                     alt.Tooltip("weight:Q", format=".4f"), alt.Tooltip("centre:Q", title="weighted mean layer")],
+        )
+        charts.append(alt.layer(base.mark_line(opacity=0.7), base.mark_point(filled=True, size=30)).properties(
+            width=2 * FACET_WIDTH, height=FACET_HEIGHT,
+            title=f"{backbone}: which layers each task reads ({len(tasks)} task(s), "
+                  f"{len({r['run'] for r in rows})} run(s))"))
+    chart = charts[0] if len(charts) == 1 else alt.vconcat(*charts, spacing=40)
+    return ChartResult("layers_by_task", chart)
+
+
 # ------------------------------------------------------------------ wall_time
 
 
@@ -300,6 +345,7 @@ CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
     "metric_vs_params": metric_vs_params,
     "metric_vs_fraction": metric_vs_fraction,
     "layer_weights": layer_weights,
+    "layers_by_task": layers_by_task,
     "wall_time": wall_time,
 }
 
