@@ -34,11 +34,12 @@ from typing import Any, ClassVar, Sequence
 from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES", "TASK_KINDS", "TOKEN_MODES",
+__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES",
+           "TASK_KINDS", "TOKEN_MODES",
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
            "default_max_seq_len", "flag", "pair_texts", "select_layers"]
 
-TASK_KINDS = ("classification", "regression", "span", "token_classification")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
+TASK_KINDS = ("classification", "multi_label", "regression", "span", "token_classification")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
 DTYPES = ("float16", "bfloat16", "float32")  # activations as an adapter reads them
 # how a store keeps activations: one of DTYPES, or int8 with one float16 scale
 # per vector (per token and layer), read back as float16 (`store.dequantize_int8`)
@@ -47,6 +48,7 @@ TOKEN_MODES = ("cls", "mean", "sequence")  # first token, masked mean, every tok
 # How a pair task's two texts are encoded: together ([CLS] a [SEP] b [SEP], as
 # BERT was fine-tuned) or each on its own (as a sentence-embedding model was trained)
 PAIR_MODES = ("cross", "separate")
+FILE_FORMATS = ("csv", "tsv", "jsonl", "parquet")  # a user's own data files (bertvision.data.files)
 
 
 def pair_texts(pair_mode: str) -> int:

@@ -1,8 +1,13 @@
-"""Official evaluation metrics: GLUE (numpy) and SQuAD 2.0 (the official script).
+"""Official evaluation metrics: GLUE (numpy), a user task's by kind
+(scikit-learn) and SQuAD 2.0 (the official script).
 
-numpy and scipy; no TensorFlow. GLUE metrics follow the definitions used by
-the GLUE benchmark (scikit-learn semantics; correlations from scipy), SQuAD
-follows ``evaluate-v2.0.py`` line for line, values in percent.
+numpy, scipy and scikit-learn; no TensorFlow. GLUE metrics follow the
+definitions used by the GLUE benchmark (scikit-learn semantics; correlations
+from scipy). A user task's metrics (`bertvision.data.tasks.KIND_METRICS`)
+are scikit-learn's: macro/micro F1 of class indices or, for multi-label,
+of ``[N, C]`` 0/1 indicator matrices, subset accuracy, MSE; and
+`per_class_metrics` gives each class's precision, recall, F1 and support.
+SQuAD follows ``evaluate-v2.0.py`` line for line, values in percent.
 
 Example:
     >>> compute_metrics(["accuracy", "f1"], [1, 0, 1, 1], [1, 0, 0, 1])
@@ -24,6 +29,7 @@ import numpy as np
 from scipy import stats
 from seqeval.metrics import sequence_labeling as seqeval_metrics
 from seqeval.scheme import IOB2
+from sklearn import metrics as skm
 
 from bertvision.data.tasks import get_task
 
@@ -33,16 +39,22 @@ __all__ = [
     "SquadGold",
     "TAGGING_METRICS",
     "accuracy",
+    "best_thresholds",
     "compute_exact",
     "compute_f1",
     "compute_metrics",
     "f1",
     "find_best_thresh",
     "get_tokens",
+    "macro_f1",
     "matthews_corrcoef",
+    "micro_f1",
+    "mse",
     "normalize_answer",
     "pearson",
+    "per_class_metrics",
     "spearmanr",
+    "subset_accuracy",
     "squad_evaluate",
     "tagging_metrics",
     "squad_evaluate_examples",
@@ -186,6 +198,101 @@ def spearmanr(predictions: Any, labels: Any) -> float:
     return _correlation(stats.spearmanr, predictions, labels)
 
 
+def _label_arrays(predictions: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices ``[N]`` (scores ``[N, C]`` are argmaxed), or, when the
+    labels are an ``[N, C]`` indicator matrix (multi-label), both matrices."""
+    gold = np.asarray(labels)
+    if gold.ndim == 2 and gold.shape[1] > 1:
+        pred = np.asarray(predictions)
+        if pred.shape != gold.shape:
+            raise ValueError(f"multi-label predictions {pred.shape} and labels {gold.shape} differ in shape")
+        if gold.size == 0:
+            raise ValueError("labels are empty")
+        return pred.astype(np.int64), gold.astype(np.int64)
+    return _paired(predictions, labels, classes=True)
+
+
+def macro_f1(predictions: Any, labels: Any) -> float:
+    """F1 averaged over classes, each class counting once (scikit-learn's
+    ``f1_score(average="macro")`` over the classes in labels or predictions;
+    multi-label: over the labels of the indicator matrix).
+
+    >>> macro_f1([0, 1, 1, 2], [0, 1, 2, 2])
+    0.7777777777777777
+    """
+    pred, gold = _label_arrays(predictions, labels)
+    return float(skm.f1_score(gold, pred, average="macro", zero_division=0))
+
+
+def micro_f1(predictions: Any, labels: Any) -> float:
+    """F1 of all decisions pooled (``f1_score(average="micro")``): accuracy
+    for single-label classes, the pooled label F1 for multi-label.
+
+    >>> micro_f1([[1, 0], [1, 1]], [[1, 0], [0, 1]])
+    0.8
+    """
+    pred, gold = _label_arrays(predictions, labels)
+    return float(skm.f1_score(gold, pred, average="micro", zero_division=0))
+
+
+def subset_accuracy(predictions: Any, labels: Any) -> float:
+    """Multi-label: the share of examples whose whole label set is right.
+
+    >>> subset_accuracy([[1, 0], [1, 1]], [[1, 0], [0, 1]])
+    0.5
+    """
+    pred, gold = _label_arrays(predictions, labels)
+    return float(skm.accuracy_score(gold, pred))
+
+
+def mse(predictions: Any, labels: Any) -> float:
+    """Mean squared error of scores (``mean_squared_error``).
+
+    >>> mse([1.0, 2.0], [1.0, 4.0])
+    2.0
+    """
+    pred, gold = _paired(predictions, labels, classes=False)
+    return float(skm.mean_squared_error(gold, pred))
+
+
+def per_class_metrics(predictions: Any, labels: Any, label_names: Sequence[str]) -> list[dict]:
+    """Precision, recall, F1 and support of every class (multi-label: of
+    every label), in `label_names` order, from
+    ``precision_recall_fscore_support``; a class never predicted has
+    precision 0.
+
+    >>> per_class_metrics([0, 1, 1], [0, 1, 0], ["a", "b"])[0]
+    {'label': 'a', 'precision': 1.0, 'recall': 0.5, 'f1': 0.6666666666666666, 'support': 2}
+    """
+    pred, gold = _label_arrays(predictions, labels)
+    indices = None if gold.ndim == 2 else list(range(len(label_names)))
+    p, r, f, s = skm.precision_recall_fscore_support(gold, pred, labels=indices, zero_division=0)
+    return [{"label": name, "precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
+            for name, a, b, c, d in zip(label_names, p, r, f, s)]
+
+
+def best_thresholds(probabilities: Any, labels: Any,
+                    grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> np.ndarray:
+    """Multi-label: for each label, the probability threshold of `grid` with
+    the best F1 of that label on these (dev) examples; 0.5 for a label with
+    no positive example there. Ties go to the threshold nearest 0.5.
+
+    >>> best_thresholds([[0.3, 0.9], [0.2, 0.4]], [[1, 1], [0, 0]]).tolist()
+    [0.25, 0.5]
+    """
+    probs, gold = np.asarray(probabilities, np.float64), np.asarray(labels).astype(np.int64)
+    if probs.ndim != 2 or probs.shape != gold.shape:
+        raise ValueError(f"probabilities {probs.shape} and labels {gold.shape} must both be [N, labels]")
+    order = sorted(grid, key=lambda t: (abs(t - 0.5), t))
+    out = np.full(probs.shape[1], 0.5)
+    for j in range(probs.shape[1]):
+        if gold[:, j].sum() == 0:
+            continue
+        scores = [skm.f1_score(gold[:, j], probs[:, j] >= t, zero_division=0) for t in order]
+        out[j] = order[int(np.argmax(scores))]
+    return out.astype(np.float32)
+
+
 MetricFunction = Callable[[Any, Any], float]
 
 #: Official metric name -> function(predictions, labels) -> float.
@@ -195,6 +302,10 @@ METRIC_FUNCTIONS: dict[str, MetricFunction] = {
     "matthews_corrcoef": matthews_corrcoef,
     "pearson": pearson,
     "spearmanr": spearmanr,
+    "macro_f1": macro_f1,
+    "micro_f1": micro_f1,
+    "subset_accuracy": subset_accuracy,
+    "mse": mse,
 }
 
 _SQUAD_NAMES = frozenset(

@@ -44,7 +44,7 @@ import tensorflow as tf
 from bertvision import io
 from bertvision.config import ConfigBase
 from bertvision.errors import RunError
-from bertvision.metrics import SquadGold, compute_metrics, squad_evaluate_examples
+from bertvision.metrics import SquadGold, compute_metrics, per_class_metrics, squad_evaluate_examples
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
@@ -252,10 +252,17 @@ class RunResults:
     search: dict | None = None  # the best retrain of a search: {"search_dir", "trial_id", "layer_subset"}
     resumed_from: dict | None = None
     environment: dict = field(default_factory=dict)  # strategy, replicas, jit_compile, versions
+    task_spec: dict | None = None  # the task (`TaskSpec.to_dict`); absent in runs of presets from before specs
+    thresholds: list | None = None  # multi-label: one probability threshold per label, chosen on dev
 
     @property
     def main_value(self) -> float:
         return self.dev_metrics[self.main_metric]
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The run's task: its saved spec, else the preset its name names."""
+        return get_task(self.task_spec if self.task_spec is not None else self.task)
 
     @property
     def param_share_pct(self) -> float | None:
@@ -303,6 +310,10 @@ class RunResults:
             if not isinstance(weights, list) or not weights:
                 raise RunError(f"{where}: layer_weights must be a non-empty list of numbers")
             values["layer_weights"] = [_number(w, f"{where}: layer_weights[{i}]") for i, w in enumerate(weights)]
+        if data.get("task_spec") is not None:
+            get_task(data["task_spec"])  # a ConfigError naming what is wrong
+        if data.get("thresholds") is not None:
+            values["thresholds"] = [_number(t, f"{where}: thresholds[{i}]") for i, t in enumerate(data["thresholds"])]
         if data.get("best_dev_metrics") is not None:
             values["best_dev_metrics"] = _metrics(data["best_dev_metrics"], f"{where}: best_dev_metrics")
         return cls(**values)
@@ -318,8 +329,13 @@ class Predictions:
     ``RUN_DIR/predictions/<split>.npz`` (``np.load(..., allow_pickle=False)``):
 
     - ``task``, ``split`` (0-d str), ``uids [N]`` str: the examples, in order;
+    - ``task_spec`` (0-d str, JSON): the task's spec where it is not a
+      preset (a user task);
     - classification: ``probabilities [N, C]`` float32, ``labels [N]`` int
       (-1 = unlabelled);
+    - multi-label: ``probabilities [N, C]`` (sigmoid) float32, ``labels [N, C]``
+      0/1 (-1 = unlabelled), ``thresholds [C]`` (a label is predicted at or
+      above its threshold; 0.5 until dev chooses them);
     - regression: ``scores [N]`` float32, ``labels [N]`` float (NaN = unlabelled);
     - span (SQuAD): one row per window, ``window_uids [W]`` str,
       ``window_index [W]`` int (0, 1, ... within a question),
@@ -334,7 +350,7 @@ class Predictions:
     {'accuracy': 1.0}
     """
 
-    task: str
+    task: str | TaskSpec
     split: str
     uids: np.ndarray
     probabilities: np.ndarray | None = None
@@ -347,25 +363,33 @@ class Predictions:
     offsets: np.ndarray | None = None
     contexts: np.ndarray | None = None
     answers: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
-        self.kind = get_task(self.task).kind
+        self.spec = get_task(self.task)
+        self.task, self.kind = self.spec.name, self.spec.kind
         self.uids = np.asarray([str(u) for u in self.uids], dtype=str)
         n = len(self.uids)
         where = f"predictions of {self.source or self.task + '/' + self.split}"
         if len(set(self.uids.tolist())) != n:
             raise RunError(f"{where}: duplicate uids")
-        need = {"classification": ("probabilities",), "regression": ("scores",),
+        need = {"classification": ("probabilities",), "multi_label": ("probabilities",), "regression": ("scores",),
                 "span": ("window_uids", "window_index", "start_logits", "end_logits", "offsets",
                          "contexts", "answers")}[self.kind]
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise RunError(f"{where}: a {self.kind} task needs {missing}")
-        if self.kind == "classification":
+        if self.kind in ("classification", "multi_label"):
             self.probabilities = np.asarray(self.probabilities, np.float32)
             if self.probabilities.ndim != 2 or len(self.probabilities) != n:
                 raise RunError(f"{where}: probabilities shape {self.probabilities.shape}, expected [{n}, C]")
+            if self.kind == "multi_label":
+                c = self.probabilities.shape[1]
+                self.thresholds = np.full(c, 0.5, np.float32) if self.thresholds is None else \
+                    np.asarray(self.thresholds, np.float32).reshape(-1)
+                if self.thresholds.shape != (c,):
+                    raise RunError(f"{where}: {len(self.thresholds)} thresholds for {c} labels")
         elif self.kind == "regression":
             self.scores = np.asarray(self.scores, np.float32).reshape(-1)
             if len(self.scores) != n:
@@ -395,20 +419,27 @@ class Predictions:
                 raise RunError(f"{where}: {len(self.labels)} labels for {n} uids")
 
     @classmethod
-    def from_outputs(cls, task: str, split: str, record_uids: Sequence[str], outputs: Sequence, *,
+    def from_outputs(cls, task: str | TaskSpec, split: str, record_uids: Sequence[str], outputs: Sequence, *,
                      labels: Sequence | None = None, window_index: Sequence | None = None,
                      offsets: Sequence | None = None, gold: Mapping[str, tuple[str, list]] | None = None,
-                     source: str = "") -> "Predictions":
+                     thresholds: Sequence | None = None, source: str = "") -> "Predictions":
         """Predictions from a model's batched outputs, in record order.
 
-        `outputs` is a list of batches: logits ``[B, C]`` (classification),
-        scores ``[B]`` (regression) or ``{"start_logits", "end_logits"}``
+        `outputs` is a list of batches: logits ``[B, C]`` (classification;
+        multi-label: one logit per label), scores ``[B]`` (regression) or
+        ``{"start_logits", "end_logits"}``
         ``[B, T]`` (span; `window_index` and `offsets` ``[B, T, 2]`` batches
         beside them, and `gold` mapping each question uid to its
         ``(context, gold answer texts)``, no texts when unanswerable).
+        `thresholds`: multi-label, one per label (a run's, chosen on dev).
         """
         kind = get_task(task).kind
         record_uids = np.asarray([str(u) for u in record_uids], dtype=str)
+        if kind == "multi_label":
+            logits = np.concatenate([np.asarray(o) for o in outputs]).astype(np.float64)
+            return cls(task, split, record_uids, probabilities=(1.0 / (1.0 + np.exp(-logits))).astype(np.float32),
+                       labels=None if labels is None else np.asarray(labels).astype(np.int64),
+                       thresholds=thresholds, source=source)
         if kind == "classification":
             logits = np.concatenate([np.asarray(o) for o in outputs]).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)
@@ -439,6 +470,8 @@ class Predictions:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The ``.npz`` layout (``task`` and ``split`` as plain strings)."""
         out = {"task": str(self.task), "split": str(self.split)}
+        if not self.spec.is_preset:
+            out["task_spec"] = json.dumps(self.spec.to_dict())
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name not in ("task", "split", "source") and value is not None:
@@ -462,11 +495,13 @@ class Predictions:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as err:
             raise RunError(f"{path}: not a readable predictions file ({err})") from err
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"task_spec"}
         unknown = sorted(set(arrays) - known)
         if unknown or "task" not in arrays or "uids" not in arrays:
             raise RunError(f"{path}: not a predictions file (keys {sorted(arrays)})")
         arrays["task"], arrays["split"] = str(arrays["task"]), str(arrays["split"])
+        if "task_spec" in arrays:
+            arrays["task"] = get_task(json.loads(str(arrays.pop("task_spec"))))
         return cls(**arrays, source=source or str(path))
 
     # ------------------------------------------------------------- scoring
@@ -479,9 +514,12 @@ class Predictions:
         return decode_squad(windows, self.start_logits, self.end_logits, **kwargs)
 
     def point_predictions(self) -> np.ndarray:
-        """Class indices (classification) or scores (regression)."""
+        """Class indices (classification), 0/1 per label at the thresholds
+        (multi-label) or scores (regression)."""
         if self.kind == "classification":
             return np.argmax(self.probabilities, axis=1)
+        if self.kind == "multi_label":
+            return (self.probabilities >= self.thresholds[None, :]).astype(np.int64)
         if self.kind == "regression":
             return self.scores
         raise RunError("span predictions are decoded text: use decode()")
@@ -492,9 +530,14 @@ class Predictions:
             return True
         if self.labels is None:
             return False
+        return bool(np.any(self.labelled_mask()))
+
+    def labelled_mask(self) -> np.ndarray:
+        """Which examples have gold labels."""
         labels = self.labels
-        keep = labels >= 0 if self.kind == "classification" else np.isfinite(labels.astype(np.float64))
-        return bool(np.any(keep))
+        if self.kind == "multi_label":
+            return labels.reshape(len(labels), -1)[:, 0] >= 0
+        return labels >= 0 if self.kind == "classification" else np.isfinite(labels.astype(np.float64))
 
     def evaluate(self, threshold: float = 0.0) -> dict[str, float]:
         """The task's official metrics (span: SQuAD 2.0, in percent, of the
@@ -506,9 +549,48 @@ class Predictions:
             return {k: float(v) for k, v in result.items()}
         if not self.has_labels:
             raise RunError(f"{self.source or self.split}: the split has no gold labels to evaluate against")
-        labels = self.labels
-        keep = labels >= 0 if self.kind == "classification" else np.isfinite(labels.astype(np.float64))
-        return compute_metrics(self.task, self.point_predictions()[keep], labels[keep])
+        keep = self.labelled_mask()
+        return compute_metrics(self.spec, self.point_predictions()[keep], self.labels[keep])
+
+    def records(self) -> list[dict]:
+        """One JSON-ready result per example, with label names: ``{"id",
+        "label", "probabilities"}`` (classification), ``{"id", "labels",
+        "probabilities"}`` (multi-label: every label at or over its threshold,
+        most probable first) or ``{"id", "score"}``; ``"gold"`` too where the
+        example has a gold label (a name, a list of names, a score)."""
+        if self.kind == "span":
+            raise RunError("span predictions are decoded text: use decode()")
+        names = self.spec.label_names
+        points = self.point_predictions()
+        known = self.labelled_mask() if self.labels is not None else np.zeros(len(self.uids), bool)
+        out = []
+        for i, uid in enumerate(self.uids.tolist()):
+            if self.kind == "regression":
+                item = {"id": uid, "score": float(points[i])}
+                if known[i]:
+                    item["gold"] = float(self.labels[i])
+            elif self.kind == "classification":
+                item = {"id": uid, "label": names[int(points[i])],
+                        "probabilities": {n: float(v) for n, v in zip(names, self.probabilities[i].tolist())}}
+                if known[i]:
+                    item["gold"] = names[int(self.labels[i])]
+            else:
+                probs = self.probabilities[i]
+                chosen = sorted(np.flatnonzero(points[i]).tolist(), key=lambda j: -probs[j])
+                item = {"id": uid, "labels": [names[j] for j in chosen],
+                        "probabilities": {names[j]: float(probs[j]) for j in chosen}}
+                if known[i]:
+                    item["gold"] = [names[j] for j in np.flatnonzero(self.labels[i] > 0).tolist()]
+            out.append(item)
+        return out
+
+    def per_class(self) -> list[dict]:
+        """Precision, recall, F1 and support of each class (multi-label: each
+        label) over the labelled examples (`bertvision.metrics.per_class_metrics`)."""
+        if self.kind not in ("classification", "multi_label") or not self.has_labels:
+            raise RunError(f"{self.source or self.split}: per-class metrics need labelled classes")
+        keep = self.labelled_mask()
+        return per_class_metrics(self.point_predictions()[keep], self.labels[keep], self.spec.label_names)
 
 
 def _pad_rows(blocks: list[np.ndarray], width: int, value) -> np.ndarray:

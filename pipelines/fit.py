@@ -6,6 +6,8 @@ Examples::
         --epochs 10 --batch-size 64 --lr 1e-3 --adapter-dim 64 --patience 3
     python -m pipelines.fit --config runs/sst2-pooler/config.json --out runs/sst2-pooler-again
     python -m pipelines.fit --store tfrecords/sst2 --adapter cnn --out runs/x --strategy mirrored
+    # a store of your own data keeping several label columns: a head for column "topic"
+    python -m pipelines.fit --store tfrecords/tickets --label-column topic --adapter adapter_pooler --out runs/topic
 
 Run again with the same arguments to resume a killed fit from its last epoch.
 ``BERTVISION_CPU_DEVICES=N`` splits the CPU into N logical devices (to try
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store folder (from pipelines.extract)")
     p.add_argument("--adapter", "--model", dest="adapter", choices=KINDS, help="adapter kind")
     p.add_argument("--out", help="run folder to write")
+    p.add_argument("--label-column", help="your own data's store: the label column to train a head for (default: "
+                                         "the first --label-column given to pipelines.extract)")
     p.add_argument("--train-split", help="split to train on (default train)")
     p.add_argument("--eval-split", action="append", dest="eval_splits",
                    help="split(s) to evaluate each epoch; repeat the flag (default: the task's eval splits in the store)")
@@ -107,7 +111,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     data = dict(base)
     for key in ("store", "out", "train_split", "eval_splits", "epochs", "batch_size", "eval_batch_size", "lr",
                 "weight_decay", "warmup", "schedule", "seed", "train_fraction", "strategy", "tpu", "patience",
-                "jit_compile", "steps_per_execution", "verify"):
+                "jit_compile", "steps_per_execution", "verify", "label_column"):
         if key in values:
             data[key] = values[key]
     missing = [flag for flag, key in (("--store", "store"), ("--out", "out")) if not data.get(key)]

@@ -11,7 +11,10 @@ Examples::
     python -m pipelines.predict --run runs/sst2-pooler --input reviews.jsonl --out reviews.predictions.jsonl
 
 From a store (``--store``/``--split``; the store defaults to the one the run
-was trained on): GLUE tasks write ``FILE`` in GLUE's submission format
+was trained on): your own task (``pipelines.extract --text-column ...``)
+writes ``FILE`` as JSON lines (``.jsonl``: ``id``, ``label`` and every
+label's probability, ``gold`` where known; multi-label: ``labels`` over their
+thresholds) or a ``.csv``/``.tsv`` table. GLUE tasks write ``FILE`` in GLUE's submission format
 (``index<TAB>prediction``: ``0``/``1`` for CoLA, SST-2, MRPC, QQP and WNLI,
 label strings for MNLI, QNLI, RTE and AX, scores for STS-B), in store order
 (``python -m pipelines.submit`` writes a whole submission folder).
@@ -27,7 +30,8 @@ store did; ``bertvision.inference.serving``): ``--text`` (and ``--text-pair``, o
 ``--question``/``--context`` for SQuAD) prints one JSON result per task (give
 ``--run`` several times to ask several runs at once; adapters of one backbone
 share its forward pass). ``--input FILE`` reads a file of the task's own
-format (a GLUE TSV such as ``dev.tsv``/``test.tsv``, a SQuAD JSON), a
+format (a GLUE TSV such as ``dev.tsv``/``test.tsv``, a SQuAD JSON; your own
+task: a CSV/TSV/JSONL/Parquet file with its columns, ids kept), a
 ``.jsonl`` of inputs (strings, or objects with the task's fields and an
 ``id``) or a text file of one input per line (pair members tab-separated);
 ``--out`` then gets the submission/prediction file as above, or, for an
@@ -49,7 +53,6 @@ setup_env()
 from bertvision import io  # noqa: E402  (after setup_env)
 from bertvision.config import check_fraction, check_positive_int  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.data.tasks import get_task  # noqa: E402
 
 RAW_FLAGS = ("text", "text_pair", "question", "context")
 
@@ -105,11 +108,15 @@ def default_npz(out: str) -> str:
 def write_outputs(preds, args, results) -> tuple[str, dict | None]:
     """Write the submission / prediction file and the raw outputs of
     `preds`; ``(what was written, official metrics or None)``."""
-    from bertvision.inference.predict import write_glue_submission, write_squad_predictions  # heavy (TensorFlow): after argparse, so that --help answers at once
+    from bertvision.inference.predict import (write_glue_submission, write_prediction_file,  # heavy (TensorFlow):
+                                              write_squad_predictions)  # after argparse: --help answers at once
 
-    task = get_task(preds.task)
+    task = preds.spec
     threshold = 0.0
-    if task.kind == "span":
+    if not task.is_preset:  # your own task: predictions with label names, JSONL or CSV
+        count = write_prediction_file(preds, args.out)
+        written = f"{count} predictions -> {args.out}"
+    elif task.kind == "span":
         threshold = squad_threshold(args.threshold, results)
         path, na_path = write_squad_predictions(preds, args.out, threshold=threshold)
         written = (f"{len(preds.uids)} questions -> {path}, {na_path} (no answer where null_score - best_span_score "
@@ -123,6 +130,7 @@ def write_outputs(preds, args, results) -> tuple[str, dict | None]:
         written += f" (raw outputs: {npz})"
     metrics = None
     if preds.has_labels:  # not for an unlabelled split (GLUE test)
+        # your own task's metrics are those of the file written (its "label" against its "gold")
         metrics = preds.evaluate(threshold) if task.kind == "span" else preds.evaluate()
     return written, metrics
 
@@ -166,7 +174,7 @@ def predict_file(args) -> tuple[str, dict | None]:
     inputs, split = read_inputs(args.input, model.task, max_skipped=args.max_skipped)
     examples = inputs if not inputs or not isinstance(inputs[0], dict) else \
         predictor.examples(name, inputs, where=str(args.input))
-    if args.out.endswith(".jsonl"):
+    if args.out.endswith(".jsonl") and model.task.is_preset:  # your own task's go through write_outputs
         lines = []
         for b0 in range(0, len(examples), args.batch_size):
             job = predictor.encode(name, examples[b0:b0 + args.batch_size])

@@ -129,7 +129,8 @@ def test_compute_metrics_errors():
 
 
 def test_metric_registry_names_are_official():
-    assert set(METRIC_FUNCTIONS) == {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearmanr"}
+    assert set(METRIC_FUNCTIONS) == {"accuracy", "f1", "matthews_corrcoef", "pearson", "spearmanr", "macro_f1",
+                                     "micro_f1", "subset_accuracy", "mse"}
 
 
 def test_mnli_metrics_are_merged_per_eval_split():

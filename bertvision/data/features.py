@@ -46,7 +46,7 @@ __all__ = ["IGNORE", "Features", "Featurizer", "FeaturizerConfig", "bucket_lengt
 
 SPAN_KIND = "span"
 TOKEN_KIND = "token_classification"
-SEQUENCE_KINDS = ("classification", "regression")
+SEQUENCE_KINDS = ("classification", "multi_label", "regression")
 IGNORE = -1
 """`Features.word_ids` / `token_labels` of a position outside the loss and the metric."""
 

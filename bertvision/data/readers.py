@@ -77,20 +77,24 @@ class Example:
             they were split from).
         tags: token classification: one BIO tag per word (empty when the
             split has no tags).
+        labels: a user task's labels by label column (`bertvision.data.files`;
+            `label` is the first column's): a class index, a score, or a
+            multi-label 0/1 list. None for benchmark tasks.
 
     Example:
 
     >>> Example(uid="dev-0", texts=("a fine film",), label=1)
-    Example(uid='dev-0', texts=('a fine film',), label=1, answers=(), is_impossible=False, words=(), tags=())
+    Example(uid='dev-0', texts=('a fine film',), label=1, answers=(), is_impossible=False, words=(), tags=(), labels=None)
     """
 
     uid: str
     texts: tuple[str, ...]
-    label: int | float | None = None
+    label: int | float | list | None = None
     answers: tuple[Answer, ...] = ()
     is_impossible: bool = False
     words: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    labels: dict | None = None
 
 
 @dataclasses.dataclass

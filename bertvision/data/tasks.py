@@ -26,10 +26,24 @@ from typing import Literal, Mapping
 from bertvision.config import TASK_KINDS
 from bertvision.errors import ConfigError
 
-TaskKind = Literal["classification", "regression", "span", "token_classification"]
+TaskKind = Literal["classification", "multi_label", "regression", "span", "token_classification"]
 LabelFormat = Literal["index", "name", "score", "none"]
 
+USER_KINDS = ("classification", "multi_label", "regression")
+"""Kinds a task made of a user's own files may have (`user_task`)."""
+LABELLED_KINDS = ("classification", "multi_label", "token_classification")
+"""Kinds whose labels are names out of `TaskSpec.label_names`."""
 _LABEL_FORMATS = ("index", "name", "score", "none")
+
+KIND_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classification": (("accuracy", "macro_f1", "micro_f1"), "accuracy"),
+    "multi_label": (("micro_f1", "macro_f1", "subset_accuracy"), "micro_f1"),
+    "regression": (("pearson", "spearmanr", "mse"), "pearson"),
+}
+"""A user task's metrics and main metric by kind (`bertvision.metrics`)."""
+
+
+_DEV_LABELS = {"dev": "dev"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +75,7 @@ class TsvLayout:
     text_columns: tuple[str, ...]
     label_column: str | None = None
     id_column: str | None = None
+    file_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in (*self.text_columns, self.label_column, self.id_column):
@@ -81,8 +96,8 @@ class TaskSpec:
     """Everything BERTVision knows about one task.
 
     Args:
-        name: registry name, e.g. `"sst2"`.
-        kind: `"classification"`, `"regression"` or `"span"`.
+        name: registry name, e.g. `"sst2"`, or a user task's name.
+        kind: `"classification"`, `"multi_label"`, `"regression"` or `"span"`.
         label_names: class names in label-index order (empty for
             regression and span tasks).
         label_format: how labels are written in the local files:
@@ -106,6 +121,14 @@ class TaskSpec:
             ``MNLI-mm.tsv`` and the diagnostic ``AX.tsv``).
         submission_labels: how GLUE's server wants classes: ``"index"``
             (``0``/``1``) or ``"name"`` (label strings).
+        text_columns: a user task's file columns holding the texts, in
+            `text_fields` order (presets: empty; `TsvLayout` says it).
+        label_column: a user task's file column this spec's labels come
+            from: one head of a store that keeps several (presets: None).
+        id_column: a user task's column of example ids (None: row numbers).
+        file_options: how a user task's files are read (`format`, `header`,
+            `encoding`, `label_separator`), so that ``predict --input`` reads
+            another file of the same kind without repeating them.
 
     Example:
 
@@ -123,15 +146,19 @@ class TaskSpec:
     text_fields: tuple[str, ...]
     metrics: tuple[str, ...]
     main_metric: str
-    tfds_name: str
-    local_dir: str
-    splits: Mapping[str, str]
-    tfds_splits: Mapping[str, str]
-    eval_splits: tuple[str, ...]
-    eval_split_labels: Mapping[str, str]
+    tfds_name: str = ""
+    local_dir: str = ""
+    splits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tfds_splits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    eval_splits: tuple[str, ...] = ("dev",)
+    eval_split_labels: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(_DEV_LABELS))
     tsv_layouts: Mapping[str, TsvLayout] = dataclasses.field(default_factory=dict)
     submission_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     submission_labels: Literal["index", "name"] = "index"
+    text_columns: tuple[str, ...] = ()
+    label_column: str | None = None
+    id_column: str | None = None
+    file_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         where = f"TaskSpec {self.name!r}"
@@ -141,10 +168,14 @@ class TaskSpec:
             raise ValueError(
                 f"{where}: label_format {self.label_format!r} not in {_LABEL_FORMATS}"
             )
-        if (self.kind in ("classification", "token_classification")) != bool(self.label_names):
+        if (self.kind in LABELLED_KINDS) != bool(self.label_names):
             raise ValueError(
-                f"{where}: label_names must be given exactly for classification and token classification"
+                f"{where}: label_names must be given exactly for {' and '.join(LABELLED_KINDS)}"
             )
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"{where}: label_names repeat a name")
+        if self.text_columns and len(self.text_columns) != len(self.text_fields):
+            raise ValueError(f"{where}: {len(self.text_columns)} text_columns for {len(self.text_fields)} text_fields")
         if not 1 <= len(self.text_fields) <= 2:
             raise ValueError(f"{where}: text_fields must hold one or two names")
         if self.main_metric not in self.metrics:
@@ -178,20 +209,105 @@ class TaskSpec:
     def num_labels(self) -> int:
         """Number of model outputs: classes, 1 for regression, 2 for spans
         (start and end logits per token)."""
-        if self.kind in ("classification", "token_classification"):
+        if self.kind in LABELLED_KINDS:
             return len(self.label_names)
         if self.kind == "regression":
             return 1
         return 2
+
+    @property
+    def label_key(self) -> str:
+        """The store record's feature holding this spec's labels: ``label``,
+        or ``label/<column>`` for a user task's label column (a store keeps one
+        per column named at extraction)."""
+        return "label" if self.label_column is None else f"label/{self.label_column}"
+
+    @property
+    def is_preset(self) -> bool:
+        """True for a registered benchmark task (`TASKS`) exactly as registered."""
+        return TASKS.get(self.name) == self
+
+    def to_dict(self) -> dict:
+        """The spec as plain JSON values (a store's manifest and a run's
+        results keep it); `from_dict` reads it back.
+
+        >>> TaskSpec.from_dict(get_task("mrpc").to_dict()) == get_task("mrpc")
+        True
+        """
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        out["tsv_layouts"] = {k: {**v, "columns": list(v["columns"]), "text_columns": list(v["text_columns"])}
+                              for k, v in out["tsv_layouts"].items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "TaskSpec":
+        """A spec from `to_dict`'s form; `ConfigError` naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a task spec must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"task spec {data.get('name')!r}: unknown field(s) {unknown}")
+        values = dict(data)
+        for key in ("label_names", "text_fields", "metrics", "eval_splits", "text_columns"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "tsv_layouts" in values:
+            values["tsv_layouts"] = {k: TsvLayout(**{**v, "columns": tuple(v["columns"]),
+                                                     "text_columns": tuple(v["text_columns"])})
+                                     for k, v in values["tsv_layouts"].items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"task spec {data.get('name')!r}: {err}") from None
+
+    def for_label(self, label_column: str, kind: str, label_names: tuple = ()) -> "TaskSpec":
+        """The spec of another label column of the same data (another head
+        on the same store): same texts and splits, that column's kind, labels
+        and metrics."""
+        metrics, main = KIND_METRICS[kind]
+        label_format = "score" if kind == "regression" else ("index" if self.label_format == "index" else "name")
+        return dataclasses.replace(self, kind=kind, label_names=tuple(label_names), label_column=label_column,
+                                   label_format=label_format, metrics=metrics, main_metric=main)
+
+
+def user_task(name: str, kind: str, text_columns: tuple[str, ...], label_column: str,
+              label_names: tuple[str, ...] = (), id_column: str | None = None,
+              splits: Mapping[str, str] | None = None, label_ids: bool = False,
+              file_options: Mapping | None = None) -> TaskSpec:
+    """A task made of a user's own files: its kind, columns and label names
+    (the metrics follow the kind: `KIND_METRICS`). `label_ids`: labels may
+    be written as ids 0, 1, ... into `label_names` (``label_format="index"``;
+    names are accepted too).
+
+    >>> spec = user_task("banking77", "classification", ("text",), "category", ("card_arrival", "top_up"))
+    >>> spec.main_metric, spec.label_key, spec.num_labels
+    ('accuracy', 'label/category', 2)
+    """
+    if kind not in USER_KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(USER_KINDS)}, got {kind!r}")
+    if not 1 <= len(text_columns) <= 2:
+        raise ConfigError("a task has one text column (--text-column) and at most one pair column "
+                          "(--text-pair-column)")
+    fields = ("text",) if len(text_columns) == 1 else ("text", "text_pair")
+    metrics, main = KIND_METRICS[kind]
+    try:
+        return TaskSpec(name=name, kind=kind, label_names=tuple(label_names),
+                        label_format="score" if kind == "regression" else ("index" if label_ids else "name"),
+                        text_fields=fields, metrics=metrics, main_metric=main, splits=dict(splits or {}),
+                        text_columns=tuple(text_columns), label_column=label_column, id_column=id_column,
+                        file_options=dict(file_options or {}))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 
 # --------------------------------------------------------------------------
 # GLUE layouts, column for column as the GLUE distribution publishes them.
 # --------------------------------------------------------------------------
-
-_DEV_LABELS = {"dev": "dev"}
-
 
 def _tsv(columns, text_columns, label_column=None, id_column=None, has_header=True) -> TsvLayout:
     return TsvLayout(columns=tuple(columns), has_header=has_header, text_columns=tuple(text_columns),
@@ -287,8 +403,9 @@ TASKS: dict[str, TaskSpec] = _specs()
 """Registry name -> `TaskSpec` for every supported task."""
 
 
-def get_task(name: str | TaskSpec) -> TaskSpec:
-    """Return the `TaskSpec` registered as `name` (a spec is returned as is).
+def get_task(name: str | TaskSpec | Mapping) -> TaskSpec:
+    """Return the `TaskSpec` registered as `name` (a spec is returned as is,
+    a spec's `TaskSpec.to_dict` form is read back).
 
     Raises:
         ConfigError: naming the known tasks when `name` is not registered.
@@ -300,6 +417,8 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     """
     if isinstance(name, TaskSpec):
         return name
+    if isinstance(name, Mapping):
+        return TaskSpec.from_dict(name)
     try:
         return TASKS[name]
     except (KeyError, TypeError):

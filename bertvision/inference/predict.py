@@ -27,6 +27,7 @@ import zipfile
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 import bertvision.models.layers  # noqa: F401  (registers the adapters' layers for loading model.keras)
@@ -38,7 +39,8 @@ from bertvision.data.tasks import TASKS, get_task
 
 __all__ = ["check_store_matches", "glue_submission_files", "load_adapter_run", "make_infer_fn", "na_prob_path",
            "odds_threshold", "pad_to_for", "predict_run", "predict_store", "write_glue_submission",
-           "warn_if_store_replaced", "write_glue_submission_folder", "write_squad_predictions"]
+           "warn_if_store_replaced", "write_glue_submission_folder", "write_prediction_file",
+           "write_squad_predictions"]
 
 
 def model_input_names(model) -> list[str]:
@@ -107,12 +109,12 @@ def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=
         raise RunError(f"{store.path}: split {split!r} has no records")
     record_uids = [u.decode() for u in np.concatenate(uids)]
     if not span:
-        return Predictions.from_outputs(store.task, split, record_uids, outputs, labels=np.concatenate(labels))
+        return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, labels=np.concatenate(labels))
     rows = examples if examples is not None else store.examples(split)
     gold = {str(r["uid"]): (r["context"], [] if r.get("is_impossible") else list(r.get("answers") or []))
             for r in rows}
     try:
-        return Predictions.from_outputs(store.task, split, record_uids, outputs, window_index=windows,
+        return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, window_index=windows,
                                         offsets=offsets, gold=gold)
     except RunError as err:
         raise RunError(f"{store.path}: {err} (not in its examples file)") from err
@@ -203,6 +205,7 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
     """
     results, model = load_adapter_run(run_dir)
     store = open_store(store, verify=verify) if isinstance(store, (str, os.PathLike)) else store
+    store = store.head(results.spec.label_column)  # the label column the run's head was trained on
     check_store_matches(results.store_signature, store, str(run_dir), model)
     warn_if_store_replaced(results, store, str(run_dir))
     preds = predict_store(model, store, split, batch_size=batch_size)
@@ -235,6 +238,40 @@ def write_glue_submission(preds: Predictions, path: str | os.PathLike) -> int:
     lines = ["index\tprediction"] + [f"{u}\t{v}" for u, v in zip(preds.uids.tolist(), values)]
     io.atomic_write_text(path, "\n".join(lines) + "\n")
     return len(values)
+
+
+def write_prediction_file(preds: Predictions, path: str | os.PathLike) -> int:
+    """Predictions with label names (`Predictions.records`): one JSON object
+    a line for a ``.jsonl`` path; for ``.csv``/``.tsv`` a table of ``id``,
+    the prediction (``label``; multi-label ``labels`` joined by ``,``;
+    ``score``), its ``probability`` and ``gold`` where known. Returns the
+    count.
+
+    >>> write_prediction_file(predict_run("runs/banking77", "tfrecords/banking77", "test"), "test.jsonl")
+    3080
+    """
+    records = preds.records()
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix == ".jsonl":
+        io.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return len(records)
+    if suffix not in (".csv", ".tsv"):
+        raise RunError(f"--out {path}: write your own task's predictions as .jsonl, .csv or .tsv")
+    rows = []
+    for r in records:
+        if "score" in r:
+            row = {"id": r["id"], "score": r["score"]}
+        elif "labels" in r:
+            row = {"id": r["id"], "labels": ",".join(r["labels"]),
+                   "probabilities": json.dumps(r["probabilities"], ensure_ascii=False)}
+        else:
+            row = {"id": r["id"], "label": r["label"], "probability": r["probabilities"][r["label"]]}
+        if "gold" in r:
+            row["gold"] = ",".join(r["gold"]) if isinstance(r["gold"], list) else r["gold"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    io.atomic_write_text(path, table.to_csv(index=False, sep="\t" if suffix == ".tsv" else ","))
+    return len(records)
 
 
 def glue_submission_files() -> list[str]:

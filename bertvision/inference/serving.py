@@ -57,6 +57,7 @@ from bertvision.inference.predict import (load_adapter_run, make_infer_fn, model
                                           odds_threshold, warn_if_store_replaced)
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store.format import dequantize_int8, open_store, quantize_int8
+from bertvision.data import files
 from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
@@ -117,12 +118,22 @@ def read_inputs(path: str | Path, task: TaskSpec, max_skipped: float | None = 0.
     - ``.jsonl``: one input per line, a string or an object with the task's
       fields (`input_fields`) and optionally ``id``;
     - any other text file: one input per line, the fields separated by a tab.
+    - your own task's files (a task with `TaskSpec.text_columns`): a CSV, TSV
+      or Parquet file, or a JSONL file whose rows have the task's text column,
+      read as its training files were (`bertvision.data.files.read_examples`):
+      `Example` objects with the id column kept and gold labels where the
+      file has the label column.
 
     Items are ``{"id", field: text, ...}`` dicts for `Predictor.examples`.
     """
     path = Path(path)
     if not path.is_file():
         raise ServeError(f"--input {path}: no such file")
+    if task.text_columns and files.holds_task_columns(path, task):
+        loaded = files.read_examples(path, task, split=path.stem)
+        if loaded.skipped:
+            print(loaded.skipped_report(), file=sys.stderr)
+        return loaded.check_skipped(max_skipped).examples, path.stem
     glue_split = {file: split for split, file in task.splits.items()}.get(path.name)
     if (task.kind == "span" and path.suffix == ".json") or (task.kind != "span" and glue_split):
         split = path.stem if task.kind == "span" else glue_split
@@ -238,7 +249,7 @@ class ServedModel:
                "run": str(self.run_dir), "run_type": r.run_type, "method": r.method, "main_metric": r.main_metric,
                "dev_metrics": r.dev_metrics, "trainable_params": r.trainable_params, "backbone": self.group,
                "featurizer": {**self.featurizer.get_config(), "source": self.featurizer_source}}
-        if self.task.kind == "classification":
+        if self.task.kind in ("classification", "multi_label"):
             out["labels"] = list(self.task.label_names)
         if self.task.kind == "span":  # answers "" above this no-answer probability (the run's dev best_f1_thresh)
             out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
@@ -639,11 +650,11 @@ class Predictor:
         model, f = job.model, job.features
         uids = job.uids
         if model.task.kind != "span":
-            return Predictions.from_outputs(model.task.name, split, uids, [output], labels=labels,
-                                            source=str(model.run_dir))
+            return Predictions.from_outputs(model.task, split, uids, [output], labels=labels,
+                                            thresholds=model.results.thresholds, source=str(model.run_dir))
         width = np.asarray(output["start_logits"]).shape[1]
         gold = {e.uid: (e.texts[1], [] if e.is_impossible else [a.text for a in e.answers]) for e in job.examples}
-        return Predictions.from_outputs(model.task.name, split, uids, [output], window_index=[f.window_index()],
+        return Predictions.from_outputs(model.task, split, uids, [output], window_index=[f.window_index()],
                                         offsets=[f.offsets[:, :width]], gold=gold, source=str(model.run_dir))
 
     def format(self, job: Job, output) -> list[dict]:
@@ -651,13 +662,8 @@ class Predictor:
         model, task = job.model, job.model.task
         preds = self.predictions(job, output)
         out = []
-        if task.kind == "classification":
-            for p in preds.probabilities.tolist():
-                best = int(np.argmax(p))
-                out.append({"label": task.label_names[best],
-                            "probabilities": {n: float(v) for n, v in zip(task.label_names, p)}})
-        elif task.kind == "regression":
-            out = [{"score": float(s)} for s in preds.scores.tolist()]
+        if task.kind != "span":
+            out = [{k: v for k, v in r.items() if k != "id"} for r in preds.records()]
         else:
             decoded = preds.decode(threshold=model.threshold)
             for e in job.examples:
@@ -705,11 +711,12 @@ class Predictor:
                 offsets.append(f.offsets[:, :np.asarray(out["start_logits"]).shape[1]])
         if task.kind == "span":
             gold = {e.uid: (e.texts[1], [] if e.is_impossible else [a.text for a in e.answers]) for e in examples}
-            return Predictions.from_outputs(task.name, split, uids, outputs, window_index=windows, offsets=offsets,
+            return Predictions.from_outputs(task, split, uids, outputs, window_index=windows, offsets=offsets,
                                             gold=gold, source=str(model.run_dir))
-        missing = -1 if task.kind == "classification" else math.nan
+        missing = {"classification": -1, "multi_label": [-1] * task.num_labels}.get(task.kind, math.nan)
         labels = [missing if e.label is None else e.label for e in examples]
-        return Predictions.from_outputs(task.name, split, uids, outputs, labels=labels, source=str(model.run_dir))
+        return Predictions.from_outputs(task, split, uids, outputs, labels=labels,
+                                        thresholds=model.results.thresholds, source=str(model.run_dir))
 
     def warmup(self) -> None:
         """Trace every forward pass once (the first request then pays nothing)."""
@@ -746,7 +753,7 @@ def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenize
                    where: str) -> ServedModel:
     sig = results.store_signature
     config, source = _store_featurizer(results, where)
-    task = get_task(results.task)
+    task = results.spec
     return ServedModel(name=name, run_dir=path, results=results, task=task,
                        featurizer=Featurizer.from_config(tokenizer, config), model=adapter, group=group,
                        layers=list(sig["layers"]), token_mode=sig["token_mode"],

@@ -137,7 +137,7 @@ class ModelConfig(ConfigBase):
                     or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= self.num_layers):
                 raise ConfigError(f"ModelConfig.layers must be increasing distinct indices in "
                                   f"0..{self.num_layers - 1}, got {self.layers!r}")
-        if self.task_kind in ("classification", "token_classification") and self.num_labels < 2:
+        if self.task_kind in ("classification", "multi_label", "token_classification") and self.num_labels < 2:
             raise ConfigError(f"{self.task_kind} needs num_labels >= 2, got {self.num_labels}")
         if self.task_kind == "regression" and self.num_labels != 1:
             raise ConfigError(f"regression predicts one score: num_labels must be 1, got {self.num_labels}")

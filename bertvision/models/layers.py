@@ -493,7 +493,8 @@ class TransformerBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="bertvision")
 class TaskHead(keras.layers.Layer):
-    """Dense output: logits `[B, num_labels]` or, for regression, a score `[B]`
+    """Dense output: logits `[B, num_labels]` (classification; multi-label: one
+    independent logit per label, for a sigmoid) or, for regression, a score `[B]`
     (over per-token features `[B, T, D]`: `[B, T, num_labels]`, a class per token).
 
     Example:
@@ -505,7 +506,7 @@ class TaskHead(keras.layers.Layer):
 
     def __init__(self, task_kind="classification", num_labels=2, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if task_kind not in ("classification", "regression"):
+        if task_kind not in ("classification", "multi_label", "regression"):
             raise ValueError(f"TaskHead: unsupported task_kind {task_kind!r}")
         self.task_kind = task_kind
         self.num_labels = num_labels

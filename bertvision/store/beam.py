@@ -163,11 +163,12 @@ def _user_error(err: Exception) -> BertVisionError | None:
     return getattr(errors, name, StoreError)(message.strip())
 
 
-def run_pipeline(configs: list[ExtractConfig], beam_args: list[str]) -> BeamResult:
+def run_pipeline(configs: list[ExtractConfig], beam_args: list[str], loaded: dict | None = None) -> BeamResult:
     """Extract the splits `configs` name (one store, same settings) with a
     Beam pipeline configured by `beam_args` (``--runner`` and the runner's
     options). Plans on this machine, extracts and finalizes in the pipeline;
-    returns when the pipeline is done."""
+    returns when the pipeline is done. `loaded`: a user task's examples by
+    split (`bertvision.data.files.read_source`)."""
     options = pipeline_options(beam_args)
     first = configs[0]
     shared = {k: v for k, v in first.to_dict().items() if k not in _PER_SPLIT}
@@ -190,7 +191,7 @@ def run_pipeline(configs: list[ExtractConfig], beam_args: list[str]) -> BeamResu
                                                   name=split_lock(c.split)))
         job_files, identity = {}, None
         for c in configs:
-            extractor = Extractor(c, backbone=backbone, tokenizer=tokenizer)
+            extractor = Extractor(c, backbone=backbone, tokenizer=tokenizer, loaded=(loaded or {}).get(c.split))
             jobs = extractor.plan_split()
             identity = extractor.spec.backbone
             job_files[c.split] = io.join(c.out, c.split + JOBS_SUFFIX)

@@ -30,6 +30,7 @@ refused (a lock per split).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -48,12 +49,12 @@ from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, bac
                                  load_tokenizer, resolve_backbone)
 from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
-from bertvision.data.readers import Answer, Example, load_examples, seeded_subset
+from bertvision.data.readers import Answer, Example, LoadResult, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
 from bertvision.runs import package_versions
-from bertvision.data.tasks import get_task
+from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["EXTRACT_STRATEGIES", "JOBS_SUFFIX", "ExtractConfig", "Extractor", "ShardExtractor", "ShardJob", "finalize_splits",
            "make_forward", "split_lock", "stale_files"]
@@ -88,11 +89,18 @@ class ExtractConfig(ConfigBase):
     jit_compile: bool = True
     progress: bool = True
     command: list = field(default_factory=list)
+    heads: list | None = None  # a user task (`bertvision.data.files`): the spec of every label column kept
+    source: dict | None = None  # a user task: the files read and how dev was drawn from train
 
     error = ConfigError
 
+    @property
+    def spec(self) -> TaskSpec:
+        """The store's task: the first head of a user task, else the preset `task` names."""
+        return get_task(self.heads[0]) if self.heads else get_task(self.task)
+
     def validate(self) -> None:
-        task = get_task(self.task)
+        task = self.spec
         check_choice("token_mode", self.token_mode, TOKEN_MODES)
         check_choice("dtype", self.dtype, STORE_DTYPES)
         check_choice("strategy", self.strategy, EXTRACT_STRATEGIES)
@@ -141,13 +149,14 @@ def split_lock(split: str) -> str:
 
 def _example_to_dict(ex: Example) -> dict:
     return {"uid": ex.uid, "texts": list(ex.texts), "label": ex.label,
-            "answers": [[a.text, a.start] for a in ex.answers], "is_impossible": bool(ex.is_impossible)}
+            "answers": [[a.text, a.start] for a in ex.answers], "is_impossible": bool(ex.is_impossible),
+            "labels": ex.labels}
 
 
 def _example_from_dict(d: dict) -> Example:
     return Example(uid=d["uid"], texts=tuple(d["texts"]), label=d["label"],
                    answers=tuple(Answer(text, start) for text, start in d["answers"]),
-                   is_impossible=d["is_impossible"])
+                   is_impossible=d["is_impossible"], labels=d.get("labels"))
 
 
 @dataclass
@@ -267,7 +276,8 @@ class ShardExtractor:
 
     def __init__(self, config: ExtractConfig, tokenizer, forward):
         self.config = config
-        self.task = get_task(config.task)
+        self.task = config.spec
+        self.heads = [get_task(h) for h in config.heads or ()]
         self.featurizer = config.featurizer(tokenizer)
         self.forward = forward
 
@@ -303,9 +313,11 @@ class ShardExtractor:
                 scales = None
                 if quantize:
                     a, scales = (t.numpy() for t in st.quantize_int8(a))
-                record = st.serialize_record(a, length=n if seq else None, uid=job.examples[e].uid,
-                                             example_index=job.first_example + e, label=job.examples[e].label,
-                                             task_kind=kind, span=span, scales=scales)
+                example = job.examples[e]
+                record = st.serialize_record(a, length=n if seq else None, uid=example.uid,
+                                             example_index=job.first_example + e, label=example.label,
+                                             task_kind=kind, span=span, scales=scales,
+                                             labels=head_labels(self.heads, example) if self.heads else None)
                 writer.write(record, a.nbytes)
 
         def complete(r):  # record r's rows are all extracted
@@ -336,6 +348,18 @@ class ShardExtractor:
         submit(writer.commit)
 
 
+def head_labels(heads: list[TaskSpec], example: Example) -> dict:
+    """A user task's record labels: ``{label/<column>: (kind, value)}`` per
+    head; an unlabelled example's are -1 / NaN (multi-label: -1 for every label)."""
+    out = {}
+    for head in heads:
+        value = (example.labels or {}).get(head.label_column)
+        if value is None and head.kind == "multi_label":
+            value = [-1] * head.num_labels
+        out[head.label_key] = (head.kind, value)
+    return out
+
+
 def stale_files(store_dir: str, shard: str) -> list[str]:
     """Leftover temporary files of `shard` (from a killed writer)."""
     return io.glob(io.join(store_dir, shard) + ".tmp-*")
@@ -360,18 +384,26 @@ class Extractor:
     """Plans a split (`plan_split`) and, in this process, writes it (`run`).
     See the module docstring."""
 
-    def __init__(self, config: ExtractConfig, backbone=None, tokenizer=None):
+    def __init__(self, config: ExtractConfig, backbone=None, tokenizer=None, loaded: LoadResult | None = None):
         """`backbone`/`tokenizer` may be passed in already loaded (they must
-        be the ones `config.backbone` names) to save loading them again."""
+        be the ones `config.backbone` names) to save loading them again.
+        `loaded`: the split's examples as read already (a user task's files,
+        `bertvision.data.files.read_source`); else `load_examples` reads them."""
         self.config = config
         self._backbone, self._tokenizer = backbone, tokenizer
-        self.task = get_task(config.task)
+        self.task = config.spec
+        self._loaded = loaded
+        if config.heads and loaded is None:
+            raise ConfigError(f"{config.split}: a user task's examples are read by bertvision.data.files and "
+                              "passed in (loaded=...)")
 
     # ------------------------------------------------------------------
     def prepare(self):
         """Load examples, tokenizer and backbone; featurize. Returns the features."""
         c = self.config
-        loaded = load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
+        loaded = self._loaded or load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
+        if self._loaded is not None and c.limit is not None:
+            loaded = dataclasses.replace(loaded, examples=loaded.examples[:c.limit])
         if loaded.skipped:
             print(loaded.skipped_report(), file=sys.stderr, flush=True)
         loaded.check_skipped(c.max_skipped)
@@ -395,7 +427,8 @@ class Extractor:
             backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
             layers=self.layers, num_model_layers=int(self.backbone.num_layers),
             hidden=int(self.backbone.hidden_dim), token_mode=c.token_mode, max_seq_len=c.max_seq_len,
-            dtype=c.dtype, featurizer=featurizer_config, pair_mode=c.pair_mode,
+            dtype=c.dtype, featurizer=featurizer_config, pair_mode=c.pair_mode, task_spec=self.task.to_dict(),
+            heads=list(c.heads) if c.heads else None, source=c.source,
         )
         return self.features
 
@@ -415,6 +448,8 @@ class Extractor:
                            answers=[a.text for a in ex.answers], is_impossible=bool(ex.is_impossible))
             else:
                 row["texts"] = list(ex.texts)
+            if ex.labels is not None:
+                row["labels"] = ex.labels
             rows.append(json.dumps(row, ensure_ascii=False))
         return rows
 

@@ -19,7 +19,10 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   activations' shape without ``hidden``); the reader gives back
   ``int8 value * scale`` as float16 (`quantize_int8`, `dequantize_int8`).
 - ``uid``; ``length`` (sequence stores); ``label`` (int64 class, float
-  score; -1 / NaN where the split has no labels); span stores also
+  score; -1 / NaN where the split has no labels); a user task's store
+  (`bertvision.data.files`) one ``label/<column>`` per label column named at
+  extraction instead (multi-label: int64 ``[labels]`` 0/1, all -1 where
+  unlabelled), so that one store feeds a head per column; span stores also
   ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
   (int32 ``[length, 2]`` character offsets into the context, stored +1 so that
   zero padding reads back as -1 = "not in the context").
@@ -46,7 +49,8 @@ import tensorflow as tf
 
 from bertvision import io
 from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES, pair_texts
-from bertvision.errors import StoreError
+from bertvision.data.tasks import TASKS, TaskSpec, get_task
+from bertvision.errors import ConfigError, StoreError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "RecordReader", "ShardWriter", "Store", "StoreError", "StoreSpec",
            "bytes_per_value", "check_compatible", "dequantize_int8", "finalize_split", "finished_shard", "open_store",
@@ -117,6 +121,9 @@ class StoreSpec:
     dtype: str
     featurizer: dict
     pair_mode: str = "cross"  # separate: each text of a pair encoded on its own, both stored
+    task_spec: dict | None = None  # the task (`TaskSpec.to_dict`): kind, columns, label names, metrics
+    heads: list | None = None  # a user task's spec of every label column stored (the first is task_spec)
+    source: dict | None = None  # a user task's files, and how dev was drawn from train
 
     def __post_init__(self):
         if self.token_mode not in TOKEN_MODES:
@@ -144,7 +151,7 @@ def example_shape(pair_mode: str, token_mode: str, layers: int, max_seq_len: int
 
 # the fields that must agree between a store and a new split written into it
 _COMPATIBLE_KEYS = ("task", "task_kind", "backbone", "layers", "hidden", "token_mode", "max_seq_len", "dtype",
-                    "featurizer", "pair_mode")
+                    "featurizer", "pair_mode", "task_spec", "heads")
 _IDENTITY_KEYS = ("config_sha256", "weights_sha256", "path")
 
 
@@ -155,6 +162,8 @@ def check_compatible(existing: dict, spec: StoreSpec, path: str) -> None:
         a, b = existing.get(key), new.get(key)
         if key == "pair_mode":  # stores from before pair modes are cross-encoded
             a, b = a or "cross", b or "cross"
+        if key in ("task_spec", "heads") and a is None and existing.get("task") in TASKS:
+            continue  # a benchmark store from before task specs were kept: its task is the preset
         if key == "backbone" and isinstance(a, dict) and isinstance(b, dict):
             a = {k: a.get(k) for k in _IDENTITY_KEYS}
             b = {k: b.get(k) for k in _IDENTITY_KEYS}
@@ -190,13 +199,23 @@ def _bytes_feature(values) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
+def _label_feature(kind: str, value) -> tf.train.Feature:
+    if kind == "classification":
+        return _int_feature([-1 if value is None else int(value)])
+    if kind == "multi_label":
+        return _int_feature([int(v) for v in value])
+    return _float_feature([float("nan") if value is None else float(value)])
+
+
 def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
                      label=None, task_kind: str = "classification", span: dict | None = None,
-                     scales: np.ndarray | None = None) -> bytes:
+                     scales: np.ndarray | None = None, labels: dict | None = None) -> bytes:
     """One `tf.train.Example` as bytes (see the module docstring); `scales`
-    (float16) for int8 `activations`. The serialization is deterministic
-    (features in a fixed order), so two extractions of the same data write the
-    same bytes and checksums."""
+    (float16) for int8 `activations`; `labels` (a user task's) maps each
+    record feature (``label/<column>``) to ``(kind, value)``, multi-label
+    values a 0/1 list (-1s where unlabelled), in place of `label`. The
+    serialization is deterministic (features in a fixed order), so two
+    extractions of the same data write the same bytes and checksums."""
     feats = {
         "activations": _bytes_feature([np.ascontiguousarray(activations).tobytes()]),
         "uid": _bytes_feature([uid.encode()]),
@@ -205,10 +224,11 @@ def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, e
         feats["scales"] = _bytes_feature([np.ascontiguousarray(scales, dtype="<f2").tobytes()])
     if length is not None:  # sequence stores only
         feats["length"] = _int_feature([int(length)])
-    if task_kind == "classification":
-        feats["label"] = _int_feature([-1 if label is None else int(label)])
-    elif task_kind == "regression":
-        feats["label"] = _float_feature([float("nan") if label is None else float(label)])
+    if labels is not None:
+        for key, (kind, value) in labels.items():
+            feats[key] = _label_feature(kind, value)
+    elif task_kind != "span":
+        feats["label"] = _label_feature(task_kind, label)
     else:
         feats["start_position"] = _int_feature([int(span["start_position"])])
         feats["end_position"] = _int_feature([int(span["end_position"])])
@@ -441,6 +461,36 @@ class Store:
                         "records [2, layers, hidden])")
 
     @property
+    def task_spec(self) -> TaskSpec:
+        """The task (of the head this `Store` reads: `head`): the manifest's
+        spec, or for a store from before specs were kept, the preset."""
+        spec = self.manifest.get("task_spec")
+        return get_task(spec if spec is not None else self.manifest["task"])
+
+    @property
+    def heads(self) -> list[TaskSpec]:
+        """One spec per label column the store keeps (the first is the default head)."""
+        heads = self.manifest.get("heads")
+        return [get_task(h) for h in heads] if heads else [self.task_spec]
+
+    @property
+    def label_columns(self) -> list:
+        return [h.label_column for h in self.heads]
+
+    def head(self, label_column: str | None) -> "Store":
+        """The store read for the head of `label_column` (None: the default
+        head): its task kind, label names and labels."""
+        if label_column is None:
+            return self
+        for spec in self.heads:
+            if spec.label_column == label_column:
+                manifest = {**self.manifest, "task_spec": spec.to_dict(), "task_kind": spec.kind,
+                            "label_names": list(spec.label_names)}
+                return Store(self.path, manifest)
+        raise ConfigError(f"{self.path} keeps no label column {label_column!r}; it keeps "
+                          f"{[c for c in self.label_columns if c is not None] or 'only its task label'}")
+
+    @property
     def is_sequence(self) -> bool:
         return self.token_mode == "sequence"
 
@@ -494,7 +544,8 @@ class Store:
         """The `bertvision.models.ModelConfig` fields this store determines."""
         return {
             "task_kind": self.task_kind,
-            "num_labels": 1 if self.task_kind == "regression" else max(2, len(self.label_names)),
+            "num_labels": 1 if self.task_kind == "regression" else (
+                len(self.label_names) if self.task_kind == "multi_label" else max(2, len(self.label_names))),
             "num_layers": len(self.layers),
             "hidden": self.hidden,
             "max_seq_len": self.max_seq_len if self.is_sequence else None,
@@ -642,10 +693,13 @@ class Store:
             spec["length"] = tf.io.FixedLenFeature([], tf.int64)
         if self.quantized:
             spec["scales"] = tf.io.FixedLenFeature([], tf.string)
+        key = self.task_spec.label_key
         if self.task_kind == "classification":
-            spec["label"] = tf.io.FixedLenFeature([], tf.int64)
+            spec[key] = tf.io.FixedLenFeature([], tf.int64)
+        elif self.task_kind == "multi_label":
+            spec[key] = tf.io.FixedLenFeature([len(self.label_names)], tf.int64)
         elif self.task_kind == "regression":
-            spec["label"] = tf.io.FixedLenFeature([], tf.float32)
+            spec[key] = tf.io.FixedLenFeature([], tf.float32)
         else:
             spec.update({
                 "start_position": tf.io.FixedLenFeature([], tf.int64),
@@ -660,9 +714,12 @@ class Store:
         if self.task_kind == "span":
             return {"start_positions": tf.cast(ex["start_position"], tf.int32),
                     "end_positions": tf.cast(ex["end_position"], tf.int32)}
+        label = ex[self.task_spec.label_key]
         if self.task_kind == "classification":
-            return tf.cast(ex["label"], tf.int32)
-        return ex["label"]
+            return tf.cast(label, tf.int32)
+        if self.task_kind == "multi_label":
+            return tf.cast(label, tf.float32)
+        return label
 
     def _parse_vectors(self, with_meta: bool):
         """Batched parse of ``cls``/``mean`` records: one op for the whole batch."""

@@ -39,11 +39,12 @@ from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, 
                                check_non_negative, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
+from bertvision.metrics import best_thresholds
 from bertvision.models import KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
 from bertvision.runs import PeakMemory, RunFolder, RunResults, merge_split_metrics, package_versions
 from bertvision.store.format import Store, open_store
-from bertvision.data.tasks import TaskSpec, get_task
+from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
 
 __all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
@@ -88,6 +89,7 @@ class FitConfig(ConfigBase):
     search: dict | None = None
     verify: bool = True  # read every shard once before training (checksums, record counts, sizes)
     command: list = field(default_factory=list)
+    label_column: str | None = None  # a user task's store: the label column to train a head for (None: the first)
 
     error = FitError
 
@@ -196,7 +198,7 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     trial continuing another)."""
     distribute = strategy is not None and strategy is not tf.distribute.get_strategy()
     strategy = strategy or tf.distribute.get_strategy()
-    task = get_task(store.task)
+    task = store.task_spec
     records = train_records if train_records is not None else store.num_records(train_split)
     check_batch_size(batch_size, strategy)
     steps_per_epoch = max(1, math.ceil(records / batch_size))
@@ -227,6 +229,22 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
                    verbose=verbose, log_dir=log_dir, strategy=strategy, chief=chief, callbacks=callbacks)
 
 
+def choose_thresholds(outcome, eval_splits: list[str], task: TaskSpec) -> list | None:
+    """Multi-label: one threshold per label, the best F1 of each label on the
+    first eval split (dev) at the best epoch (`bertvision.metrics.best_thresholds`);
+    the best epoch's predictions and metrics are then those at these thresholds.
+    None for other kinds."""
+    if task.kind != "multi_label":
+        return None
+    dev = outcome.predictions[eval_splits[0]]
+    keep = dev.labelled_mask()
+    thresholds = best_thresholds(dev.probabilities[keep], dev.labels[keep])
+    for preds in outcome.predictions.values():
+        preds.thresholds = thresholds
+    outcome.best_metrics.update(merge_split_metrics({s: outcome.predictions[s].evaluate() for s in eval_splits}, task))
+    return [float(t) for t in thresholds]
+
+
 def fit(config: FitConfig, strategy=None) -> RunResults:
     """Train the adapter `config` describes and write its run folder
     (see the module docstring). Returns its `RunResults`.
@@ -237,8 +255,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     """
     # the strategy first: multi-worker set-up must precede any other TensorFlow op
     strategy = strategy or get_strategy(config.strategy, config.tpu)
-    store = open_store(config.store)
-    task = get_task(store.task)
+    store = open_store(config.store).head(config.label_column)
+    task = store.task_spec
     if config.train_split not in store.splits:
         raise FitError(f"{store.path} has no training split {config.train_split!r}; it has {store.splits}")
     eval_splits = resolve_eval_splits(config.eval_splits, store, task)
@@ -271,6 +289,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 outcome = trainer.run()
             except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)
                 raise store.corruption_error([config.train_split, *eval_splits], err) from None
+            thresholds = choose_thresholds(outcome, eval_splits, task)
             export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
             export.set_weights(trainer.model.get_weights())
             n_trainable = trainable_params(export)
@@ -293,7 +312,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 token_mode=store.token_mode, layer_weights=layer_weights(export),
                 predictions={}, search=config.search, resumed_from=outcome.resumed_from,
                 environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
-                             "jit_compile": config.jit_compile, "versions": package_versions()})
+                             "jit_compile": config.jit_compile, "versions": package_versions()},
+                task_spec=task.to_dict(), thresholds=thresholds)
         results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
         if chief:
             with io.atomic_path(run.model_file) as tmp:

@@ -119,13 +119,16 @@ def make_optimizer(lr: float, total_steps: int, *, warmup: float = 0.1, schedule
 def task_losses(task_kind: str):
     """``(loss, loss_weights)`` for a task kind: the one loss table.
 
-    Classification: cross-entropy of logits; regression: mean squared error;
-    span: the mean of the start and end cross-entropies; token
+    Classification: cross-entropy of logits; multi-label: binary
+    cross-entropy of each label's logit (a sigmoid per label); regression: mean
+    squared error; span: the mean of the start and end cross-entropies; token
     classification: the cross-entropy of each labelled token's logits, the
     mean over the words' first sub-words (label -1, `features.IGNORE`: no loss).
     """
     if task_kind == "classification":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True), None
+    if task_kind == "multi_label":
+        return keras.losses.BinaryCrossentropy(from_logits=True), None
     if task_kind == "regression":
         return keras.losses.MeanSquaredError(), None
     if task_kind == "token_classification":
