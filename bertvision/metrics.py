@@ -278,7 +278,7 @@ def best_thresholds(probabilities: Any, labels: Any,
     no positive example there. Ties go to the threshold nearest 0.5.
 
     >>> best_thresholds([[0.3, 0.9], [0.2, 0.4]], [[1, 1], [0, 0]]).tolist()
-    [0.25, 0.5]
+    [0.3, 0.5]
     """
     probs, gold = np.asarray(probabilities, np.float64), np.asarray(labels).astype(np.int64)
     if probs.ndim != 2 or probs.shape != gold.shape:
@@ -290,7 +290,7 @@ def best_thresholds(probabilities: Any, labels: Any,
             continue
         scores = [skm.f1_score(gold[:, j], probs[:, j] >= t, zero_division=0) for t in order]
         out[j] = order[int(np.argmax(scores))]
-    return out.astype(np.float32)
+    return out
 
 
 MetricFunction = Callable[[Any, Any], float]

@@ -198,9 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             manifest = result.manifest
             print(result.summary())
         else:
-            manifest = None
-            for config in configs:
-                manifest = extract.Extractor(config, loaded=loaded.get(config.split)).run()
+            manifest, backbone, tokenizer = None, None, None
+            for config in configs:  # one backbone for every split
+                extractor = extract.Extractor(config, backbone=backbone, tokenizer=tokenizer,
+                                              loaded=loaded.get(config.split))
+                manifest = extractor.run()
+                backbone, tokenizer = extractor.backbone, extractor.tokenizer
         for split in splits:
             info = manifest["splits"][split]
             print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "

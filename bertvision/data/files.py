@@ -15,8 +15,8 @@ is reported with its line. CSV fields use double-quote quoting; TSV fields
 none (a ``"`` is an ordinary character, as in GLUE and GoEmotions).
 
 Rows are numbered as a spreadsheet shows them: the header is row 1 and the
-first record row 2 (a file without a header starts at row 1); JSONL rows are
-its lines. Every malformed input is a `DataError` naming file, row and
+first record row 2 (a file without a header starts at row 1; a quoted field
+with newlines is still one row); JSONL rows are its lines. Every malformed input is a `DataError` naming file, row and
 column. A row with the wrong number of fields is skipped and counted
 (`LoadResult.skipped`, capped by ``--max-skipped``); an empty text, an empty
 or unknown label and a non-numeric score are refused.
@@ -520,11 +520,13 @@ def holds_task_columns(path: str | os.PathLike, spec: TaskSpec) -> bool:
     return isinstance(row, dict) and spec.text_columns[0] in row
 
 
-def read_examples(path: str | os.PathLike, spec: TaskSpec, split: str = "input") -> LoadResult:
+def read_examples(path: str | os.PathLike, spec: TaskSpec, split: str | None = None) -> LoadResult:
     """The examples of another file of a user task (``predict --input``):
     read as its training files were (`TaskSpec.file_options`, the format from
     the suffix), with the task's text and id columns; gold labels where the
-    file has the label column."""
+    file has the label column. Ids without an id column: ``SPLIT-ROW``, the
+    split's name defaulting to the file's stem."""
+    split = split or Path(path).stem
     options = dict(spec.file_options)
     fmt = options.get("format") if Path(path).suffix.lower() not in _SUFFIXES else None
     table = read_table(path, fmt, options.get("header", True), options.get("encoding") or "utf-8")

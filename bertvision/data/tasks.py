@@ -298,6 +298,7 @@ def user_task(name: str, kind: str, text_columns: tuple[str, ...], label_column:
         return TaskSpec(name=name, kind=kind, label_names=tuple(label_names),
                         label_format="score" if kind == "regression" else ("index" if label_ids else "name"),
                         text_fields=fields, metrics=metrics, main_metric=main, splits=dict(splits or {}),
+                        eval_splits=("dev",) if "dev" in (splits or {}) else (),  # models are chosen on dev
                         text_columns=tuple(text_columns), label_column=label_column, id_column=id_column,
                         file_options=dict(file_options or {}))
     except ValueError as err:

@@ -459,7 +459,7 @@ def _store_featurizer(results: RunResults, where: str) -> tuple[dict, str]:
     sig = results.store_signature or {}
     if results.store:
         try:
-            store = open_store(results.store)
+            store = open_store(results.store).head(results.spec.label_column)  # the run's label column
         except BertVisionError:
             store = None
         if store is not None:

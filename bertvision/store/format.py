@@ -560,7 +560,10 @@ class Store:
 
     def has_labels(self, split: str) -> bool:
         """Whether `split` has gold labels to evaluate against (span tasks: always)."""
-        return self.task_kind == "span" or any(e.get("label") is not None for e in self.examples(split))
+        column = self.task_spec.label_column  # a user task's head: its column's labels
+        return self.task_kind == "span" or any(
+            ((e.get("labels") or {}).get(column) if column is not None else e.get("label")) is not None
+            for e in self.examples(split))
 
     def examples(self, split: str) -> list[dict]:
         """The per-example side file: uid, label, and for SQuAD context/answers."""

@@ -149,6 +149,9 @@ def resolve_eval_splits(eval_splits: list | None, store: Store, task: TaskSpec) 
             raise FitError(f"{store.path} has no split(s) {missing}; it has {store.splits}")
     else:
         eval_splits = [s for s in task.eval_splits if s in store.splits]
+        if not eval_splits and not task.is_preset:
+            raise FitError(f"{store.path} has no dev split to choose the best epoch on (it has {store.splits}); "
+                           "extract one with --dev-fraction F or --split dev=FILE, or give --eval-split")
         if not eval_splits:
             raise FitError(f"{store.path} has none of {task.name}'s eval splits {list(task.eval_splits)} "
                            f"(it has {store.splits}); extract one or give --eval-split")
