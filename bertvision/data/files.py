@@ -159,7 +159,7 @@ def _read_delimited(path: Path, fmt: str, header: bool, encoding: str) -> Table:
 def _read_jsonl(path: Path, encoding: str) -> Table:
     text = _decode(path, encoding)
     records, rows = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # lines end at \n only (not at U+2028 ...)
         if not line.strip():
             continue
         try:

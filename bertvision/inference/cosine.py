@@ -30,7 +30,6 @@ import numpy as np
 from bertvision.errors import ConfigError
 from bertvision.metrics import compute_metrics
 from bertvision.store.format import Store
-from bertvision.data.tasks import get_task
 
 __all__ = ["CosineBaseline", "best_threshold", "cosine_baseline", "pair_cosines"]
 
@@ -102,7 +101,7 @@ def cosine_baseline(store: Store, fit_split: str = "train", eval_split: str = "d
     """The zero-shot cosine of `store`'s separately encoded pairs as a
     prediction of its task, its threshold chosen on `fit_split`, scored on
     `eval_split` with the task's official metrics."""
-    task = get_task(store.task)
+    task = store.task_spec
     if task.kind == "classification" and len(task.label_names) != 2:
         raise ConfigError(f"task {task.name} has {len(task.label_names)} classes; the cosine baseline scores "
                           "two-class and regression pair tasks")

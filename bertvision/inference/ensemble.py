@@ -27,7 +27,6 @@ from bertvision.errors import EnsembleError
 from bertvision.inference.config import COMBINE_MODES
 from bertvision.inference.predict import predict_run
 from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults, read_checkpoint_info
-from bertvision.data.tasks import get_task
 
 __all__ = ["COMBINE_MODES", "EnsembleConfig", "combine", "load_run_predictions", "run_ensemble"]
 
@@ -60,7 +59,7 @@ def load_run_predictions(run_dir: str | os.PathLike, split: str, store: str | No
 def _check_aligned(members: Sequence[Predictions]) -> None:
     first = members[0]
     for other in members[1:]:
-        if other.task != first.task:
+        if other.spec != first.spec:
             raise EnsembleError(f"cannot combine tasks {first.task!r} ({first.source}) and "
                                 f"{other.task!r} ({other.source})")
         if len(other.uids) != len(first.uids) or not np.array_equal(other.uids, first.uids):
@@ -130,7 +129,10 @@ def combine(members: Sequence[Predictions], mode: str = "mean", source: str = "e
     first = members[0]
     reduce = (lambda x: x.mean(axis=0)) if mode == "mean" else (lambda x: x.max(axis=0))
     labels = next((m.labels for m in members if m.labels is not None), None)
-    base = dict(task=first.task, split=first.split, uids=first.uids, labels=labels, source=source)
+    base = dict(task=first.spec, split=first.split, uids=first.uids, labels=labels, source=source)
+    if first.kind == "multi_label":  # mean (or max) of each label's probability, at the first member's thresholds
+        return Predictions(**base, probabilities=reduce(np.stack([m.probabilities for m in members])),
+                           thresholds=first.thresholds)
     if first.kind == "classification":
         probs = reduce(np.stack([m.probabilities for m in members]))
         if mode == "max":
@@ -188,7 +190,7 @@ def run_ensemble(config: EnsembleConfig) -> RunResults:
     members = [load_run_predictions(r, config.split, s) for r, s in zip(config.runs, stores)]
     names = [_method_name(r) for r in config.runs]
     ensemble = combine(members, config.combine, source=config.out)
-    task = get_task(ensemble.task)
+    task = ensemble.spec
     member_metrics = [m.evaluate() for m in members]
     metrics = ensemble.evaluate()
     run = RunFolder(config.out)
@@ -200,7 +202,9 @@ def run_ensemble(config: EnsembleConfig) -> RunResults:
             hyperparameters={"combine": config.combine, "split": config.split},
             train_examples=None,
             members=[{"run": str(r), "method": n, "dev_metrics": mm}
-                     for r, n, mm in zip(config.runs, names, member_metrics)])
+                     for r, n, mm in zip(config.runs, names, member_metrics)],
+            task_spec=task.to_dict(),
+            thresholds=None if ensemble.thresholds is None else [float(t) for t in ensemble.thresholds])
         results.predictions = run.save_predictions({config.split: ensemble})
         run.write_results(results)
     return results

@@ -77,7 +77,6 @@ from bertvision.runs import RunFolder, check_store_identity
 from bertvision.search.config import (RESUMABLE, SPACE_NAMES, TUNERS, SearchConfig, SearchSpace, active_values,
                                       layer_indices, split_values)
 from bertvision.store.format import open_store
-from bertvision.data.tasks import get_task
 
 __all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchRole", "SearchSpace", "atomic_tuner_state",
            "build_search_tuner", "layer_indices", "read_trial_rows", "search", "search_role", "trial_fit_config",
@@ -147,7 +146,7 @@ class _Plan:
 
     def __init__(self, config: SearchConfig):
         self.store = open_store(config.store, verify=True)
-        self.task = get_task(self.store.task)
+        self.task = self.store.task_spec
         if config.train_split not in self.store.splits:
             raise SearchError(f"{config.store} has no training split {config.train_split!r}; "
                               f"it has {self.store.splits}")
