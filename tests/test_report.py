@@ -342,3 +342,63 @@ def test_names_from_run_folders_cannot_inject_markup(tmp_path):
     assert "<script>" not in summary and "<i>" not in summary
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in summary
     assert "a\\`b\\|&lt;i&gt;x&lt;/i&gt;" in summary
+
+
+def test_class_charts_on_a_real_run(real_runs):
+    """The confusion matrix and per-class F1 of the best classification run
+    agree with the run's own dev accuracy (scored by the project's metrics)
+    and with its predictions: every dev example counted once, in its class."""
+    from bertvision.report.classes import class_scores
+
+    runs = load_runs([real_runs])
+    fit_run = next(r for r in runs if r.label == "scalar_mix")
+    scores = class_scores(fit_run)
+    assert scores.split == "dev" and scores.names == ["negative", "positive"]  # from the store's manifest
+    assert scores.accuracy == pytest.approx(fit_run.dev_metrics["accuracy"], abs=1e-9)
+    table = scores.per_class
+    assert table["support"].sum() == scores.examples == 64 and table["predicted"].sum() == 64
+    assert scores.confusion["count"].sum() == 64
+    diagonal = scores.confusion[scores.confusion["true"] == scores.confusion["predicted"]].set_index("true")
+    for row in table.itertuples():
+        assert row.recall == pytest.approx(diagonal.loc[row._1, "count"] / row.support)
+    charts = {c.name: c for c in build_charts(runs)}
+    for name in ("confusion_matrix", "per_class_f1"):
+        assert charts[name].chart is not None, charts[name].reason
+    spec = charts["confusion_matrix"].chart.to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == ["negative", "positive"]
+
+
+def test_class_charts_stay_readable_at_77_classes(tmp_path):
+    """77 classes (Banking77's names): one square cell and one bar row per
+    class at a size a screen shows whole, every name on its axis, labels
+    not cut; the confusion matrix's PNG is drawn at that size."""
+    import numpy as np
+
+    from bertvision.runs import Predictions, RunFolder, RunResults
+
+    names = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" /
+                        "categories.json").read_text())
+    assert len(names) == 77
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "manifest.json").write_text(json.dumps({"label_names": names}))
+    rng = np.random.default_rng(0)
+    gold = np.repeat(np.arange(77), 4)
+    guess = np.where(rng.random(len(gold)) < 0.8, gold, rng.integers(0, 77, len(gold)))
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    preds = Predictions("sst2", "test", np.arange(len(gold)).astype(str), probabilities=np.eye(77)[guess],
+                        labels=gold)
+    folder.write_results(RunResults(task="sst2", method="adapter_pooler", run_type="fit", main_metric="accuracy",
+                                    dev_metrics={"accuracy": float((gold == guess).mean())}, eval_splits=["test"],
+                                    store=str(tmp_path / "store"),
+                                    predictions=folder.save_predictions({"test": preds})))
+    report = build_report([folder.path], tmp_path / "rep", formats=["png"])
+    charts = {c.name: c.chart.to_dict() for c in build_charts(load_runs([folder.path])) if c.chart is not None}
+    matrix, bars = charts["confusion_matrix"], charts["per_class_f1"]
+    assert 11 * 77 <= matrix["width"] == matrix["height"] <= 900
+    assert matrix["layer"][0]["encoding"]["y"]["scale"]["domain"] == names
+    assert matrix["layer"][0]["encoding"]["y"]["axis"]["labelLimit"] >= 260  # reverted_card_payment? and the longest
+    rows = {r["class"] for r in bars["layer"][0]["data"]["values"]}
+    assert rows == set(names) and bars["height"]["step"] >= 11
+    width, height = png_size(tmp_path / "rep" / report.charts["confusion_matrix"]["png"])
+    assert 1800 <= width <= 2800 and 1800 <= height <= 2800

@@ -7,7 +7,8 @@
 >>> summary_frame(load_runs(["runs/"]))                   # doctest: +SKIP
 
 Modules: `runs` (find and check results.json), `table` (summary rows),
-`charts` (the five charts), `theme` (the ``bertvision`` Altair theme),
+`charts` (the seven charts), `classes` (per-class scores of a
+classification run's predictions, scikit-learn), `theme` (the ``bertvision`` Altair theme),
 `build` (writing a report folder).
 """
 

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import altair as alt
 
+from bertvision.report.classes import ClassScores, class_scores
 from bertvision.report.loading import Run
 
 FACET_WIDTH = 200
@@ -340,6 +341,117 @@ def wall_time(runs: Sequence[Run]) -> ChartResult:
     return _per_task("wall_time", runs, _wall_task, "no run records train_wall_time_s")
 
 
+# ------------------------------------------- confusion_matrix, per_class_f1
+
+
+def _best_classified(runs: list[Run]) -> "ClassScores | str":
+    """Per-class scores of the task's best classification run that saved
+    predictions (the highest main metric), or why there are none."""
+    reasons = []
+    for run in sorted(runs, key=lambda r: -(r.main_value if r.main_value is not None else float("-inf"))):
+        scores = class_scores(run)
+        if isinstance(scores, ClassScores):
+            return scores
+        reasons.append(scores)
+    return "no classification run with saved predictions" + (f" ({reasons[0]})" if reasons else "")
+
+
+def _class_step(count: int) -> int:
+    """Pixels per class on a class axis: 77 classes fit in about 850 px."""
+    return max(11, min(56, 850 // max(count, 1)))
+
+
+def _class_axis(title: str | None, count: int, **kwargs) -> alt.Axis:
+    """A class-name axis: smaller labels past 20 classes, long names kept whole."""
+    return alt.Axis(title=title, labelFontSize=12 if count <= 20 else 9, labelLimit=260, **kwargs)
+
+
+def _confusion_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    scores = _best_classified(runs)
+    if isinstance(scores, str):
+        return scores
+    n = len(scores.names)
+    step = _class_step(n)
+    rows = scores.confusion.assign(correct=scores.confusion["true"] == scores.confusion["predicted"])
+    base = alt.Chart(alt.Data(values=rows.to_dict("records")))
+    order = scores.names
+    across = max(len(name) for name in order) * (7 if n <= 20 else 5) <= step  # names fit side by side
+    x = alt.X("predicted:N", sort=order, scale=alt.Scale(domain=order),
+              axis=_class_axis("predicted class", n, labelAngle=0 if across else -60, orient="top"))
+    y = alt.Y("true:N", sort=order, scale=alt.Scale(domain=order), axis=_class_axis("true class", n))
+    cells = base.mark_rect(stroke="#f0f0f0", strokeWidth=0.5).encode(
+        x=x, y=y,
+        # square root: the few confusions of a good model stay visible beside the diagonal
+        color=alt.Color("share:Q", title="share of the true class", scale=alt.Scale(type="sqrt", domain=[0, 1],
+                                                                                     scheme="blues")),
+        tooltip=[alt.Tooltip("true:N", title="true"), alt.Tooltip("predicted:N", title="predicted"),
+                 alt.Tooltip("count:Q", title="examples"), alt.Tooltip("share:Q", title="share of true", format=".1%")])
+    # errors outlined in red: which cells are mistakes stays clear at any size
+    errors = base.transform_filter("!datum.correct").mark_rect(fill=None, stroke="#d62728", strokeWidth=1).encode(
+        x=x, y=y)
+    layers = [cells, errors]
+    if n <= 12:
+        layers.append(base.mark_text(fontSize=12).encode(
+            x=x, y=y, text=alt.Text("count:Q"),
+            color=alt.condition("datum.share > 0.5", alt.value("white"), alt.value("black"))))
+    return alt.layer(*layers).properties(
+        width=step * n, height=step * n,
+        title=alt.TitleParams(f"{task}: confusion matrix of {scores.run} on {scores.split}",
+                              subtitle=f"{scores.examples} examples, accuracy {scores.accuracy:.4f}; colour: share "
+                                       f"of each true class (rows), red outline: errors"))
+
+
+def confusion_matrix(runs: Sequence[Run]) -> ChartResult:
+    """Confusion matrix of each task's best classification run (its first
+    eval split's saved predictions; scikit-learn): true class rows, predicted
+    class columns, cells coloured by share of the row (square-root scale),
+    errors outlined; counts printed up to 12 classes."""
+    return _per_task("confusion_matrix", runs, _confusion_task,
+                     "no classification run with saved predictions among the inputs")
+
+
+def _per_class_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+    scores = _best_classified(runs)
+    if isinstance(scores, str):
+        return scores
+    table = scores.per_class[(scores.per_class["support"] > 0) | (scores.per_class["predicted"] > 0)]
+    n = len(table)
+    order = table.sort_values(["f1", "class"])["class"].tolist()  # worst first, at the top
+    base = alt.Chart(alt.Data(values=table.to_dict("records")))
+    y = alt.Y("class:N", sort=order, axis=_class_axis(None, n))
+    tips = [alt.Tooltip("class:N"), alt.Tooltip("f1:Q", title="F1", format=".3f"),
+            alt.Tooltip("precision:Q", format=".3f"), alt.Tooltip("recall:Q", format=".3f"),
+            alt.Tooltip("support:Q", title="support (gold examples)"),
+            alt.Tooltip("predicted:Q", title="predicted as this class")]
+    bars = base.mark_bar(color="#9ecae1").encode(
+        y=y, x=alt.X("f1:Q", title="F1 (bar); precision and recall (marks)", scale=alt.Scale(domain=[0, 1])),
+        tooltip=tips)
+    marks = base.transform_fold(["precision", "recall"], as_=["measure", "score"]).mark_point(
+        filled=True, size=40 if n > 20 else 70).encode(
+        y=y, x="score:Q",
+        color=alt.Color("measure:N", title=None, scale=alt.Scale(domain=["precision", "recall"],
+                                                                  range=["#08519c", "#e6550d"])),
+        shape=alt.Shape("measure:N", title=None, scale=alt.Scale(domain=["precision", "recall"],
+                                                                  range=["circle", "diamond"])),
+        tooltip=tips)
+    macro = alt.Chart(alt.Data(values=[{"macro": scores.macro_f1}])).mark_rule(
+        strokeDash=[4, 3], color="black").encode(x="macro:Q", tooltip=[alt.Tooltip("macro:Q", title="macro F1",
+                                                                                     format=".3f")])
+    return alt.layer(bars, marks, macro).properties(
+        width=420, height=alt.Step(max(11, min(24, 850 // max(n, 1)))),
+        title=alt.TitleParams(f"{task}: per-class F1 of {scores.run} on {scores.split}",
+                              subtitle=f"worst class first; dashed line: macro F1 {scores.macro_f1:.3f}, "
+                                       f"{scores.examples} examples"))
+
+
+def per_class_f1(runs: Sequence[Run]) -> ChartResult:
+    """Per-class F1 (bars), precision and recall (marks) of each task's best
+    classification run, worst class first, with the macro F1 as a rule
+    (scikit-learn's numbers from the run's saved predictions)."""
+    return _per_task("per_class_f1", runs, _per_class_task,
+                     "no classification run with saved predictions among the inputs")
+
+
 CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
     "finetune_curve": finetune_curve,
     "metric_vs_params": metric_vs_params,
@@ -347,6 +459,8 @@ CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
     "layer_weights": layer_weights,
     "layers_by_task": layers_by_task,
     "wall_time": wall_time,
+    "confusion_matrix": confusion_matrix,
+    "per_class_f1": per_class_f1,
 }
 
 
