@@ -7,7 +7,7 @@
 >>> summary_frame(load_runs(["runs/"]))                   # doctest: +SKIP
 
 Modules: `runs` (find and check results.json), `table` (summary rows),
-`charts` (the seven charts), `classes` (per-class scores of a
+`charts` (every chart, `CHARTS`), `classes` (per-class scores of a
 classification run's predictions, scikit-learn), `theme` (the ``bertvision`` Altair theme),
 `build` (writing a report folder).
 """
