@@ -74,8 +74,8 @@ def class_scores(run: Run, split: str | None = None) -> ClassScores | str:
         preds = folder.load_predictions(splits[0])
     except BertVisionError as err:
         return f"{run.label}: {err}"
-    if preds.probabilities is None or preds.labels is None:
-        return f"{run.label}: {preds.kind} predictions have no class probabilities and gold labels"
+    if preds.kind != "classification" or preds.labels is None:
+        return f"{run.label}: not single-label classification predictions with gold labels ({preds.kind})"
     labelled = np.asarray(preds.labels) >= 0
     if not labelled.any():
         return f"{run.label}: {splits[0]} has no gold labels"
