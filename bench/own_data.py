@@ -1,0 +1,213 @@
+"""Issue 28's numbers: frozen-backbone adapters on a user's own data beside
+the peer baseline, in one run: Banking77 test (77 intents, single label) and
+GoEmotions dev (28 emotions, multi-label).
+
+    python -m bench.own_data --work bench_out/own_data                  # the numbers (hours on a CPU)
+    python -m bench.own_data --datasets banking77 --seeds 0,1,2 --adapters adapter_pooler
+    python -m bench.own_data --quick --work /tmp/own-quick              # a smoke run (tens of examples), not a result
+
+Every dataset is extracted once (`pipelines.extract` with the issue's flags:
+Banking77 ``--dev-fraction 0.1 --seed 0`` drawn from train, GoEmotions read
+from a task file, TSV without a header; MiniLM, all layers, ``sequence``
+tokens, 128 tokens), then each row is measured on it:
+
+- ``adapter`` rows: `pipelines.fit` of each ``--adapters`` kind for every
+  seed of ``--seeds`` (the best epoch chosen on dev; multi-label thresholds
+  chosen on dev), scored on the evaluation split (Banking77: test, through
+  `predict_run`; GoEmotions: dev, as fit scores it);
+- ``peer baseline``: what a sentence-transformers + scikit-learn user does,
+  scikit-learn's LogisticRegression (C=10, lbfgs) on the frozen model's
+  mean-pooled (padding masked), L2-normalised last layer, read from the same
+  store; one-vs-rest on GoEmotions (a label predicted at probability 0.5).
+  Scored with the same metric functions as the adapters.
+
+Each row prints the main metric and macro F1 (mean ± standard deviation over
+seeds), trainable parameters, train time (s) and peak resident memory
+(VmHWM of the training, MiB). Fine-tuning MiniLM and LoRA rows need
+`pipelines.finetune` on a user's store, which does not exist yet; they are
+not printed (say so rather than print a number from elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402  (after the environment above)
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.multiclass import OneVsRestClassifier  # noqa: E402
+
+from bertvision.inference.predict import predict_run  # noqa: E402
+from bertvision.runs import PeakMemory, Predictions, RunFolder  # noqa: E402
+from bertvision.store.format import open_store  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PEER_C = 10.0
+
+
+def dataset_plans(data_root: Path) -> dict:
+    """Per dataset: the extraction's arguments (besides --out) and the split the rows are scored on."""
+    go = data_root / "goemotions"
+    return {
+        "banking77": {"eval": "test",
+                      "extract": ["--data-dir", str(data_root / "banking77"), "--split", "train=train.csv",
+                                  "--split", "test=test.csv", "--dev-fraction", "0.1", "--seed", "0",
+                                  "--text-column", "text", "--label-column", "category"]},
+        "goemotions": {"eval": "dev",
+                       "task_file": {"name": "goemotions", "data_dir": str(go),
+                                     "splits": {"train": "train.tsv", "dev": "dev.tsv"}, "header": False,
+                                     "text_column": "0", "label_columns": ["1"], "id_column": "2",
+                                     "kind": "multi_label", "label_names": str(go / "labels.txt")}},
+    }
+
+
+def _python(*args: str, env: dict | None = None) -> None:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **(env or {})})
+    if proc.returncode:
+        raise SystemExit(f"python -m {' '.join(args)} failed with exit code {proc.returncode}")
+
+
+def extract(name: str, plan: dict, store: Path, args) -> None:
+    """The dataset's store, once (a finished store is kept for the next call)."""
+    if (store / "manifest.json").exists():
+        return
+    extra = list(plan.get("extract", []))
+    if "task_file" in plan:
+        task_file = store.parent / f"{name}.task.json"
+        task_file.parent.mkdir(parents=True, exist_ok=True)
+        task_file.write_text(json.dumps(plan["task_file"], indent=2))
+        extra = ["--task-file", str(task_file)]
+    sizing = ["--sample", str(args.sample)] if args.sample else []
+    _python("pipelines.extract", *extra, "--token-mode", "sequence", "--max-seq-len", str(args.max_seq_len),
+            "--out", str(store), "--no-progress", *sizing)
+
+
+def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, args) -> dict:
+    """One `pipelines.fit` (resumed or read back when already finished) and its score on `eval_split`."""
+    folder = RunFolder(out)
+    if not folder.finished:
+        _python("pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
+                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--quiet")
+    results = folder.results()
+    if eval_split in results.eval_splits:
+        metrics = dict(results.dev_metrics)
+    else:
+        metrics = predict_run(str(out), str(store), eval_split).evaluate()
+    return {"metrics": metrics, "params": results.trainable_params, "train_s": results.train_wall_time_s,
+            "peak_mib": results.peak_memory_mib}
+
+
+def mean_pooled_last_layer(store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [N, hidden], labels, uids)``: the last stored layer's
+    mean over real tokens, L2-normalised (the sentence-transformers recipe)."""
+    feats, labels = [], []
+    for batch, y in store.dataset(split, 256):
+        acts = batch["activations"].numpy()[:, -1].astype(np.float32)  # [B, tokens, hidden]
+        mask = batch["padding_mask"].numpy().astype(np.float32)[..., None]
+        pooled = (acts * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+        feats.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
+        labels.append(np.asarray(y))
+    return np.concatenate(feats), np.concatenate(labels), np.asarray([u.decode() for u in store.uids(split)])
+
+
+def peer_row(store_path: Path, eval_split: str) -> dict:
+    """Logistic regression (one-vs-rest for multi-label) on mean-pooled last-layer features."""
+    store = open_store(str(store_path))
+    spec = store.task_spec
+    with PeakMemory() as peak:
+        x_train, y_train, _ = mean_pooled_last_layer(store, "train")
+        x_eval, y_eval, uids = mean_pooled_last_layer(store, eval_split)
+        start = time.perf_counter()
+        base = LogisticRegression(C=PEER_C, max_iter=2000)
+        model = OneVsRestClassifier(base) if spec.kind == "multi_label" else base
+        model.fit(x_train, y_train)
+        seconds = time.perf_counter() - start
+    if spec.kind == "multi_label":
+        probabilities = model.predict_proba(x_eval)
+    else:  # columns in class order, with a zero column for a class train lacks
+        probabilities = np.zeros([len(x_eval), spec.num_labels], np.float32)
+        probabilities[:, model.classes_] = model.predict_proba(x_eval)
+    preds = Predictions(spec, eval_split, uids, probabilities=probabilities, labels=y_eval)
+    # a label the training sample lacks gets a constant predictor (no weights) from one-vs-rest
+    params = sum(int(np.size(e.coef_) + np.size(e.intercept_))
+                 for e in (model.estimators_ if spec.kind == "multi_label" else [model]) if hasattr(e, "coef_"))
+    return {"metrics": preds.evaluate(), "params": params, "train_s": seconds, "peak_mib": peak.rss_mib}
+
+
+def _spread(values: list[float], digits: int = 4) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(name: str, spec, eval_split: str, rows: list[tuple[str, list[dict]]]) -> list[str]:
+    main = spec.main_metric
+    lines = [f"## {name} ({eval_split}; main metric {main})", "",
+             f"| method | seeds | {main} | macro F1 | trainable params | train s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for method, runs in rows:
+        lines.append(f"| {method} | {len(runs)} | {_spread([r['metrics'][main] for r in runs])} | "
+                     f"{_spread([r['metrics']['macro_f1'] for r in runs])} | {runs[0]['params']:,} | "
+                     f"{_spread([r['train_s'] for r in runs], 1)} | "
+                     f"{max(r['peak_mib'] or 0 for r in runs):.0f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default=str(REPO / "bench_out" / "own_data"))
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--datasets", default="banking77,goemotions")
+    p.add_argument("--adapters", default="linear_probe,scalar_mix,adapter_pooler")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-seq-len", type=int, default=128)
+    p.add_argument("--sample", type=int, default=None, help="a seeded N examples of every split (a smoke run)")
+    p.add_argument("--quick", action="store_true",
+                   help="--sample 48, 32 tokens, 1 epoch, seed 0, linear_probe: a smoke run, not a result")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sample, args.max_seq_len, args.epochs, args.seeds, args.adapters = 48, 32, 1, "0", "linear_probe"
+    plans = dataset_plans(Path(args.data_root))
+    names = args.datasets.split(",")
+    unknown = [n for n in names if n not in plans]
+    if unknown:
+        p.error(f"--datasets: unknown {unknown}; choose from {', '.join(plans)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    work = Path(args.work)
+    out = [f"# own data  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
+           f"MiniLM sequence store, {args.max_seq_len} tokens; adapters {args.epochs} epochs, lr {args.lr:g}, "
+           f"batch {args.batch_size}" + (f"; --sample {args.sample} (smoke run)" if args.sample else ""), ""]
+    for name in names:
+        plan = plans[name]
+        store = work / name / "store"
+        extract(name, plan, store, args)
+        spec = open_store(str(store)).task_spec
+        rows = []
+        for kind in args.adapters.split(","):
+            runs = [adapter_row(store, kind, seed, plan["eval"], work / name / f"{kind}-seed{seed}", args)
+                    for seed in seeds]
+            rows.append((f"{kind} (frozen)", runs))
+        rows.append((f"peer baseline: logistic regression C={PEER_C:g}" +
+                     (" one-vs-rest" if spec.kind == "multi_label" else ""), [peer_row(store, plan["eval"])]))
+        out += table(name, spec, plan["eval"], rows) + [""]
+    text = "\n".join(out)
+    print(text)
+    (work / "results.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
