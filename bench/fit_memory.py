@@ -47,9 +47,11 @@ SETTINGS = {"cache": {"BERTVISION_CACHE_MB": "2048", "BERTVISION_SHUFFLE_MB": "1
 
 def extract_store(out: Path, data_root: Path, limit: int, eval_limit: int) -> None:
     """The default store: SST-2 train (first `limit`) and dev (first `eval_limit`), sequence, all layers."""
-    if (out / "manifest.json").exists():
-        return
+    manifest = out / "manifest.json"
+    done = json.loads(manifest.read_text())["splits"] if manifest.exists() else {}
     for split, n in (("train", limit), ("dev", eval_limit)):
+        if split in done:
+            continue
         subprocess.run([sys.executable, "-m", "pipelines.extract", "--task", "sst2", "--data-dir",
                         str(data_root / "glue" / "SST-2"), "--split", split, "--limit", str(n), "--token-mode",
                         "sequence", "--max-seq-len", "64", "--out", str(out), "--no-progress"],
