@@ -368,29 +368,28 @@ def test_class_charts_on_a_real_run(real_runs):
     assert spec["layer"][0]["encoding"]["x"]["scale"]["domain"] == ["negative", "positive"]
 
 
-def test_class_charts_stay_readable_at_77_classes(tmp_path):
+def test_class_charts_stay_readable_at_77_classes(tmp_path, shared_data):
     """77 classes (Banking77's names): one square cell and one bar row per
     class at a size a screen shows whole, every name on its axis, labels
     not cut; the confusion matrix's PNG is drawn at that size."""
     import numpy as np
 
+    from bertvision.data.tasks import user_task
     from bertvision.runs import Predictions, RunFolder, RunResults
 
-    names = json.loads((Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" /
-                        "categories.json").read_text())
+    names = json.loads((shared_data / "banking77" / "categories.json").read_text())
     assert len(names) == 77
-    (tmp_path / "store").mkdir()
-    (tmp_path / "store" / "manifest.json").write_text(json.dumps({"label_names": names}))
+    spec = user_task("banking77", "classification", ("text",), "category", tuple(names))
     rng = np.random.default_rng(0)
     gold = np.repeat(np.arange(77), 4)
     guess = np.where(rng.random(len(gold)) < 0.8, gold, rng.integers(0, 77, len(gold)))
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    preds = Predictions("sst2", "test", np.arange(len(gold)).astype(str), probabilities=np.eye(77)[guess],
+    preds = Predictions(spec, "test", np.arange(len(gold)).astype(str), probabilities=np.eye(77)[guess],
                         labels=gold)
-    folder.write_results(RunResults(task="sst2", method="adapter_pooler", run_type="fit", main_metric="accuracy",
+    folder.write_results(RunResults(task="banking77", task_spec=spec.to_dict(), method="adapter_pooler",
+                                    run_type="fit", main_metric="accuracy",
                                     dev_metrics={"accuracy": float((gold == guess).mean())}, eval_splits=["test"],
-                                    store=str(tmp_path / "store"),
                                     predictions=folder.save_predictions({"test": preds})))
     report = build_report([folder.path], tmp_path / "rep", formats=["png"])
     charts = {c.name: c.chart.to_dict() for c in build_charts(load_runs([folder.path])) if c.chart is not None}

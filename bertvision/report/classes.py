@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from bertvision.data.tasks import get_task
 from bertvision.errors import BertVisionError
 from bertvision.report.loading import Run
 from bertvision.runs import RunFolder
@@ -45,20 +44,15 @@ class ClassScores:
     examples: int
 
 
-def class_names(run: Run, count: int) -> list[str]:
-    """The run's class names in label order: its store's manifest, else the
-    task registry's, else ``0 .. count-1``."""
-    names: list = []
+def class_names(run: Run, count: int, spec=None) -> list[str]:
+    """The run's class names in label order: its task spec's (`spec`, the
+    predictions'), else its store manifest's, else ``0 .. count-1``."""
+    names = list(spec.label_names) if spec is not None else []
     manifest = Path(run.store or "") / MANIFEST
-    if run.store and manifest.is_file():
+    if len(names) != count and run.store and manifest.is_file():
         try:
             names = list(json.loads(manifest.read_text(encoding="utf-8")).get("label_names") or [])
         except (OSError, ValueError):
-            names = []
-    if len(names) != count:
-        try:
-            names = list(get_task(run.task).label_names)
-        except (BertVisionError, KeyError, ValueError):
             names = []
     return [str(n) for n in names] if len(names) == count else [str(i) for i in range(count)]
 
@@ -82,7 +76,7 @@ def class_scores(run: Run, split: str | None = None) -> ClassScores | str:
     gold = np.asarray(preds.labels)[labelled].astype(int)
     guess = np.argmax(preds.probabilities[labelled], axis=1)
     count = preds.probabilities.shape[1]
-    names = class_names(run, count)
+    names = class_names(run, count, preds.spec)
     ids = list(range(count))
     precision, recall, f1, support = precision_recall_fscore_support(gold, guess, labels=ids, zero_division=0)
     per_class = pd.DataFrame({"class": names, "precision": precision, "recall": recall, "f1": f1,
