@@ -5,8 +5,8 @@ a feature outside that core names its extra when its packages are missing,
 in one line (a `MissingExtraError`, which the commands print as
 ``error: ...`` and exit 2):
 
->>> EXTRAS["serve"]
-('fastapi', 'uvicorn')
+>>> EXTRAS["beam"]
+('apache_beam',)
 >>> import_extra("bertvision.no_such_module", "serve", "serving over HTTP")
 Traceback (most recent call last):
 ModuleNotFoundError: No module named 'bertvision.no_such_module'

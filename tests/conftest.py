@@ -14,7 +14,6 @@ import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
-SHARED_DATA_ENV = "BERTVISION_SHARED_DATA"
 
 
 # How the suite spreads over the two xdist workers (`--dist loadgroup`, pytest.ini):
@@ -39,25 +38,6 @@ def pytest_collection_modifyitems(items):
         return (LONG_GROUPS.index(group) if group in LONG_GROUPS else len(LONG_GROUPS), group)
 
     items.sort(key=rank)  # stable: a module's tests keep their order and stay together
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The shared, read-only real data folder (holding `glue/` and `squad2/`).
-
-    `$BERTVISION_SHARED_DATA`, else `<repo>/../shared/data`. CI always has it,
-    so a missing folder fails the test instead of skipping it.
-    """
-    env = os.environ.get(SHARED_DATA_ENV)
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-    if not path.is_dir():
-        pytest.fail(
-            f"Shared data folder {path} not found: set ${SHARED_DATA_ENV} to the "
-            f"folder holding glue/SST-2, glue/MRPC and squad2/ (default: "
-            f"<repo>/../shared/data).",
-            pytrace=False,
-        )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from bertvision.config import ConfigBase, check_choice, check_non_negative, check_positive, check_positive_int
 from bertvision.errors import ServeError
 
-__all__ = ["COMBINE_MODES", "LOG_LEVELS", "ServeConfig"]
+__all__ = ["COMBINE_MODES", "LOG_LEVELS", "QUANTIZE", "ServeConfig"]
 
 COMBINE_MODES = ("mean", "max")  # how an ensemble combines its members (bertvision.inference.ensemble)
+QUANTIZE = ("int8",)  # pipelines.export --format onnx --quantize (bertvision.inference.export.export_onnx)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 

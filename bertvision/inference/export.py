@@ -44,15 +44,18 @@ from pathlib import Path
 from typing import Sequence
 
 import keras
+import numpy as np
 import keras_hub
 import tensorflow as tf
 import tensorflow_text as tf_text
 
 from bertvision import io
 from bertvision.errors import ServeError
+from bertvision.inference.config import QUANTIZE
 from bertvision.inference.serving import Predictor, ServedModel
 
-__all__ = ["EXPORT_INFO", "GraphTokenizer", "export_runs", "output_names"]
+__all__ = ["EXPORT_INFO", "GraphTokenizer", "ONNX_FILE", "ONNX_INT8_FILE", "export_onnx", "export_runs", "output_names",
+           "serve_function"]
 
 EXPORT_INFO = "bertvision_export.json"
 _IDS = ("token_ids", "segment_ids", "padding_mask")
@@ -293,5 +296,93 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
             "needs_tensorflow_text": any(k != "serve" for k in signatures)}
     with io.atomic_folder(out) as tmp:
         archive.write_out(str(tmp), verbose=False)
+        io.atomic_write_json(Path(tmp) / EXPORT_INFO, info)
+    return info
+
+
+# ----------------------------------------------------------------------- ONNX
+
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+ONNX_OPSET = 17
+
+
+def serve_function(predictor: Predictor) -> tf.types.experimental.GenericFunction:
+    """The ``serve`` graph of `predictor`'s models as a `tf.function`:
+    ``token_ids``, ``segment_ids``, ``padding_mask`` ``[batch, tokens]``
+    int32 in, every task's outputs out (each backbone once). What
+    `export_onnx` converts, and TensorFlow's side of its parity benchmark."""
+    models = list(predictor.models.values())
+    spec = [tf.TensorSpec([None, None], tf.int32, name=n) for n in _IDS]
+
+    @tf.function(input_signature=spec)
+    def serve(token_ids, segment_ids, padding_mask):
+        batch = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        return _outputs(predictor, models, lambda model: batch)
+
+    return serve
+
+
+def _erfc_as_erf(ctx, node, name, args):
+    """tf2onnx has no converter for ``Erfc`` (in the backbone's exact GELU,
+    Keras' ``0.5 * x * erfc(-x / sqrt(2))``): ``erfc(x) = 1 - erf(x)``,
+    both in ONNX."""
+    from tf2onnx import utils  # the onnx extra, imported by export_onnx before this runs
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+
+
+def export_onnx(runs: Sequence[str], out: str, quantize: str | None = None,
+                predictor: Predictor | None = None) -> dict:
+    """Write `runs` as one ONNX model, ``OUT/model.onnx``: the ``serve``
+    signature's graph (every backbone once, every head on its output; the
+    same `_outputs` as the SavedModel), converted by tf2onnx. Inputs
+    ``token_ids``, ``segment_ids``, ``padding_mask`` ``[batch, tokens]``
+    int32, outputs as ``serve``'s. ``quantize="int8"`` also writes
+    ``OUT/model.int8.onnx``, onnxruntime's dynamic int8 quantization of the
+    weights. ``OUT/bertvision_export.json`` lists inputs, outputs, tasks
+    (labels, featurizer) and files; a run that needs what the graph cannot
+    hold (a separately encoded pair) is refused, as for the SavedModel.
+
+    >>> export_onnx(["runs/sst2-pooler", "runs/mrpc-cnn"], "exported-onnx/", quantize="int8")  # doctest: +SKIP
+    """
+    from bertvision.extras import import_extra
+
+    tf2onnx = import_extra("tf2onnx", "onnx", "--format onnx")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ServeError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if quantize:
+        quantization = import_extra("onnxruntime.quantization", "onnx", "--quantize int8")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ServeError(f"--out {out} exists and is not an empty folder")
+    predictor = predictor or Predictor.from_runs(runs)
+    models = list(predictor.models.values())
+    separate = [m.name for m in models if m.pair_mode != "cross"]
+    if separate:
+        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate, which the "
+                         "ONNX graph's one token sequence per example cannot feed; serve it with pipelines.serve")
+    serve = serve_function(predictor)
+    spec = list(serve.input_signature)
+    outputs = [n for m in models for n in output_names(m)]
+    files = {"float32": ONNX_FILE}
+    with io.atomic_folder(out) as tmp:
+        tf2onnx.convert.from_function(serve, input_signature=spec, opset=ONNX_OPSET,
+                                      custom_op_handlers={"Erfc": (_erfc_as_erf, [])},
+                                      output_path=str(Path(tmp) / ONNX_FILE))
+        if quantize:
+            quantization.quantize_dynamic(str(Path(tmp) / ONNX_FILE), str(Path(tmp) / ONNX_INT8_FILE),
+                                          weight_type=quantization.QuantType.QInt8)
+            files["int8"] = ONNX_INT8_FILE
+        info = {"format": "bertvision-onnx", "files": files, "opset": ONNX_OPSET, "inputs": list(_IDS),
+                "outputs": outputs,
+                "tasks": {m.name: {"task": m.task.name, "kind": m.task.kind, "run": str(m.run_dir),
+                                   "labels": list(m.task.label_names), "outputs": output_names(m),
+                                   "featurizer": m.featurizer.get_config(), "backbone": m.group} for m in models},
+                "backbones": [g.info() for g in predictor.groups.values()]}
         io.atomic_write_json(Path(tmp) / EXPORT_INFO, info)
     return info

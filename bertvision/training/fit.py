@@ -47,8 +47,11 @@ from bertvision.store.format import Store, open_store
 from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
 
-__all__ = ["STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
+__all__ = ["RESUME_IGNORED", "STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
 
+
+# FitConfig fields that may change when a run is resumed (or kept by bertvision.api.fit)
+RESUME_IGNORED = ("command", "verbose", "out", "verify")
 
 
 @dataclass
@@ -273,7 +276,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     chief = is_chief(strategy)
     run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
     if chief:
-        run.begin(config, ignore=("command", "verbose", "out", "verify"), store=store.identity())
+        run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
     with run.lock("an adapter fit"):
         with PeakMemory() as peak:
             start = time.perf_counter()

@@ -1,0 +1,94 @@
+"""ONNX export (issue 30 item 4): ``pipelines.export --format onnx`` writes
+SST-2's and MRPC's runs as one ONNX model (the backbone once, both heads);
+onnxruntime gives the probabilities ``pipelines.predict`` prints for the same
+real dev inputs (max |difference| small, the same labels), and
+``--quantize int8`` adds a dynamically quantized model that still runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
+N = 24  # real dev inputs compared per task
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, shared_data):
+    """Two adapter runs (SST-2, MRPC; 32 train examples, 1 epoch) made by the
+    real commands, exported to ONNX with int8."""
+    root = tmp_path_factory.mktemp("onnx")
+    runs = {}
+    for task, folder in TASKS.items():
+        store, run = root / f"store-{task}", root / f"run-{task}"
+        for split in ("train", "dev"):
+            _run("pipelines.extract", "--task", task, "--data-dir", str(shared_data / folder), "--split", split,
+                 "--limit", "32", "--token-mode", "cls", "--out", str(store), "--no-progress")
+        _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(run),
+             "--epochs", "1", "--quiet")
+        runs[task] = run
+    out = root / "onnx"
+    printed = _run("pipelines.export", "--run", f"sst2={runs['sst2']}", "--run", f"mrpc={runs['mrpc']}",
+                   "--out", str(out), "--format", "onnx", "--quantize", "int8")
+    assert "sst2_probabilities" in printed and "model.int8.onnx" in printed
+    return root, runs, out
+
+
+def _inputs(shared_data, task):
+    from bertvision.data.readers import load_examples
+    from bertvision.data.tasks import get_task
+
+    examples = load_examples(get_task(task), "dev", shared_data / TASKS[task], limit=N).examples
+    return examples, [dict(zip(("text", "text_pair"), e.texts)) for e in examples]
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, task):
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from bertvision.data.features import Featurizer
+    from bertvision.models.backbone import embedded_model_path
+
+    root, runs, out = exported
+    info = json.loads((out / "bertvision_export.json").read_text())
+    assert info["inputs"] == ["token_ids", "segment_ids", "padding_mask"]
+    assert info["outputs"] == ["sst2_probabilities", "mrpc_probabilities"]  # one graph, both heads
+    examples, items = _inputs(shared_data, task)
+    path = root / f"{task}-inputs.jsonl"
+    path.write_text("".join(json.dumps(i) + "\n" for i in items))
+    _run("pipelines.predict", "--run", str(runs[task]), "--input", str(path), "--out", str(root / f"{task}.jsonl"))
+    predicted = [json.loads(line) for line in (root / f"{task}.jsonl").read_text().splitlines()]
+    labels = info["tasks"][task]["labels"]
+    want = np.array([[p["probabilities"][label] for label in labels] for p in predicted])
+
+    featurizer = Featurizer.from_config(AutoTokenizer.from_pretrained(embedded_model_path()),
+                                        info["tasks"][task]["featurizer"])
+    feeds = {k: v.astype(np.int32) for k, v in featurizer.encode(task, examples).inputs().items()}
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run([f"{task}_probabilities"], feeds)[0]
+    assert got.shape == want.shape == (N, len(labels))
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    assert [labels[i] for i in got.argmax(-1)] == [p["label"] for p in predicted]
+
+    quantized = ort.InferenceSession(str(out / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    q = quantized.run([f"{task}_probabilities"], feeds)[0]
+    assert q.shape == got.shape and np.allclose(q.sum(-1), 1, atol=1e-4)
+    assert (out / "model.int8.onnx").stat().st_size < 0.6 * (out / "model.onnx").stat().st_size
+
+
+def test_quantize_needs_onnx_format(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipelines.export", "--run", "r", "--out", str(tmp_path / "o"),
+                           "--quantize", "int8"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--quantize applies to --format onnx" in proc.stderr
