@@ -24,7 +24,7 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 # 2-core machine) come first: one taken last would run alone at the end.
 SHARED_GROUPS = {name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
                                               "test_serve_load.py", "test_serving.py")}
-LONG_GROUPS = ("test_reproduce.py", "serving", "test_pairs.py", "test_report.py", "test_notebooks.py",
+LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "test_pairs.py", "test_report.py", "test_notebooks.py",
                "test_search.py", "test_finetune.py", "test_extract.py", "test_beam_extract.py")
 
 

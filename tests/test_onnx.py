@@ -31,9 +31,8 @@ def exported(tmp_path_factory, shared_data):
     runs = {}
     for task, folder in TASKS.items():
         store, run = root / f"store-{task}", root / f"run-{task}"
-        for split in ("train", "dev"):
-            _run("pipelines.extract", "--task", task, "--data-dir", str(shared_data / folder), "--split", split,
-                 "--limit", "32", "--token-mode", "cls", "--out", str(store), "--no-progress")
+        _run("pipelines.extract", "--task", task, "--data-dir", str(shared_data / folder), "--split", "train",
+             "--split", "dev", "--limit", "32", "--token-mode", "cls", "--out", str(store), "--no-progress")
         _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(run),
              "--epochs", "1", "--quiet")
         runs[task] = run
