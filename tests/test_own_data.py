@@ -45,6 +45,14 @@ def test_csv_with_bom_crlf_and_quoted_newlines(tmp_path):
     assert table.rows == [2, 3]  # rows as a spreadsheet shows them: the header is row 1 (a record is one row)
 
 
+def test_blank_lines_are_no_records_and_rows_count_them(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,category\na,x\n\nb,y\nc,y,z\n\n")
+    table = read_table(path)
+    assert table.values == {"text": ["a", "b"], "category": ["x", "y"]} and table.rows == [2, 4]
+    assert table.skipped == [(f"{path}: row 5", "3 field(s), expected 2 (text, category)")]
+
+
 def test_tsv_without_header_by_position_keeps_quotes(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text('He said "no\tway\n"quoted" text\tother\n')

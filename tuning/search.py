@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True, help="store folder (from pipelines.extract)")
+    p.add_argument("--label-column", help="your own data's store: the label column whose head is searched "
+                                          "(default: the first)")
     p.add_argument("--out", required=True, metavar="SEARCH_DIR", help="search folder to write (or resume)")
     p.add_argument("--tuner", default=d.tuner, help=f"{', '.join(TUNERS)} (default {d.tuner})")
     p.add_argument("--max-trials", type=int, default=d.max_trials, help=f"default {d.max_trials}")
@@ -120,7 +122,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(store=args.store, out=args.out, tuner=args.tuner, max_trials=args.max_trials,
                         executions_per_trial=args.executions_per_trial, epochs=args.epochs, seed=args.seed,
                         strategy=args.strategy, train_fraction=args.train_fraction, train_split=args.train_split,
-                        eval_split=args.eval_split, space=space, retrain=args.retrain,
+                        eval_split=args.eval_split, label_column=args.label_column, space=space, retrain=args.retrain,
                         retrain_fraction=args.retrain_fraction, hyperband_factor=args.hyperband_factor,
                         eval_batch_size=args.eval_batch_size, jit_compile=args.jit_compile,
                         verbose=0 if args.quiet else 1,

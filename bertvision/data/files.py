@@ -122,7 +122,8 @@ def _read_delimited(path: Path, fmt: str, header: bool, encoding: str) -> Table:
 
     data = pa.py_buffer(text.encode())
     parse = pa_csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", quote_char=False if fmt == "tsv" else '"',
-                                newlines_in_values=fmt == "csv", invalid_row_handler=invalid)
+                                newlines_in_values=fmt == "csv", invalid_row_handler=invalid,
+                                ignore_empty_lines=False)  # kept (and dropped below) so that rows count as lines
     read = pa_csv.ReadOptions(use_threads=False, autogenerate_column_names=not header)
     if not text.strip():
         raise DataError(f"{path}: empty file")
@@ -131,8 +132,7 @@ def _read_delimited(path: Path, fmt: str, header: bool, encoding: str) -> Table:
             names = head.schema.names  # from the first block; the whole file is read below
         bad.clear()
         # every column as text: labels such as "007" or "1.0" stay as written
-        convert = pa_csv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=False,
-                                        quoted_strings_can_be_null=False)
+        convert = pa_csv.ConvertOptions(column_types={n: pa.string() for n in names})
         table = pa_csv.read_csv(data, read_options=read, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as err:
         raise DataError(f"{path}: cannot be read as {fmt.upper()}: {str(err).splitlines()[0]}") from None
@@ -141,7 +141,7 @@ def _read_delimited(path: Path, fmt: str, header: bool, encoding: str) -> Table:
         repeated = sorted({c for c in columns if columns.count(c) > 1})
         if repeated:
             raise DataError(f"{path}: row 1: the header repeats column(s) {repeated}")
-    values = {c: table.column(i).to_pylist() for i, c in enumerate(columns)}
+    values = {c: [v or "" for v in table.column(i).to_pylist()] for i, c in enumerate(columns)}
     # the row numbers of the kept records: pyarrow counts the header as row 1
     first = 1 if not header else 2
     skipped_rows = sorted(b[0] for b in bad if b[0] is not None)
@@ -151,6 +151,11 @@ def _read_delimited(path: Path, fmt: str, header: bool, encoding: str) -> Table:
             r, k = r + 1, k + 1
         rows.append(r)
         r += 1
+    blank = [i for i in range(len(rows)) if not any(values[c][i] for c in columns)]
+    if blank:  # empty lines: no record
+        keep = sorted(set(range(len(rows))) - set(blank))
+        rows = [rows[i] for i in keep]
+        values = {c: [v[i] for i in keep] for c, v in values.items()}
     skipped = [(f"{path}: row {row if row is not None else '?'}",
                 f"{got} field(s), expected {want} ({', '.join(columns)})") for row, want, got in bad]
     return Table(str(path), columns, values, rows, skipped)
@@ -496,8 +501,7 @@ def read_source(source: DataSource) -> UserData:
     text_columns = tuple(source.text_columns)
     first = source.label_columns[0]
     spec = user_task(source.name or "task", source.kind_of(first), text_columns, first, names[first],
-                     source.id_column, {s: str(source.splits.get(s, source.splits["train"])) for s in loaded},
-                     label_ids=source.label_names is not None, file_options=source.file_options())
+                     source.id_column, label_ids=source.label_names is not None, file_options=source.file_options())
     specs = [spec] + [spec.for_label(c, source.kind_of(c), names[c]) for c in source.label_columns[1:]]
     return UserData(specs, loaded, provenance)
 

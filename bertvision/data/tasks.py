@@ -183,7 +183,7 @@ class TaskSpec:
                 f"{where}: main_metric {self.main_metric!r} not in {self.metrics}"
             )
         for split in self.eval_splits:
-            if split not in self.splits:
+            if self.splits and split not in self.splits:  # a user task names no files: its store has the splits
                 raise ValueError(f"{where}: eval split {split!r} not in splits")
             if split not in self.eval_split_labels:
                 raise ValueError(f"{where}: eval split {split!r} has no label")
@@ -275,13 +275,14 @@ class TaskSpec:
 
 
 def user_task(name: str, kind: str, text_columns: tuple[str, ...], label_column: str,
-              label_names: tuple[str, ...] = (), id_column: str | None = None,
-              splits: Mapping[str, str] | None = None, label_ids: bool = False,
+              label_names: tuple[str, ...] = (), id_column: str | None = None, label_ids: bool = False,
               file_options: Mapping | None = None) -> TaskSpec:
     """A task made of a user's own files: its kind, columns and label names
-    (the metrics follow the kind: `KIND_METRICS`). `label_ids`: labels may
-    be written as ids 0, 1, ... into `label_names` (``label_format="index"``;
-    names are accepted too).
+    (the metrics follow the kind: `KIND_METRICS`; models are chosen on the
+    ``dev`` split). `label_ids`: labels may be written as ids 0, 1, ... into
+    `label_names` (``label_format="index"``; names are accepted too). The
+    spec names no files: a store's manifest records those it was read from
+    (``source``), so that a store can take another split later.
 
     >>> spec = user_task("banking77", "classification", ("text",), "category", ("card_arrival", "top_up"))
     >>> spec.main_metric, spec.label_key, spec.num_labels
@@ -297,8 +298,7 @@ def user_task(name: str, kind: str, text_columns: tuple[str, ...], label_column:
     try:
         return TaskSpec(name=name, kind=kind, label_names=tuple(label_names),
                         label_format="score" if kind == "regression" else ("index" if label_ids else "name"),
-                        text_fields=fields, metrics=metrics, main_metric=main, splits=dict(splits or {}),
-                        eval_splits=("dev",) if "dev" in (splits or {}) else (),  # models are chosen on dev
+                        text_fields=fields, metrics=metrics, main_metric=main,
                         text_columns=tuple(text_columns), label_column=label_column, id_column=id_column,
                         file_options=dict(file_options or {}))
     except ValueError as err:

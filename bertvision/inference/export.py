@@ -69,7 +69,7 @@ def output_names(model: ServedModel) -> list[str]:
     """The signature outputs of one served model."""
     key = _key(model.name)
     kind = model.task.kind
-    if kind == "classification":
+    if kind in ("classification", "multi_label"):
         return [f"{key}_probabilities"]
     if kind == "regression":
         return [f"{key}_score"]
@@ -190,6 +190,8 @@ def _head_outputs(model: ServedModel, out) -> dict:
     names = output_names(model)
     if model.task.kind == "classification":
         return {names[0]: tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)}
+    if model.task.kind == "multi_label":  # one probability per label; the run's thresholds are in export.json
+        return {names[0]: tf.sigmoid(tf.cast(out, tf.float32))}
     if model.task.kind == "regression":
         return {names[0]: tf.reshape(tf.cast(out, tf.float32), [-1])}
     return {names[0]: tf.cast(out["start_logits"], tf.float32), names[1]: tf.cast(out["end_logits"], tf.float32)}
@@ -290,6 +292,7 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
     info = {"format": "bertvision-export", "signatures": signatures, "default_signature": "serve",
             "tasks": {m.name: {"task": m.task.name, "kind": m.task.kind, "run": str(m.run_dir),
                                "labels": list(m.task.label_names), "outputs": output_names(m),
+                               "thresholds": m.results.thresholds,
                                "featurizer": m.featurizer.get_config(), "backbone": m.group} for m in models},
             "backbones": [g.info() for g in predictor.groups.values()],
             "text_signatures_skipped": skipped,

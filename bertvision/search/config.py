@@ -183,6 +183,7 @@ class SearchConfig(ConfigBase):
     train_fraction: float = 1.0  # seeded fraction of the training data the trials train on
     train_split: str = "train"
     eval_split: str | None = None  # None: the task's first eval split in the store
+    label_column: str | None = None  # your own data's store: the label column whose head is searched
     space: SearchSpace = field(default_factory=SearchSpace)
     retrain: bool = True  # retrain the best configuration into SEARCH_DIR/best
     retrain_fraction: float = 1.0  # training data of the best retrain

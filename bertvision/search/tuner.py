@@ -100,7 +100,7 @@ def trial_fit_config(config: SearchConfig, values: dict, out: str, train_fractio
                      warmup=config.warmup, seed=config.seed,
                      train_fraction=config.train_fraction if train_fraction is None else train_fraction,
                      strategy=config.strategy, jit_compile=config.jit_compile, verbose=verbose, search=search,
-                     **train)
+                     label_column=config.label_column, **train)
 
 
 # ----------------------------------------------------------- distributed search
@@ -145,7 +145,7 @@ class _Plan:
     training records, the number of stored layers."""
 
     def __init__(self, config: SearchConfig):
-        self.store = open_store(config.store, verify=True)
+        self.store = open_store(config.store, verify=True).head(config.label_column)
         self.task = self.store.task_spec
         if config.train_split not in self.store.splits:
             raise SearchError(f"{config.store} has no training split {config.train_split!r}; "

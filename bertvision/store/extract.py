@@ -393,14 +393,14 @@ class Extractor:
         self._backbone, self._tokenizer = backbone, tokenizer
         self.task = config.spec
         self._loaded = loaded
-        if config.heads and loaded is None:
-            raise ConfigError(f"{config.split}: a user task's examples are read by bertvision.data.files and "
-                              "passed in (loaded=...)")
 
     # ------------------------------------------------------------------
     def prepare(self):
         """Load examples, tokenizer and backbone; featurize. Returns the features."""
         c = self.config
+        if c.heads and self._loaded is None:
+            raise ConfigError(f"{c.split}: a user task's examples are read by bertvision.data.files.read_source "
+                              "and passed in (Extractor(..., loaded=...))")
         loaded = self._loaded or load_examples(c.task, c.split, c.data_dir, use_tfds=c.use_tfds, limit=c.limit)
         if self._loaded is not None and c.limit is not None:
             loaded = dataclasses.replace(loaded, examples=loaded.examples[:c.limit])
