@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertvision.data.files import DataSource, read_examples, read_source, read_table
+from bertvision.data.files import DataSource, holds_task_columns, read_examples, read_source, read_table
 from bertvision.data.tasks import TASKS, TaskSpec, get_task, user_task
 from bertvision.errors import ConfigError, DataError
 from bertvision.metrics import best_thresholds, compute_metrics, per_class_metrics
@@ -195,6 +195,20 @@ def test_read_examples_reads_another_file_of_the_task(tmp_path):
     (tmp_path / "new.csv").write_text("text\nwhere is my card\n")
     loaded = read_examples(tmp_path / "new.csv", spec)
     assert [(e.uid, e.texts, e.label) for e in loaded.examples] == [("new-2", ("where is my card",), None)]
+    (tmp_path / "new.jsonl").write_text('{"text": "top up?", "category": "top_up"}\n')
+    (tmp_path / "plain.jsonl").write_text('{"id": "a", "body": "top up?"}\n')
+    assert holds_task_columns(tmp_path / "new.jsonl", spec) and not holds_task_columns(tmp_path / "plain.jsonl", spec)
+    assert read_examples(tmp_path / "new.jsonl", spec).examples[0].label == spec.label_names.index("top_up")
+
+
+def test_header_less_ids_and_names_read_back_from_the_spec(tmp_path, shared_data):
+    go = shared_data / "goemotions"
+    spec = read_source(DataSource(splits={"train": "dev.tsv"}, text_column="0", label_columns=["1"], id_column="2",
+                                  kind="multi_label", header=False, label_names=str(go / "labels.txt"),
+                                  data_dir=str(go), name="goemotions")).spec
+    spec = TaskSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as a run keeps it
+    examples = read_examples(go / "test.tsv", spec).examples
+    assert len(examples) == 5427 and examples[0].uid == "eecwqtt" and examples[0].label[25] == 1
 
 
 # ---------------------------------------------------------------- specs and metrics

@@ -155,3 +155,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
                             "--text-column", "text", *args, "--out", out, *SMALL)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_a_beam_extraction_of_your_own_data_writes_the_same_store(tmp_path):
+    (tmp_path / "train.csv").write_text("text,tags\n" + "".join(
+        f'"message {i} about {w}","{w},{"urgent" if i % 3 == 0 else "calm"}"\n'
+        for i, w in enumerate(["cards", "fees", "loans"] * 4)))
+    args = ["--data-dir", tmp_path, "--split", "train=train.csv", "--dev-fraction", "0.25", "--text-column", "text",
+            "--label-column", "tags", "--kind", "multi_label", "--token-mode", "cls", *SMALL]
+    code, _, err = run_main(extract_main, *args, "--out", tmp_path / "local")
+    assert code == 0, err[-3000:]
+    code, _, err = run_main(extract_main, *args, "--out", tmp_path / "beam", "--runner", "DirectRunner")
+    assert code == 0, err[-3000:]
+    local, beam = (json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("local", "beam"))
+    assert local["task_spec"] == beam["task_spec"] and local["label_names"] == ["calm", "cards", "fees", "loans",
+                                                                                 "urgent"]
+    for split in ("train", "dev"):
+        assert [s["sha256"] for s in local["splits"][split]["shards"]] == \
+            [s["sha256"] for s in beam["splits"][split]["shards"]]

@@ -284,7 +284,9 @@ class DataSource(ConfigBase):
     @classmethod
     def from_task_file(cls, path: str | os.PathLike, **overrides) -> "DataSource":
         """The task file's fields, then `overrides` (the flags given on the
-        command line); relative paths in the file are relative to it."""
+        command line); relative paths in the file are relative to it; the
+        task's name defaults to the file's (``goemotions.task.json``:
+        ``goemotions``)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -300,6 +302,7 @@ class DataSource(ConfigBase):
         for key in ("data_dir", "label_names"):
             if data.get(key) and not Path(data[key]).is_absolute():
                 data[key] = str(base / data[key])
+        data.setdefault("name", path.name.split(".")[0])  # goemotions.task.json: goemotions
         data.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.from_dict(data)
