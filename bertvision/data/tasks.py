@@ -75,7 +75,6 @@ class TsvLayout:
     text_columns: tuple[str, ...]
     label_column: str | None = None
     id_column: str | None = None
-    file_options: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in (*self.text_columns, self.label_column, self.id_column):
