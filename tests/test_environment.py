@@ -83,3 +83,10 @@ def test_a_command_prints_only_the_documented_gpu_probe_lines(shared_data, tmp_p
     assert noise and all(any(p in line for p in GPU_PROBE) for line in noise), noise
     readme = (ROOT / "README.md").read_text()
     assert all(p.split(" is called")[0].split(" on your")[0] in readme for p in GPU_PROBE)
+    # issue 32 item 6: exactly what README says prints: each line of the probe twice (two TensorFlow
+    # libraries), the cuInit line once; 5 lines, 7 with the oneDNN notice
+    counts = [sum(p in line for line in noise) for p in GPU_PROBE]
+    assert counts[:3] == [2, 2, 1] and counts[3] in (0, 2), (counts, noise)
+    assert len(noise) == (7 if counts[3] else 5)
+    text = " ".join(readme.split())
+    assert "prints exactly 5 lines on stderr as TensorFlow loads, 7 on CPUs where oneDNN's" in text
