@@ -1,21 +1,22 @@
-"""python -m pipelines.export: served runs as one TensorFlow SavedModel.
+"""python -m pipelines.export: served runs as TensorFlow SavedModels.
 
 Examples::
 
     python -m pipelines.export --run runs/sst2-pooler --run runs/mrpc-cnn --out exported/bertvision
     python -m pipelines.export --run runs/sst2-pooler --out exported/ids-only --no-text
 
-The SavedModel (a Keras export archive) holds every backbone once and every
-run's head. Signatures: ``serving_default`` (= ``serve``): ``token_ids``,
+The SavedModels (Keras export archives) hold every backbone once and every
+run's head. ``OUT``: ``serving_default`` (= ``serve``): ``token_ids``,
 ``segment_ids``, ``padding_mask`` in, ``<task>_probabilities`` /
 ``<task>_score`` / ``<task>_start_logits`` + ``<task>_end_logits`` out, core
-TensorFlow ops only; ``serve_text`` (``text``) and ``serve_text_pair``
-(``text``, ``text_pair``): raw strings in, tokenized in the graph exactly as
-the runs' featurizer does, which need TensorFlow Text's ops at load time
-(``import tensorflow_text``; leave them out with ``--no-text``). SQuAD runs
-are in ``serve`` only (windows and offsets are made outside the graph).
-``OUT/bertvision_export.json`` lists signatures, outputs, runs and backbones.
-Load it with ``tf.saved_model.load(OUT)`` or TensorFlow Serving.
+TensorFlow ops only (stock TensorFlow, ``saved_model_cli`` and TensorFlow
+Serving load it). ``OUT/text`` (leave it out with ``--no-text``): the same
+plus ``serve_text`` (``text``) and ``serve_text_pair`` (``text``,
+``text_pair``): raw strings in, tokenized in the graph exactly as the runs'
+featurizer does, which need TensorFlow Text's ops at load time (``import
+tensorflow_text``). SQuAD runs are in ``serve`` only (windows and offsets
+are made outside the graph). ``OUT/bertvision_export.json`` lists
+signatures, outputs, runs and backbones.
 
 ``--format onnx`` writes the same ``serve`` graph (ids in, every task's
 outputs out) as ``OUT/model.onnx`` through tf2onnx (the ``onnx`` extra), for
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=QUANTIZE, default=None,
                    help="--format onnx: also write OUT/model.int8.onnx (onnxruntime dynamic quantization)")
     p.add_argument("--no-text", dest="text", action="store_false",
-                   help="only the token-ids signature (no TensorFlow Text ops)")
+                   help="no OUT/text SavedModel (the raw-text signatures, which need TensorFlow Text)")
     return p
 
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         info = export.export_runs(args.runs, args.out, text=args.text)
     for name, sig in info["signatures"].items():
-        print(f"{name}({', '.join(sig['inputs'])}) -> {', '.join(sig['outputs'])}")
+        where = "" if sig["saved_model"] == "." else f" [in {args.out}/{sig['saved_model']}, needs tensorflow_text]"
+        print(f"{name}({', '.join(sig['inputs'])}) -> {', '.join(sig['outputs'])}{where}")
     for group, why in info["text_signatures_skipped"].items():
         print(f"no text signature for {group}: {why}")
     print(f"SavedModel -> {args.out}")

@@ -12,7 +12,7 @@ import tensorflow_text  # noqa: F401  (registers the text signatures' ops)
 
 from bertvision.models.backbone import load_tokenizer, resolve_backbone
 from bertvision.data.readers import Example, load_examples
-from bertvision.inference.export import EXPORT_INFO, GraphTokenizer
+from bertvision.inference.export import EXPORT_INFO, TEXT_DIR, GraphTokenizer
 from bertvision.data.features import Featurizer
 from bertvision.inference.serving import Predictor
 from pipelines.export import main as export_main
@@ -57,7 +57,7 @@ def exported(served_runs, module_tmp):  # noqa: F811
     args = [a for spec in run_specs(served_runs, ("cls", "seq", "mrpc", "squad_v2", "ft")) for a in ("--run", spec)]
     code, stdout, stderr = run_main(export_main, *args, "--out", out)
     assert code == 0, stderr[-3000:]
-    assert "serve_text(text) -> cls_probabilities, seq_probabilities, ft_probabilities" in stdout
+    assert "serve_text(text) -> cls_probabilities, seq_probabilities, ft_probabilities [in " in stdout
     return out
 
 
@@ -72,9 +72,11 @@ def _probabilities(results):
 
 def test_saved_model_gives_the_predictors_outputs(exported, predictor, served_runs):  # noqa: F811
     info = json.loads((exported / EXPORT_INFO).read_text())
-    assert set(info["signatures"]) == {"serve", "serve_text", "serve_text_pair"} and info["needs_tensorflow_text"]
+    assert set(info["signatures"]) == {"serve", "serve_text", "serve_text_pair"} and not info["needs_tensorflow_text"]
     assert info["signatures"]["serve_text_pair"]["tasks"] == ["mrpc"]
-    loaded = tf.saved_model.load(str(exported))
+    assert info["text_saved_model"] == TEXT_DIR and info["signatures"]["serve"]["saved_model"] == "."
+    assert {"serving_default", "serve"} == set(tf.saved_model.load(str(exported)).signatures)
+    loaded = tf.saved_model.load(str(exported / TEXT_DIR))
     assert {"serving_default", "serve", "serve_text", "serve_text_pair"} <= set(loaded.signatures)
     texts = ["a gorgeous, witty, seductive movie", "dull , lifeless and " + "very " * 40 + "long"]
     pairs = [("He left the company in May.", "In May he left the firm."),
@@ -110,6 +112,33 @@ def test_saved_model_gives_the_predictors_outputs(exported, predictor, served_ru
     real = f.padding_mask[:, :width].astype(bool)
     for key in ("start_logits", "end_logits"):
         np.testing.assert_allclose(out[f"squad_v2_{key}"].numpy()[:, :width][real], raw[key][real], atol=1e-3)
+
+
+# saved_model_cli as TensorFlow installs it, in a process where tensorflow_text cannot be imported
+_STOCK_CLI = ("import sys; sys.modules['tensorflow_text'] = None; "
+              "from tensorflow.python.tools.saved_model_cli import main; sys.argv[0] = 'saved_model_cli'; "
+              "sys.exit(main())")
+
+
+def test_stock_tensorflow_runs_the_default_signature(exported):
+    """Issue 32 item 4: `saved_model_cli run --signature_def serving_default` failed with
+    "Op type not registered 'NormalizeUTF8'": the text signatures' TF Text ops were in the same graph."""
+    import os
+    import subprocess
+    import sys
+
+    exprs = "token_ids=[[101, 1037, 2204, 2143, 102]];segment_ids=[[0, 0, 0, 0, 0]];padding_mask=[[1, 1, 1, 1, 1]]"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", _STOCK_CLI, "run", "--dir", str(exported), "--tag_set", "serve",
+                           "--signature_def", "serving_default", "--input_exprs", exprs], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Result for output key cls_probabilities" in proc.stdout and "NormalizeUTF8" not in proc.stderr
+    # the text SavedModel does need TensorFlow Text: the same process refuses it (so the check above can fail)
+    proc = subprocess.run([sys.executable, "-c", _STOCK_CLI, "run", "--dir", str(exported / TEXT_DIR), "--tag_set",
+                           "serve", "--signature_def", "serving_default", "--input_exprs", exprs], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "NormalizeUTF8" in proc.stderr
 
 
 def test_export_refuses_a_used_folder(served_runs, tmp_path):  # noqa: F811

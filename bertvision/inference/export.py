@@ -1,38 +1,42 @@
-"""Export served runs as one TensorFlow SavedModel (a Keras export archive).
+"""Export served runs as TensorFlow SavedModels (Keras export archives).
 
 `export_runs(runs, out)` loads the runs as `bertvision.inference.serving.Predictor`
 does (adapters grouped by the backbone they were trained on, fine-tuning runs
-with their own BERT) and writes a SavedModel whose signatures run each
+with their own BERT) and writes SavedModels whose signatures run each
 backbone once and every task's head on its output:
 
-- ``serving_default`` (also ``serve``): ``token_ids``, ``segment_ids``,
-  ``padding_mask`` ``[batch, tokens]`` int32 in (BERT's inputs, as
-  `bertvision.data.features.Featurizer` makes them), every task's outputs out:
-  ``<task>_probabilities [batch, classes]`` (classification),
+- ``OUT``: ``serving_default`` (also ``serve``): ``token_ids``,
+  ``segment_ids``, ``padding_mask`` ``[batch, tokens]`` int32 in (BERT's
+  inputs, as `bertvision.data.features.Featurizer` makes them), every task's
+  outputs out: ``<task>_probabilities [batch, classes]`` (classification),
   ``<task>_score [batch]`` (regression), ``<task>_start_logits`` /
   ``<task>_end_logits [batch, tokens]`` (SQuAD; decode them with the
   windows' character offsets, `bertvision.data.squad.decode_squad`). Core
-  TensorFlow ops only: TensorFlow Serving loads it as is.
-- ``serve_text`` (``text [batch]`` string) and ``serve_text_pair``
-  (``text``, ``text_pair``): raw strings in, the single-sentence
-  (resp. sentence-pair) tasks' outputs out. Tokenized in the graph by
-  `GraphTokenizer`: keras-hub's WordPiece (TensorFlow Text's
+  TensorFlow ops only: stock TensorFlow (``saved_model_cli``,
+  ``tf.saved_model.load`` without ``tensorflow_text``) and TensorFlow
+  Serving's stock binary load it as is.
+- ``OUT/text`` (unless ``text=False``): a second SavedModel with the same
+  ``serve`` plus ``serve_text`` (``text [batch]`` string) and
+  ``serve_text_pair`` (``text``, ``text_pair``): raw strings in, the
+  single-sentence (resp. sentence-pair) tasks' outputs out. Tokenized in the
+  graph by `GraphTokenizer`: keras-hub's WordPiece (TensorFlow Text's
   FastWordpieceTokenizer) over the backbone's vocabulary, after the Hugging
   Face BertNormalizer's steps (control characters dropped, accents stripped,
   lowercased) and truncated as the Hugging Face fast tokenizer truncates a
   pair (``longest_first``), each task at its own ``max_seq_len``: the same
-  token ids as the featurizer on real SST-2, MRPC and SQuAD text (tested). These
-  signatures use TensorFlow Text ops (``import tensorflow_text`` before
-  loading; a TF Serving build with TF Text linked in); ``text=False`` leaves
-  them out. SQuAD is not in them: its windows and character offsets are made
-  outside the graph.
+  token ids as the featurizer on real SST-2, MRPC and SQuAD text (tested).
+  Its graph holds TensorFlow Text ops (``import tensorflow_text`` before
+  loading; a TF Serving build with TF Text linked in), which is why it is a
+  SavedModel of its own: in one graph they kept even ``serving_default``
+  from loading without TF Text. SQuAD is not in them: its windows and
+  character offsets are made outside the graph.
 
-``OUT/bertvision_export.json`` lists the signatures, their outputs, the runs
-and the backbones.
+``OUT/bertvision_export.json`` lists the signatures (and the SavedModel of
+each), their outputs, the runs and the backbones.
 
 Example:
     >>> export_runs(["runs/sst2-pooler", "runs/mrpc-cnn"], "exported/")
-    >>> loaded = tf.saved_model.load("exported/")
+    >>> loaded = tf.saved_model.load("exported/text")   # after import tensorflow_text
     >>> loaded.signatures["serve_text"](text=tf.constant(["a gorgeous film"]))["sst2_probabilities"]
 """
 
@@ -54,10 +58,11 @@ from bertvision.errors import ServeError
 from bertvision.inference.config import QUANTIZE
 from bertvision.inference.serving import Predictor, ServedModel
 
-__all__ = ["EXPORT_INFO", "GraphTokenizer", "ONNX_FILE", "ONNX_INT8_FILE", "export_onnx", "export_runs", "output_names",
-           "serve_function"]
+__all__ = ["EXPORT_INFO", "GraphTokenizer", "ONNX_FILE", "ONNX_INT8_FILE", "TEXT_DIR", "export_onnx", "export_runs",
+           "output_names", "serve_function"]
 
 EXPORT_INFO = "bertvision_export.json"
+TEXT_DIR = "text"  # OUT/text: the SavedModel with the raw-text signatures (TensorFlow Text ops)
 _IDS = ("token_ids", "segment_ids", "padding_mask")
 
 
@@ -238,20 +243,9 @@ def _text_endpoint(predictor: Predictor, models: Sequence[ServedModel], tokenize
     return serve_text if len(models[0].fields) == 1 else serve_text_pair
 
 
-def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Predictor | None = None) -> dict:
-    """Write the SavedModel of `runs` (``PATH`` or ``NAME=PATH``) to `out`
-    (a new folder; see the module docstring). Returns what
-    ``bertvision_export.json`` records."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ServeError(f"--out {out} exists and is not an empty folder")
-    predictor = predictor or Predictor.from_runs(runs)
-    models = list(predictor.models.values())
-    separate = [m.name for m in models if m.pair_mode != "cross"]
-    if separate:  # the signature takes one token sequence per example
-        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
-                         "of a pair encoded on its own), which this export's one-sequence signature cannot feed; "
-                         "serve it with pipelines.serve instead")
+def _archive(predictor: Predictor, models: Sequence[ServedModel]) -> tuple[keras.export.ExportArchive, dict]:
+    """An export archive of every backbone and head with the ``serve``
+    endpoint (token ids in; core TensorFlow ops only), and its signature info."""
     archive = keras.export.ExportArchive()
     for group in predictor.groups.values():
         if not group.finetune:
@@ -266,16 +260,33 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
         return _outputs(predictor, models, lambda model: batch)
 
     archive.add_endpoint("serve", serve, input_signature=[spec] * 3)
-    signatures = {"serve": {"inputs": list(_IDS), "outputs": [n for m in models for n in output_names(m)],
-                            "tasks": [m.name for m in models]}}
-    skipped = {}
+    return archive, {"inputs": list(_IDS), "outputs": [n for m in models for n in output_names(m)],
+                     "tasks": [m.name for m in models]}
+
+
+def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Predictor | None = None) -> dict:
+    """Write the SavedModel of `runs` (``PATH`` or ``NAME=PATH``) to `out`
+    (a new folder; see the module docstring), and with `text` the text
+    SavedModel to ``out/text``. Returns what ``bertvision_export.json``
+    records."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ServeError(f"--out {out} exists and is not an empty folder")
+    predictor = predictor or Predictor.from_runs(runs)
+    models = list(predictor.models.values())
+    separate = [m.name for m in models if m.pair_mode != "cross"]
+    if separate:  # the signature takes one token sequence per example
+        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
+                         "of a pair encoded on its own), which this export's one-sequence signature cannot feed; "
+                         "serve it with pipelines.serve instead")
+    archive, serve = _archive(predictor, models)
+    signatures = {"serve": {**serve, "saved_model": "."}}
+    text_archive, skipped = None, {}
     if text:
         tokenizers = {}
         for name, group in predictor.groups.items():
             if GraphTokenizer.supports(group.tokenizer):
                 tokenizers[name] = GraphTokenizer(group.tokenizer)
-                tokenizers[name].wordpiece.build(None)
-                archive.track(tokenizers[name].wordpiece)
             else:
                 skipped[name] = f"{type(group.tokenizer).__name__} is not a BERT WordPiece fast tokenizer"
         for arity, endpoint, fields in ((1, "serve_text", ("text",)), (2, "serve_text_pair", ("text", "text_pair"))):
@@ -283,12 +294,17 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
                       and m.group in tokenizers]
             if not chosen:
                 continue
-
-            archive.add_endpoint(endpoint, _text_endpoint(predictor, chosen, tokenizers),
-                                 input_signature=[tf.TensorSpec([None], tf.string)] * arity)
+            if text_archive is None:  # the text signatures' own SavedModel: TF Text ops load with all of it
+                text_archive, _ = _archive(predictor, models)
+                for tokenizer in tokenizers.values():
+                    tokenizer.wordpiece.build(None)
+                    text_archive.track(tokenizer.wordpiece)
+            text_archive.add_endpoint(endpoint, _text_endpoint(predictor, chosen, tokenizers),
+                                      input_signature=[tf.TensorSpec([None], tf.string)] * arity)
             signatures[endpoint] = {"inputs": list(fields), "outputs": [n for m in chosen for n in output_names(m)],
                                     "tasks": [m.name for m in chosen],
-                                    "max_seq_len": {m.name: m.max_seq_len for m in chosen}}
+                                    "max_seq_len": {m.name: m.max_seq_len for m in chosen},
+                                    "saved_model": TEXT_DIR}
     info = {"format": "bertvision-export", "signatures": signatures, "default_signature": "serve",
             "tasks": {m.name: {"task": m.task.name, "kind": m.task.kind, "run": str(m.run_dir),
                                "labels": list(m.task.label_names), "outputs": output_names(m),
@@ -296,9 +312,12 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
                                "featurizer": m.featurizer.get_config(), "backbone": m.group} for m in models},
             "backbones": [g.info() for g in predictor.groups.values()],
             "text_signatures_skipped": skipped,
-            "needs_tensorflow_text": any(k != "serve" for k in signatures)}
+            "needs_tensorflow_text": False,  # OUT itself: core ops only
+            "text_saved_model": TEXT_DIR if text_archive is not None else None}
     with io.atomic_folder(out) as tmp:
         archive.write_out(str(tmp), verbose=False)
+        if text_archive is not None:
+            text_archive.write_out(str(Path(tmp) / TEXT_DIR), verbose=False)
         io.atomic_write_json(Path(tmp) / EXPORT_INFO, info)
     return info
 
