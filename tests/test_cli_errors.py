@@ -63,6 +63,11 @@ def _main(module):
     ("pipelines.serve", ["--run", "A", "--max-wait-ms", "-1"], "--max-wait-ms must be"),
     ("pipelines.serve", ["--run", "A", "--shutdown-timeout-s", "0"], "--shutdown-timeout-s must be"),
     ("pipelines.export", ["--run", "A", "--out", "FILE"], "--out FILE exists and is not an empty folder"),
+    # issue 32 item 2: a refused command leaves no folder (NEW) behind
+    ("pipelines.export", ["--run", "A", "--out", "NEW"], "run folder A does not exist"),
+    ("pipelines.submit", ["--run", "A", "--out", "NEW"], "run folder A does not exist"),
+    ("pipelines.fit", ["--store", "S", "--adapter", "cnn", "--out", "NEW"], "S: no manifest.json"),
+    ("pipelines.report", ["A", "--out", "NEW"], "A"),
 ])
 def test_every_command_names_a_bad_flag_in_one_line(tmp_path, module, args, message):
     from tests.stores import run_main

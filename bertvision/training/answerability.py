@@ -150,7 +150,7 @@ def fit_answerability(config: AnswerabilityConfig) -> RunResults:
             raise FitError(f"{store.path} has no split {split!r}; it has {store.splits}")
     gold = {str(r["uid"]): not r.get("is_impossible") for r in store.examples(config.eval_split)}
     run = RunFolder(config.out)
-    run.begin(config, ignore=("command", "verbose", "out"))
+    restarting = run.begin(config, ignore=("command", "verbose", "out"), store=store.identity())
     with run.lock("an answerability fit"), PeakMemory() as peak:
         start = time.perf_counter()
         keras.utils.set_random_seed(config.seed)
@@ -171,7 +171,7 @@ def fit_answerability(config: AnswerabilityConfig) -> RunResults:
         trainer = Trainer(model, main_metric=MAIN_METRIC, schedule=schedule, train_data=train_data,
                           evaluate=_Evaluation(store, config.eval_split, gold), state_dir=run.state_dir,
                           select_best=True, patience=config.patience, examples_per_step=config.batch_size,
-                          verbose=config.verbose, log_dir=run.logs_dir)
+                          verbose=config.verbose, log_dir=run.logs_dir, restarting=restarting)
         outcome = trainer.run()
     n_trainable, n_backbone = trainable_params(model), backbone_param_count(store.backbone)
     results = RunResults(
@@ -185,7 +185,8 @@ def fit_answerability(config: AnswerabilityConfig) -> RunResults:
         param_share=(n_trainable / n_backbone) if n_backbone else None,
         train_wall_time_s=round(outcome.train_seconds, 3), total_wall_time_s=round(time.perf_counter() - start, 3),
         peak_memory_mib=peak.rss_mib, peak_device_memory_mib=peak.device_mib, backbone=store.backbone,
-        store=config.store, store_signature=store.signature(), layers=store.layers, token_mode=store.token_mode,
+        store=config.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
+        layers=store.layers, token_mode=store.token_mode,
         layer_weights=layer_weights(model), resumed_from=outcome.resumed_from,
         environment={"jit_compile": config.jit_compile, "versions": package_versions()})
     run.write_results(results)

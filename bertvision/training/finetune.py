@@ -202,6 +202,11 @@ class Finetuner:
         eval_limit = c.eval_limit if c.eval_limit is not None else c.limit
         self.evals = [_Split(s, ex, featurizer.encode(self.task, ex))
                       for s, ex in ((s, self._load(s, eval_limit)) for s in c.eval_splits)]
+        unlabelled = [e.name for e in self.evals
+                      if self.task.kind != "span" and all(ex.label is None for ex in e.examples)]
+        if unlabelled:
+            raise FinetuneError(f"{c.task}/{unlabelled[0]}: the split has no gold labels to evaluate against; give a "
+                                "labelled --eval-split (e.g. dev)")
         if self.task.kind == "span":
             f = self.train.features
             self.train_targets = {"start_logits": f.start_positions, "end_logits": f.end_positions}
@@ -361,16 +366,17 @@ class Finetuner:
                 raise FinetuneError(f"{run.path} holds a finished run with other settings ({', '.join(diff)}); "
                                     "choose another --out")
             return run.results()
-        run.begin(c, ignore=_RESUME_FREE)
+        self.prepare()  # the data's refusals (missing files, unlabelled splits) before the run folder is made
+        restarting = run.begin(c, ignore=_RESUME_FREE)
         with run.lock("a fine-tuning run"):
             with PeakMemory() as peak:
                 start = time.perf_counter()
-                self.prepare()
                 self.build()
                 trainer = Trainer(self.model, main_metric=self.task.main_metric, schedule=self.schedule,
                                   train_data=self.train_data, evaluate=self.evaluate, state_dir=run.state_dir,
                                   select_best=False, on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
-                                  verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy)
+                                  verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy,
+                                  restarting=restarting)
                 outcome = trainer.run()
             results = self._results(outcome, time.perf_counter() - start)
             results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
