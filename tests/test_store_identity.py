@@ -36,7 +36,7 @@ def _config(store, out):
                      verbose=0, jit_compile=False)
 
 
-def test_a_resume_on_a_replaced_store_is_refused(sst2_cls_store, other_sst2_store, tmp_path):  # noqa: F811
+def test_a_resume_on_a_replaced_store_is_refused(sst2_cls_store, other_sst2_store, tmp_path, capsys):  # noqa: F811
     store = tmp_path / "store"
     shutil.copytree(sst2_cls_store, store)
     config = _config(store, tmp_path / "run")
@@ -56,7 +56,10 @@ def test_a_resume_on_a_replaced_store_is_refused(sst2_cls_store, other_sst2_stor
     # the original store back: the run resumes and finishes, recording the store it trained on
     shutil.rmtree(store)
     shutil.copytree(sst2_cls_store, store)
+    capsys.readouterr()
     results = fit(_config(store, tmp_path / "run"))
+    # killed before its first saved state: it says it starts again (a rerun printed nothing, issue 32 item 5)
+    assert "no saved training state in" in capsys.readouterr().err and results.resumed_from is None
     assert results.store_manifest_sha256 == started.manifest_sha256 == RunFolder(config.out).results() \
         .store_manifest_sha256
 

@@ -197,7 +197,7 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
                           warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
                           patience: int | None = None, jit_compile: bool = True, steps_per_execution: int = 1,
                           eval_batch_size: int = 256, strategy=None, state_dir=None, log_dir=None, verbose: int = 0,
-                          chief: bool = True, callbacks=(), initial_weights=None) -> Trainer:
+                          chief: bool = True, callbacks=(), initial_weights=None, restarting: bool = False) -> Trainer:
     """The `Trainer` of one adapter on a store (compiled model, data,
     evaluation): what `fit` runs and what every search trial runs.
     `initial_weights` start the adapter from given weights (a Hyperband
@@ -232,7 +232,8 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     return Trainer(model, main_metric=task.main_metric, schedule=schedule_, train_data=train_data,
                    evaluate=StoreEvaluation(store, eval_splits, task, eval_batch_size, jit_compile),
                    state_dir=state_dir, select_best=True, patience=patience, examples_per_step=batch_size,
-                   verbose=verbose, log_dir=log_dir, strategy=strategy, chief=chief, callbacks=callbacks)
+                   verbose=verbose, log_dir=log_dir, strategy=strategy, chief=chief, callbacks=callbacks,
+                   restarting=restarting)
 
 
 def choose_thresholds(outcome, eval_splits: list[str], task: TaskSpec) -> list | None:
@@ -275,8 +276,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
 
     chief = is_chief(strategy)
     run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
-    if chief:
-        run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
+    restarting = chief and run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
     with run.lock("an adapter fit"):
         with PeakMemory() as peak:
             start = time.perf_counter()
@@ -290,7 +290,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 patience=config.patience, jit_compile=config.jit_compile,
                 steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
                 strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
-                verbose=config.verbose if chief else 0, chief=chief)
+                verbose=config.verbose if chief else 0, chief=chief, restarting=restarting)
             try:
                 outcome = trainer.run()
             except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)

@@ -315,14 +315,19 @@ class Trainer:
         strategy: the `tf.distribute` strategy the model was built under.
         chief: whether this process saves state and calls `on_mark`.
         callbacks: more Keras callbacks (after the trainer's own).
+        restarting: the run folder holds an earlier, unfinished attempt
+            (`bertvision.runs.RunFolder.begin` returned True): with no saved
+            state to resume (it was stopped before its first save was
+            complete) `run` says it starts again from step 0.
     """
 
     def __init__(self, model, *, main_metric: str, schedule: Schedule, train_data: Callable[[int], tf.data.Dataset],
                  evaluate: Callable, state_dir: str | os.PathLike | None = None, select_best: bool = True,
                  patience: int | None = None, on_mark: Callable | None = None, examples_per_step: int = 1,
                  verbose: int = 1, log_dir: str | os.PathLike | None = None, strategy=None, chief: bool = True,
-                 callbacks: Sequence = ()):
+                 callbacks: Sequence = (), restarting: bool = False):
         self.model, self.main_metric, self.schedule = model, main_metric, schedule
+        self.restarting = restarting
         self.train_data, self.evaluate, self.on_mark = train_data, evaluate, on_mark
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.select_best, self.patience = select_best, patience
@@ -451,6 +456,9 @@ class Trainer:
         if resumed and self.chief:
             print(f"resuming from step {self.step}/{self.schedule.total_steps} (epoch "
                   f"{self.resumed_from['epoch']:g}) saved in {self.state_dir}", file=sys.stderr, flush=True)
+        elif self.restarting and self.chief:  # never silently: a checkpoint on disk is not a resumable state
+            print(f"no saved training state in {self.state_dir} (the earlier attempt stopped before its first "
+                  "save was complete): starting again from step 0", file=sys.stderr, flush=True)
         callback = _MarkCallback(self)
         for initial_epoch, epochs, steps, first_step in ([] if self.finished else
                                                         self.schedule.segments(self.step)):
