@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bertvision.data.readers import load_examples
 from bertvision.data.tasks import get_task
-from bertvision.errors import DataError, ServeError
+from bertvision.errors import BertVisionError, DataError, ServeError
 from bertvision.inference.server import PredictRequest, ServeConfig, create_app, parse_request
 from bertvision.inference.serving import Predictor, read_inputs
 
@@ -251,3 +251,138 @@ def test_the_app_answers_any_body_with_4xx_json(body):
     app = create_app(Predictor([], []), ServeConfig(runs=["-"]))
     status, answer = _asgi_post(app, body)
     assert 400 <= status < 500 and isinstance(answer["error"], str) and answer["error"]
+
+
+# ------------------------------------------------- your own data, CoNLL
+
+
+CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=12)
+
+
+def _reference_csv(text: str, delimiter: str) -> list[list[str]]:
+    """Python's csv module reading the same text: the reference a CSV/TSV read must agree with."""
+    import csv
+    import io as stdio
+
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    return [row for row in csv.reader(stdio.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)]
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(CELL, CELL), min_size=1, max_size=6))
+def test_own_csv_reads_as_pythons_csv_module(tmp_path_factory, rows):
+    import csv
+    import io as stdio
+
+    from bertvision.data.files import read_table
+
+    buffer = stdio.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\n").writerows([("text", "label"), *rows])
+    path = tmp_path_factory.mktemp("csv") / "train.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    expected = [r for r in _reference_csv(buffer.getvalue(), ",")[1:] if any(r)]
+    table = read_table(path)
+    assert table.columns == ["text", "label"]
+    assert list(zip(table.values["text"], table.values["label"])) == [tuple(r) for r in expected]
+    assert len(table.rows) == len(expected) and not table.skipped
+
+
+TSV_CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r\n\t"), max_size=12)
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(TSV_CELL, min_size=1, max_size=3), min_size=1, max_size=6))
+def test_own_tsv_reads_every_row_or_reports_it(tmp_path_factory, rows):
+    from bertvision.data.files import read_table
+
+    text = "text\tlabel\n" + "".join("\t".join(r) + "\n" for r in rows)
+    path = tmp_path_factory.mktemp("tsv") / "train.tsv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        table = read_table(path)
+    except DataError as err:
+        assert "\n" not in str(err)
+        return
+    reference = [r for r in _reference_csv(text, "\t")[1:] if r]  # a blank line is no record
+    kept = [r for r in reference if len(r) == 2 and any(r)]
+    assert list(zip(table.values["text"], table.values["label"])) == [tuple(r) for r in kept]
+    assert len(kept) + len(table.skipped) == len([r for r in reference if len(r) != 2 or any(r)])
+
+
+@FUZZ
+@given(records=st.lists(st.fixed_dictionaries({"text": st.text(max_size=15), "label": st.text(max_size=5)}),
+                        min_size=1, max_size=6))
+def test_own_jsonl_and_parquet_read_as_written(tmp_path_factory, records):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertvision.data.files import read_table
+
+    folder = tmp_path_factory.mktemp("own")
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(records), folder / "train.parquet")
+    for name in ("train.jsonl", "train.parquet"):
+        table = read_table(folder / name)
+        assert [dict(zip(table.columns, v)) for v in zip(*(table.values[c] for c in table.columns))] == records
+
+
+@FUZZ
+@given(data=st.binary(max_size=80), suffix=st.sampled_from([".csv", ".tsv", ".jsonl", ".parquet"]))
+def test_own_files_of_any_bytes_read_or_end_in_one_line(tmp_path_factory, data, suffix):
+    from bertvision.data.files import read_table
+
+    path = tmp_path_factory.mktemp("ownb") / f"train{suffix}"
+    path.write_bytes(data)
+    try:
+        table = read_table(path)
+    except DataError as err:
+        assert "\n" not in str(err) and str(path) in str(err)
+        return
+    assert all(len(v) == len(table.rows) for v in table.values.values())
+
+
+WORD = st.text(st.characters(blacklist_categories=("Cs", "Zs", "Cc")), min_size=1, max_size=6)
+TAG = st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+
+
+@FUZZ
+@given(sentences=st.lists(st.lists(st.tuples(WORD, TAG), min_size=1, max_size=5), min_size=1, max_size=4))
+def test_conll_reads_sentences_as_written_or_one_line(tmp_path_factory, sentences):
+    from bertvision.data.conll import read_tagged
+
+    path = tmp_path_factory.mktemp("conll") / "train.conll"
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n", encoding="utf-8")
+    try:
+        loaded = read_tagged(path, scheme="BIO")
+    except DataError as err:  # an I- after O or another type is not BIO: refused naming the line
+        assert "\n" not in str(err) and str(path) in str(err)
+        return
+    assert [list(s.words) for s in loaded] == [[w for w, _ in s] for s in sentences]
+    assert [list(s.tags) for s in loaded] == [[t for _, t in s] for s in sentences]
+
+
+@FUZZ
+@given(data=st.binary(max_size=80), suffix=st.sampled_from([".conll", ".jsonl"]))
+def test_conll_of_any_bytes_reads_or_ends_in_one_line(tmp_path_factory, data, suffix):
+    from bertvision.data.conll import read_tagged
+
+    path = tmp_path_factory.mktemp("conllb") / f"x{suffix}"
+    path.write_bytes(data)
+    try:
+        loaded = read_tagged(path)
+    except BertVisionError as err:  # DataError; ConfigError when the first line's one column is word and tag
+        assert "\n" not in str(err) and str(path) in str(err)
+        return
+    assert all(len(s.words) == len(s.tags) for s in loaded)
+
+
+@pytest.mark.parametrize("name", ["x.conll", "x.jsonl"])
+def test_a_non_utf8_tagged_file_is_one_line_naming_its_line(tmp_path, name):
+    """read_tagged's JSONL reader gave a UnicodeDecodeError traceback; CoNLL named no line."""
+    from bertvision.data.conll import read_tagged
+
+    path = tmp_path / name
+    first = b'{"tokens": ["EU"], "tags": ["B-ORG"]}\n' if name.endswith(".jsonl") else b"EU B-ORG\n"
+    path.write_bytes(first + b"caf\xe9 O\n")
+    with pytest.raises(DataError, match=rf"{name}:2: not valid UTF-8"):
+        read_tagged(path)

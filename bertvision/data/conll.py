@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from bertvision.data.readers import decode_utf8
 from bertvision.errors import ConfigError, DataError
 
 __all__ = ["INTERNAL_SCHEME", "TAG_FORMATS", "TAG_SCHEMES", "TaggedFile", "TaggedSentence", "bio_label_names",
@@ -231,11 +232,9 @@ def _read_conll(path: Path, token_column, tag_column, tagged: bool) -> list[tupl
     start = 0
     width = None
     word_at = tag_at = None
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    for number, raw in enumerate(text.splitlines(), start=1):
+    text = decode_utf8(path.read_bytes(), path)
+    # lines end at "\n" only: str.splitlines also splits inside a word at \x1c, \x85, \u2028 ...
+    for number, raw in enumerate(text.split("\n"), start=1):
         fields = raw.split()
         if not fields or fields[0] == DOCSTART:
             if words:
@@ -265,27 +264,27 @@ def _read_jsonl(path: Path, token_column, tag_column, tagged: bool):
     token_key = "tokens" if isinstance(token_column, int) else str(token_column)
     tag_key = "tags" if isinstance(tag_column, int) else str(tag_column)
     sentences = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object with {token_key!r}")
-            words = record.get(token_key)
-            if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
-                raise DataError(f"{path}:{number}: field {token_key!r} must be a non-empty list of non-empty strings")
-            tags: list = []
-            if tagged:
-                tags = record.get(tag_key)
-                if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                    raise DataError(f"{path}:{number}: field {tag_key!r} must be a list of tag strings")
-                if len(tags) != len(words):
-                    raise DataError(f"{path}:{number}: {len(words)} {token_key} but {len(tags)} {tag_key}")
-            sentences.append((number, [w.strip() for w in words], [(number, t) for t in tags]))
+    # lines end at "\n" only; bytes that are not UTF-8 are one DataError naming the line
+    for number, raw in enumerate(decode_utf8(path.read_bytes(), path).split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object with {token_key!r}")
+        words = record.get(token_key)
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise DataError(f"{path}:{number}: field {token_key!r} must be a non-empty list of non-empty strings")
+        tags: list = []
+        if tagged:
+            tags = record.get(tag_key)
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise DataError(f"{path}:{number}: field {tag_key!r} must be a list of tag strings")
+            if len(tags) != len(words):
+                raise DataError(f"{path}:{number}: {len(words)} {token_key} but {len(tags)} {tag_key}")
+        sentences.append((number, [w.strip() for w in words], [(number, t) for t in tags]))
     return sentences
 
 
