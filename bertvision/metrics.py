@@ -337,7 +337,7 @@ def compute_metrics(
     metric name, a task name, or a ``TaskSpec``. Classification predictions are class
     indices ``[N]`` or scores ``[N, C]`` (argmax); regression predictions are floats.
 
-    >>> compute_metrics(["pearson", "spearmanr"], [0.5, 2.0, 3.5], [1.0, 2.0, 3.0])
+    >>> {k: round(v, 6) for k, v in compute_metrics(["pearson", "spearmanr"], [0.5, 2.0, 3.5], [1.0, 2.0, 3.0]).items()}
     {'pearson': 1.0, 'spearmanr': 1.0}
     """
     names = _metric_names(metrics)

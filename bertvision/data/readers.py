@@ -123,7 +123,8 @@ class LoadResult:
         """Raise `DataError` when more than `max_share` of the split's records
         were skipped (``None``: any share is allowed); returns self.
 
-        >>> load_examples("sst2", "dev", folder).check_skipped(0.01)
+        >>> len(load_examples("sst2", "dev", DATA / "glue" / "SST-2").check_skipped(0.01).examples)
+        872
         """
         total = len(self.examples) + len(self.skipped)
         if max_share is not None and total and len(self.skipped) / total > max_share:
@@ -605,8 +606,8 @@ def seeded_subset(items: list, n: int, seed: int = 0) -> list:
     draw of ``pipelines.extract --sample n --seed seed`` and of
     ``pipelines.finetune --sample n --seed seed``.
 
-    >>> seeded_subset(list(range(10)), 3, seed=0)
-    [...]  # three of 0..9, ascending
+    >>> seeded_subset(list(range(10)), 3, seed=0)  # three of 0..9, ascending
+    [5, 6, 9]
     """
     if not 0 < n <= len(items):
         raise DataError(f"cannot sample {n} of {len(items)} examples")

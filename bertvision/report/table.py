@@ -62,8 +62,8 @@ def md_text(value) -> str:
     rendered to): ``&``, ``<``, ``>`` as entities, ``|`` and backticks escaped,
     one line.
 
-    >>> md_text("</script>|`x`")
-    '&lt;/script&gt;\\|\\`x\\`'
+    >>> print(md_text("</script>|`x`"))
+    &lt;/script&gt;\\|\\`x\\`
     """
     text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("`", "\\`").replace("\r", " ").replace("\n", " ")
