@@ -247,3 +247,13 @@ def test_metrics_by_kind_match_scikit_learn():
     # label 0: every threshold in (0.2, 0.3] is perfect, the one nearest 0.5 wins; label 1 has no positive: 0.5
     assert best_thresholds([[0.3, 0.9], [0.2, 0.4]], [[1, 0], [0, 0]]).tolist() == [0.3, 0.5]
     assert best_thresholds([[0.9], [0.6], [0.1]], [[1], [0], [0]]).tolist() == [0.65]
+
+
+def test_a_text_pair_column_makes_a_pair_task(tmp_path):
+    (tmp_path / "train.csv").write_text("q,a,same\nWhere is it?,It is here.,yes\nWho?,Me.,no\n")
+    data = read_source(_source(tmp_path, text_column="q", text_pair_column="a", label_columns=["same"]))
+    assert data.spec.text_fields == ("text", "text_pair") and data.spec.text_columns == ("q", "a")
+    assert data.splits["train"].examples[0].texts == ("Where is it?", "It is here.")
+    from bertvision.inference.serving import input_fields
+
+    assert input_fields(data.spec) == ("text", "text_pair")
