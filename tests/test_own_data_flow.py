@@ -173,3 +173,21 @@ def test_a_beam_extraction_of_your_own_data_writes_the_same_store(tmp_path):
     for split in ("train", "dev"):
         assert [s["sha256"] for s in local["splits"][split]["shards"]] == \
             [s["sha256"] for s in beam["splits"][split]["shards"]]
+
+
+def test_a_store_without_dev_takes_a_dev_file_later(tmp_path):
+    rows = "".join(f"message {i} about {w},{w}\n" for i, w in enumerate(["cards", "fees", "loans"] * 4))
+    (tmp_path / "train.csv").write_text("text,topic\n" + rows)
+    (tmp_path / "dev.csv").write_text("text,topic\nwhere are my cards,cards\nfees again,fees\n")
+    store, run = tmp_path / "store", tmp_path / "run"
+    common = ["--data-dir", tmp_path, "--text-column", "text", "--label-column", "topic", "--token-mode", "cls",
+              "--out", store, *SMALL]
+    code, _, err = run_main(extract_main, "--split", "train=train.csv", *common)
+    assert code == 0, err[-3000:]
+    fit = ["--store", store, "--adapter", "linear_probe", "--out", run, "--epochs", "1", "--quiet"]
+    code, _, err = run_main(fit_main, *fit)
+    assert code == 2 and "no dev split to choose the best epoch on" in err and not run.exists()
+    code, _, err = run_main(extract_main, "--split", "train=train.csv", "--split", "dev=dev.csv", *common)
+    assert code == 0, err[-3000:]
+    code, _, err = run_main(fit_main, *fit)
+    assert code == 0, err[-3000:]

@@ -139,6 +139,13 @@ class ExtractConfig(ConfigBase):
                           max_query_len=self.max_query_len)
 
 
+def _plan_settings(plan: dict) -> dict:
+    """A split's plan as a resumed run must match it: a user task's `source`
+    (the files of the command that wrote it) left out, so that a command
+    adding a split (``--split dev=dev.csv``) resumes the splits already there."""
+    return {**plan, "header": {k: v for k, v in (plan.get("header") or {}).items() if k != "source"}}
+
+
 def split_lock(split: str) -> str:
     """Name of the lock file a split's writer holds in the store folder."""
     return f".lock.{split}"
@@ -496,7 +503,7 @@ class Extractor:
         if io.exists(plan_path):
             old = io.read_json(plan_path, StoreError)
             for key in ("num_records", "uids_sha256", "shards", "header"):
-                if old.get(key) != plan[key]:
+                if _plan_settings(old).get(key) != _plan_settings(plan)[key]:
                     raise StoreError(
                         f"{plan_path}: split {c.split!r} was started with different settings or data "
                         f"({key} differs); use the same arguments to resume, or another --out"
