@@ -24,10 +24,10 @@ or unknown label and a non-numeric score are refused.
 Example:
 
 >>> source = DataSource(splits={"train": "train.csv", "test": "test.csv"}, text_column="text",
-...                     label_columns=["category"], dev_fraction=0.1, data_dir="../shared/data/banking77")
+...                     label_columns=["category"], dev_fraction=0.1, data_dir=str(DATA / "banking77"))
 >>> data = read_source(source)
->>> data.spec.label_names[:2], sorted(data.splits)
-(('Refund_not_showing_up', 'activate_my_card'), ['dev', 'test', 'train'])
+>>> data.spec.label_names[:2], list(data.splits), len(data.splits["dev"].examples)
+(('Refund_not_showing_up', 'activate_my_card'), ['train', 'dev', 'test'], 1000)
 """
 
 from __future__ import annotations
