@@ -6,6 +6,8 @@ Examples::
         --out runs/sst2-bert --epochs 1 --checkpoint-every 0.1 --sample 8000
     python -m pipelines.finetune --task squad_v2 --data-dir ../shared/data/squad2 \\
         --train-split dev-v2.0.Normans_CCT --eval-split dev-v2.0.Rhine --out runs/squad-bert
+    python -m pipelines.finetune --store tfrecords/banking77 --eval-split dev --eval-split test \\
+        --out runs/banking77-bert --epochs 2 --lr 1e-4
 
 Every checkpoint (RUN_DIR/checkpoints/epoch-0.10, ...) is a backbone folder:
 ``python -m pipelines.extract --backbone RUN_DIR/checkpoints/epoch-1.00 ...``.
@@ -37,8 +39,10 @@ def _epochs_list(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.finetune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, help=f"task name: {', '.join(TASKS)}")
+    p.add_argument("--task", help=f"task name: {', '.join(TASKS)} (with --store: the store's)")
     src = p.add_mutually_exclusive_group()
+    src.add_argument("--store", help="fine-tune on a store's task and examples (your own data: the texts, labels "
+                                     "and splits `pipelines.extract` kept) instead of --task and --data-dir")
     src.add_argument("--data-dir", default=os.environ.get("BERTVISION_DATA_DIR"),
                      help="local folder in the task's standard format (default: $BERTVISION_DATA_DIR)")
     src.add_argument("--tfds", action="store_true", help="read the task from tensorflow-datasets (online)")
@@ -84,13 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.data_dir and not args.tfds:
+    if args.store is None and not args.task:
+        build_parser().error("give --task (or --store STORE)")
+    if args.store is not None:
+        args.data_dir = None
+    elif not args.data_dir and not args.tfds:
         build_parser().error("give --data-dir DIR (or set BERTVISION_DATA_DIR), or --tfds")
     with die.on_errors():
         from bertvision.training.finetune import FinetuneConfig, Finetuner  # heavy (TensorFlow): after argparse, so that --help answers at once
 
         config = FinetuneConfig(
-            task=args.task, out=args.out, data_dir=args.data_dir, use_tfds=args.tfds, backbone=args.backbone,
+            task=args.task or "", out=args.out, data_dir=args.data_dir, store=args.store, use_tfds=args.tfds,
+            backbone=args.backbone,
             train_split=args.train_split, eval_splits=args.eval_splits, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_seq_len=args.max_seq_len,
             doc_stride=args.doc_stride, max_query_len=args.max_query_len, warmup=args.warmup,

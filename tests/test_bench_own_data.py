@@ -23,13 +23,17 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     assert "## banking77 (test; main metric accuracy)" in out
     assert "## goemotions (dev; main metric micro_f1)" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    assert len(rows) == 4  # linear_probe and the peer baseline, per dataset
+    # linear_probe and the peer baseline per dataset; fine-tuning and LoRA on Banking77 (single-label) only
+    assert len(rows) == 6 and "not run (`pipelines.finetune --store` takes single-label" in out
+    assert [r.split("|")[1].strip() for r in rows[2:4]] == ["MiniLM fine-tuned (0.5 epochs)", "MiniLM LoRA r=8 (0.5 epochs)"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         method, seeds, main, macro, params, seconds, peak = cells
         assert seeds == "1" and 0 <= float(main) <= 1 and 0 <= float(macro) <= 1
         assert int(params.replace(",", "")) > 0 and float(seconds) >= 0 and float(peak) > 100
     peers = [r for r in rows if "peer baseline" in r]
+    bert, lora = (int(r.split("|")[5].strip().replace(",", "")) for r in rows[2:4])
+    assert bert > 20_000_000 > lora > 10_000  # the whole MiniLM; LoRA's adapters and the head
     assert "one-vs-rest" in peers[1] and "one-vs-rest" not in peers[0]
     # logistic regression's parameters: (384 + 1) per class the training sample holds
     params = [int(re.split(r"\s*\|\s*", r.strip("| "))[4].replace(",", "")) for r in peers]

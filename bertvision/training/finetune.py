@@ -47,7 +47,7 @@ from bertvision.models.backbone import (backbone_identity, backbone_param_count,
                                  load_tokenizer, resolve_backbone, write_backbone_info)
 from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
-from bertvision.data.readers import load_examples, seeded_subset
+from bertvision.data.readers import Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
@@ -55,7 +55,8 @@ from bertvision.models import trainable_params
 from bertvision.models.bert_task import BertTask
 from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, PeakMemory, Predictions, RunFolder, RunResults,
                              checkpoint_name, checkpoint_path, merge_split_metrics, package_versions)
-from bertvision.data.tasks import get_task
+from bertvision.data.tasks import TaskSpec, get_task
+from bertvision.store.format import open_store
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
 __all__ = ["FinetuneConfig", "Finetuner"]
@@ -80,9 +81,10 @@ class FinetuneConfig(ConfigBase):
     shuffle; see `bertvision.data.features.length_grouped_batches`).
     """
 
-    task: str
+    task: str  # "" with `store`: the store's task
     out: str
     data_dir: str | None = None
+    store: str | None = None  # a store's task and examples (a user's own data) instead of task + data_dir
     use_tfds: bool = False
     backbone: str | None = None
     train_split: str = "train"
@@ -115,8 +117,21 @@ class FinetuneConfig(ConfigBase):
 
     error = FinetuneError
 
+    def spec(self) -> TaskSpec:
+        """The task: the store's (`store`), else the preset `task` names."""
+        if self.store is None:
+            return get_task(self.task)
+        spec = open_store(self.store).task_spec
+        if self.task and spec.name != self.task:
+            raise FinetuneError(f"{self.store} holds task {spec.name!r}, not {self.task!r}")
+        return spec
+
     def validate(self) -> None:
-        task = get_task(self.task)
+        task = self.spec()
+        self.task = self.task or task.name
+        if self.store is not None and task.kind not in ("classification", "regression"):
+            raise FinetuneError(f"{self.store}: fine-tuning on a store's examples takes a classification or "
+                                f"regression task; {task.name} is {task.kind}")
         check_positive("epochs", self.epochs, FinetuneError)
         check_positive("lr", self.lr, FinetuneError)
         for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
@@ -172,12 +187,21 @@ class Finetuner:
 
     def __init__(self, config: FinetuneConfig):
         self.config = config
-        self.task = get_task(config.task)
+        self.task = config.spec()
         self.run_dir = RunFolder(config.out)
 
     # ---------------------------------------------------------------- data
     def _load(self, split: str, limit: int | None) -> list:
         c = self.config
+        if c.store is not None:  # the texts and labels extraction kept (SPLIT.examples.jsonl)
+            column = self.task.label_column
+            rows = open_store(c.store).examples(split)[:limit]
+            examples = [Example(uid=r["uid"], texts=tuple(r["texts"]),
+                                label=(r.get("labels") or {}).get(column, r.get("label")) if column else r["label"])
+                        for r in rows]
+            if not examples:
+                raise FinetuneError(f"{c.store}/{split}: no examples")
+            return examples
         loaded = load_examples(self.task, split, c.data_dir, use_tfds=c.use_tfds, limit=limit)
         if loaded.skipped:
             print(loaded.skipped_report(), file=sys.stderr, flush=True)
@@ -296,7 +320,7 @@ class Finetuner:
         if self.task.kind != "span":
             labels = [(-1 if self.task.kind == "classification" else np.nan) if ex.label is None else ex.label
                       for ex in examples]
-            return Predictions.from_outputs(self.task.name, split.name, record_uids, [np.stack(outputs)],
+            return Predictions.from_outputs(self.task, split.name, record_uids, [np.stack(outputs)],
                                             labels=labels, source=str(self.run_dir.path))
         width = max(o["start_logits"].shape[0] for o in outputs)
         batch = {k: np.stack([np.pad(o[k], (0, width - len(o[k])), constant_values=-1e4) for o in outputs])
@@ -391,7 +415,8 @@ class Finetuner:
         n_trainable = trainable_params(self.model)
         n_backbone = backbone_param_count(backbone_identity(self.ref)) or int(self.backbone.count_params())
         return RunResults(
-            task=self.task.name, method="bert_lora" if c.lora_rank else "bert_finetune", run_type="finetune",
+            task=self.task.name, task_spec=None if self.task.is_preset else self.task.to_dict(),
+            method="bert_lora" if c.lora_rank else "bert_finetune", run_type="finetune",
             main_metric=self.task.main_metric,
             dev_metrics=final.dev, eval_splits=list(c.eval_splits), history=outcome.history,
             best_epoch=outcome.best_epoch, best_dev_metrics=outcome.best_metrics,
