@@ -43,3 +43,10 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     again = bench(work, shared_data)
     assert [r for r in again.splitlines() if "linear_probe" in r] == [r for r in rows if "linear_probe" in r]
     assert (work / "banking77" / "linear_probe-seed0" / "results.json").stat().st_mtime_ns == stamp
+    # fine-tuning a multi-label store is refused in one line, before a run folder is made
+    refused = subprocess.run([sys.executable, "-m", "pipelines.finetune", "--store", str(work / "goemotions" / "store"),
+                              "--out", str(tmp_path / "ft")], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("error")]
+    assert refused.returncode == 2 and len(lines) == 1 and "goemotions is multi_label" in lines[0]
+    assert not (tmp_path / "ft").exists()
