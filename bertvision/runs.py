@@ -10,7 +10,7 @@ A run folder (adapter fit, BERT fine-tuning or ensemble) is::
     checkpoints/         fine-tuning checkpoints, each a backbone folder (finetune runs)
     logs/                TensorBoard scalars
     state/               while training: what a killed run resumes from
-    store.json           the identity of the store it trains on (path, manifest sha256), recorded at start
+    store.json           what it trains on, recorded at start: the store (path, manifest sha256) or data
 
 `RunFolder` names these files; `RunResults` and `Predictions` are the only
 code that reads or writes ``results.json`` and ``predictions/*.npz``.
@@ -640,13 +640,21 @@ def check_store_identity(recorded: Mapping[str, Any], current: Mapping[str, Any]
                          error: type = RunError) -> None:
     """Refuse to resume `where` (a run or search folder) on another store
     than the one it started on: `recorded` and `current` are
-    `Store.identity` dicts (``store`` path, ``manifest_sha256``)."""
-    old, new = recorded.get("manifest_sha256"), current.get("manifest_sha256")
-    if old and new and old != new:
+    `Store.identity` dicts (``store`` path, ``manifest_sha256``) or, for a
+    run that reads data files (fine-tuning), ``data`` and ``examples_sha256``
+    (of the examples it read)."""
+    key = "manifest_sha256" if "store" in current else "examples_sha256"
+    old, new = recorded.get(key), current.get(key)
+    if not (old and new and old != new):
+        return
+    if key == "manifest_sha256":
         raise error(f"{where} was started on the store {recorded.get('store')} (manifest sha256 {old[:12]}), but the "
                     f"store {current.get('store')} is another one now (manifest sha256 {new[:12]}; re-extracted?): "
                     f"resuming would train on two stores; put the original store back, or start over with another "
                     f"--out (or delete {where})")
+    raise error(f"{where} was started on other examples of {recorded.get('data')} than it reads now (examples sha256 "
+                f"{old[:12]} then, {new[:12]} now; files edited or replaced?): resuming would train on two data sets; "
+                f"put the original files back, or start over with another --out (or delete {where})")
 
 
 class RunFolder:

@@ -30,6 +30,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import sys
@@ -240,6 +243,19 @@ class Finetuner:
                 raise FinetuneError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
             self.train_targets = np.asarray(labels, np.float32 if self.task.kind == "regression" else np.int32)
 
+    def data_identity(self) -> dict:
+        """What the run trains and evaluates on (after `prepare`): the task's
+        data and the sha256 of every example read (uid, texts, label, answers),
+        recorded at start, so that a resume on edited files is refused
+        (`bertvision.runs.check_store_identity`)."""
+        c = self.config
+        digest = hashlib.sha256()
+        for split in [self.train, *self.evals]:
+            for ex in split.examples:
+                digest.update(json.dumps([split.name, dataclasses.asdict(ex)], default=str).encode())
+        source = "TensorFlow Datasets" if c.use_tfds else (c.data_dir or "the default data folder")
+        return {"data": f"{c.task} ({source})", "examples_sha256": digest.hexdigest()}
+
     # --------------------------------------------------------------- model
     def build(self) -> None:
         """The task model, compiled with the trainer's optimizer and loss."""
@@ -391,7 +407,7 @@ class Finetuner:
                                     "choose another --out")
             return run.results()
         self.prepare()  # the data's refusals (missing files, unlabelled splits) before the run folder is made
-        restarting = run.begin(c, ignore=_RESUME_FREE)
+        restarting = run.begin(c, ignore=_RESUME_FREE, store=self.data_identity())
         with run.lock("a fine-tuning run"):
             with PeakMemory() as peak:
                 start = time.perf_counter()
