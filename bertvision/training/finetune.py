@@ -253,7 +253,8 @@ class Finetuner:
         for split in [self.train, *self.evals]:
             for ex in split.examples:
                 digest.update(json.dumps([split.name, dataclasses.asdict(ex)], default=str).encode())
-        source = "TensorFlow Datasets" if c.use_tfds else (c.data_dir or "the default data folder")
+        source = (f"the store {c.store}" if c.store is not None else "TensorFlow Datasets" if c.use_tfds
+                  else c.data_dir or "the default data folder")
         return {"data": f"{c.task} ({source})", "examples_sha256": digest.hexdigest()}
 
     # --------------------------------------------------------------- model
