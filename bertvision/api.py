@@ -44,6 +44,7 @@ from bertvision.report import Report, build_report
 from bertvision.runs import RunFolder, RunResults
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.store.format import Store, open_store
+from bertvision.data.files import DataSource, read_source
 from bertvision.data.tasks import get_task
 from bertvision.training.fit import RESUME_IGNORED, FitConfig
 from bertvision.training.fit import fit as fit_config
@@ -51,22 +52,32 @@ from bertvision.training.fit import fit as fit_config
 __all__ = ["Run", "extract", "fit", "open_run", "open_store", "report", "write_report"]
 
 
-def extract(task: str, out: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+def extract(task: str | DataSource, out: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
             splits: Sequence[str] | None = None, **options: Any) -> Store:
     """Run the backbone over `splits` of `task` (default: train and the
-    task's eval splits) and store every layer's activations in `out`;
-    returns the opened `Store`. `options` are `ExtractConfig`'s fields
+    task's eval splits; your own data: every split it reads) and store every
+    layer's activations in `out`; returns the opened `Store`. `task` is a
+    benchmark's name or your own data's files and columns
+    (`bertvision.data.files.DataSource`, as ``pipelines.extract
+    --text-column ...`` reads them; its files are read and checked first). `options` are `ExtractConfig`'s fields
     (``backbone``, ``layers``, ``token_mode``, ``pair_mode``, ``dtype``,
     ``limit``, ``sample``, ``seed``, ``max_seq_len``, ``progress``, ...), as
     the flags of ``python -m pipelines.extract``. Every split's settings are
     checked before any is extracted; an interrupted call, made again,
     resumes."""
-    splits = list(splits or ["train", *get_task(task).eval_splits])
+    loaded: dict = {}
+    if isinstance(task, DataSource):
+        data = read_source(task)
+        loaded, fields = data.splits, data.extract_fields()
+        splits = list(splits or data.splits)
+    else:
+        fields = {"task": task}
+        splits = list(splits or ["train", *get_task(task).eval_splits])
     options.setdefault("command", ["python", "-c", "bertvision.extract(...)"])
-    configs = [ExtractConfig(task=task, split=split, out=str(out), data_dir=None if data_dir is None else str(data_dir),
-                             **options) for split in splits]
+    configs = [ExtractConfig(**fields, split=split, out=str(out),
+                             data_dir=None if data_dir is None else str(data_dir), **options) for split in splits]
     for config in configs:
-        Extractor(config).run()
+        Extractor(config, loaded=loaded.get(config.split)).run()
     return open_store(str(out))
 
 

@@ -173,13 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             for result in data.splits.values():
                 if result.skipped:
                     print(result.skipped_report(), file=sys.stderr, flush=True)
-            loaded, heads, source = data.splits, [h.to_dict() for h in data.specs], data.provenance
-            task_name, splits = data.spec.name, list(data.splits)
+            loaded, fields, splits = data.splits, data.extract_fields(), list(data.splits)
         else:
             task = get_task(args.task)
-            task_name, splits = task.name, args.split or ["train", *task.eval_splits]
+            fields, splits = {"task": task.name}, args.split or ["train", *task.eval_splits]
         configs = [extract.ExtractConfig(
-            task=task_name, heads=heads, source=source, split=split, out=args.out, data_dir=args.data_dir,
+            **fields, split=split, out=args.out, data_dir=args.data_dir,
             use_tfds=args.tfds,
             backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, pair_mode=args.pair_mode,
             dtype=args.dtype, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,

@@ -191,3 +191,20 @@ def test_a_store_without_dev_takes_a_dev_file_later(tmp_path):
     assert code == 0, err[-3000:]
     code, _, err = run_main(fit_main, *fit)
     assert code == 0, err[-3000:]
+
+
+def test_the_python_api_extracts_your_own_data(tmp_path):
+    import bertvision
+    from bertvision.data.files import DataSource
+
+    (tmp_path / "train.csv").write_text("text,topic,stars\n" + "".join(
+        f"note {i} on {w},{w},{i % 5}\n" for i, w in enumerate(["cards", "fees"] * 5)))
+    source = DataSource(splits={"train": "train.csv"}, text_column="text", label_columns=["topic", "stars"],
+                        kind={"topic": "classification", "stars": "regression"}, dev_fraction=0.2,
+                        data_dir=str(tmp_path), name="notes")
+    store = bertvision.extract(source, tmp_path / "store", token_mode="cls", max_seq_len=16, progress=False,
+                               jit_compile=False)
+    assert store.splits == ["train", "dev"] and store.task_spec.label_column == "topic"
+    assert [(h.label_column, h.kind) for h in store.heads] == [("topic", "classification"), ("stars", "regression")]
+    stars = store.head("stars")
+    assert stars.task_kind == "regression" and stars.has_labels("dev") and stars.adapter_fields()["num_labels"] == 1

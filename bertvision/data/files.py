@@ -323,6 +323,11 @@ class UserData:
     def spec(self) -> TaskSpec:
         return self.specs[0]
 
+    def extract_fields(self) -> dict:
+        """The `bertvision.store.extract.ExtractConfig` fields of this task:
+        its name, every head's spec and the files' provenance."""
+        return {"task": self.spec.name, "heads": [h.to_dict() for h in self.specs], "source": self.provenance}
+
 
 def parse_split_args(values: list[str]) -> dict[str, str]:
     """``--split NAME=PATH`` flags -> ``{NAME: PATH}``."""
