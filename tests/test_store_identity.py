@@ -9,6 +9,7 @@ import pytest
 
 from bertvision.errors import RunError
 from bertvision.inference.predict import predict_run
+from bertvision.inference.serving import Predictor
 from bertvision.runs import RunFolder
 from bertvision.store.format import open_store
 from bertvision.training.fit import FitConfig, fit
@@ -79,6 +80,9 @@ def test_predicting_with_a_run_whose_store_was_replaced_warns(sst2_cls_store, ot
     assert err.count("\n") == 1 and f"its store {store} was replaced since it trained" in err
     predict_run(tmp_path / "run", other_sst2_store, "dev")  # another store given on purpose: no warning
     assert "replaced" not in capsys.readouterr().err
+    Predictor.from_runs([str(tmp_path / "run")])  # serving reads the run's store for its featurizer: it warns too
+    err = capsys.readouterr().err
+    assert f"its store {store} was replaced since it trained" in err and "the run is still valid" in err
 
 
 def test_a_fit_refused_for_an_unlabelled_eval_split_leaves_no_folder(unlabelled_store, tmp_path, capsys):
