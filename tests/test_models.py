@@ -255,11 +255,13 @@ def test_scalar_mix_weights_readable(tokens):
     model = build_model(config)
     mix = model.get_layer("scalar_mix")
     assert isinstance(mix, ScalarMix)
-    mix.mix_logits.assign([0.0, 1.0, 2.0])
+    mix.mix_logits.assign([0.0, 0.01, 0.02])
     w = mix.layer_weights()
     assert w.shape == (L,)
     np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
     assert w[2] > w[1] > w[0]
+    logits = np.array([0.0, 0.01, 0.02]) * config.mix_logit_scale  # the stored logits times the scale
+    np.testing.assert_allclose(w, np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
     assert layer_weights(model) == pytest.approx(list(w))
     assert layer_weights(build_model(small_config("cnn"))) is None
 
@@ -270,7 +272,7 @@ def test_scalar_mix_normalised_matches_reference():
     x = (rng.standard_normal((2, L, 5, H)) * 3 + 1).astype("float32")
     mix = ScalarMix()
     out = np.asarray(mix(x))
-    mix.mix_logits.assign([0.3, -0.2, 0.5])
+    mix.mix_logits.assign(np.array([0.3, -0.2, 0.5]) / mix.logit_scale)  # weights softmax(scale * stored)
     out = np.asarray(mix(x))
     w = np.exp([0.3, -0.2, 0.5]) / np.exp([0.3, -0.2, 0.5]).sum()
     ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)

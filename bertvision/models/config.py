@@ -6,11 +6,13 @@ import json
 from dataclasses import dataclass
 
 from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check_choice, check_fraction,
-                               check_nonnegative_int, check_positive_int)
+                               check_non_negative, check_nonnegative_int, check_positive_int)
 from bertvision.errors import ConfigError
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
 LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
+# ScalarMix's default multiplier of its logits (its learning-rate factor under Adam)
+MIX_LOGIT_SCALE = 100.0
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
 PER_TOKEN_KINDS = ("span", "token_classification")
 """Task kinds predicted per token: the adapters pool no tokens."""
@@ -55,6 +57,12 @@ class ModelConfig(ConfigBase):
             concatenated), `"attention"`, `"mean"` or `"cls"` (the first
             token only). `"cls"` also makes `linear_probe` and `scalar_mix`
             read the first token instead of the masked mean.
+        mix_logit_scale: multiplier of a `ScalarMix`'s logits (weights
+            `softmax(mix_logit_scale * s)`), which under Adam multiplies the
+            mix's learning rate by that factor. At 1 (AllenNLP's convention)
+            the default recipe left a mix near uniform even where one layer
+            held the whole answer (tests/test_layer_mix.py); 0 freezes the
+            mix at uniform weights.
         layer_norm: normalise every layer's vectors (zero mean, unit variance
             over `hidden`) before mixing/projecting. Layers of a BERT have very
             different scales; used by `scalar_mix`, `adapter_pooler`, `cnn`.
@@ -93,6 +101,7 @@ class ModelConfig(ConfigBase):
     dropout: float = 0.1
     layer_pooling: str = "scalar_mix"
     token_pooling: str = "attention_mean"
+    mix_logit_scale: float = MIX_LOGIT_SCALE
     layer_norm: bool = True
     cnn_channels: int = 16
     cnn_filters: int = 64
@@ -131,6 +140,7 @@ class ModelConfig(ConfigBase):
         if self.max_seq_len is not None:
             check_positive_int("max_seq_len", self.max_seq_len)
         check_fraction("dropout", self.dropout, low_open=False, high_open=True)
+        check_non_negative("mix_logit_scale", self.mix_logit_scale)
         if self.layers is not None:
             layers = list(self.layers)
             if (not layers or any(not isinstance(i, int) or isinstance(i, bool) for i in layers)

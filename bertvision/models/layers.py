@@ -13,6 +13,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bertvision.models.config import MIX_LOGIT_SCALE
+
 NEG_INF = -1e9
 
 
@@ -85,9 +87,19 @@ class ScalarMix(_ActivationsLayer):
     over `H` when `normalize=True` (a LayerNorm without its affine part; any
     affine part is absorbed by the dense layer that follows).
 
+    The weights are `softmax(logit_scale * s)`: under Adam a step moves
+    each stored `s` by about the learning rate whatever its gradient's size,
+    so `logit_scale` multiplies the mix's learning rate by that factor
+    without a second optimizer. At 1.0 (AllenNLP's `ScalarMix`) an adapter's
+    few hundred steps at 1e-3 move the logits by a few tenths at most, and a
+    mix whose answer is one layer stayed near uniform
+    (tests/test_layer_mix.py); the default 100 lets it reach that layer
+    within the default recipe.
+
     Args:
         normalize: bool. Standardise each layer's vectors before mixing.
         epsilon: float. Variance epsilon of the standardisation.
+        logit_scale: float. Multiplier of the stored logits (see above).
 
     Example:
     ```python
@@ -97,10 +109,16 @@ class ScalarMix(_ActivationsLayer):
     ```
     """
 
-    def __init__(self, normalize=True, epsilon=1e-6, **kwargs):
+    def __init__(self, normalize=True, epsilon=1e-6, logit_scale=MIX_LOGIT_SCALE, **kwargs):
         super().__init__(**kwargs)
         self.normalize = normalize
         self.epsilon = epsilon
+        self.logit_scale = float(logit_scale)
+
+    @classmethod
+    def from_config(cls, config):
+        # a mix saved before logit_scale existed multiplied its logits by 1
+        return cls(**{"logit_scale": 1.0, **config})
 
     def build(self, input_shape):
         num_layers = input_shape[1]
@@ -111,19 +129,19 @@ class ScalarMix(_ActivationsLayer):
 
     def call(self, inputs):
         x = _f32(inputs)
-        weights = ops.softmax(self.mix_logits)
+        weights = ops.softmax(self.mix_logits * self.logit_scale)
         return self.gamma * _mix(x, weights, self.normalize, self.epsilon)
 
     def layer_weights(self):
         """The softmax layer weights as a numpy array (sums to 1)."""
-        return ops.convert_to_numpy(ops.softmax(self.mix_logits))
+        return ops.convert_to_numpy(ops.softmax(self.mix_logits * self.logit_scale))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])
 
     def get_config(self):
         config = super().get_config()
-        config.update({"normalize": self.normalize, "epsilon": self.epsilon})
+        config.update({"normalize": self.normalize, "epsilon": self.epsilon, "logit_scale": self.logit_scale})
         return config
 
 
@@ -159,16 +177,19 @@ class LayerAttention(_ActivationsLayer):
 
     def call(self, inputs, padding_mask=None):
         x = _f32(inputs)
-        if len(x.shape) == 4:
-            summary = masked_mean(x, padding_mask)
-        else:
-            summary = x
+        return _mix(x, self._weights(x, padding_mask), self.normalize, self.epsilon)
+
+    def _weights(self, x, padding_mask):
+        summary = masked_mean(x, padding_mask) if len(x.shape) == 4 else x
         if self.normalize:
             mean, rstd = _standardize_stats(summary, self.epsilon)
             summary = (summary - mean) * rstd
         scores = ops.einsum("blh,h->bl", summary, self.query)
-        weights = ops.softmax(scores, axis=-1)
-        return _mix(x, weights, self.normalize, self.epsilon)
+        return ops.softmax(scores, axis=-1)
+
+    def layer_weights(self, inputs, padding_mask=None):
+        """Each example's softmax layer weights, numpy `[B, L]` (rows sum to 1)."""
+        return ops.convert_to_numpy(self._weights(_f32(inputs), padding_mask))
 
     def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
         return (inputs_shape[0],) + tuple(inputs_shape[2:])

@@ -140,7 +140,7 @@ def _scalar_mix(config, acts, padding_mask):
     # cheapest full pass over the input; token pooling then reads 1/L of it.
     if config.is_sequence and not config.per_token and config.token_pooling == "cls":
         acts = SelectLayer(0, axis=2, name="cls_token")(acts)  # [B, L, H]: mix only the first token
-    mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
+    mixed = ScalarMix(normalize=config.layer_norm, logit_scale=config.mix_logit_scale, name="scalar_mix")(acts)
     if config.is_sequence and not config.per_token and config.token_pooling != "cls":
         mixed = MaskedMeanPooling(name="token_mean")(mixed, padding_mask=padding_mask)
     return mixed
@@ -158,7 +158,7 @@ def _adapter_pooler(config, acts, padding_mask):
             h = keras.layers.Flatten(name="concat_layers")(h)
     else:
         if config.layer_pooling == "scalar_mix":
-            mixed = ScalarMix(normalize=config.layer_norm, name="scalar_mix")(acts)
+            mixed = ScalarMix(normalize=config.layer_norm, logit_scale=config.mix_logit_scale, name="scalar_mix")(acts)
         else:
             mixed = LayerAttention(normalize=config.layer_norm, name="layer_attention")(
                 acts, padding_mask=padding_mask
@@ -217,13 +217,36 @@ def trainable_params(model: keras.Model) -> int:
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
-def layer_weights(model: keras.Model) -> list[float] | None:
-    """The learned softmax layer weights of a model's `ScalarMix`, or None."""
+def layer_weights(model: keras.Model, batches=None) -> list[float] | None:
+    """The learned softmax layer weights of a model's layer mix, or None.
+
+    `ScalarMix` (kind `scalar_mix`, `adapter_pooler`'s default layer
+    pooling): its weights. `LayerAttention` (``layer_pooling="attention"``)
+    weighs each example differently: the mean of its weights over
+    `batches` (an iterable of the model's feature dicts, e.g. a dev split);
+    None without `batches`. ``layer_pooling="concat"`` and `cnn` have no
+    mix: None.
+    """
     for layer in model.layers:
         if isinstance(layer, ScalarMix):
             return [float(w) for w in layer.layer_weights()]
+        if isinstance(layer, LayerAttention):
+            return None if batches is None else _mean_attention_weights(model, layer, batches)
         if isinstance(layer, keras.Model):  # a pair model's side encoder
             found = layer_weights(layer)
             if found is not None:
                 return found
     return None
+
+
+def _mean_attention_weights(model: keras.Model, layer: LayerAttention, batches) -> list[float] | None:
+    """Mean per-example weights of `layer` (a top-level `LayerAttention`) over `batches`."""
+    probe = keras.Model(model.input, layer.input)
+    total, count = None, 0
+    for features in batches:
+        inputs = probe(features, training=False)
+        acts, mask = (inputs if isinstance(inputs, (list, tuple)) else (inputs, None))
+        weights = layer.layer_weights(acts, mask)
+        total = weights.sum(axis=0) if total is None else total + weights.sum(axis=0)
+        count += weights.shape[0]
+    return None if not count else [float(w) for w in total / count]

@@ -54,7 +54,7 @@ from bertvision.errors import ConfigError, StoreError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "RecordReader", "ShardWriter", "Store", "StoreError", "StoreSpec",
            "bytes_per_value", "check_compatible", "dequantize_int8", "finalize_split", "finished_shard", "open_store",
-           "plan_shards", "quantize_int8", "record_index", "serialize_record", "shard_name"]
+           "plan_shards", "quantize_int8", "record_index", "serialize_record", "shard_name", "write_split"]
 
 FORMAT = "bertvision-store"
 FORMAT_VERSION = 3
@@ -348,6 +348,51 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
     io.atomic_write_json(manifest_path, manifest)
     return manifest
 
+
+
+def write_split(store_dir: str, spec: StoreSpec, split: str, activations, labels, uids=None,
+                shard_size_mb: float = 64.0) -> dict:
+    """Write a whole split from arrays with the real writer (plan, examples
+    file, `ShardWriter` shards, `finalize_split`): a store made without a
+    backbone, e.g. a synthetic one whose answer is known. `activations` is
+    any sequence of per-record arrays in ``spec.dtype`` and
+    ``spec.example_shape()`` (vector stores: ``cls``/``mean``); `labels` one
+    label per record. Returns the manifest.
+
+    >>> spec = StoreSpec(task="sst2", task_kind="classification", label_names=["negative", "positive"],
+    ...                  backbone={"name": "synthetic"}, tokenizer="none", layers=list(range(7)),
+    ...                  num_model_layers=6, hidden=384, token_mode="cls", max_seq_len=64, dtype="float16",
+    ...                  featurizer={})
+    >>> write_split("stores/synthetic", spec, "train", np.zeros((8, 7, 384), "float16"), [0, 1] * 4)
+    """
+    if spec.token_mode == "sequence" or spec.dtype not in ("float16", "float32"):
+        raise StoreError("write_split writes float16/float32 vector (cls/mean) stores only")
+    count = len(activations)
+    if len(labels) != count:
+        raise StoreError(f"write_split: {count} activations but {len(labels)} labels")
+    uids = [str(i) for i in range(count)] if uids is None else [str(u) for u in uids]
+    sizes = np.array([np.asarray(activations[i]).nbytes for i in range(count)])
+    bounds = plan_shards(sizes, shard_size_mb)
+    io.makedirs(store_dir)
+    io.atomic_write_json(io.join(store_dir, f"{split}.plan.json"),
+                         {"split": split, "num_examples": count, "num_records": count,
+                          "shards": [list(b) for b in bounds], "header": spec.header(), "skipped": [],
+                          "provenance": {}})
+    io.atomic_write_text(io.join(store_dir, f"{split}.examples.jsonl"),
+                         "".join(json.dumps({"uid": u, "label": _plain(y)}) + "\n" for u, y in zip(uids, labels)))
+    for index, (start, end) in enumerate(bounds):
+        writer = ShardWriter(io.join(store_dir, shard_name(split, index, len(bounds))))
+        for i in range(start, end):
+            values = np.asarray(activations[i], dtype=spec.dtype)
+            writer.write(serialize_record(values, length=None, uid=uids[i], example_index=i, label=labels[i],
+                                          task_kind=spec.task_kind), values.nbytes)
+        writer.commit()
+    return finalize_split(store_dir, split, spec.header(), {})
+
+
+def _plain(value):
+    """A label as a JSON value (numpy scalars included)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 # --------------------------------------------------------------------------
 # reading

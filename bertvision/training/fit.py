@@ -192,6 +192,12 @@ def check_batch_size(batch_size: int, strategy) -> None:
         raise FitError(f"--batch-size {batch_size} must be a multiple of the {replicas} replicas")
 
 
+def mix_batches(model, store: Store, split: str, batch_size: int = 256):
+    """The feature batches of `split` that a per-example layer mix's mean
+    weights are read over (`bertvision.models.layer_weights`)."""
+    return (features for features, _ in store.dataset(split, batch_size, pad_to=pad_to_for(model)))
+
+
 def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_split: str, eval_splits: list[str],
                           epochs: int, batch_size: int, lr: float, seed: int, weight_decay: float = 0.01,
                           warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
@@ -315,7 +321,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
                 backbone=store.backbone, store=config.store, store_signature=store.signature(),
                 store_manifest_sha256=store.manifest_sha256, layers=store.layers,
-                token_mode=store.token_mode, layer_weights=layer_weights(export),
+                token_mode=store.token_mode,
+                layer_weights=layer_weights(export, mix_batches(export, store, eval_splits[0])),
                 predictions={}, search=config.search, resumed_from=outcome.resumed_from,
                 environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
                              "jit_compile": config.jit_compile, "versions": package_versions()},
