@@ -10,7 +10,8 @@ Examples::
         --out reports/sst2 --formats html,png
 
 Writes REPORT_DIR/{finetune_curve,metric_vs_params,metric_vs_fraction,
-layer_weights,layers_by_task,wall_time,confusion_matrix,per_class_f1}.{html,png,svg}
+layer_weights,layers_by_task,layer_spread,wall_time,confusion_matrix,
+per_class_f1}.{html,png,svg}
 (charts without data are skipped and listed in summary.md), summary.md,
 summary.csv and report.json. The confusion matrix and per-class F1 chart show
 each task's best classification run on its first eval split.

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertvision.report import (CHARTS, ReportError, build_charts, build_report, find_results, load_runs,
@@ -178,6 +179,46 @@ def test_layers_by_task_puts_every_task_of_one_backbone_on_one_axis(tmp_path):
     assert sorted({(r["task"], r["run"]) for r in rows}) == [("conll", "ner"), ("sst2", "sst")]
     assert {r["centre"] for r in rows if r["task"] == "conll"} == {1.6}  # 0.2 * 1 + 0.7 * 2
     assert sorted((r["layer"], r["weight"]) for r in panels[1]["data"]["values"]) == [(11, 0.4), (12, 0.6)]
+
+
+def test_layer_weights_over_seeds_centre_of_gravity_and_spread(tmp_path):
+    # three seeds of one mix on MRPC, two of another task's last4 mix, one seed of a third
+    mrpc = [[0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4], [0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3],
+            [0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.3]]
+    for seed, weights in enumerate(mrpc):
+        write_run(tmp_path / f"mrpc{seed}", results(task="mrpc", metric="f1", method="scalar_mix", seed=seed,
+                                                    layer_weights=weights))
+    for seed, weights in enumerate([[0.25, 0.25, 0.25, 0.25], [0.24, 0.26, 0.25, 0.25]]):
+        write_run(tmp_path / f"squad{seed}", results(task="squad_v2", metric="f1", method="adapter_pooler",
+                                                     hyperparameters={"layer_pooling": "scalar_mix"}, seed=seed,
+                                                     layers=[3, 4, 5, 6], layer_weights=weights))
+    write_run(tmp_path / "sst", results(method="adapter_pooler", hyperparameters={"layer_pooling": "attention"},
+                                        layer_weights=[0.5, 0.5]))
+    runs = load_runs([tmp_path])
+    from bertvision.report.table import layer_mix_frame
+
+    frame = layer_mix_frame(runs).set_index("task")
+    m = frame.loc["mrpc"]
+    assert m["mix"] == "scalar_mix" and m["seeds"] == 3 and m["layers"] == list(range(7))
+    centres = [sum(i * w for i, w in enumerate(ws)) for ws in mrpc]
+    assert m["centre"] == pytest.approx(sum(centres) / 3)
+    assert m["centre_std"] == pytest.approx(float(np.std(centres, ddof=1)))
+    assert m["weight_mean"][6] == pytest.approx(1 / 3)
+    assert m["beyond_spread"] == [1, 2, 3, 4, 6]  # layers 0 and 5 vary by more than they differ from 1/7
+    s = frame.loc["squad_v2"]
+    assert s["mix"] == "adapter_pooler (scalar_mix)" and s["layers"] == [3, 4, 5, 6]
+    assert s["centre"] == pytest.approx(4.5 + (0.01 * -1 + 0.01 * 0) / 2, abs=0.01) and s["beyond_spread"] == []
+    a = frame.loc["sst2"]
+    assert a["mix"] == "adapter_pooler (attention)" and np.isnan(a["centre_std"]) and a["beyond_spread"] is None
+    [chart] = [c for c in build_charts(runs) if c.name == "layer_spread"]
+    spec = chart.chart.to_dict()
+    assert spec["facet"]["column"]["field"] == "task"
+    rows = [r for r in spec["data"]["values"] if r["task"] == "mrpc" and r["layer"] == 6]
+    assert rows[0]["low"] < rows[0]["mean"] < rows[0]["high"] and rows[0]["uniform"] == pytest.approx(1 / 7)
+    report = build_report([tmp_path], tmp_path / "rep", formats=["svg"])
+    assert "layer_spread" in report.charts
+    summary = (tmp_path / "rep" / "summary.md").read_text()
+    assert "## Learned layer weights over seeds" in summary and "| mrpc | scalar_mix | frozen backbone | 3 |" in summary
 
 
 def test_one_fraction_is_not_a_fraction_chart_and_tasks_get_own_axes(tmp_path):

@@ -24,7 +24,7 @@ import altair as alt
 
 from bertvision.report.charts import ChartResult, build_charts
 from bertvision.report.loading import Run, ReportError, load_runs, read_trials
-from bertvision.report.table import markdown_table, md_text, summary_frame
+from bertvision.report.table import layer_mix_frame, layer_mix_markdown, markdown_table, md_text, summary_frame
 from bertvision.report.theme import use_theme
 from bertvision.config import check_positive
 from bertvision.io import atomic_path, atomic_write_text
@@ -82,6 +82,11 @@ def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> s
                   "Best first. `dev_main` is the main metric; `param_share_pct` is trainable "
                   "parameters as a share of the backbone's.", "",
                   markdown_table(part.drop(columns=["task"]))]
+    mixes = layer_mix_frame(runs)
+    if len(mixes):
+        lines += ["", "## Learned layer weights over seeds", "",
+                  "Runs of one task, mix and backbone together; the centre of gravity is the weighted mean "
+                  "layer (Tenney et al.). Chart: layer_spread.", "", layer_mix_markdown(mixes)]
     searches = sorted({r.search_dir for r in runs if r.search_dir})
     if searches:
         lines += ["", "## Searches", ""]

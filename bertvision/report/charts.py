@@ -19,6 +19,7 @@ import altair as alt
 
 from bertvision.report.classes import ClassScores, class_scores
 from bertvision.report.loading import Run
+from bertvision.report.table import layer_mix_frame
 
 FACET_WIDTH = 200
 FACET_HEIGHT = 150
@@ -238,9 +239,8 @@ def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
 
 def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     # the store's own layer ids (a ``last4`` store's first weight is layer 3, not the embeddings)
-    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "weight": w,
-             "layer": r.layers[i] if r.layers and len(r.layers) == len(r.layer_weights) else i}
-            for r in runs if r.layer_weights for i, w in enumerate(r.layer_weights)]
+    rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "weight": w, "layer": i}
+            for r in runs if r.layer_weights for i, w in zip(r.layer_ids, r.layer_weights)]
     if not rows:
         return "no run has layer_weights"
     n_runs = len({row["run"] for row in rows})
@@ -270,10 +270,8 @@ def _layer_rows(run: Run) -> list[dict]:
     """One row per layer weight of `run`, at the store's own layer ids."""
     if not run.layer_weights:
         return []
-    ids = run.layers if run.layers and len(run.layers) == len(run.layer_weights) else range(len(run.layer_weights))
-    centre = sum(i * w for i, w in zip(ids, run.layer_weights)) / max(sum(run.layer_weights), 1e-12)
     return [{"run": run.label, "task": run.task, "method": run.method, "layer": int(i), "weight": float(w),
-             "centre": round(centre, 2)} for i, w in zip(ids, run.layer_weights)]
+             "centre": round(run.layer_centre, 2)} for i, w in zip(run.layer_ids, run.layer_weights)]
 
 
 def layers_by_task(runs: Sequence[Run]) -> ChartResult:
@@ -306,6 +304,43 @@ def layers_by_task(runs: Sequence[Run]) -> ChartResult:
                   f"{len({r['run'] for r in rows})} run(s))"))
     chart = charts[0] if len(charts) == 1 else alt.vconcat(*charts, spacing=40)
     return ChartResult("layers_by_task", chart)
+
+
+# ------------------------------------------------------------ layer_spread
+
+
+def layer_spread(runs: Sequence[Run]) -> ChartResult:
+    """Learned layer weights over seeds, tasks side by side: for each task,
+    backbone and mix (`layer_mix_frame`'s groups) the mean weight of every
+    layer with error bars of one seed standard deviation, and the uniform
+    weight as a dashed rule; the column title gives each task's centre of
+    gravity (mean +- std over seeds)."""
+    frame = layer_mix_frame(runs)
+    if not len(frame):
+        return ChartResult("layer_spread", None, reason="no run has layer_weights (only layer-pooling adapters "
+                                                        "such as scalar_mix record them)" if runs else "no runs")
+    rows = []
+    for _, g in frame.iterrows():
+        std = g["weight_std"] or [0.0] * len(g["weight_mean"])
+        rows += [{"task": g["task"], "mix": f"{g['mix']}, {g['backbone']}", "layer": int(i), "mean": m,
+                  "low": m - s, "high": m + s, "uniform": 1 / len(g["layers"]), "seeds": int(g["seeds"]),
+                  "centre": g["centre"]} for i, m, s in zip(g["layers"], g["weight_mean"], std)]
+    x = alt.X("layer:O", title="layer (0 = embeddings)", axis=alt.Axis(labelAngle=0))
+    colour = alt.Color("mix:N", title="mix, activations of")
+    points = alt.Chart().mark_point(filled=True, size=40).encode(
+        x=x, y=alt.Y("mean:Q", title="learned layer weight (mean over seeds)"), color=colour,
+        tooltip=[alt.Tooltip("task:N"), alt.Tooltip("mix:N"), alt.Tooltip("layer:O"),
+                 alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("low:Q", format=".4f"),
+                 alt.Tooltip("high:Q", format=".4f"), alt.Tooltip("seeds:Q"),
+                 alt.Tooltip("centre:Q", title="centre of gravity", format=".2f")])
+    bars = alt.Chart().mark_errorbar(ticks=True).encode(x=x, y=alt.Y("low:Q"), y2="high:Q", color=colour)
+    uniform = alt.Chart().mark_tick(strokeDash=[4, 3], color="grey", thickness=1, size=28).encode(
+        x=x, y="uniform:Q")
+    chart = alt.layer(uniform, bars, points, data=alt.Data(values=rows)).properties(
+        width=FACET_WIDTH, height=FACET_HEIGHT).facet(
+        column=alt.Column("task:N", title=None)).resolve_scale(x="independent").properties(
+        title="learned layer weights over seeds (error bars: one std; grey ticks: uniform)")
+    return ChartResult("layer_spread", chart)
 
 
 # ------------------------------------------------------------------ wall_time
@@ -458,6 +493,7 @@ CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
     "metric_vs_fraction": metric_vs_fraction,
     "layer_weights": layer_weights,
     "layers_by_task": layers_by_task,
+    "layer_spread": layer_spread,
     "wall_time": wall_time,
     "confusion_matrix": confusion_matrix,
     "per_class_f1": per_class_f1,

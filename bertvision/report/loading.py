@@ -75,6 +75,29 @@ class Run(RunResults):
         lora = (self.backbone or {}).get("finetuned_method") == "lora"
         return f"backbone {'LoRA-' if lora else ''}fine-tuned {float(epoch):g} ep"
 
+    @property
+    def layer_ids(self) -> list[int]:
+        """The store's layer ids of `layer_weights` (a ``last4`` store's first
+        weight is layer 3, not the embeddings); positions where the run did
+        not record matching ids."""
+        n = len(self.layer_weights or [])
+        return [int(i) for i in self.layers] if self.layers and len(self.layers) == n else list(range(n))
+
+    @property
+    def layer_centre(self) -> float | None:
+        """The learned mix's centre of gravity (Tenney et al.'s expected
+        layer): ``sum_l w_l * layer_l / sum_l w_l``; None without weights."""
+        if not self.layer_weights:
+            return None
+        return sum(i * w for i, w in zip(self.layer_ids, self.layer_weights)) / max(sum(self.layer_weights), 1e-12)
+
+    @property
+    def mix_label(self) -> str:
+        """The method with its layer pooling where it has several
+        (``adapter_pooler (attention)``): which mix learned the weights."""
+        pooling = (self.hyperparameters or {}).get("layer_pooling")
+        return f"{self.method} ({pooling})" if self.method == "adapter_pooler" and pooling else self.method
+
     @classmethod
     def from_results(cls, results: RunResults, results_path: str) -> "Run":
         return cls(**{f.name: getattr(results, f.name) for f in fields(RunResults)}, results_path=results_path)

@@ -57,6 +57,58 @@ def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def layer_mix_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """Learned layer weights over seeds: one row per task, backbone label
+    and mix (`Run.mix_label`) of the runs that record `layer_weights` on the
+    same layers. Columns: ``seeds`` (runs), ``layers`` (the store's ids),
+    ``weight_mean`` and ``weight_std`` (per layer; std over runs, ddof 1,
+    None for one run), ``centre`` and ``centre_std`` (the centre of gravity,
+    `Run.layer_centre`; std NaN for one run), ``max_from_uniform`` (the largest ``|mean - 1/L|``)
+    and ``beyond_spread``: the layers whose mean differs from uniform by
+    more than its seed std (None for one run: no spread to compare with).
+
+    >>> layer_mix_frame(runs)[["task", "mix", "seeds", "centre", "centre_std"]]   # doctest: +SKIP
+    """
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.layer_weights:
+            key = (run.task, run.mix_label, run.backbone_label, tuple(run.layer_ids))
+            groups.setdefault(key, []).append(run)
+    rows = []
+    for (task, mix, backbone, layers), members in sorted(groups.items()):
+        weights = pd.DataFrame([r.layer_weights for r in members])
+        centres = pd.Series([r.layer_centre for r in members])
+        mean = weights.mean().tolist()
+        std = weights.std(ddof=1).tolist() if len(members) > 1 else None
+        uniform = 1 / len(layers)
+        rows.append({"task": task, "mix": mix, "backbone": backbone, "seeds": len(members), "layers": list(layers),
+                     "weight_mean": mean, "weight_std": std, "centre": float(centres.mean()),
+                     "centre_std": float(centres.std(ddof=1)) if len(members) > 1 else None,
+                     "max_from_uniform": max(abs(m - uniform) for m in mean),
+                     "beyond_spread": None if std is None else
+                     [i for i, m, s in zip(layers, mean, std) if abs(m - uniform) > s]})
+    return pd.DataFrame(rows, columns=["task", "mix", "backbone", "seeds", "layers", "weight_mean", "weight_std",
+                                       "centre", "centre_std", "max_from_uniform", "beyond_spread"])
+
+
+def layer_mix_markdown(frame: pd.DataFrame) -> str:
+    """`layer_mix_frame` as a markdown table: centre of gravity +- std,
+    weights as mean +- std per layer, layers beyond their seed spread."""
+    lines = ["| task | mix | activations of | seeds | centre of gravity | max abs(w - 1/L) | layer weights, mean +- std "
+             "(layer: w) | differ from uniform by more than their seed std |",
+             "|---|---|---|---:|---:|---:|---|---|"]
+    for _, row in frame.iterrows():
+        std = row["weight_std"]
+        weights = ", ".join(f"{i}: {m:.3f}" + ("" if std is None else f" +- {s:.3f}")
+                            for i, m, s in zip(row["layers"], row["weight_mean"], std or row["weight_mean"]))
+        centre = f"{row['centre']:.2f}" + ("" if pd.isna(row["centre_std"]) else f" +- {row['centre_std']:.2f}")
+        beyond = "n/a (one seed)" if row["beyond_spread"] is None else (
+            ", ".join(map(str, row["beyond_spread"])) or "none")
+        lines.append(f"| {md_text(row['task'])} | {md_text(row['mix'])} | {md_text(row['backbone'])} | "
+                     f"{row['seeds']} | {centre} | {row['max_from_uniform']:.3f} | {weights} | {beyond} |")
+    return "\n".join(lines)
+
+
 def md_text(value) -> str:
     """Text from run folders made safe for Markdown (and the HTML it may be
     rendered to): ``&``, ``<``, ``>`` as entities, ``|`` and backticks escaped,
