@@ -398,3 +398,43 @@ def test_transformer_blocks_validation(bad, match):
     kind = bad.pop("kind", "adapter_pooler")
     with pytest.raises(ValueError, match=match):
         small_config(kind, **bad)
+
+
+@pytest.mark.parametrize("kind", ["linear_probe", "scalar_mix", "adapter_pooler", "cnn"])
+def test_pair_cosine_head_starts_as_the_zero_shot_cosine(kind, tmp_path):
+    """Before training, a ``pair_cosine`` regression head predicts the cosine
+    of the two texts' last stored layer exactly (scale 1, offset 0, a zero
+    correction); a two-class head set to a threshold decides as the cosine
+    baseline does; it saves, reloads and learns."""
+    config = ModelConfig(kind=kind, task_kind="regression", num_labels=1, num_layers=L, hidden=H,
+                         pair_mode="separate", pair_cosine=True, adapter_dim=16, cnn_channels=4, cnn_filters=8)
+    model = build_model(config)
+    rng = np.random.default_rng(0)
+    acts = rng.standard_normal((32, 2, L, H)).astype("float16")
+    acts[:, 1] = (acts[:, 0] + rng.uniform(0.2, 3.0, (32, 1, 1)) * rng.standard_normal((32, L, H))).astype("float16")
+    u, v = acts[:, 0, -1].astype("float32"), acts[:, 1, -1].astype("float32")
+    cosine = (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)
+    np.testing.assert_allclose(model({"activations": acts}), cosine, atol=1e-5)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)({"activations": acts}), cosine, atol=1e-5)
+    # the two-class head as the baseline's decision: cosine >= t -> positive
+    two = build_model(ModelConfig(kind=kind, num_labels=2, num_layers=L, hidden=H, pair_mode="separate",
+                                  pair_cosine=True, adapter_dim=16, cnn_channels=4, cnn_filters=8))
+    threshold = float(np.median(cosine))
+    two.get_layer("cosine_head").set_threshold(threshold, positive=1)
+    np.testing.assert_array_equal(np.argmax(two({"activations": acts}), axis=1), (cosine >= threshold).astype(int))
+    # training moves away from the cosine where the data says so: fit a target the cosine only partly explains
+    target = (2.0 * cosine + np.sin(4 * acts[:, 0, 0, 0].astype("float32"))).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    before = float(np.mean((model.predict({"activations": acts}, verbose=0) - target) ** 2))
+    model.fit({"activations": acts}, target, epochs=30, batch_size=16, verbose=0)
+    after = float(np.mean((model.predict({"activations": acts}, verbose=0) - target) ** 2))
+    assert after < 0.5 * before
+
+
+def test_pair_cosine_needs_a_separately_encoded_pair_with_two_classes_or_a_score():
+    with pytest.raises(Exception, match="pair_cosine reads the cosine of a separately encoded pair"):
+        small_config("scalar_mix", tokens=None, pair_cosine=True).validate()
+    with pytest.raises(Exception, match="num_labels=3"):
+        small_config("scalar_mix", tokens=None, pair_mode="separate", pair_cosine=True).validate()

@@ -25,7 +25,8 @@ from bertvision.models.config import (
 # The Keras parts are imported when first used (PEP 562), so that the
 # configuration above (what a command's --help lists) loads without Keras.
 _LAZY = {
-    **dict.fromkeys(("Dropout", "LayerAttention", "LayersToChannels", "MaskedAttentionPooling", "MaskedMaxPooling",
+    **dict.fromkeys(("CosineResidualHead", "Dropout", "LayerAttention", "LayersToChannels", "MaskedAttentionPooling",
+                     "MaskedMaxPooling", "PairCosines",
                      "MaskedMeanPooling", "NormalizedProjection", "PairFeatures", "ScalarMix", "SelectLayer",
                      "SpanHead", "TaskHead", "TransformerBlock"), "bertvision.models.layers"),
     **dict.fromkeys(("build_model", "layer_weights", "trainable_params"), "bertvision.models.zoo"),

@@ -76,6 +76,12 @@ class ModelConfig(ConfigBase):
             encoded on its own, input `[2, num_layers, hidden]`): the kind's
             layers encode each text with shared weights into `u` and `v`,
             and the head reads `[u, v, |u - v|, u * v]`. Vector stores only.
+        pair_cosine: (``pair_mode="separate"``, regression or two
+            classes) give the pair head the cosine of the two texts at every
+            stored layer as more inputs, and start it as the zero-shot
+            cosine of the last read layer with a learned correction
+            (`CosineResidualHead`, zero-initialised): before training a
+            regression head predicts that cosine exactly.
         layers: indices of the stored layers the model reads (e.g. the last
             four, or every other one); `None` reads all `num_layers`. The
             model's input stays the whole stored stack.
@@ -108,6 +114,7 @@ class ModelConfig(ConfigBase):
     cnn_kernel_size: int = 3
     input_dtype: str = "float16"
     pair_mode: str = "cross"
+    pair_cosine: bool = False
     layers: list | None = None
     name: str | None = None
 
@@ -125,6 +132,11 @@ class ModelConfig(ConfigBase):
         if self.pair_mode == "separate" and (self.max_seq_len is not None or self.per_token):
             raise ConfigError("pair_mode='separate' reads one vector per text and layer (a 'cls' or 'mean' store "
                               "extracted with --pair-mode separate); not sequence or span input")
+        if self.pair_cosine and (self.pair_mode != "separate" or self.task_kind not in ("regression", "classification")
+                                 or (self.task_kind == "classification" and self.num_labels != 2)):
+            raise ConfigError(f"pair_cosine reads the cosine of a separately encoded pair (a store extracted with "
+                              f"--pair-mode separate) for regression or two classes; got pair_mode="
+                              f"{self.pair_mode!r}, task_kind={self.task_kind!r}, num_labels={self.num_labels}")
         for name in ("num_layers", "hidden", "adapter_dim", "transformer_heads", "cnn_channels", "cnn_filters",
                      "cnn_kernel_size"):
             check_positive_int(name, getattr(self, name))

@@ -616,6 +616,107 @@ class PairFeatures(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
+class PairCosines(_ActivationsLayer):
+    """Cosine of the two texts of a separately encoded pair at every stored
+    layer: `[B, 2, L, H]` -> `[B, L]` float32. What a bi-encoder such as
+    all-MiniLM-L6-v2 was trained to put in the angle between `u` and `v`
+    (its last layer's cosine is the zero-shot baseline,
+    `bertvision.inference.cosine`).
+
+    Example:
+    ```python
+    cos = PairCosines()(np.random.rand(4, 2, 7, 384).astype("float16"))  # [4, 7]
+    ```
+    """
+
+    def __init__(self, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        x = _f32(inputs)
+        u, v = x[:, 0], x[:, 1]
+        dot = ops.sum(u * v, axis=-1)
+        norms = ops.sqrt(ops.sum(ops.square(u), axis=-1) * ops.sum(ops.square(v), axis=-1))
+        return dot / ops.maximum(norms, self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class CosineResidualHead(keras.layers.Layer):
+    """A pair head that starts as the zero-shot cosine and learns a correction.
+
+    Call with `[features, cosines]`: `features` `[B, D]` (the pair features,
+    with the per-layer cosines among them) and `cosines` `[B, L]`
+    (`PairCosines`). The cosine of layer `cosine_index` goes through a
+    trainable affine `scale * cos + offset`; a dense correction of
+    `features`, initialised to zero, is added:
+
+    - regression: `scale * cos + offset + dense(features)`, `[B]`;
+    - two classes: logits `[0, scale * cos + offset] + dense(features)`.
+
+    Before training the prediction is the cosine itself (regression: scale 1,
+    offset 0) or the cosine thresholded at `-offset / scale`, so training
+    starts from the baseline and can only move away from it where the data
+    says so. `set_threshold(t, positive)` makes the two-class head the
+    baseline's decision "cosine >= t -> class `positive`" (`scale`
+    `sharpness`, sign by class).
+
+    Example:
+    ```python
+    head = CosineResidualHead("regression")
+    score = head([np.zeros((4, 32), "float32"), np.full((4, 7), 0.5, "float32")])  # [4], all 0.5
+    ```
+    """
+
+    def __init__(self, task_kind="regression", cosine_index=-1, **kwargs):
+        super().__init__(**kwargs)
+        if task_kind not in ("classification", "regression"):
+            raise ValueError(f"CosineResidualHead: unsupported task_kind {task_kind!r}")
+        self.task_kind = task_kind
+        self.cosine_index = int(cosine_index)
+        units = 1 if task_kind == "regression" else 2
+        self.dense = keras.layers.Dense(units, kernel_initializer="zeros", name="correction")
+
+    def build(self, input_shape):
+        features_shape, _ = input_shape
+        self.dense.build(features_shape)
+        self.scale = self.add_weight(name="cosine_scale", shape=(), initializer="ones")
+        self.offset = self.add_weight(name="cosine_offset", shape=(), initializer="zeros")
+
+    def call(self, inputs):
+        features, cosines = inputs
+        cos = ops.take(_f32(cosines), self.cosine_index, axis=1)
+        base = self.scale * cos + self.offset  # [B]
+        out = self.dense(_f32(features))
+        if self.task_kind == "regression":
+            return ops.squeeze(out, axis=-1) + base
+        return out + ops.stack([ops.zeros_like(base), base], axis=-1)
+
+    def set_threshold(self, threshold: float, positive: int = 1, sharpness: float = 50.0) -> None:
+        """Two classes: logits that say "cosine >= threshold -> class `positive`"."""
+        sign = 1.0 if positive == 1 else -1.0
+        self.scale.assign(sign * sharpness)
+        self.offset.assign(-sign * sharpness * threshold)
+
+    def compute_output_shape(self, input_shape):
+        features_shape, _ = input_shape
+        return (features_shape[0],) if self.task_kind == "regression" else (features_shape[0], 2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"task_kind": self.task_kind, "cosine_index": self.cosine_index})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
 class SelectLayers(_ActivationsLayer):
     """Keep the stored layers at `indices` (axis 1), e.g. the last four.
 

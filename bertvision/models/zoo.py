@@ -9,6 +9,7 @@ import keras
 
 from bertvision.models.config import ModelConfig
 from bertvision.models.layers import (
+    CosineResidualHead,
     Dropout,
     LayerAttention,
     LayersToChannels,
@@ -16,6 +17,7 @@ from bertvision.models.layers import (
     MaskedMaxPooling,
     MaskedMeanPooling,
     NormalizedProjection,
+    PairCosines,
     PairFeatures,
     ScalarMix,
     SelectLayer,
@@ -92,7 +94,11 @@ def build_model(config: ModelConfig) -> keras.Model:
         encoder = keras.Model(side, _features(config, side, None, builders), name="side_encoder")
         u = encoder(SelectLayer(0, name="text_a")(acts))
         v = encoder(SelectLayer(1, name="text_b")(acts))
-        outputs = _head(config, PairFeatures(name="pair_features")([u, v]))
+        features = PairFeatures(name="pair_features")([u, v])
+        if config.pair_cosine:
+            outputs = _cosine_head(config, acts, features)
+        else:
+            outputs = _head(config, features)
     else:
         outputs = _head(config, _features(config, acts, inputs.get("padding_mask"), builders),
                         inputs.get("padding_mask"))
@@ -118,6 +124,18 @@ def _head(config, features, padding_mask=None):
     if config.task_kind == "token_classification":
         return TaskHead("classification", config.num_labels, name="head")(features)
     return TaskHead(config.task_kind, config.num_labels, name="head")(features)
+
+
+def _cosine_head(config, acts, features):
+    """``pair_cosine``: the per-layer cosines of the stored pair join the
+    pair features, and the head starts as the last read layer's cosine
+    (`CosineResidualHead`)."""
+    cosines = PairCosines(name="pair_cosines")(acts)  # every stored layer's
+    features = keras.layers.Concatenate(name="features_and_cosines")([features, cosines])
+    if config.dropout > 0:
+        features = Dropout(config.dropout, name="dropout")(features)
+    last = config.layers[-1] if config.layers is not None else -1
+    return CosineResidualHead(config.task_kind, cosine_index=last, name="cosine_head")([features, cosines])
 
 
 def _pool_tokens(config, x, padding_mask):
