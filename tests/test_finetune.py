@@ -202,7 +202,7 @@ def test_other_settings_are_refused(sst2_run, shared_data, capsys):
     assert "other settings (lr)" in capsys.readouterr().err
 
 
-def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
+def test_squad_finetune_windows_and_metrics(shared_data, tmp_path, capsys):
     out = tmp_path / "squad"
     args = ["--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--train-split", "dev-v2.0.Normans_CCT",
             "--eval-split", "dev-v2.0.Rhine", "--limit", "8", "--max-seq-len", "64", "--doc-stride", "32",
@@ -210,6 +210,10 @@ def test_squad_finetune_windows_and_metrics(shared_data, tmp_path):
             "--lr", "1e-4", "--no-jit", "--no-progress", "--out", str(out)]
     assert finetune_cli.main(args) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0.50", "epoch-1.00"]
+    # --no-progress drops the bar, not the news: one line per checkpoint with its dev metrics
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("checkpoint epoch")]
+    assert [line.split(" (step")[0] for line in lines] == ["checkpoint epoch 0.5", "checkpoint epoch 1"]
+    assert all(" f1=" in line and "exact=" in line for line in lines)
     r = RunFolder(out).results()
     assert r.main_metric == "f1" and r.eval_splits == ["dev-v2.0.Rhine"] and r.dev_metrics["total"] == 8
     for key in ("exact", "f1", "HasAns_f1", "best_f1"):

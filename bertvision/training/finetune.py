@@ -185,6 +185,18 @@ class _Split:
     features: Any
 
 
+
+def checkpoint_line(label: float, step: int, total_steps: int, metrics: dict, path) -> str:
+    """The one line `--no-progress` prints per checkpoint: its epoch, step and dev metrics.
+
+    >>> checkpoint_line(0.5, 5, 10, {"accuracy": 0.8125, "total": 48}, "runs/x/checkpoints/epoch-0.50")
+    'checkpoint epoch 0.5 (step 5/10): accuracy=0.8125, total=48 -> runs/x/checkpoints/epoch-0.50'
+    """
+    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                      if isinstance(v, (int, float)))
+    return f"checkpoint epoch {label:g} (step {step}/{total_steps}): {shown} -> {path}"
+
+
 class Finetuner:
     """Runs one `FinetuneConfig` (see the module docstring)."""
 
@@ -394,6 +406,8 @@ class Finetuner:
                                          int(math.ceil(self.config.epochs * len(self.train.features)))),
                     "metrics": metrics, "config": self.config.to_dict()}
             io.atomic_write_json(tmp / CHECKPOINT_INFO, info)
+        if not self.config.progress:  # no progress bar: still one line of news per checkpoint
+            print(checkpoint_line(label, step, self.schedule.total_steps, metrics, final), file=sys.stderr, flush=True)
         return final
 
     # ----------------------------------------------------------------- run
