@@ -50,8 +50,8 @@ from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "STORE",
            "HistoryPoint", "PeakMemory", "Predictions", "RunFolder", "RunResults", "check_store_identity",
-           "checkpoint_name", "checkpoint_path", "latest_checkpoint", "merge_split_metrics", "package_versions",
-           "read_checkpoint_info"]
+           "checkpoint_name", "checkpoint_path", "epoch_selection", "latest_checkpoint", "merge_split_metrics",
+           "package_versions", "read_checkpoint_info"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
@@ -254,10 +254,26 @@ class RunResults:
     environment: dict = field(default_factory=dict)  # strategy, replicas, jit_compile, versions
     task_spec: dict | None = None  # the task (`TaskSpec.to_dict`); absent in runs of presets from before specs
     thresholds: list | None = None  # multi-label: one probability threshold per label, chosen on dev
+    selection: dict | None = None  # how the reported epoch was chosen (`epoch_selection`)
 
     @property
     def main_value(self) -> float:
         return self.dev_metrics[self.main_metric]
+
+    def selection_note(self) -> str:
+        """How the reported score was chosen, in words: ``best of 10 epochs,
+        chosen on dev (the split reported); last epoch 10: accuracy=0.8125``;
+        empty for a run that records no `selection`."""
+        sel = self.selection
+        if not sel:
+            return ""
+        where = f"chosen on {sel['chosen_on']}"
+        if sel.get("chosen_on_reported_split"):
+            where += " (the split reported: optimistic)"
+        last = sel.get("last_metrics") or {}
+        main = last.get(self.main_metric)
+        tail = "" if main is None else f"; last epoch {sel['last_epoch']:g}: {self.main_metric}={main:.4f}"
+        return f"best of {sel['marks']} epoch(s), {where}{tail}"
 
     @property
     def spec(self) -> TaskSpec:
@@ -314,9 +330,30 @@ class RunResults:
             get_task(data["task_spec"])  # a ConfigError naming what is wrong
         if data.get("thresholds") is not None:
             values["thresholds"] = [_number(t, f"{where}: thresholds[{i}]") for i, t in enumerate(data["thresholds"])]
+        if data.get("selection") is not None and not isinstance(data["selection"], dict):
+            raise RunError(f"{where}: selection must be an object, got {type(data['selection']).__name__}")
         if data.get("best_dev_metrics") is not None:
             values["best_dev_metrics"] = _metrics(data["best_dev_metrics"], f"{where}: best_dev_metrics")
         return cls(**values)
+
+
+def epoch_selection(history: list, best_epoch: float | None, main_metric: str, chosen_on: str,
+                    reported: list) -> dict | None:
+    """What a run that restores its best evaluation point records about that
+    choice (``results.json`` ``selection``): the metric and split it was
+    chosen on, how many points it was chosen among, whether that split is one
+    the run reports (then the score is the best of several looks at it, an
+    optimistic estimate), and the last point's epoch and metrics beside it.
+
+    >>> epoch_selection([HistoryPoint(1.0, {"accuracy": 0.7}), HistoryPoint(2.0, {"accuracy": 0.6})], 1.0,
+    ...                 "accuracy", "dev", ["dev"])["last_metrics"]
+    {'accuracy': 0.6}
+    """
+    if not history or best_epoch is None:
+        return None
+    return {"metric": main_metric, "chosen_on": chosen_on, "marks": len(history), "best_epoch": float(best_epoch),
+            "chosen_on_reported_split": chosen_on in reported, "reported_splits": list(reported),
+            "last_epoch": float(history[-1].epoch), "last_metrics": dict(history[-1].dev)}
 
 
 # ---------------------------------------------------------------- predictions

@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         results = fit(config)
     dev = ", ".join(f"{k}={v:.4f}" for k, v in results.dev_metrics.items()
                     if isinstance(v, float) and not k.endswith("total"))
-    print(f"{results.method} on {results.task}: best epoch {results.best_epoch:g}, {dev}; "
-          f"{results.train_examples_per_s:.0f} train examples/s -> {config.out}")
+    note = results.selection_note()
+    print(f"{results.method} on {results.task}: best epoch {results.best_epoch:g}, {dev}"
+          f"{f' ({note})' if note else ''}; {results.train_examples_per_s:.0f} train examples/s -> {config.out}")
     return 0
 
 

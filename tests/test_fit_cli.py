@@ -43,6 +43,12 @@ def test_fit_cli_writes_a_reproducible_run(sst2_cls_store, tmp_path):  # noqa: F
     assert [h.epoch for h in results.history] == [1.0, 2.0, 3.0] and [h.step for h in results.history] == [4, 8, 12]
     best = results.history[int(results.best_epoch) - 1]
     assert results.dev_metrics == best.dev == {"accuracy": max(h.dev["accuracy"] for h in results.history)}
+    # the score says how it was chosen: best of 3 epochs on dev, the split it reports, the last epoch beside it
+    sel = results.selection
+    assert (sel["chosen_on"], sel["marks"], sel["chosen_on_reported_split"], sel["last_epoch"]) == ("dev", 3, True, 3.0)
+    assert sel["last_metrics"] == results.history[-1].dev and sel["best_epoch"] == results.best_epoch
+    assert f"(best of 3 epoch(s), chosen on dev (the split reported: optimistic); last epoch 3: accuracy=" in out
+    assert len(results.layer_weights) == 7 and abs(sum(results.layer_weights) - 1) < 1e-5  # attention: the mean
     assert results.backbone["name"] == "all-MiniLM-L6-v2" and len(results.backbone["weights_sha256"]) == 64
     assert results.predictions == {"dev": "predictions/dev.npz"}
     for name in ("config.json", "model.keras", "predictions/dev.npz"):

@@ -42,7 +42,8 @@ from bertvision.errors import ConfigError, FitError
 from bertvision.metrics import best_thresholds
 from bertvision.models import KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
-from bertvision.runs import PeakMemory, RunFolder, RunResults, merge_split_metrics, package_versions
+from bertvision.runs import (PeakMemory, RunFolder, RunResults, epoch_selection, merge_split_metrics,
+                             package_versions)
 from bertvision.store.format import Store, open_store
 from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
@@ -324,6 +325,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
                 token_mode=store.token_mode,
                 layer_weights=layer_weights(export, mix_batches(export, store, eval_splits[0])),
                 predictions={}, search=config.search, resumed_from=outcome.resumed_from,
+                selection=epoch_selection(outcome.history, outcome.best_epoch, task.main_metric, eval_splits[0],
+                                          eval_splits),
                 environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
                              "jit_compile": config.jit_compile, "versions": package_versions()},
                 task_spec=task.to_dict(), thresholds=thresholds)
