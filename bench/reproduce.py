@@ -87,7 +87,10 @@ from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
 from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
 from bertvision.training.fit import FitConfig, fit  # noqa: E402
 from bertvision.models import KINDS  # noqa: E402
-from bertvision.report import build_report  # noqa: E402
+from bertvision.report import build_report, load_runs  # noqa: E402
+from bertvision.report.build import save_chart  # noqa: E402
+from bertvision.report.charts import layer_spread  # noqa: E402
+from bertvision.report.table import layer_mix_frame, layer_mix_markdown  # noqa: E402
 from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path  # noqa: E402
 from bertvision.store.format import MANIFEST, open_store  # noqa: E402
 
@@ -676,6 +679,12 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
             lines.append(f"| {TASK_TITLES.get(s['task'], s['task'])} | {s['row']} | {s['metric']} | "
                          f"{_metric(s['task'], s['mean'])} | {std} | {len(s['seeds'])} | "
                          + ", ".join(_metric(s["task"], v) for v in s["values"]) + " |")
+    if meta.get("layer_mix"):
+        lines += ["", f"## Learned layer weights over seeds {', '.join(map(str, meta['seeds']))}", "",
+                  "Every seed's adapters with a layer mix, per task, mix and backbone: the centre of gravity "
+                  "(weighted mean layer, Tenney et al.) and each layer's weight as mean +- seed std, and the layers "
+                  "whose mean differs from uniform (1/L) by more than their seed std (chart: "
+                  "report/layer_spread.png).", "", meta["layer_mix"]]
     if meta.get("charts"):
         lines += ["", "## Charts (`pipelines.report`, seed " + str(first) + ")", ""]
         lines += [f"- [{Path(c).stem}]({c})" for c in meta["charts"]]
@@ -700,6 +709,15 @@ def write_outputs(config: ReproduceConfig, runs: list[TaskRun], stages: Stages, 
     report_runs = list(dict.fromkeys([work / t / "bert" for t in config.tasks if _finished(work / t / "bert")]
                                      + report_runs))
     build_report([str(r) for r in report_runs], work / "report", formats=("html", "png", "svg"))
+    # the layer weights over every seed (the report above reads the first seed's runs)
+    mix_runs = load_runs([str(r["run"]) for r in rows if _finished(Path(r["run"]))
+                          and not r["method"].startswith("answerability")])
+    mixes = layer_mix_frame(mix_runs)
+    meta["layer_mix"] = layer_mix_markdown(mixes) if len(mixes) else None
+    spread = layer_spread(mix_runs)
+    if spread.chart is not None:
+        for fmt in ("png", "svg"):
+            save_chart(spread.chart, work / "report" / f"layer_spread.{fmt}", fmt)
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
     io.atomic_write_json(work / "results.json", {"meta": meta, "rows": rows, "stores": stores, "seeds": summary,
                                                  "config": config.to_dict()})
