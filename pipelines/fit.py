@@ -28,7 +28,7 @@ setup_env()
 
 from bertvision.config import SCHEDULES, STRATEGIES  # noqa: E402  (after setup_env)
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.models import KINDS, LAYER_POOLINGS, STORE_DERIVED, TOKEN_POOLINGS, ModelConfig  # noqa: E402
+from bertvision.models import FIT_KINDS, LAYER_POOLINGS, STORE_DERIVED, TOKEN_POOLINGS, ModelConfig  # noqa: E402
 
 CPU_DEVICES_ENV = "BERTVISION_CPU_DEVICES"
 _CHOICES = {"layer_pooling": LAYER_POOLINGS, "token_pooling": TOKEN_POOLINGS}
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     # every default is None: a flag given overrides --config, the rest come from FitConfig's defaults
     p.add_argument("--config", help="a run's config.json to re-run (flags given override it)")
     p.add_argument("--store", help="store folder (from pipelines.extract)")
-    p.add_argument("--adapter", "--model", dest="adapter", choices=KINDS, help="adapter kind")
+    p.add_argument("--adapter", "--model", dest="adapter", choices=FIT_KINDS,
+                   help="adapter kind; cosine: the zero-shot cosine of a --pair-mode separate store, no training "
+                        "(two classes: threshold chosen on the training split)")
     p.add_argument("--out", help="run folder to write")
     p.add_argument("--label-column", help="your own data's store: the label column to train a head for (default: "
                                          "the first --label-column given to pipelines.extract)")
@@ -142,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     dev = ", ".join(f"{k}={v:.4f}" for k, v in results.dev_metrics.items()
                     if isinstance(v, float) and not k.endswith("total"))
     note = results.selection_note()
+    if results.best_epoch is None:  # the cosine: nothing trained
+        hp = results.hyperparameters
+        chosen = f", threshold {hp['threshold']:.4f} chosen on {hp['threshold_chosen_on']}" if hp.get("threshold") \
+            is not None else ""
+        print(f"{results.method} on {results.task}: zero-shot, no training{chosen}, {dev} -> {config.out}")
+        return 0
     print(f"{results.method} on {results.task}: best epoch {results.best_epoch:g}, {dev}"
           f"{f' ({note})' if note else ''}; {results.train_examples_per_s:.0f} train examples/s -> {config.out}")
     return 0

@@ -137,6 +137,29 @@ def test_cosine_baseline_threshold_from_train_only(mrpc_separate_store, mrpc_sto
         cosine_baseline(open_store(mrpc_store), "train", "dev")
 
 
+def test_fit_adapter_cosine_is_the_baseline_as_a_run(mrpc_separate_store, mrpc_store, tmp_path):  # noqa: F811
+    from pipelines.fit import main as fit_main
+
+    code, out, err = run_main(fit_main, "--store", mrpc_separate_store, "--adapter", "cosine", "--out",
+                              tmp_path / "cos", "--quiet", "--no-jit-compile")
+    assert code == 0, err[-2000:]
+    baseline = cosine_baseline(open_store(mrpc_separate_store), "train", "dev")
+    results = RunFolder(tmp_path / "cos").results()
+    assert results.method == "cosine" and results.trainable_params == 0 and results.history == []
+    assert results.dev_metrics["f1"] == pytest.approx(baseline.metrics["f1"])
+    assert results.dev_metrics["accuracy"] == pytest.approx(baseline.metrics["accuracy"])
+    hp = results.hyperparameters
+    assert (hp["threshold"], hp["positive_label"], hp["threshold_chosen_on"]) == \
+        (pytest.approx(baseline.threshold), baseline.positive_label, "train")
+    assert "zero-shot, no training, threshold" in out and "chosen on train" in out
+    # the saved model predicts the baseline's decision: predict from the run gives the same metrics
+    again = predict_run(str(tmp_path / "cos"), mrpc_separate_store, "dev")
+    assert again.evaluate()["f1"] == pytest.approx(baseline.metrics["f1"])
+    code, out, err = run_main(fit_main, "--store", mrpc_store, "--adapter", "cosine", "--out", tmp_path / "no")
+    assert code == 2 and "--adapter cosine scores a separately encoded pair" in err
+    assert not (tmp_path / "no").exists()
+
+
 def test_best_threshold_finds_the_separating_cut_and_its_direction():
     cos = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
     threshold, positive = best_threshold(cos, np.array([0, 0, 0, 1, 1, 1]), "accuracy")

@@ -14,6 +14,7 @@ trainable_params(model)
 import importlib
 
 from bertvision.models.config import (
+    FIT_KINDS,
     KINDS,
     LAYER_POOLINGS,
     STORE_DERIVED,

@@ -9,7 +9,9 @@ from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check
                                check_non_negative, check_nonnegative_int, check_positive_int)
 from bertvision.errors import ConfigError
 
-KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
+KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")  # trained adapters (what a search tries)
+# every method pipelines.fit runs: the adapters and the zero-shot cosine of a separately encoded pair (no training)
+FIT_KINDS = KINDS + ("cosine",)
 LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 # ScalarMix's default multiplier of its logits (its learning-rate factor under Adam)
 MIX_LOGIT_SCALE = 100.0
@@ -123,7 +125,12 @@ class ModelConfig(ConfigBase):
     def validate(self) -> None:
         """Raise `ConfigError` for an inconsistent configuration (messages
         name the `pipelines.fit` flag of the field)."""
-        check_choice("kind", self.kind, KINDS)
+        check_choice("kind", self.kind, FIT_KINDS)
+        if self.kind == "cosine" and (self.pair_mode != "separate" or self.task_kind not in ("regression", "classification")
+                                      or (self.task_kind == "classification" and self.num_labels != 2)):
+            raise ConfigError(f"--adapter cosine scores a separately encoded pair (a store extracted with --pair-mode "
+                              f"separate) for regression or two classes; got pair_mode={self.pair_mode!r}, "
+                              f"task_kind={self.task_kind!r}, num_labels={self.num_labels}")
         check_choice("task_kind", self.task_kind, TASK_KINDS)
         check_choice("layer_pooling", self.layer_pooling, LAYER_POOLINGS)
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)

@@ -52,6 +52,10 @@ def build_model(config: ModelConfig) -> keras.Model:
       is exact for the linear mix and `num_layers` times cheaper. With
       `transformer_blocks` > 0, that many transformer encoder blocks run over
       the projected tokens before pooling (a side network).
+    - `cosine` (``pair_mode="separate"``, regression or two classes): no
+      encoder and no training: the cosine of the two texts' last read layer
+      through `CosineResidualHead` (regression: the cosine itself; two
+      classes: its threshold set by `bertvision.training.fit`).
     - `cnn`: standardised shared projection of every layer/token to
       `cnn_channels` -> layers become channels -> Conv1D over tokens (vector:
       over layers) -> masked mean + max pooling -> dropout -> dense.
@@ -89,7 +93,11 @@ def build_model(config: ModelConfig) -> keras.Model:
             shape=(None,), dtype="int32", name="padding_mask"
         )
     acts = inputs["activations"]
-    if config.pair_mode == "separate":
+    if config.kind == "cosine":  # no encoder: the stored pair's cosines, the head set to the baseline
+        cosines = PairCosines(name="pair_cosines")(acts)
+        last = config.layers[-1] if config.layers is not None else -1
+        outputs = CosineResidualHead(config.task_kind, cosine_index=last, name="cosine_head")([cosines, cosines])
+    elif config.pair_mode == "separate":
         side = keras.Input(shape=config.input_shape[1:], dtype="float32", name="side")
         encoder = keras.Model(side, _features(config, side, None, builders), name="side_encoder")
         u = encoder(SelectLayer(0, name="text_a")(acts))

@@ -40,7 +40,8 @@ from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, 
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import ConfigError, FitError
 from bertvision.metrics import best_thresholds
-from bertvision.models import KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
+from bertvision.models import FIT_KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
+from bertvision.inference.cosine import best_threshold, pair_cosines
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
 from bertvision.runs import (PeakMemory, RunFolder, RunResults, epoch_selection, merge_split_metrics,
                              package_versions)
@@ -100,7 +101,7 @@ class FitConfig(ConfigBase):
     def validate(self) -> None:
         if not isinstance(self.adapter, dict) or "kind" not in self.adapter:
             raise FitError(f"adapter must be a dict of ModelConfig fields with a 'kind', got {self.adapter!r}")
-        check_choice("adapter", self.adapter["kind"], KINDS, FitError)
+        check_choice("adapter", self.adapter["kind"], FIT_KINDS, FitError)
         for name in ("epochs", "batch_size", "eval_batch_size", "steps_per_execution"):
             check_positive_int(name, getattr(self, name), FitError)
         check_positive("lr", self.lr, FitError)
@@ -259,6 +260,47 @@ def choose_thresholds(outcome, eval_splits: list[str], task: TaskSpec) -> list |
     return [float(t) for t in thresholds]
 
 
+def _fit_cosine(config: FitConfig, model_config: ModelConfig, store: Store, task: TaskSpec,
+                eval_splits: list[str]) -> RunResults:
+    """``--adapter cosine``: the zero-shot cosine of a separately encoded
+    pair as a run of its own, beside the trained pair adapters: no training;
+    for two classes the threshold (and which class high cosines mean) is
+    chosen on the training split (`bertvision.inference.cosine`), never on
+    a split it reports. ``model.keras`` predicts it (`CosineResidualHead`)."""
+    run = RunFolder(config.out)
+    run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
+    layer = model_config.layers[-1] if model_config.layers is not None else -1
+    with run.lock("a cosine run"):
+        with PeakMemory() as peak:
+            start = time.perf_counter()
+            model = build_model(model_config)
+            chosen = {"layer": store.layers[layer], "threshold": None, "positive_label": None}
+            if task.kind == "classification":
+                threshold, positive = best_threshold(*pair_cosines(store, config.train_split, layer), task.main_metric)
+                model.get_layer("cosine_head").set_threshold(threshold, positive)
+                chosen.update(threshold=threshold, positive_label=task.label_names[positive])
+            metrics, predictions = StoreEvaluation(store, eval_splits, task, config.eval_batch_size,
+                                                   config.jit_compile)(model)
+            results = RunResults(
+                task=task.name, method="cosine", run_type="fit", main_metric=task.main_metric, dev_metrics=metrics,
+                eval_splits=eval_splits, hyperparameters={**chosen, "threshold_chosen_on": config.train_split
+                                                          if chosen["threshold"] is not None else None},
+                seed=config.seed, train_fraction=1.0, train_examples=0, train_records=0, trainable_params=0,
+                backbone_params=backbone_param_count(store.backbone), param_share=0.0, train_wall_time_s=0.0,
+                total_wall_time_s=round(time.perf_counter() - start, 3), backbone=store.backbone,
+                store=config.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
+                layers=store.layers, token_mode=store.token_mode, predictions={},
+                environment={"strategy": config.strategy, "replicas": 1, "jit_compile": config.jit_compile,
+                             "versions": package_versions()},
+                task_spec=task.to_dict())
+        results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
+        with io.atomic_path(run.model_file) as tmp:
+            model.save(tmp)
+        results.predictions = run.save_predictions(predictions)
+        run.write_results(results)
+    return results
+
+
 def fit(config: FitConfig, strategy=None) -> RunResults:
     """Train the adapter `config` describes and write its run folder
     (see the module docstring). Returns its `RunResults`.
@@ -281,6 +323,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     config.adapter = model_config.to_dict()
     check_batch_size(config.batch_size, strategy)  # every refusal before the run folder is made
 
+    if model_config.kind == "cosine":
+        return _fit_cosine(config, model_config, store, task, eval_splits)
     chief = is_chief(strategy)
     run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
     restarting = chief and run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
