@@ -471,7 +471,9 @@ class TaskRun:
                     "train_data": data, "dev_metrics": metrics, "main_metric": bert.main_metric,
                     "trainable_params": params, "param_share": params / backbone_params if params else None,
                     "finetune_s": finetune_s, "fit_s": fit_s, "peak_mib": peak, "run": str(run),
-                    "headline": headline}
+                    "headline": headline,
+                    "chosen_on_reported_split": bool(r is not None and r.selection
+                                                     and r.selection.get("chosen_on_reported_split"))}
 
         train_desc = f"{bert.train_examples} ex"
         bert_points = {h.epoch: h for h in bert.history}
@@ -628,7 +630,9 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
         "threshold the official script chooses on the evaluation article itself); trainable parameters and their "
         "share of the backbone's; `fine-tune s` = BERT training time up to that checkpoint (the backbone an adapter "
         "reads; dev evaluation excluded); `fit s` = adapter training (dev evaluation excluded); `peak MiB` = the "
-        "training process's peak resident memory. Adapter rows report their best dev epoch; BERT rows are fixed "
+        "training process's peak resident memory. Adapter rows report their best dev epoch; (*) marks a row whose "
+        "epoch was chosen on the split it reports (results.json `selection`: best of several looks at dev, "
+        "optimistic; the last epoch's score is beside it there). BERT rows are fixed "
         "checkpoints of one 2-epoch run. An ensemble combines BERT at a checkpoint with the best adapter on that "
         "checkpoint's activations.",
     ]
@@ -648,7 +652,8 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
                   "|---|---|---|" + "---|" * len(names) + "---|---|---|---|---|"]
         for r in main:
             metrics = " | ".join(_metric(task, r["dev_metrics"].get(n)) for n in names)
-            lines.append(f"| {r['method']} | {r['backbone']} | {r['train_data']} | {metrics} | "
+            chosen = " (*)" if r.get("chosen_on_reported_split") else ""
+            lines.append(f"| {r['method']}{chosen} | {r['backbone']} | {r['train_data']} | {metrics} | "
                          f"{_num(r['trainable_params'])} | {_share(r['param_share'])} | {_num(r['finetune_s'])} | "
                          f"{_num(r['fit_s'])} | {_num(r['peak_mib'])} |")
         answer = [r for r in task_rows if r["method"].startswith("answerability")]

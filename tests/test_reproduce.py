@@ -201,5 +201,8 @@ def test_markdown_names_machine_and_rows():
     assert "2026-11-23" in text and "CPU X, 2 cores" in text and "| 0.8500 |" in text and "| 215 |" in text
     assert "--seeds 0,1" in text and "| SST-2 | BERT 1 ep | accuracy | 0.8600 | 0.0141 | 2 | 0.8500, 0.8700 |" in text
     assert "Learned layer weights over seeds" not in text  # no run with a layer mix
+    marked = markdown([{**_row(seed=0, value=0.85, method="scalar_mix"), "chosen_on_reported_split": True}], [],
+                      seed_summary(rows), meta)
+    assert "| scalar_mix (*) |" in marked and "(*) marks a row whose epoch was chosen on the split it reports" in marked
     text = markdown(rows, [], seed_summary(rows), {**meta, "layer_mix": "| task | mix |"})
     assert "## Learned layer weights over seeds 0, 1" in text and "| task | mix |" in text
