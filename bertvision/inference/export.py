@@ -243,6 +243,24 @@ def _text_endpoint(predictor: Predictor, models: Sequence[ServedModel], tokenize
     return serve_text if len(models[0].fields) == 1 else serve_text_pair
 
 
+def _exportable(runs: Sequence[str], out: str, predictor: Predictor | None,
+                what: str) -> tuple[Path, Predictor, list[ServedModel]]:
+    """``(out, predictor, models)`` of an export, refused before anything is
+    written: a used `out`, or a run whose input `what` (one token sequence
+    per example) cannot feed (a pair encoded separately)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ServeError(f"--out {out} exists and is not an empty folder")
+    predictor = predictor or Predictor.from_runs(runs)
+    models = list(predictor.models.values())
+    separate = [m.name for m in models if m.pair_mode != "cross"]
+    if separate:
+        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
+                         f"of a pair encoded on its own), which {what} cannot feed; serve it with pipelines.serve "
+                         "instead")
+    return out, predictor, models
+
+
 def _archive(predictor: Predictor, models: Sequence[ServedModel]) -> tuple[keras.export.ExportArchive, dict]:
     """An export archive of every backbone and head with the ``serve``
     endpoint (token ids in; core TensorFlow ops only), and its signature info."""
@@ -269,16 +287,7 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
     (a new folder; see the module docstring), and with `text` the text
     SavedModel to ``out/text``. Returns what ``bertvision_export.json``
     records."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ServeError(f"--out {out} exists and is not an empty folder")
-    predictor = predictor or Predictor.from_runs(runs)
-    models = list(predictor.models.values())
-    separate = [m.name for m in models if m.pair_mode != "cross"]
-    if separate:  # the signature takes one token sequence per example
-        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
-                         "of a pair encoded on its own), which this export's one-sequence signature cannot feed; "
-                         "serve it with pipelines.serve instead")
+    out, predictor, models = _exportable(runs, out, predictor, "this export's one-sequence signature")
     archive, serve = _archive(predictor, models)
     signatures = {"serve": {**serve, "saved_model": "."}}
     text_archive, skipped = None, {}
@@ -379,15 +388,7 @@ def export_onnx(runs: Sequence[str], out: str, quantize: str | None = None,
         raise ServeError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if quantize:
         quantization = import_extra("onnxruntime.quantization", "onnx", "--quantize int8")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ServeError(f"--out {out} exists and is not an empty folder")
-    predictor = predictor or Predictor.from_runs(runs)
-    models = list(predictor.models.values())
-    separate = [m.name for m in models if m.pair_mode != "cross"]
-    if separate:
-        raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate, which the "
-                         "ONNX graph's one token sequence per example cannot feed; serve it with pipelines.serve")
+    out, predictor, models = _exportable(runs, out, predictor, "the ONNX graph's one token sequence per example")
     serve = serve_function(predictor)
     spec = list(serve.input_signature)
     outputs = [n for m in models for n in output_names(m)]
