@@ -112,8 +112,8 @@ def read_json(path: str | os.PathLike, error: type[BertVisionError] = BertVision
     try:
         return json.loads(read_bytes(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise error(f"{path}: not valid JSON ({err}); the file is damaged or was not written by BertVision") \
-            from err
+        raise error(f"{path}: not valid JSON ({err}); the file is damaged or was not written by BertVision"
+                    ) from err
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -143,8 +143,8 @@ def temp_name(path: str | os.PathLike) -> str:
     """A unique temporary name beside `path` (hidden, same folder, same suffix)."""
     folder, name = os.path.split(str(path))
     stem, suffix = os.path.splitext(name)
-    return join(folder, f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}") if folder else \
-        f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+    return (join(folder, f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}") if folder else
+            f".{stem}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def _rename(src: str, dst: str) -> None:

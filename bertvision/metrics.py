@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import math
 import re
 import string
 import warnings
@@ -51,6 +52,7 @@ __all__ = [
     "micro_f1",
     "mse",
     "normalize_answer",
+    "odds_threshold",
     "pearson",
     "per_class_metrics",
     "spearmanr",
@@ -682,3 +684,14 @@ def squad_evaluate_examples(
         ex if isinstance(ex, SquadGold) else _gold_from_examples([ex])[0] for ex in examples
     ]
     return _evaluate(golds, preds, na_probs, na_prob_thresh)
+
+
+def odds_threshold(na_prob_thresh: float) -> float:
+    """A no-answer *probability* threshold (the SQuAD script's
+    ``best_f1_thresh``) as a threshold on ``null_odds`` (its logit)."""
+    p = float(na_prob_thresh)
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))

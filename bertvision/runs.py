@@ -31,7 +31,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import resource
+import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from importlib import metadata
@@ -44,19 +46,23 @@ import tensorflow as tf
 from bertvision import io
 from bertvision.config import ConfigBase
 from bertvision.errors import RunError
-from bertvision.metrics import SquadGold, compute_metrics, per_class_metrics, squad_evaluate_examples
+from bertvision.metrics import SquadGold, compute_metrics, odds_threshold, per_class_metrics, squad_evaluate_examples
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
-__all__ = ["CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES", "STORE",
-           "HistoryPoint", "PeakMemory", "Predictions", "RunFolder", "RunResults", "check_store_identity",
-           "checkpoint_name", "checkpoint_path", "epoch_selection", "latest_checkpoint", "merge_split_metrics",
-           "package_versions", "read_checkpoint_info"]
+__all__ = ["BEST_RUN", "CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES",
+           "SEARCH_RECORD", "STORE", "TRIALS", "TUNER", "HistoryPoint", "PeakMemory", "Predictions", "RunFolder",
+           "RunResults", "SearchFolder", "check_store_identity", "checkpoint_name", "checkpoint_path",
+           "epoch_selection", "latest_checkpoint", "merge_split_metrics", "package_versions", "read_checkpoint_info"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
 MODEL = "model.keras"
 STORE = "store.json"  # the identity of the store a run trains on (`Store.identity`), recorded at start
+SEARCH_RECORD = "search.json"  # a search folder's record (run_type "search")
+TRIALS = "trials.csv"  # a search folder's one row per trial
+TUNER = "tuner"  # KerasTuner's own state in a search folder (its project name)
+BEST_RUN = "best"  # a search folder's retrained best trial: a fit run folder
 CHECKPOINTS = "checkpoints"  # fine-tuning: RUN_DIR/checkpoints/epoch-X.XX/, each a backbone folder
 CHECKPOINT_INFO = "checkpoint.json"  # in each checkpoint: step, epoch, label, metrics, config
 RUN_TYPES = ("fit", "finetune", "ensemble")
@@ -281,6 +287,14 @@ class RunResults:
         return get_task(self.task_spec if self.task_spec is not None else self.task)
 
     @property
+    def best_null_odds(self) -> float:
+        """The null-odds threshold a SQuAD run answers at: its dev
+        ``best_f1_thresh`` (the official evaluation's best no-answer
+        probability, `odds_threshold`), else 0 (BERT's rule)."""
+        thresh = self.dev_metrics.get("best_f1_thresh")
+        return 0.0 if thresh is None else odds_threshold(thresh)
+
+    @property
     def param_share_pct(self) -> float | None:
         if self.param_share is not None:
             return 100.0 * self.param_share
@@ -439,8 +453,8 @@ class Predictions:
             self.offsets = np.asarray(self.offsets, np.int32)
             w = len(self.window_uids)
             shape = self.start_logits.shape
-            if len(shape) != 2 or shape[0] != w or self.end_logits.shape != shape \
-                    or self.offsets.shape != shape + (2,) or self.window_index.shape != (w,):
+            if (len(shape) != 2 or shape[0] != w or self.end_logits.shape != shape
+                    or self.offsets.shape != shape + (2,) or self.window_index.shape != (w,)):
                 raise RunError(f"{where}: window arrays disagree: {w} window uids, start {shape}, "
                                f"end {self.end_logits.shape}, offsets {self.offsets.shape}")
             self.contexts = np.asarray(self.contexts, dtype=str)
@@ -709,6 +723,7 @@ class RunFolder:
         self.model_file = self.path / MODEL
         self.logs_dir = self.path / "logs"
         self.state_dir = self.path / "state"
+        self.resuming = False  # `begin` found an unfinished run of the same settings
         self.store_file = self.path / STORE
 
     def __repr__(self) -> str:
@@ -787,6 +802,7 @@ class RunFolder:
         config.save(self.config_file)
         if store is not None and not self.store_file.is_file():  # a run started before it was recorded: now
             io.atomic_write_json(self.store_file, dict(store))
+        self.resuming = resuming
         return resuming
 
     @contextlib.contextmanager
@@ -795,3 +811,101 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         with io.exclusive_lock(self.path, what, RunError):
             yield
+
+    def check_same(self, config: ConfigBase, ignore: Sequence[str] = ()) -> None:
+        """Refuse (`config`'s own error) a finished run made with other settings
+        than `config` (fields in `ignore` may differ)."""
+        diff = config.differences(self.read_config(), ignore)
+        if diff:
+            raise config.error(f"{self.path} holds a finished run with other settings ({', '.join(diff)}); "
+                               "choose another --out")
+
+    def clear_state(self) -> None:
+        """Remove ``state/`` (the training state a killed run resumes from),
+        once the run's outputs are written."""
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    # -- checkpoints (fine-tuning)
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def checkpoint(self, epoch: float) -> Path:
+        """``checkpoints/epoch-X.XX`` of this run."""
+        return checkpoint_path(self.path, epoch)
+
+
+class SearchFolder:
+    """The files of one search folder (`bertvision.search.tuner`)::
+
+        search.json   the search's record: config, status, best trial (run_type "search")
+        trials.csv    one row per trial
+        tuner/        KerasTuner's own state
+        best/         the best trial retrained: a fit run folder (`RunFolder`)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.record_file = self.path / SEARCH_RECORD
+        self.trials_file = self.path / TRIALS
+        self.tuner_dir = self.path / TUNER
+        self.best = RunFolder(self.path / BEST_RUN)
+
+    def __repr__(self) -> str:
+        return f"SearchFolder({str(self.path)!r})"
+
+    def begin(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception],
+              store: Mapping[str, Any] | None = None) -> dict | None:
+        """Check the folder before a search starts: refuse a path that is a
+        file, a folder holding something but a search, or a search with
+        other settings than `config` (fields in `resumable` may differ) or
+        begun on another store than `store` (`Store.identity`: trials of two
+        stores must not be compared). Returns the ``search.json`` of the
+        search to resume, or None."""
+        if self.path.exists() and not self.path.is_dir():
+            raise error(f"--out {self.path} is a file; give a folder for the search")
+        if self.record_file.is_file():
+            record = self.read_record(config, resumable, error)
+            if store is not None and record.get("store_identity"):
+                check_store_identity(record["store_identity"], store, str(self.path), error)
+            return record
+        if self.tuner_dir.is_dir():
+            raise error(f"{self.path} holds a KerasTuner project but no {SEARCH_RECORD}; choose another --out")
+        if self.path.is_dir() and [p for p in self.path.iterdir() if not p.name.startswith(".")]:
+            raise error(f"--out {self.path} is a folder holding other files and no search; give a new or empty "
+                        "folder")
+        return None
+
+    def read_record(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception]) -> dict:
+        """``search.json``, refused unless its settings are `config`'s (fields
+        added to the config since it was written read at their defaults)."""
+        record = io.read_json(self.record_file, error)
+        if record.get("run_type") != "search":
+            raise error(f"{self.record_file} is not a search record (run_type {record.get('run_type')!r})")
+        diff = config.differences(record.get("config") or {}, resumable)
+        if diff:
+            raise error(f"{self.path} holds a search with other settings ({', '.join(diff)}); run it with the same "
+                        "settings to resume it (only --max-trials may change), or choose another --out")
+        return record
+
+    def write_record(self, record: dict) -> None:
+        io.atomic_write_json(self.record_file, record)
+
+    def lock(self, what: str, error: type[Exception]):
+        """Refuse a second process doing `what` in this folder (made if new)."""
+        return io.exclusive_lock(self.path, what, error)
+
+    @contextlib.contextmanager
+    def join(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception],
+             tuner_id: str) -> Iterator[dict]:
+        """A distributed search's worker `tuner_id` joins the chief's search:
+        its settings must be the chief's (`read_record`), and one process per
+        tuner id (the lock file ``.lock.<tuner_id>``). Yields the record."""
+        record = self.read_record(config, resumable, error)
+        name = ".lock." + re.sub(r"[^A-Za-z0-9_.-]", "_", tuner_id)
+        with io.exclusive_lock(self.path, f"search worker {tuner_id}", error, name=name):
+            yield record
+
+    def write_trials(self, text: str) -> None:
+        io.atomic_write_text(self.trials_file, text)
+

@@ -86,11 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def squad_threshold(text: str, results) -> float:
     """The null-odds threshold ``--threshold`` asks for."""
-    from bertvision.inference.predict import odds_threshold  # heavy (TensorFlow): after argparse, so that --help answers at once
-
     if text == "best":
-        thresh = results.dev_metrics.get("best_f1_thresh")
-        return 0.0 if thresh is None else odds_threshold(thresh)
+        return results.best_null_odds
     try:
         value = float(text)
     except ValueError:

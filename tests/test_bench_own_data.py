@@ -1,4 +1,4 @@
-"""`python -m bench.own_data --quick`: issue 28's table (adapters beside the
+"""`python -m experiments.own_data --quick`: issue 28's table (adapters beside the
 peer baseline, in one run) on a few dozen real Banking77 and GoEmotions
 examples, and its resume (finished runs are read back, not trained again)."""
 
@@ -11,7 +11,7 @@ from tests.test_reproduce import ENV
 
 
 def bench(work, data):
-    proc = subprocess.run([sys.executable, "-m", "bench.own_data", "--quick", "--work", str(work), "--data-root",
+    proc = subprocess.run([sys.executable, "-m", "experiments.own_data", "--quick", "--work", str(work), "--data-root",
                            str(data)], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

@@ -82,8 +82,8 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
 
     import keras
 
-    from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer
-    from bertvision.models import build_model
+    from bertvision.models import ModelConfig, build_model
+    from bertvision.training.fit import FitConfig, build_adapter_trainer
     from bertvision.store.format import open_store
 
     ports = _free_ports(2)
@@ -118,7 +118,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     store = open_store(sst2_cls_store)
     keras.utils.set_random_seed(config.seed)  # as fit() does before building the model
     trainer = build_adapter_trainer(
-        adapter_config(store, config.adapter), store, train_split="train", eval_splits=["dev"],
+        ModelConfig.from_store(store, config.adapter), store, train_split="train", eval_splits=["dev"],
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
         weight_decay=config.weight_decay, warmup=config.warmup, schedule=config.schedule, jit_compile=False)
     trainer.train_data = lambda first_step: _same_global_batches(store, config.seed, config.batch_size, 2, config.epochs)
@@ -131,7 +131,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     learned = keras.saving.load_model(out / "model.keras", compile=False).get_weights()
     reference = trainer.model.get_weights()
     keras.utils.set_random_seed(config.seed)
-    initial = build_model(adapter_config(store, config.adapter)).get_weights()
+    initial = build_model(ModelConfig.from_store(store, config.adapter)).get_weights()
     assert len(learned) == len(reference) == len(initial)
     for got, want in zip(learned, reference):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -144,7 +144,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     # the check can fail: one process reading the store its own way (other global batches) lands elsewhere
     keras.utils.set_random_seed(config.seed)
     plain = build_adapter_trainer(
-        adapter_config(store, config.adapter), store, train_split="train", eval_splits=["dev"],
+        ModelConfig.from_store(store, config.adapter), store, train_split="train", eval_splits=["dev"],
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
         weight_decay=config.weight_decay, warmup=config.warmup, schedule=config.schedule, jit_compile=False)
     plain.run()

@@ -1,4 +1,4 @@
-"""`python -m bench.finetune_sweep`: the recipe sweep's table and summary on a few dozen real SST-2
+"""`python -m experiments.finetune_sweep`: the recipe sweep's table and summary on a few dozen real SST-2
 examples, and its resume (finished runs are read back, not trained again)."""
 
 import json
@@ -10,7 +10,7 @@ from tests.test_reproduce import ENV
 
 
 def sweep(work, data, *extra):
-    proc = subprocess.run([sys.executable, "-m", "bench.finetune_sweep", "--work", str(work), "--data-root", str(data),
+    proc = subprocess.run([sys.executable, "-m", "experiments.finetune_sweep", "--work", str(work), "--data-root", str(data),
                            "--tasks", "sst2", "--lrs", "5e-5,3e-4", "--epochs", "2", "--limit", "32",
                            "--eval-limit", "16", *extra],
                           cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=1200)

@@ -193,9 +193,9 @@ def test_commands_end_to_end(shared_data, tmp_path):
 
 
 def test_pairs_benchmark_runs_and_resumes(shared_data, tmp_path, capsys):
-    """bench.pairs on 16 pairs: the cosine, both stores, a kind and a --variant over two seeds; a rerun
+    """experiments.pairs on 16 pairs: the cosine, both stores, a kind and a --variant over two seeds; a rerun
     redoes nothing and prints the same table."""
-    from bench.pairs import main as bench_main
+    from experiments.pairs import main as bench_main
 
     argv = ["--data-dir", str(shared_data / "glue" / "MRPC"), "--limit", "16", "--max-seq-len", "48",
             "--epochs", "1", "--kinds", "linear_probe", "--variant", "scalar_mix:dropout=0.2", "--seeds", "0,1",

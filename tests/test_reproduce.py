@@ -1,4 +1,4 @@
-"""`python -m bench.reproduce --quick`: the whole reproduction (fine-tuning,
+"""`python -m experiments.reproduce --quick`: the whole reproduction (fine-tuning,
 extraction, four adapter kinds on two backbones, ensembles, data fractions,
 report) on a few dozen real examples of SST-2 and SQuAD 2.0, then resume
 behaviour."""
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-from bench.reproduce import KINDS, ReproduceConfig, Stages, TaskRun, _share, markdown, seed_summary
+from experiments.reproduce import KINDS, ReproduceConfig, Stages, TaskRun, _share, markdown, seed_summary
 from bertvision.store.format import open_store
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
@@ -26,10 +26,10 @@ TIMEOUT_S = 2700
 
 
 def reproduce(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "bench.reproduce", "--quick", "--no-progress", *args],
+    proc = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--quick", "--no-progress", *args],
                           cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
     if check and proc.returncode != 0:
-        raise AssertionError(f"bench.reproduce failed ({proc.returncode}):\n"
+        raise AssertionError(f"experiments.reproduce failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
 
@@ -71,7 +71,7 @@ def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_da
 
 def test_quick_reproduction_table(quick_run):
     work, docs, _ = quick_run
-    results = json.loads((work / "results.json").read_text())
+    results = json.loads((work / "reproduction.json").read_text())
     rows = results["rows"]
     assert {r["task"] for r in rows} == {"sst2", "squad_v2"}  # --quick's default tasks
     for task, tuned in (("sst2", ["1"]), ("squad_v2", ["0.3", "1"])):
@@ -136,16 +136,16 @@ def test_quick_reproduction_table(quick_run):
 
 def test_quick_reproduction_resumes(quick_run):
     work, _, data = quick_run
-    before = json.loads((work / "results.json").read_text())["rows"]
+    before = json.loads((work / "reproduction.json").read_text())["rows"]
     # a finished reproduction: nothing runs again
     proc = reproduce("--work", str(work), "--data-root", str(data))
     assert "this invocation: 0 stage(s) run" in proc.stdout
     # a lost run folder: only its stage runs again, and gives the same seeded result
     shutil.rmtree(work / "sst2" / "cnn-frozen")
     proc = reproduce("--work", str(work), "--data-root", str(data))
-    meta = json.loads((work / "results.json").read_text())["meta"]
+    meta = json.loads((work / "reproduction.json").read_text())["meta"]
     assert meta["stages_run_now"] == ["sst2/cnn-frozen"], proc.stdout[-2000:]
-    after = json.loads((work / "results.json").read_text())["rows"]
+    after = json.loads((work / "reproduction.json").read_text())["rows"]
     key = [(r["task"], r["method"], r["backbone"]) for r in before]
     assert key == [(r["task"], r["method"], r["backbone"]) for r in after]
     redone = [(b, a) for b, a in zip(before, after) if a["run"].endswith("cnn-frozen")]
@@ -155,7 +155,7 @@ def test_quick_reproduction_resumes(quick_run):
     assert proc.returncode == 2 and "tasks" in proc.stderr
     # a second seed: the headline rows again in their own folders, and their spread
     reproduce("--work", str(work), "--data-root", str(data), "--seeds", "0,1")
-    results = json.loads((work / "results.json").read_text())
+    results = json.loads((work / "reproduction.json").read_text())
     seed1 = [r for r in results["rows"] if r["seed"] == 1]
     assert {r["task"] for r in seed1} == {"sst2", "squad_v2"}
     assert all("/seed1/" in r["run"] for r in seed1)

@@ -457,13 +457,15 @@ def test_a_search_recorded_before_a_space_field_existed_still_resumes(tmp_path):
     holds no value for it; resuming it with the same flags must not be
     refused as 'other settings' (the field's default is what it searched)."""
     from bertvision.errors import SearchError
-    from bertvision.search.tuner import SearchConfig, _read_search_record
+    from bertvision.runs import SearchFolder
+    from bertvision.search.tuner import RESUMABLE, SearchConfig
 
+    folder = SearchFolder(tmp_path)
     config = SearchConfig(store="unused", out=str(tmp_path))
     old = config.to_dict()
     del old["space"]["transformer_blocks"]
     (tmp_path / "search.json").write_text(json.dumps({"run_type": "search", "config": old}))
-    assert _read_search_record(config)["config"] == old
+    assert folder.read_record(config, RESUMABLE, SearchError)["config"] == old
     searched = SearchConfig(store="unused", out=str(tmp_path), space={"transformer_blocks": [0, 1]})
     with pytest.raises(SearchError, match=r"other settings \(space\)"):
-        _read_search_record(searched)
+        folder.read_record(searched, RESUMABLE, SearchError)

@@ -1,10 +1,10 @@
-"""bench.serve_load --quick: the load benchmark's short bounded version, real
+"""experiments.serve_load --quick: the load benchmark's short bounded version, real
 closed-loop clients against a real pipelines.serve on loopback, served
 adapters beside the fine-tuned-BERT baseline in the same run."""
 
 import json
 
-from bench.serve_load import main as serve_load_main
+from experiments.serve_load import main as serve_load_main
 from tests.serving_runs import mrpc_store, served_runs, sst2_mean_store  # noqa: F401
 from tests.stores import run_main, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
 

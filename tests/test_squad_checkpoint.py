@@ -1,7 +1,7 @@
-"""bench.squad_checkpoint reads a checkpoint's own SQuAD scores from checkpoint.json, as
+"""experiments.squad_checkpoint reads a checkpoint's own SQuAD scores from checkpoint.json, as
 pipelines.finetune writes it today and as it wrote it before the one trainer."""
 
-from bench.squad_checkpoint import checkpoint_metrics
+from experiments.squad_checkpoint import checkpoint_metrics
 
 
 def test_checkpoint_metrics_of_both_formats():

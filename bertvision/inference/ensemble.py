@@ -26,6 +26,7 @@ from bertvision.config import ConfigBase, check_choice
 from bertvision.errors import EnsembleError
 from bertvision.inference.config import COMBINE_MODES
 from bertvision.inference.predict import predict_run
+from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.runs import PAD_LOGIT, Predictions, RunFolder, RunResults, read_checkpoint_info
 
 __all__ = ["COMBINE_MODES", "EnsembleConfig", "combine", "load_run_predictions", "run_ensemble"]
@@ -180,31 +181,44 @@ def _method_name(path: str) -> str:
     return run.path.name
 
 
+class Ensemble(RunTask):
+    """An ensemble as a `bertvision.lifecycle.RunTask`: the members are
+    loaded, aligned, combined and scored when it is made (before any folder
+    is created); there is no training."""
+
+    run_type = "ensemble"
+    what = "an ensemble"
+
+    def __init__(self, config: EnsembleConfig):
+        self.config = config
+        stores = list(config.stores or [])
+        if len(stores) == 1:
+            stores = stores * len(config.runs)
+        stores = stores or [None] * len(config.runs)
+        members = [load_run_predictions(r, config.split, s) for r, s in zip(config.runs, stores)]
+        self.names = [_method_name(r) for r in config.runs]
+        self.ensemble = combine(members, config.combine, source=config.out)
+        self.member_metrics = [m.evaluate() for m in members]
+        self.metrics = self.ensemble.evaluate()
+
+    def train(self, run: RunFolder) -> TrainOutcome:
+        return TrainOutcome(history=[], best_epoch=None, best_metrics=self.metrics,
+                            predictions={self.config.split: self.ensemble}, train_seconds=None)
+
+    def result_fields(self, outcome: TrainOutcome) -> dict:
+        config, task = self.config, self.ensemble.spec
+        return dict(task=task.name, method=f"ensemble({config.combine}: {'+'.join(self.names)})",
+                    main_metric=task.main_metric, eval_splits=[config.split],
+                    hyperparameters={"combine": config.combine, "split": config.split}, train_examples=None,
+                    members=[{"run": str(r), "method": n, "dev_metrics": mm}
+                             for r, n, mm in zip(config.runs, self.names, self.member_metrics)],
+                    task_spec=task.to_dict(),
+                    thresholds=(None if self.ensemble.thresholds is None
+                                else [float(t) for t in self.ensemble.thresholds]))
+
+
 def run_ensemble(config: EnsembleConfig) -> RunResults:
     """Load, align, combine and score the runs; write the ensemble run folder
-    (``config.json``, ``results.json``, ``predictions/<split>.npz``)."""
-    stores = list(config.stores or [])
-    if len(stores) == 1:
-        stores = stores * len(config.runs)
-    stores = stores or [None] * len(config.runs)
-    members = [load_run_predictions(r, config.split, s) for r, s in zip(config.runs, stores)]
-    names = [_method_name(r) for r in config.runs]
-    ensemble = combine(members, config.combine, source=config.out)
-    task = ensemble.spec
-    member_metrics = [m.evaluate() for m in members]
-    metrics = ensemble.evaluate()
-    run = RunFolder(config.out)
-    run.begin(config)
-    with run.lock("an ensemble"):
-        results = RunResults(
-            task=task.name, method=f"ensemble({config.combine}: {'+'.join(names)})", run_type="ensemble",
-            main_metric=task.main_metric, dev_metrics=metrics, eval_splits=[config.split],
-            hyperparameters={"combine": config.combine, "split": config.split},
-            train_examples=None,
-            members=[{"run": str(r), "method": n, "dev_metrics": mm}
-                     for r, n, mm in zip(config.runs, names, member_metrics)],
-            task_spec=task.to_dict(),
-            thresholds=None if ensemble.thresholds is None else [float(t) for t in ensemble.thresholds])
-        results.predictions = run.save_predictions({config.split: ensemble})
-        run.write_results(results)
-    return results
+    (``config.json``, ``results.json``, ``predictions/<split>.npz``) through
+    `bertvision.lifecycle.run_task`."""
+    return run_task(Ensemble(config), RunFolder(config.out))

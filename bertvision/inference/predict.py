@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import zipfile
@@ -38,7 +37,7 @@ from bertvision.store.format import SIGNATURE_KEYS, Store, open_store
 from bertvision.data.tasks import TASKS, get_task
 
 __all__ = ["check_store_matches", "glue_submission_files", "load_adapter_run", "make_infer_fn", "na_prob_path",
-           "odds_threshold", "pad_to_for", "predict_run", "predict_store", "write_glue_submission",
+           "pad_to_for", "predict_run", "predict_store", "write_glue_submission",
            "warn_if_store_replaced", "write_glue_submission_folder", "write_prediction_file",
            "write_squad_predictions"]
 
@@ -323,17 +322,6 @@ def na_prob_path(path: str | os.PathLike) -> str:
     """``preds.json`` -> ``preds.na_prob.json`` (beside the predictions file)."""
     text = str(path)
     return (text[:-5] if text.endswith(".json") else text) + ".na_prob.json"
-
-
-def odds_threshold(na_prob_thresh: float) -> float:
-    """A no-answer *probability* threshold (the SQuAD script's
-    ``best_f1_thresh``) as a threshold on ``null_odds`` (its logit)."""
-    p = float(na_prob_thresh)
-    if p <= 0.0:
-        return -math.inf
-    if p >= 1.0:
-        return math.inf
-    return math.log(p / (1.0 - p))
 
 
 def write_squad_predictions(preds: Predictions, path: str | os.PathLike,

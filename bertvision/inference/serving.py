@@ -54,14 +54,13 @@ from bertvision.data.readers import Example, decode_utf8, load_examples
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
 from bertvision.inference.predict import (load_adapter_run, make_infer_fn, model_input_names, model_token_dim,
-                                          odds_threshold, warn_if_store_replaced)
+                                          warn_if_store_replaced)
 from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store.format import dequantize_int8, open_store, quantize_int8
 from bertvision.data import files
 from bertvision.data.tasks import TaskSpec, get_task
 
-__all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs",
-           "squad_threshold"]
+__all__ = ["ALL_INPUT_FIELDS", "Job", "Predictor", "ServedModel", "input_fields", "parse_run_spec", "read_inputs"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -79,13 +78,6 @@ def input_fields(task: TaskSpec) -> tuple[str, ...]:
 
 
 ALL_INPUT_FIELDS = ("text", "text_pair", "question", "context")
-
-
-def squad_threshold(results: RunResults) -> float:
-    """The null-odds threshold a SQuAD run answers at: its dev ``best_f1_thresh``
-    (the official evaluation's best no-answer probability), else 0 (BERT's rule)."""
-    thresh = results.dev_metrics.get("best_f1_thresh")
-    return 0.0 if thresh is None else odds_threshold(thresh)
 
 
 def parse_run_spec(spec: str | tuple[str | None, str]) -> tuple[str | None, str]:
@@ -760,7 +752,7 @@ def _adapter_model(name: str, path: Path, results: RunResults, adapter, tokenize
                        pair_mode=sig.get("pair_mode", "cross"), dtype=_dtype(adapter),
                        quantized=sig.get("dtype") == "int8",
                        featurizer_source=source,
-                       threshold=squad_threshold(results) if task.kind == "span" else 0.0)
+                       threshold=results.best_null_odds if task.kind == "span" else 0.0)
 
 
 def _dtype(model) -> str:
@@ -806,6 +798,6 @@ def _load_finetune(name: str, path: Path, results: RunResults, where: str, jit_c
     group = _FinetuneGroup(f"{name}:{_group_name(identity)}", identity, tokenizer, jit_compile)
     model = ServedModel(name=name, run_dir=path, results=results, task=task, featurizer=featurizer,
                         model=task_model, group=group.name, finetune=True, featurizer_source="run",
-                        threshold=squad_threshold(results) if task.kind == "span" else 0.0)
+                        threshold=results.best_null_odds if task.kind == "span" else 0.0)
     group.members.append(model)
     return model, group

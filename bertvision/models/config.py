@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_nonnegative_int, check_positive_int)
-from bertvision.errors import ConfigError
+from bertvision.errors import BertVisionError, ConfigError
+
+__all__ = ["KINDS", "LAYER_POOLINGS", "PER_TOKEN_KINDS", "STORE_DERIVED", "TOKEN_POOLINGS", "ModelConfig"]
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")  # trained adapters (what a search tries)
 # every method pipelines.fit runs: the adapters and the zero-shot cosine of a separately encoded pair (no training)
@@ -18,7 +20,7 @@ MIX_LOGIT_SCALE = 100.0
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
 PER_TOKEN_KINDS = ("span", "token_classification")
 """Task kinds predicted per token: the adapters pool no tokens."""
-# ModelConfig fields that come from the store, not from the user
+# the fields a store determines (`ModelConfig.from_store`), not the user
 STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
 
 
@@ -205,6 +207,33 @@ class ModelConfig(ConfigBase):
     def sides(self) -> tuple:
         """Leading input axis of a separately encoded pair: `(2,)`, else `()`."""
         return (2,) if self.pair_mode == "separate" else ()
+
+    @classmethod
+    def from_store(cls, store, adapter: dict, error: type[BertVisionError] = ConfigError) -> "ModelConfig":
+        """The complete config of an adapter on `store` (a
+        `bertvision.store.format.Store`): the user's fields (`adapter`, with
+        ``kind``) plus those the store determines (`STORE_DERIVED`). A saved
+        config carries those too: they must still agree with the store.
+        Raises `error` naming the field.
+
+        >>> ModelConfig.from_store(store, {"kind": "cnn"}).num_layers
+        7
+        """
+        derived = store.adapter_fields()
+        for key in STORE_DERIVED:
+            if key in adapter and adapter[key] != derived[key]:
+                raise error(f"adapter {key}={adapter[key]!r} does not match the store {store.path} "
+                            f"({derived[key]!r})")
+        user = {k: v for k, v in adapter.items() if k not in STORE_DERIVED}
+        try:
+            return cls.from_dict({**user, **derived})
+        except ConfigError as err:
+            raise error(f"adapter settings: {err}") from err
+
+    @staticmethod
+    def user_fields(adapter: dict) -> dict:
+        """The fields of `adapter` a user chose (not the store's, not the name)."""
+        return {k: v for k, v in adapter.items() if k not in STORE_DERIVED and k != "name"}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)

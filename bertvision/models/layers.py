@@ -414,7 +414,7 @@ class Dropout(keras.layers.Dropout):
     algorithm from a seed kept in a variable. Under XLA on CPU that
     combination runs far slower than naming the algorithm: a linear probe
     with a span head over 384 tokens (dropout on `[32, 384, 384]`) trains at
-    12 instead of 226 examples/s (`bench/profile_adapters.py --task-kind span
+    12 instead of 226 examples/s (`experiments/profile_adapters.py --task-kind span
     --tokens 384 --dropout bertvision keras`, docs/benchmarks.md). This layer
     names Philox, the algorithm the default resolves to, so it draws exactly
     Keras' masks (same rate, noise shape and `SeedGenerator` seeds; the
@@ -451,7 +451,7 @@ class TransformerBlock(keras.layers.Layer):
     with BERTVision's `Dropout`: keras-hub's block uses Keras' dropout, which
     under XLA on CPU made a one-block adapter train several times slower
     than with dropout off (see `Dropout`). No dropout on the attention
-    probabilities. `bench/profile_adapters.py --variants adapter_pooler
+    probabilities. `experiments/profile_adapters.py --variants adapter_pooler
     adapter_pooler:transformer_blocks=1 --inputs sequence --tokens 64`
     measures the block's cost beside the plain adapter.
 

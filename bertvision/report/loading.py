@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Iterable
 
 from bertvision.errors import BertVisionError, ReportError
-from bertvision.runs import RESULTS, HistoryPoint, RunFolder, RunResults
+from bertvision.runs import RESULTS, TRIALS, HistoryPoint, RunFolder, RunResults
 
 __all__ = ["HistoryPoint", "ReportError", "Run", "SearchTrials", "find_results", "load_runs", "read_run",
            "read_trials"]
-
-TRIALS = "trials.csv"
 
 
 @dataclass

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -146,3 +146,20 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in keep) + "|"
     body = ["| " + " | ".join(_cell(row[c], c) for c in keep) + " |" for _, row in frame.iterrows()]
     return "\n".join([header, rule, *body])
+
+
+def grid(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A GitHub markdown table of cells already formatted (`header`, then
+    one line per row): every table of the experiments app
+    (`experiments.reproduce`, the benchmarks) is drawn here, as
+    `markdown_table` draws the run summary.
+
+    >>> print(grid(["method", "accuracy"], [["cnn", "0.8450"]]))
+    | method | accuracy |
+    |---|---|
+    | cnn | 0.8450 |
+    """
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+

@@ -14,7 +14,7 @@ folder a person can open::
                                hyperparameters, <main metric>,
                                trainable_params, wall_time_s, tuner_id
     SEARCH_DIR/best/           the best configuration retrained by
-                               `bertvision.training.fit.fit`: a normal fit run folder
+                               `bertvision.training.fit.AdapterFit`: a normal fit run folder
                                (`pipelines.predict`, `pipelines.ensemble`)
 
 The space (`SearchSpace`): adapter ``kind``; which stored ``layers`` enter
@@ -58,7 +58,6 @@ import csv
 import io as _stringio
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -67,22 +66,24 @@ import keras
 import keras_tuner as kt
 import keras_tuner.src.utils as kt_utils
 import numpy as np
+import tensorflow as tf
 
 from bertvision import io
 from bertvision.distribute import get_strategy
-from bertvision.errors import FitError, SearchError
-from bertvision.training.fit import FitConfig, adapter_config, build_adapter_trainer, fit, resolve_eval_splits
+from bertvision.errors import SearchError
+from bertvision.lifecycle import run_task
+from bertvision.training.fit import AdapterFit, FitConfig, StorePlan, build_adapter_trainer
 from bertvision.models import build_model, trainable_params
-from bertvision.runs import RunFolder, check_store_identity
+from bertvision.runs import TUNER, RunFolder, SearchFolder
 from bertvision.search.config import (RESUMABLE, SPACE_NAMES, TUNERS, SearchConfig, SearchSpace, active_values,
                                       layer_indices, split_values)
 from bertvision.store.format import open_store
 
 __all__ = ["PROJECT", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchRole", "SearchSpace", "atomic_tuner_state",
            "build_search_tuner", "layer_indices", "read_trial_rows", "search", "search_role", "trial_fit_config",
-           "work_for_chief", "write_trials_csv"]
+           "trials_csv", "work_for_chief"]
 
-PROJECT = "tuner"  # KerasTuner project name: SEARCH_DIR/tuner
+PROJECT = TUNER  # KerasTuner project name: SEARCH_DIR/tuner (`bertvision.runs.SearchFolder`)
 TRIAL_RECORD = "bertvision_trial.json"
 TRIAL_WEIGHTS = "best.weights.npz"
 
@@ -141,33 +142,27 @@ def search_role() -> SearchRole:
 
 
 class _Plan:
-    """What every trial shares: the opened store, task, eval split, the
-    training records, the number of stored layers."""
+    """What every trial shares: the store's `StorePlan` (opened store, task,
+    eval splits; handed to `fit` for the best retrain), the eval split the
+    trials are scored on, the training records, the number of stored layers."""
 
     def __init__(self, config: SearchConfig):
-        self.store = open_store(config.store, verify=True).head(config.label_column)
-        self.task = self.store.task_spec
-        if config.train_split not in self.store.splits:
-            raise SearchError(f"{config.store} has no training split {config.train_split!r}; "
-                              f"it has {self.store.splits}")
-        try:
-            self.eval_splits = resolve_eval_splits([config.eval_split] if config.eval_split else None,
-                                                   self.store, self.task)[:1]
-            # every kind and adapter setting must fit the store (e.g. span tasks need a sequence store)
-            for kind in config.space.kinds:
-                pooler = kind == "adapter_pooler"
-                for dim in (config.space.adapter_dims if pooler else [None]):
-                    for blocks in (config.space.transformer_blocks if pooler else [0]):
-                        adapter_config(self.store, {"kind": kind, **({"adapter_dim": dim} if dim else {}),
-                                                    **({"transformer_blocks": blocks} if blocks else {})})
-        except FitError as err:
-            raise SearchError(str(err)) from err
+        self.fit_plan = StorePlan(open_store(config.store, verify=True).head(config.label_column),
+                                  config.train_split, [config.eval_split] if config.eval_split else None, SearchError,
+                                  config.train_fraction, config.seed)
+        self.store, self.task = self.fit_plan.store, self.fit_plan.task
+        self.eval_splits = self.fit_plan.eval_splits[:1]
+        # every kind and adapter setting must fit the store (e.g. span tasks need a sequence store)
+        for kind in config.space.kinds:
+            pooler = kind == "adapter_pooler"
+            for dim in (config.space.adapter_dims if pooler else [None]):
+                for blocks in (config.space.transformer_blocks if pooler else [0]):
+                    self.fit_plan.model_config({"kind": kind, **({"adapter_dim": dim} if dim else {}),
+                                                **({"transformer_blocks": blocks} if blocks else {})}, SearchError)
         self.num_layers = len(self.store.layers)
         config.space.check(self.num_layers)
-        self.indices, self.train_examples = self.store.select_fraction(config.train_split, config.train_fraction,
-                                                                       config.seed)
-        self.train_records = (self.store.num_records(config.train_split) if self.indices is None
-                              else len(self.indices))
+        self.indices, self.train_examples = self.fit_plan.indices, self.fit_plan.train_examples
+        self.train_records = self.fit_plan.train_records
         if self.train_records < 1:
             raise SearchError(f"{config.store}: split {config.train_split!r} has no records")
         self.metric = self.task.main_metric
@@ -190,10 +185,7 @@ class AdapterHyperModel(kt.HyperModel):
         self.config.space.declare(hp)
         adapter, subset, _ = split_values(active_values(hp))
         adapter["layers"] = layer_indices(subset, self.plan.num_layers)
-        try:
-            return adapter_config(self.plan.store, adapter)
-        except FitError as err:
-            raise SearchError(str(err)) from err
+        return self.plan.fit_plan.model_config(adapter, SearchError)
 
     def build(self, hp):
         return build_model(self.model_config(hp))
@@ -384,8 +376,8 @@ def read_trial_rows(tuner, metric: str) -> list[dict]:
     return rows
 
 
-def write_trials_csv(rows: list[dict], path: str, metric: str) -> None:
-    """Write `rows` (from `read_trial_rows`) as CSV, atomically: ``trial_id``,
+def trials_csv(rows: list[dict], metric: str) -> str:
+    """`rows` (from `read_trial_rows`) as the text of ``trials.csv``: ``trial_id``,
     ``status``, the hyperparameters (space order, then any others, e.g.
     Hyperband's ``tuner/epochs``), `metric`, ``trainable_params``,
     ``wall_time_s``, ``tuner_id``; empty cells for inactive hyperparameters."""
@@ -400,37 +392,7 @@ def write_trials_csv(rows: list[dict], path: str, metric: str) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    io.atomic_write_text(path, buffer.getvalue())
-
-
-def _check_search_folder(config: SearchConfig) -> dict | None:
-    """Refuse a folder holding another search; return its search.json, if any."""
-    path = os.path.join(config.out, "search.json")
-    if os.path.exists(config.out) and not os.path.isdir(config.out):
-        raise SearchError(f"--out {config.out} is a file; give a folder for the search")
-    if not os.path.isfile(path):
-        if os.path.isdir(os.path.join(config.out, PROJECT)):
-            raise SearchError(f"{config.out} holds a KerasTuner project but no search.json; "
-                              "choose another --out")
-        if os.path.isdir(config.out) and [n for n in os.listdir(config.out) if not n.startswith(".")]:
-            raise SearchError(f"--out {config.out} is a folder holding other files and no search; give a new "
-                              "or empty folder")
-        return None
-    return _read_search_record(config)
-
-
-def _read_search_record(config: SearchConfig) -> dict:
-    """``search.json`` of `config.out`, refused unless its settings are `config`'s."""
-    path = os.path.join(config.out, "search.json")
-    old = io.read_json(path, SearchError)
-    if old.get("run_type") != "search":
-        raise SearchError(f"{path} is not a search record (run_type {old.get('run_type')!r})")
-    diff = config.differences(old.get("config") or {}, RESUMABLE)  # fields added since: at their defaults
-    if diff:
-        raise SearchError(f"{config.out} holds a search with other settings ({', '.join(diff)}); "
-                          "run it with the same settings to resume it (only --max-trials may change), "
-                          "or choose another --out")
-    return old
+    return buffer.getvalue()
 
 
 def _strategy_and_plan(config: SearchConfig):
@@ -443,22 +405,19 @@ def _strategy_and_plan(config: SearchConfig):
     return strategy, plan
 
 
-def work_for_chief(config: SearchConfig, role: "SearchRole", poll_s: float = 1.0) -> dict:
+def work_for_chief(config: SearchConfig, role: "SearchRole", folder: SearchFolder, strategy, plan: _Plan,
+                   poll_s: float = 1.0) -> dict:
     """Be a worker of a distributed search: wait for the chief's
     ``search.json`` (and refuse other settings than the chief's), then train
     the trials the chief hands out until it has none left. Writes only the
     trial folders (``trial_XX/bertvision_trial.json``, weights) and its own
     tuner file; ``search.json``, ``trials.csv`` and ``best/`` are the chief's.
     Returns ``{"run_type": "search_worker", "tuner_id", "oracle", "trials_run"}``."""
-    path = os.path.join(config.out, "search.json")
-    if not os.path.isfile(path):
+    if not folder.record_file.is_file():
         print(f"{role.tuner_id}: waiting for the chief to start the search in {config.out}", flush=True)
-        while not os.path.isfile(path):
+        while not folder.record_file.is_file():
             time.sleep(poll_s)
-    _read_search_record(config)  # the chief's settings must be ours
-    strategy, plan = _strategy_and_plan(config)
-    lock = ".lock." + re.sub(r"[^A-Za-z0-9_.-]", "_", role.tuner_id)
-    with io.exclusive_lock(config.out, f"search worker {role.tuner_id}", SearchError, name=lock):
+    with folder.join(config, RESUMABLE, SearchError, role.tuner_id):  # the chief's settings must be ours
         keras.utils.set_random_seed(config.seed)
         with atomic_tuner_state():
             tuner = build_search_tuner(config, plan, strategy)
@@ -467,23 +426,25 @@ def work_for_chief(config: SearchConfig, role: "SearchRole", poll_s: float = 1.0
             "trials_run": list(tuner.trials_run)}
 
 
-def _retrain_best(config: SearchConfig, plan: _Plan, best_id: str, values: dict, previous: dict | None):
-    """Train the best trial's configuration with `bertvision.training.fit.fit` into
-    ``SEARCH_DIR/best`` (resuming an interrupted retrain of the same trial;
-    replacing a best run of another trial)."""
-    out = os.path.join(config.out, "best")
+def _retrain_best(config: SearchConfig, plan: _Plan, strategy, run: RunFolder, best_id: str, values: dict,
+                  previous: dict | None):
+    """Train the best trial's configuration into ``SEARCH_DIR/best``: an
+    `AdapterFit` on the search's own `StorePlan`, through
+    `bertvision.lifecycle.run_task` (a finished retrain of the same trial
+    returns its results; an interrupted one resumes; a best run of another
+    trial is replaced)."""
+    out = str(run.path)
     same = previous is not None and previous.get("best_trial_id") == best_id
-    run = RunFolder(out)
-    if same and run.finished:
-        return run.results()
     if run.path.is_dir() and not same:
-        shutil.rmtree(out)
+        shutil.rmtree(run.path)
     _, subset, _ = split_values(values)
     fit_config = trial_fit_config(config, values, out=out, train_fraction=config.retrain_fraction,
                                    verbose=1 if config.verbose > 1 else 0, layer_count=plan.num_layers,
                                    search={"search_dir": config.out, "trial_id": best_id, "layer_subset": subset})
     fit_config.command = list(config.command)
-    return fit(fit_config)
+    task = AdapterFit(fit_config, plan.fit_plan, strategy or tf.distribute.get_strategy())
+    task.reuse_finished = True  # the same trial retrained already: its results
+    return run_task(task, run)
 
 
 def search(config: SearchConfig) -> dict:
@@ -496,27 +457,25 @@ def search(config: SearchConfig) -> dict:
     summary instead.
     """
     role = search_role()
-    if role.kind == "worker":
-        return work_for_chief(config, role)
-    previous = _check_search_folder(config)
+    folder = SearchFolder(config.out)
     strategy, plan = _strategy_and_plan(config)
-    if previous and previous.get("store_identity"):  # trials of two stores must not be compared
-        check_store_identity(previous["store_identity"], plan.store.identity(), config.out, SearchError)
-    os.makedirs(config.out, exist_ok=True)
-    with io.exclusive_lock(config.out, "a search", SearchError):
+    if role.kind == "worker":
+        return work_for_chief(config, role, folder, strategy, plan)
+    previous = folder.begin(config, RESUMABLE, SearchError, store=plan.store.identity())
+    with folder.lock("a search", SearchError):
         record = {"run_type": "search", "task": plan.task.name, "main_metric": plan.metric,
                   "objective": {"name": plan.objective, "direction": "max"}, "config": config.to_dict(),
                   "status": "running", "trials": 0, "best_trial_id": (previous or {}).get("best_trial_id"),
                   "best_hyperparameters": (previous or {}).get("best_hyperparameters"),
                   "best_search_metric": None, "best_metric": None, "best_run": None,
-                  "store": config.store, "store_identity": plan.store.identity(), "layers": plan.store.layers, "token_mode": plan.store.token_mode,
+                  "store": config.store, "store_identity": plan.store.identity(), "layers": plan.store.layers,
+                  "token_mode": plan.store.token_mode,
                   "train_examples": int(plan.train_examples), "eval_split": plan.eval_splits[0],
                   "distributed": None if role.kind == "single" else {"oracle": role.oracle, "chief": role.tuner_id}}
-        path = os.path.join(config.out, "search.json")
-        io.atomic_write_json(path, record)
+        folder.write_record(record)
 
         if role.kind == "single":  # nobody else writes here (we hold the lock): a killed search's leftovers go
-            _remove_stale_state(os.path.join(config.out, PROJECT))
+            _remove_stale_state(str(folder.tuner_dir))
         keras.utils.set_random_seed(config.seed)
         start = time.perf_counter()
         with atomic_tuner_state():
@@ -526,27 +485,26 @@ def search(config: SearchConfig) -> dict:
                 print(f"chief {role.tuner_id}: serving trials at {role.oracle} to the workers", flush=True)
             tuner.search(verbose=config.verbose)  # the chief: until the workers have run every trial
         rows = read_trial_rows(tuner, plan.metric)
-        write_trials_csv(rows, os.path.join(config.out, "trials.csv"), plan.metric)
+        folder.write_trials(trials_csv(rows, plan.metric))
         best_trials = tuner.oracle.get_best_trials(max(1, len(tuner.oracle.trials)))
         record.update(trials=len(rows), search_wall_time_s=round(time.perf_counter() - start, 3),
                       trial_status={s: sum(r["status"] == s for r in rows)
                                     for s in sorted({r["status"] for r in rows})})
         if not best_trials or best_trials[0].score is None:
             record["status"] = "failed"
-            io.atomic_write_json(path, record)
-            raise SearchError(f"no trial of {config.out} finished; see the trial folders under "
-                              f"{os.path.join(config.out, PROJECT)}")
+            folder.write_record(record)
+            raise SearchError(f"no trial of {config.out} finished; see the trial folders under {folder.tuner_dir}")
         # a tie goes to the earliest trial, so the best trial does not depend on the order trials finished in
         # (a search killed and resumed finishes them in another order than an uninterrupted one)
         tied = [t for t in best_trials if t.score == best_trials[0].score]
         best = min(tied, key=lambda t: (int(t.trial_id) if t.trial_id.isdigit() else float("inf"), t.trial_id))
         values = {k: v for k, v in active_values(best.hyperparameters).items() if not k.startswith("tuner/")}
         record.update(best_trial_id=best.trial_id, best_hyperparameters=values, best_search_metric=best.score)
-        io.atomic_write_json(path, record)
+        folder.write_record(record)
         if config.retrain:
-            results = _retrain_best(config, plan, best.trial_id, values, previous)
+            results = _retrain_best(config, plan, strategy, folder.best, best.trial_id, values, previous)
             record.update(best_metric=results.dev_metrics[plan.metric], best_run="best",
                           best_trainable_params=results.trainable_params, best_dev_metrics=results.dev_metrics)
         record["status"] = "complete"
-        io.atomic_write_json(path, record)
+        folder.write_record(record)
     return record

@@ -641,8 +641,8 @@ class Store:
                 raise StoreError(f"{self.path}: manifest field splits.{split}.num_records={info['num_records']} but "
                                  f"its shards list {records} records")
             act = int(info["activation_bytes"])
-            bad = (act % per_vector != 0 or act > records * self.max_seq_len * per_vector) if self.is_sequence \
-                else act != records * per_vector
+            bad = ((act % per_vector != 0 or act > records * self.max_seq_len * per_vector) if self.is_sequence
+                   else act != records * per_vector)
             if bad:
                 raise StoreError(f"{self.path}: manifest field splits.{split}.activation_bytes={act} does not fit "
                                  f"{records} records of {want} {self.dtype} values")

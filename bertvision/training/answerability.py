@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 
 import keras
@@ -39,11 +38,11 @@ import tensorflow as tf
 from bertvision.models.backbone import backbone_param_count
 from bertvision.config import ConfigBase, check_positive, check_positive_int
 from bertvision.errors import FitError
-from bertvision.training.fit import STORE_DERIVED, adapter_config
 from bertvision.metrics import accuracy, f1
-from bertvision.models import build_model, layer_weights, trainable_params
+from bertvision.lifecycle import RunTask, TrainOutcome, run_task
+from bertvision.models import ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.predict import make_infer_fn
-from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, package_versions
+from bertvision.runs import Predictions, RunFolder, RunResults
 from bertvision.store.format import Store, open_store
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
@@ -109,11 +108,11 @@ class AnswerabilityConfig(ConfigBase):
             raise FitError(f"adapter must be a dict of ModelConfig fields with a 'kind', got {self.adapter!r}")
 
 
-def _classifier_config(store: Store, adapter: dict):
+def _classifier_config(store: Store, adapter: dict) -> ModelConfig:
     if store.task_kind != "span" or not store.is_sequence:
         raise FitError(f"{store.path}: answerability needs a SQuAD sequence store (task kind span); it holds "
                        f"{store.task_kind} {store.token_mode} activations")
-    span_config = adapter_config(store, adapter)  # the store's fields, checked
+    span_config = ModelConfig.from_store(store, adapter, FitError)  # the store's fields, checked
     return span_config.replace(task_kind="classification", num_labels=2)
 
 
@@ -141,23 +140,30 @@ class _Evaluation:
         return answerability_metrics({u: probs[u] >= 0.5 for u in self.gold}, self.gold), {}
 
 
-def fit_answerability(config: AnswerabilityConfig) -> RunResults:
-    """Train the answerability classifier `config` describes; write its run folder."""
-    store = open_store(config.store, verify=True)
-    model_config = _classifier_config(store, config.adapter)
-    for split in (config.train_split, config.eval_split):
-        if split not in store.splits:
-            raise FitError(f"{store.path} has no split {split!r}; it has {store.splits}")
-    gold = {str(r["uid"]): not r.get("is_impossible") for r in store.examples(config.eval_split)}
-    run = RunFolder(config.out)
-    restarting = run.begin(config, ignore=("command", "verbose", "out"), store=store.identity())
-    with run.lock("an answerability fit"), PeakMemory() as peak:
-        start = time.perf_counter()
+class Answerability(RunTask):
+    """The answerability classifier as a `bertvision.lifecycle.RunTask`
+    (checked when made, before any folder is created)."""
+
+    run_type = "fit"
+    what = "an answerability fit"
+    resume_free = ("command", "verbose", "out")
+
+    def __init__(self, config: AnswerabilityConfig):
+        self.config = config
+        self.store = store = open_store(config.store, verify=True)
+        self.model_config = _classifier_config(store, config.adapter)
+        for split in (config.train_split, config.eval_split):
+            if split not in store.splits:
+                raise FitError(f"{store.path} has no split {split!r}; it has {store.splits}")
+        self.gold = {str(r["uid"]): not r.get("is_impossible") for r in store.examples(config.eval_split)}
+
+    def train(self, run: RunFolder) -> TrainOutcome:
+        config, store = self.config, self.store
         keras.utils.set_random_seed(config.seed)
-        records = store.num_records(config.train_split)
+        self.records = records = store.num_records(config.train_split)
         steps = max(1, math.ceil(records / config.batch_size))
         schedule = Schedule.epochs(steps, config.epochs)
-        model = build_model(model_config)
+        self.model = model = build_model(self.model_config)
         compile_for_task(model, "classification", make_optimizer(config.lr, schedule.total_steps,
                                                                  warmup=config.warmup,
                                                                  weight_decay=config.weight_decay),
@@ -169,26 +175,34 @@ def fit_answerability(config: AnswerabilityConfig) -> RunResults:
             return ds.map(lambda f, y: (f, tf.cast(y["start_positions"] > 0, tf.int32)))
 
         trainer = Trainer(model, main_metric=MAIN_METRIC, schedule=schedule, train_data=train_data,
-                          evaluate=_Evaluation(store, config.eval_split, gold), state_dir=run.state_dir,
+                          evaluate=_Evaluation(store, config.eval_split, self.gold), state_dir=run.state_dir,
                           select_best=True, patience=config.patience, examples_per_step=config.batch_size,
-                          verbose=config.verbose, log_dir=run.logs_dir, restarting=restarting)
-        outcome = trainer.run()
-    n_trainable, n_backbone = trainable_params(model), backbone_param_count(store.backbone)
-    results = RunResults(
-        task="squad_v2", method=f"answerability:{model_config.kind}", run_type="fit", main_metric=MAIN_METRIC,
-        dev_metrics=outcome.best_metrics, eval_splits=[config.eval_split], history=outcome.history,
-        best_epoch=outcome.best_epoch,
-        hyperparameters={"lr": config.lr, "batch_size": config.batch_size, "epochs": config.epochs,
-                         **{k: v for k, v in config.adapter.items() if k not in STORE_DERIVED}},
-        seed=config.seed, train_fraction=1.0, train_examples=store.num_examples(config.train_split),
-        train_records=records, trainable_params=n_trainable, backbone_params=n_backbone,
-        param_share=(n_trainable / n_backbone) if n_backbone else None,
-        train_wall_time_s=round(outcome.train_seconds, 3), total_wall_time_s=round(time.perf_counter() - start, 3),
-        peak_memory_mib=peak.rss_mib, peak_device_memory_mib=peak.device_mib, backbone=store.backbone,
-        store=config.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
-        layers=store.layers, token_mode=store.token_mode,
-        layer_weights=layer_weights(model), resumed_from=outcome.resumed_from,
-        environment={"jit_compile": config.jit_compile, "versions": package_versions()})
-    run.write_results(results)
-    trainer.cleanup()
-    return results
+                          verbose=config.verbose, log_dir=run.logs_dir, restarting=run.resuming)
+        return trainer.run()
+
+    def result_fields(self, outcome: TrainOutcome) -> dict:
+        config, store = self.config, self.store
+        n_trainable, n_backbone = trainable_params(self.model), backbone_param_count(store.backbone)
+        return dict(
+            task="squad_v2", method=f"answerability:{self.model_config.kind}", main_metric=MAIN_METRIC,
+            eval_splits=[config.eval_split],
+            hyperparameters={"lr": config.lr, "batch_size": config.batch_size, "epochs": config.epochs,
+                             **ModelConfig.user_fields(config.adapter)},
+            seed=config.seed, train_fraction=1.0, train_examples=store.num_examples(config.train_split),
+            train_records=self.records, trainable_params=n_trainable, backbone_params=n_backbone,
+            param_share=(n_trainable / n_backbone) if n_backbone else None, backbone=store.backbone,
+            store=config.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
+            layers=store.layers, token_mode=store.token_mode,
+            layer_weights=layer_weights(self.model))
+
+    def store_identity(self) -> dict:
+        return self.store.identity()
+
+    def environment(self) -> dict:
+        return {"jit_compile": self.config.jit_compile}
+
+
+def fit_answerability(config: AnswerabilityConfig) -> RunResults:
+    """Train the answerability classifier `config` describes; write its run
+    folder (`bertvision.lifecycle.run_task`)."""
+    return run_task(Answerability(config), RunFolder(config.out))

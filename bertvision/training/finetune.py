@@ -34,9 +34,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +54,9 @@ from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import trainable_params
 from bertvision.models.bert_task import BertTask
-from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, PeakMemory, Predictions, RunFolder, RunResults,
-                             checkpoint_name, checkpoint_path, merge_split_metrics, package_versions)
+from bertvision.lifecycle import RunTask, TrainOutcome, run_task
+from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, Predictions, RunFolder, RunResults, checkpoint_name,
+                             merge_split_metrics)
 from bertvision.data.tasks import TaskSpec, get_task
 from bertvision.store.format import open_store
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
@@ -142,8 +141,8 @@ class FinetuneConfig(ConfigBase):
         for name in ("max_seq_len", "limit", "eval_limit", "sample", "lora_rank"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name), FinetuneError)
-        if isinstance(self.group_by_length, bool) or not isinstance(self.group_by_length, int) \
-                or self.group_by_length < 0:
+        if (isinstance(self.group_by_length, bool) or not isinstance(self.group_by_length, int)
+                or self.group_by_length < 0):
             raise FinetuneError(f"--group-by-length must be an integer >= 0 (0: off); got {self.group_by_length!r}")
         check_fraction("warmup", self.warmup, low_open=False, high_open=True, error=FinetuneError)
         check_fraction("train_fraction", self.train_fraction, error=FinetuneError)
@@ -197,8 +196,15 @@ def checkpoint_line(label: float, step: int, total_steps: int, metrics: dict, pa
     return f"checkpoint epoch {label:g} (step {step}/{total_steps}): {shown} -> {path}"
 
 
-class Finetuner:
-    """Runs one `FinetuneConfig` (see the module docstring)."""
+class Finetuner(RunTask):
+    """Runs one `FinetuneConfig` (see the module docstring): a
+    `bertvision.lifecycle.RunTask` whose training writes a checkpoint at
+    every mark."""
+
+    run_type = "finetune"
+    what = "a fine-tuning run"
+    resume_free = _RESUME_FREE
+    reuse_finished = True
 
     def __init__(self, config: FinetuneConfig):
         self.config = config
@@ -237,7 +243,7 @@ class Finetuner:
             train = seeded_subset(train, c.sample, c.seed)
         if c.train_fraction < 1:
             train = seeded_subset(train, max(1, round(c.train_fraction * len(train))), c.seed + 1)
-        self.train = _Split(c.train_split, train, featurizer.encode(self.task, train))
+        self.train_set = _Split(c.train_split, train, featurizer.encode(self.task, train))
         eval_limit = c.eval_limit if c.eval_limit is not None else c.limit
         self.evals = [_Split(s, ex, featurizer.encode(self.task, ex))
                       for s, ex in ((s, self._load(s, eval_limit)) for s in c.eval_splits)]
@@ -247,13 +253,17 @@ class Finetuner:
             raise FinetuneError(f"{c.task}/{unlabelled[0]}: the split has no gold labels to evaluate against; give a "
                                 "labelled --eval-split (e.g. dev)")
         if self.task.kind == "span":
-            f = self.train.features
+            f = self.train_set.features
             self.train_targets = {"start_logits": f.start_positions, "end_logits": f.end_positions}
         else:
             labels = [ex.label for ex in train]
             if any(label is None for label in labels):
                 raise FinetuneError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
             self.train_targets = np.asarray(labels, np.float32 if self.task.kind == "regression" else np.int32)
+
+    def store_identity(self) -> dict:
+        """`RunTask.store_identity`: the data the run trains on (`data_identity`)."""
+        return self.data_identity()
 
     def data_identity(self) -> dict:
         """What the run trains and evaluates on (after `prepare`): the task's
@@ -262,7 +272,7 @@ class Finetuner:
         (`bertvision.runs.check_store_identity`)."""
         c = self.config
         digest = hashlib.sha256()
-        for split in [self.train, *self.evals]:
+        for split in [self.train_set, *self.evals]:
             for ex in split.examples:
                 digest.update(json.dumps([split.name, dataclasses.asdict(ex)], default=str).encode())
         source = (f"the store {c.store}" if c.store is not None else "TensorFlow Datasets" if c.use_tfds
@@ -276,7 +286,7 @@ class Finetuner:
         keras.utils.set_random_seed(c.seed)
         self.act = hidden_act(self.ref)
         self.strategy = get_strategy(c.strategy)
-        rows = len(self.train.features)
+        rows = len(self.train_set.features)
         self.steps_per_epoch = math.ceil(rows / c.batch_size)
         self.schedule = Schedule.checkpoints(self.steps_per_epoch, c.epochs, c.checkpoint_every, c.checkpoint_at)
         with self.strategy.scope():
@@ -300,7 +310,7 @@ class Finetuner:
         `length_grouped_batches`), so a resumed run trains on exactly the
         batches the uninterrupted run would. Each batch is cut to a bucketed
         token length covering its longest row."""
-        c, f = self.config, self.train.features
+        c, f = self.config, self.train_set.features
         lengths = f.lengths()
         inputs = f.inputs()
         epoch, batches = None, None
@@ -312,8 +322,8 @@ class Finetuner:
             rows = batches[step % self.steps_per_epoch]
             t = bucket_length(int(lengths[rows].max()), c.max_seq_len, fine=True)
             x = {k: v[rows, :t] for k, v in inputs.items()}
-            y = {k: v[rows] for k, v in self.train_targets.items()} if isinstance(self.train_targets, dict) \
-                else self.train_targets[rows]
+            y = ({k: v[rows] for k, v in self.train_targets.items()} if isinstance(self.train_targets, dict)
+                 else self.train_targets[rows])
             yield x, y
 
     def train_data(self, first_step: int) -> tf.data.Dataset:
@@ -342,8 +352,8 @@ class Finetuner:
             t = bucket_length(int(lengths[rows].max()), c.max_seq_len, fine=True)
             out = self._forward({k: v[rows, :t] for k, v in inputs.items()})
             for j, r in enumerate(rows):
-                outputs[r] = {k: np.asarray(v[j]) for k, v in out.items()} if isinstance(out, dict) \
-                    else np.asarray(out[j])
+                outputs[r] = ({k: np.asarray(v[j]) for k, v in out.items()} if isinstance(out, dict)
+                              else np.asarray(out[j]))
         examples = split.examples
         record_uids = [examples[i].uid for i in f.example_index]
         if self.task.kind != "span":
@@ -371,7 +381,7 @@ class Finetuner:
     def mean_loss(self, split: _Split | None = None) -> float:
         """The training loss (dropout off) averaged over a split (default:
         the training rows), e.g. to check that training lowered it."""
-        split = split or self.train
+        split = split or self.train_set
         p = self.predict_split(split)
         if self.task.kind == "classification":
             y = np.asarray([ex.label for ex in split.examples])
@@ -392,7 +402,7 @@ class Finetuner:
     def save_checkpoint(self, step: int, label: float, model, metrics: dict, preds: dict) -> Path:
         """Write ``checkpoints/epoch-X.XX`` atomically: the task as a keras-hub
         preset (a backbone folder), tokenizer, predictions, checkpoint.json."""
-        final = checkpoint_path(self.run_dir.path, label)
+        final = self.run_dir.checkpoint(label)
         with io.atomic_folder(final) as tmp:
             self.model.save_to_preset(str(tmp))
             self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -403,7 +413,7 @@ class Finetuner:
                 p.save(tmp / "predictions" / f"{split}.npz")
             info = {"step": step, "epoch": label, "label": final.name, "steps_per_epoch": self.steps_per_epoch,
                     "examples_seen": min(step * self.config.batch_size,
-                                         int(math.ceil(self.config.epochs * len(self.train.features)))),
+                                         int(math.ceil(self.config.epochs * len(self.train_set.features)))),
                     "metrics": metrics, "config": self.config.to_dict()}
             io.atomic_write_json(tmp / CHECKPOINT_INFO, info)
         if not self.config.progress:  # no progress bar: still one line of news per checkpoint
@@ -412,58 +422,46 @@ class Finetuner:
 
     # ----------------------------------------------------------------- run
     def run(self) -> RunResults:
-        """Train (or resume), checkpoint, evaluate; write ``results.json``. Returns the results."""
-        c = self.config
-        run = self.run_dir
-        if run.finished:  # the same command again: the finished run's results
-            diff = c.differences(run.read_config(), _RESUME_FREE)
-            if diff:
-                raise FinetuneError(f"{run.path} holds a finished run with other settings ({', '.join(diff)}); "
-                                    "choose another --out")
-            return run.results()
-        self.prepare()  # the data's refusals (missing files, unlabelled splits) before the run folder is made
-        restarting = run.begin(c, ignore=_RESUME_FREE, store=self.data_identity())
-        with run.lock("a fine-tuning run"):
-            with PeakMemory() as peak:
-                start = time.perf_counter()
-                self.build()
-                trainer = Trainer(self.model, main_metric=self.task.main_metric, schedule=self.schedule,
-                                  train_data=self.train_data, evaluate=self.evaluate, state_dir=run.state_dir,
-                                  select_best=False, on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
-                                  verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy,
-                                  restarting=restarting)
-                outcome = trainer.run()
-            results = self._results(outcome, time.perf_counter() - start)
-            results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
-            results.predictions = run.save_predictions(outcome.predictions)
-            run.write_results(results)
-            trainer.cleanup()
-        return results
+        """Train (or resume), checkpoint, evaluate; write ``results.json``
+        (`bertvision.lifecycle.run_task`). Returns the results; the same
+        command again returns a finished run's results."""
+        return run_task(self, self.run_dir)
 
-    def _results(self, outcome, wall: float) -> RunResults:
+    def train(self, run: RunFolder) -> TrainOutcome:
+        """`RunTask.train`: featurize, build, train through the one trainer."""
+        c = self.config
+        self.build()
+        trainer = Trainer(self.model, main_metric=self.task.main_metric, schedule=self.schedule,
+                          train_data=self.train_data, evaluate=self.evaluate, state_dir=run.state_dir,
+                          select_best=False, on_mark=self.save_checkpoint, examples_per_step=c.batch_size,
+                          verbose=1 if c.progress else 0, log_dir=run.logs_dir, strategy=self.strategy,
+                          restarting=run.resuming)
+        return trainer.run()
+
+    def environment(self) -> dict:
+        c = self.config
+        return {"strategy": c.strategy, "replicas": int(self.strategy.num_replicas_in_sync),
+                "jit_compile": c.jit_compile}
+
+    def result_fields(self, outcome: TrainOutcome) -> dict:
         c = self.config
         final = outcome.history[-1]
         n_trainable = trainable_params(self.model)
         n_backbone = backbone_param_count(backbone_identity(self.ref)) or int(self.backbone.count_params())
-        return RunResults(
+        return dict(
             task=self.task.name, task_spec=None if self.task.is_preset else self.task.to_dict(),
-            method="bert_lora" if c.lora_rank else "bert_finetune", run_type="finetune",
+            method="bert_lora" if c.lora_rank else "bert_finetune",
             main_metric=self.task.main_metric,
-            dev_metrics=final.dev, eval_splits=list(c.eval_splits), history=outcome.history,
-            best_epoch=outcome.best_epoch, best_dev_metrics=outcome.best_metrics,
+            dev_metrics=final.dev, eval_splits=list(c.eval_splits), best_dev_metrics=outcome.best_metrics,
             hyperparameters={k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
                                                           "max_query_len", "warmup", "weight_decay", "dropout",
                                                           "lora_rank", "clipnorm", "seed", "checkpoint_every",
                                                           "checkpoint_at", "sample", "group_by_length")},
-            seed=c.seed, train_fraction=c.train_fraction, train_examples=len(self.train.examples),
-            train_records=len(self.train.features), trainable_params=n_trainable, backbone_params=n_backbone,
-            param_share=n_trainable / n_backbone, train_wall_time_s=round(outcome.train_seconds, 3),
-            total_wall_time_s=round(wall, 3),
+            seed=c.seed, train_fraction=c.train_fraction, train_examples=len(self.train_set.examples),
+            train_records=len(self.train_set.features), trainable_params=n_trainable, backbone_params=n_backbone,
+            param_share=n_trainable / n_backbone,
             train_examples_per_s=round(final.step * c.batch_size / max(outcome.train_seconds, 1e-9), 2)
             if outcome.resumed_from is None else final.examples_per_s,
             backbone=backbone_identity(self.ref),
             checkpoints={"best": str(Path(CHECKPOINTS) / checkpoint_name(outcome.best_epoch)),
-                         "final": str(Path(CHECKPOINTS) / checkpoint_name(final.epoch))},
-            resumed_from=outcome.resumed_from,
-            environment={"strategy": c.strategy, "replicas": int(self.strategy.num_replicas_in_sync),
-                         "jit_compile": c.jit_compile, "versions": package_versions()})
+                         "final": str(Path(CHECKPOINTS) / checkpoint_name(final.epoch))})

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,22 +33,22 @@ import keras
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.models.backbone import backbone_param_count
 from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
-from bertvision.errors import ConfigError, FitError
+from bertvision.errors import FitError
 from bertvision.metrics import best_thresholds
-from bertvision.models import FIT_KINDS, STORE_DERIVED, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.inference.cosine import best_threshold, pair_cosines
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
-from bertvision.runs import (PeakMemory, RunFolder, RunResults, epoch_selection, merge_split_metrics,
-                             package_versions)
+from bertvision.lifecycle import RunTask, TrainOutcome, run_task
+from bertvision.models import FIT_KINDS, ModelConfig, build_model, layer_weights, trainable_params
+from bertvision.models.backbone import backbone_param_count
+from bertvision.runs import PeakMemory, RunFolder, RunResults, epoch_selection, merge_split_metrics, package_versions
 from bertvision.store.format import Store, open_store
 from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
 
-__all__ = ["RESUME_IGNORED", "STORE_DERIVED", "FitConfig", "adapter_config", "build_adapter_trainer", "fit", "resolve_eval_splits"]
+__all__ = ["RESUME_IGNORED", "AdapterFit", "FitConfig", "StorePlan", "build_adapter_trainer", "check_batch_size", "fit"]
 
 
 # FitConfig fields that may change when a run is resumed (or kept by bertvision.api.fit)
@@ -128,43 +127,57 @@ class FitConfig(ConfigBase):
         """The training and adapter settings a report compares runs on."""
         out = {k: getattr(self, k) for k in ("lr", "batch_size", "epochs", "weight_decay", "warmup", "schedule",
                                              "patience", "seed", "train_fraction")}
-        out.update({k: v for k, v in self.adapter.items() if k not in STORE_DERIVED and k != "name"})
+        out.update(ModelConfig.user_fields(self.adapter))
         return out
 
 
-def adapter_config(store: Store, adapter: dict) -> ModelConfig:
-    """A complete `ModelConfig` for `store`: the user's fields (`adapter`, with
-    ``kind``) plus those the store determines."""
-    derived = store.adapter_fields()
-    for key in STORE_DERIVED:  # a saved config carries them: they must still agree with the store
-        if key in adapter and adapter[key] != derived[key]:
-            raise FitError(f"adapter {key}={adapter[key]!r} does not match the store {store.path} ({derived[key]!r})")
-    user = {k: v for k, v in adapter.items() if k not in STORE_DERIVED}
-    try:
-        return ModelConfig.from_dict({**user, **derived})
-    except ConfigError as err:
-        raise FitError(f"adapter settings: {err}") from err
+class StorePlan:
+    """What a fit (and every trial of a search) works out once from the
+    store: the opened store, its task, the training split, the eval splits
+    (those asked for, all in the store; else the task's that are) and a
+    seeded `fraction` of the training records (``indices``, None for all;
+    ``train_examples``, ``train_records``). A search makes one and hands it
+    to `AdapterFit` for its best retrain.
 
+    >>> plan = StorePlan(open_store("tfrecords/sst2"), "train", None)
+    >>> plan.task.name, plan.eval_splits, plan.train_records
+    ('sst2', ['dev'], 67349)
+    """
 
-def resolve_eval_splits(eval_splits: list | None, store: Store, task: TaskSpec) -> list[str]:
-    """The eval splits asked for (all must be in the store), or the task's that are."""
-    if eval_splits:
-        missing = [s for s in eval_splits if s not in store.splits]
-        if missing:
-            raise FitError(f"{store.path} has no split(s) {missing}; it has {store.splits}")
-    else:
-        eval_splits = [s for s in task.eval_splits if s in store.splits]
-        if not eval_splits and not task.is_preset:
-            raise FitError(f"{store.path} has no dev split to choose the best epoch on (it has {store.splits}); "
-                           "extract one with --dev-fraction F or --split dev=FILE, or give --eval-split")
-        if not eval_splits:
-            raise FitError(f"{store.path} has none of {task.name}'s eval splits {list(task.eval_splits)} "
-                           f"(it has {store.splits}); extract one or give --eval-split")
-    unlabelled = [s for s in eval_splits if not store.has_labels(s)]
-    if unlabelled:  # refused here, before any run folder is made, not after the first epoch
-        raise FitError(f"{store.path}: split {unlabelled[0]!r} has no gold labels to evaluate against; give a "
-                       "labelled --eval-split (e.g. dev)")
-    return list(eval_splits)
+    def __init__(self, store: Store, train_split: str, eval_splits: list | None, error=FitError,
+                 fraction: float = 1.0, seed: int = 0):
+        self.store, self.task, self.train_split = store, store.task_spec, train_split
+        if train_split not in store.splits:
+            raise error(f"{store.path} has no training split {train_split!r}; it has {store.splits}")
+        if eval_splits:
+            missing = [s for s in eval_splits if s not in store.splits]
+            if missing:
+                raise error(f"{store.path} has no split(s) {missing}; it has {store.splits}")
+            self.eval_splits = list(eval_splits)
+        else:
+            self.eval_splits = [s for s in self.task.eval_splits if s in store.splits]
+            if not self.eval_splits and not self.task.is_preset:
+                raise error(f"{store.path} has no dev split to choose the best epoch on (it has {store.splits}); "
+                            "extract one with --dev-fraction F or --split dev=FILE, or give --eval-split")
+            if not self.eval_splits:
+                raise error(f"{store.path} has none of {self.task.name}'s eval splits {list(self.task.eval_splits)} "
+                            f"(it has {store.splits}); extract one or give --eval-split")
+        self.indices, self.train_examples, self.train_records = self.train_selection(fraction, seed)
+        unlabelled = [s for s in self.eval_splits if not store.has_labels(s)]
+        if unlabelled:  # refused here, before any run folder is made, not after the first epoch
+            raise error(f"{store.path}: split {unlabelled[0]!r} has no gold labels to evaluate against; give a "
+                        "labelled --eval-split (e.g. dev)")
+
+    def model_config(self, adapter: dict, error=FitError) -> ModelConfig:
+        """The complete `ModelConfig` of `adapter` on this store (`ModelConfig.from_store`)."""
+        return ModelConfig.from_store(self.store, adapter, error)
+
+    def train_selection(self, fraction: float, seed: int) -> tuple:
+        """``(record indices or None, examples, records)`` of a seeded
+        `fraction` of the training split (`Store.select_fraction`)."""
+        indices, examples = self.store.select_fraction(self.train_split, fraction, seed)
+        records = self.store.num_records(self.train_split) if indices is None else len(indices)
+        return indices, int(examples), int(records)
 
 
 class StoreEvaluation:
@@ -301,86 +314,102 @@ def _fit_cosine(config: FitConfig, model_config: ModelConfig, store: Store, task
     return results
 
 
+class AdapterFit(RunTask):
+    """An adapter fit as a `bertvision.lifecycle.RunTask`: everything is
+    checked when it is made (before any folder is created); `train` runs
+    the one trainer on the store."""
+
+    run_type = "fit"
+    what = "an adapter fit"
+    resume_free = RESUME_IGNORED
+
+    def __init__(self, config: FitConfig, plan: StorePlan, strategy, chief: bool = True):
+        self.config, self.plan, self.store, self.strategy, self.chief = config, plan, plan.store, strategy, chief
+        self.model_config = plan.model_config(config.adapter)
+        config.adapter = self.model_config.to_dict()
+        check_batch_size(config.batch_size, strategy)  # every refusal before the run folder is made
+
+    def store_identity(self) -> dict:
+        return self.store.identity()
+
+    def run_folder(self) -> RunFolder:
+        """``config.out``; a multi-worker fit's other workers train in a
+        temporary folder (removed when done)."""
+        return RunFolder(self.config.out if self.chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
+
+    def train(self, run: RunFolder) -> TrainOutcome:
+        c = self.config
+        keras.utils.set_random_seed(c.seed)
+        indices, self.train_examples, self.train_records = self.plan.train_selection(c.train_fraction, c.seed)
+        self.trainer = build_adapter_trainer(
+            self.model_config, self.store, train_split=c.train_split, eval_splits=self.plan.eval_splits,
+            epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=c.seed, weight_decay=c.weight_decay,
+            warmup=c.warmup, schedule=c.schedule, train_indices=indices, train_records=self.train_records,
+            patience=c.patience, jit_compile=c.jit_compile, steps_per_execution=c.steps_per_execution,
+            eval_batch_size=c.eval_batch_size, strategy=self.strategy, state_dir=run.state_dir,
+            log_dir=run.logs_dir, verbose=c.verbose if self.chief else 0, chief=self.chief,
+            restarting=run.resuming)
+        try:
+            outcome = self.trainer.run()
+        except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)
+            raise self.store.corruption_error([c.train_split, *self.plan.eval_splits], err) from None
+        self.thresholds = choose_thresholds(outcome, self.plan.eval_splits, self.plan.task)
+        self.export = build_model(self.model_config)  # uncompiled: model.keras holds only the adapter
+        self.export.set_weights(self.trainer.model.get_weights())
+        return outcome
+
+    def result_fields(self, outcome: TrainOutcome) -> dict[str, Any]:
+        c, store = self.config, self.store
+        n_trainable = trainable_params(self.export)
+        n_backbone = backbone_param_count(store.backbone)
+        history = outcome.history
+        steady = history[1:] or history  # after the first epoch (tracing, compiling, caching)
+        seconds = ([b.train_time_s - a.train_time_s for a, b in zip(history, history[1:])]
+                   if len(history) > 1 else [history[0].train_time_s])
+        speed = sum(h.examples_per_s * s for h, s in zip(steady, seconds)) / max(sum(seconds), 1e-9)
+        return dict(task=self.plan.task.name, method=self.model_config.kind, main_metric=self.plan.task.main_metric,
+                    eval_splits=self.plan.eval_splits, hyperparameters=c.hyperparameters(), seed=c.seed,
+                    train_fraction=c.train_fraction, train_examples=self.train_examples,
+                    train_records=self.train_records, trainable_params=n_trainable, backbone_params=n_backbone,
+                    param_share=(n_trainable / n_backbone) if n_backbone else None,
+                    train_examples_per_s=round(speed, 1), backbone=store.backbone, store=c.store,
+                    store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
+                    layers=store.layers, token_mode=store.token_mode,
+                    layer_weights=layer_weights(self.export,
+                                                mix_batches(self.export, store, self.plan.eval_splits[0])),
+                    search=c.search, task_spec=self.plan.task.to_dict(), thresholds=self.thresholds,
+                    selection=epoch_selection(outcome.history, outcome.best_epoch, self.plan.task.main_metric,
+                                              self.plan.eval_splits[0], self.plan.eval_splits))
+
+    def environment(self) -> dict[str, Any]:
+        return {"strategy": self.config.strategy, "replicas": int(self.strategy.num_replicas_in_sync),
+                "jit_compile": self.config.jit_compile}
+
+    def save(self, run: RunFolder, outcome: TrainOutcome) -> None:
+        with io.atomic_path(run.model_file) as tmp:
+            self.export.save(tmp)
+
+
 def fit(config: FitConfig, strategy=None) -> RunResults:
     """Train the adapter `config` describes and write its run folder
-    (see the module docstring). Returns its `RunResults`.
+    (see the module docstring), through `bertvision.lifecycle.run_task`.
+    Returns its `RunResults`.
 
     A folder with an unfinished run of the same settings is resumed from its
     last finished epoch. `strategy` overrides `config.strategy` (an already
-    created `tf.distribute` strategy).
+    created `tf.distribute` strategy). A caller that has opened the store
+    already (a search's best retrain) runs ``AdapterFit(config, plan,
+    strategy)`` through `run_task` itself.
     """
     # the strategy first: multi-worker set-up must precede any other TensorFlow op
     strategy = strategy or get_strategy(config.strategy, config.tpu)
-    store = open_store(config.store).head(config.label_column)
-    task = store.task_spec
-    if config.train_split not in store.splits:
-        raise FitError(f"{store.path} has no training split {config.train_split!r}; it has {store.splits}")
-    eval_splits = resolve_eval_splits(config.eval_splits, store, task)
+    plan = StorePlan(open_store(config.store).head(config.label_column), config.train_split, config.eval_splits)
     if config.verify:  # after the cheap checks: reading every shard of a large store takes a while
-        for split in store.splits:
-            store.verify(split)
-    model_config = adapter_config(store, config.adapter)
-    config.adapter = model_config.to_dict()
-    check_batch_size(config.batch_size, strategy)  # every refusal before the run folder is made
-
-    if model_config.kind == "cosine":
-        return _fit_cosine(config, model_config, store, task, eval_splits)
-    chief = is_chief(strategy)
-    run = RunFolder(config.out if chief else tempfile.mkdtemp(prefix="bertvision-worker-"))
-    restarting = chief and run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
-    with run.lock("an adapter fit"):
-        with PeakMemory() as peak:
-            start = time.perf_counter()
-            keras.utils.set_random_seed(config.seed)
-            indices, train_examples = store.select_fraction(config.train_split, config.train_fraction, config.seed)
-            train_records = store.num_records(config.train_split) if indices is None else len(indices)
-            trainer = build_adapter_trainer(
-                model_config, store, train_split=config.train_split, eval_splits=eval_splits, epochs=config.epochs,
-                batch_size=config.batch_size, lr=config.lr, seed=config.seed, weight_decay=config.weight_decay,
-                warmup=config.warmup, schedule=config.schedule, train_indices=indices, train_records=train_records,
-                patience=config.patience, jit_compile=config.jit_compile,
-                steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
-                strategy=strategy, state_dir=run.state_dir, log_dir=run.logs_dir,
-                verbose=config.verbose if chief else 0, chief=chief, restarting=restarting)
-            try:
-                outcome = trainer.run()
-            except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)
-                raise store.corruption_error([config.train_split, *eval_splits], err) from None
-            thresholds = choose_thresholds(outcome, eval_splits, task)
-            export = build_model(model_config)  # uncompiled: model.keras holds only the adapter
-            export.set_weights(trainer.model.get_weights())
-            n_trainable = trainable_params(export)
-            n_backbone = backbone_param_count(store.backbone)
-            steady = outcome.history[1:] or outcome.history  # after the first epoch (tracing, compiling, caching)
-            seconds = [b.train_time_s - a.train_time_s for a, b in zip(outcome.history, outcome.history[1:])] \
-                if len(outcome.history) > 1 else [outcome.history[0].train_time_s]
-            speed = sum(h.examples_per_s * s for h, s in zip(steady, seconds)) / max(sum(seconds), 1e-9)
-            results = RunResults(
-                task=task.name, method=model_config.kind, run_type="fit", main_metric=task.main_metric,
-                dev_metrics=outcome.best_metrics, eval_splits=eval_splits, history=outcome.history,
-                best_epoch=outcome.best_epoch, hyperparameters=config.hyperparameters(), seed=config.seed,
-                train_fraction=config.train_fraction, train_examples=int(train_examples),
-                train_records=int(train_records), trainable_params=n_trainable, backbone_params=n_backbone,
-                param_share=(n_trainable / n_backbone) if n_backbone else None,
-                train_wall_time_s=round(outcome.train_seconds, 3),
-                total_wall_time_s=round(time.perf_counter() - start, 3), train_examples_per_s=round(speed, 1),
-                backbone=store.backbone, store=config.store, store_signature=store.signature(),
-                store_manifest_sha256=store.manifest_sha256, layers=store.layers,
-                token_mode=store.token_mode,
-                layer_weights=layer_weights(export, mix_batches(export, store, eval_splits[0])),
-                predictions={}, search=config.search, resumed_from=outcome.resumed_from,
-                selection=epoch_selection(outcome.history, outcome.best_epoch, task.main_metric, eval_splits[0],
-                                          eval_splits),
-                environment={"strategy": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
-                             "jit_compile": config.jit_compile, "versions": package_versions()},
-                task_spec=task.to_dict(), thresholds=thresholds)
-        results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
-        if chief:
-            with io.atomic_path(run.model_file) as tmp:
-                export.save(tmp)
-            results.predictions = run.save_predictions(outcome.predictions)
-            run.write_results(results)
-            trainer.cleanup()
-    if not chief:
-        shutil.rmtree(run.path, ignore_errors=True)
-    return results
+        for split in plan.store.splits:
+            plan.store.verify(split)
+    model_config = plan.model_config(config.adapter)
+    if model_config.kind == "cosine":  # no training: the zero-shot cosine as a run of its own
+        config.adapter = model_config.to_dict()
+        return _fit_cosine(config, model_config, plan.store, plan.task, plan.eval_splits)
+    task = AdapterFit(config, plan, strategy, chief=is_chief(strategy))
+    return run_task(task, task.run_folder())

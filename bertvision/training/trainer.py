@@ -50,6 +50,7 @@ from bertvision import io
 from bertvision.config import SCHEDULES
 from bertvision.data.features import IGNORE
 from bertvision.errors import ConfigError, RunError
+from bertvision.lifecycle import TrainOutcome
 from bertvision.runs import HistoryPoint
 
 __all__ = ["NO_DECAY", "Schedule", "TrainOutcome", "Trainer", "WarmupDecay", "compile_for_task",
@@ -251,19 +252,6 @@ def _load_npz(path: Path) -> list[np.ndarray]:
         return [data[f"a{i}"] for i in range(len(data.files))]
 
 
-@dataclass
-class TrainOutcome:
-    """What `Trainer.run` returns."""
-
-    history: list  # of HistoryPoint
-    best_epoch: float | None
-    best_metrics: dict
-    predictions: dict  # split -> Predictions of the weights the model holds now
-    train_seconds: float
-    resumed_from: dict | None = None
-    stopped_early: bool = False
-
-
 class _ScalarSummaries:
     """TensorBoard event files of the per-mark scalars: ``logs/train``
     (``epoch_loss``, ``epoch_learning_rate``) and ``logs/validation`` (every
@@ -303,7 +291,7 @@ class Trainer:
         evaluate: ``model -> (metrics, {split: Predictions})`` at each mark.
         state_dir: where the training state is saved at each mark (``None``:
             not saved, no resume). The state of a finished run is removed by
-            `cleanup`.
+            `bertvision.lifecycle.run_task` (`RunFolder.clear_state`).
         select_best: restore the best mark's weights at the end (adapters)
             instead of keeping the last (fine-tuning checkpoints).
         patience: stop after this many marks without a better main metric.
@@ -401,11 +389,6 @@ class Trainer:
         self.stopped = bool(state.get("stopped"))
         self.resumed_from = {"step": self.step, "epoch": self.history[-1].epoch if self.history else 0.0}
         return True
-
-    def cleanup(self) -> None:
-        """Remove the saved state (call once the run's outputs are written)."""
-        if self.state_dir is not None and self.chief:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # -------------------------------------------------------------- marks
     def _mark(self, step: int, loss: float | None, seconds: float) -> None:

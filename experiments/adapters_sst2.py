@@ -1,6 +1,6 @@
 """Adapter benchmark on SST-2 stores: accuracy, parameters, training speed.
 
-    python -m bench.adapters_sst2 --store tfrecords/sst2-cls --store tfrecords/sst2-seq
+    python -m experiments.adapters_sst2 --store tfrecords/sst2-cls --store tfrecords/sst2-seq
 
 Each store should hold ``train`` (the 8,000-example seeded subset:
 ``pipelines.extract --split train --sample 8000 --seed 0``) and the full
@@ -28,20 +28,18 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402  (after the environment above)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from bertvision import io  # noqa: E402
-from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.training.fit import FitConfig, adapter_config, fit  # noqa: E402
-from bertvision.models import KINDS, build_model  # noqa: E402
-from bertvision.runs import RunResults  # noqa: E402
-from bertvision.store.format import open_store  # noqa: E402
-from bertvision.training.trainer import compile_for_task, make_optimizer  # noqa: E402
+from bertvision import io
+from bertvision.errors import BertVisionError
+from bertvision.training.fit import FitConfig, fit
+from bertvision.models import KINDS, ModelConfig, build_model
+from bertvision.runs import RunResults
+from bertvision.store.format import open_store
+from bertvision.training.trainer import compile_for_task, make_optimizer
 
 
 def fit_one(store_path, kind, out, epochs, batch_size, seed) -> RunResults:
@@ -56,7 +54,7 @@ def store_vs_memory(store_path, epochs, batch_size, seed):
     n = store.num_records("train")
     config = FitConfig(store=store_path, out="", adapter={"kind": "adapter_pooler"}, epochs=epochs,
                        batch_size=batch_size, seed=seed, verbose=0)
-    model_config = adapter_config(store, config.adapter)
+    model_config = ModelConfig.from_store(store, config.adapter)
     steps = epochs * math.ceil(n / batch_size)
 
     def rate(ds):

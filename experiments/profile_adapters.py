@@ -6,8 +6,8 @@ in-memory `tf.data.Dataset` (from tensors, prefetched), and prints trainable
 params and training examples/s, with `jit_compile` on and off, for each batch
 size.
 
-    python bench/profile_adapters.py                       # everything
-    python bench/profile_adapters.py --inputs sequence --batch-sizes 32 \
+    python -m experiments.profile_adapters                       # everything
+    python -m experiments.profile_adapters --inputs sequence --batch-sizes 32 \
         --variants adapter_pooler adapter_pooler:layer_pooling=concat
 
 A variant is `kind[:field=value[,field=value]]` with `ModelConfig` fields.
@@ -17,33 +17,25 @@ start/end logits). `--dropout bertvision keras` measures each row twice: with
 BERTVision's `Dropout` and with `keras.layers.Dropout` (the baseline), and
 prints the speed ratio:
 
-    python bench/profile_adapters.py --inputs sequence --task-kind span --max-seq-len 384 \
+    python -m experiments.profile_adapters --inputs sequence --task-kind span --max-seq-len 384 \
         --batch-sizes 32 --jit true --dropout bertvision keras
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import contextlib  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from bertvision import io  # noqa: E402
-from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.models import KINDS, ModelConfig, build_model, trainable_params  # noqa: E402
-from bertvision.models import zoo  # noqa: E402
+from bertvision import io
+from bertvision.errors import BertVisionError
+from bertvision.models import KINDS, ModelConfig, build_model, trainable_params
+from bertvision.models import zoo
 
 INPUTS = {"sequence": 128, "vector": None}
 

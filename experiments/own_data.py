@@ -2,10 +2,10 @@
 the peer baseline, in one run: Banking77 test (77 intents, single label) and
 GoEmotions dev (28 emotions, multi-label).
 
-    python -m bench.own_data --work bench_out/own_data                  # the numbers (hours on a CPU)
-    python -m bench.own_data --datasets banking77 --seeds 0,1,2 --adapters adapter_pooler
-    python -m bench.own_data --quick --work /tmp/own-quick              # a smoke run (tens of examples), not a result
-    python -m bench.own_data --no-finetune                               # adapters and the peer baseline only
+    python -m experiments.own_data --work experiments_out/own_data                  # the numbers (hours on a CPU)
+    python -m experiments.own_data --datasets banking77 --seeds 0,1,2 --adapters adapter_pooler
+    python -m experiments.own_data --quick --work /tmp/own-quick              # a smoke run (tens of examples), not a result
+    python -m experiments.own_data --no-finetune                               # adapters and the peer baseline only
 
 Every dataset is extracted once (`pipelines.extract` with the issue's flags:
 Banking77 ``--dev-fraction 0.1 --seed 0`` drawn from train, GoEmotions read
@@ -45,16 +45,14 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402  (after the environment above)
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.multiclass import OneVsRestClassifier  # noqa: E402
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 
-from bertvision.inference.predict import predict_run  # noqa: E402
-from bertvision.runs import PeakMemory, Predictions, RunFolder  # noqa: E402
-from bertvision.store.format import open_store  # noqa: E402
+from bertvision.inference.predict import predict_run
+from bertvision.runs import PeakMemory, Predictions, RunFolder
+from bertvision.store.format import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_C = 10.0
@@ -189,7 +187,7 @@ def table(name: str, spec, eval_split: str, rows: list[tuple[str, list[dict]]]) 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default=str(REPO / "bench_out" / "own_data"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "own_data"))
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--datasets", default="banking77,goemotions")
     p.add_argument("--adapters", default="linear_probe,scalar_mix,adapter_pooler")

@@ -1,6 +1,6 @@
 """Extraction benchmark: throughput vs the bare forward pass, store size, read speed.
 
-    python -m bench.extract_throughput --data-dir ../shared/data/glue/SST-2 --n 2000
+    python -m experiments.extract_throughput --data-dir ../shared/data/glue/SST-2 --n 2000
 
 Prints, for ``--token-mode cls`` and ``--token-mode sequence`` on the embedded MiniLM:
 
@@ -26,23 +26,19 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import keras  # noqa: E402  (after the environment above)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from bertvision.models.backbone import load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
-from bertvision.data.readers import load_examples  # noqa: E402
-from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
-from bertvision.training.fit import adapter_config  # noqa: E402
-from bertvision.models import build_model  # noqa: E402
-from bertvision.store.format import open_store  # noqa: E402
-from bertvision.training.trainer import compile_for_task  # noqa: E402
+from bertvision.models.backbone import load_backbone, load_tokenizer, resolve_backbone
+from bertvision.data.readers import load_examples
+from bertvision.errors import BertVisionError
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.models import ModelConfig, build_model
+from bertvision.store.format import open_store
+from bertvision.training.trainer import compile_for_task
 
 
 def bare_forward_rate(backbone, features, batch_size, max_seq_len, sort=True):
@@ -84,7 +80,7 @@ def read_rate(store, split, batch_size=64, repeats=2):
 
 
 def adapter_rate(store, split, kind="adapter_pooler", batch_size=64, epochs=2):
-    config = adapter_config(store, {"kind": kind})
+    config = ModelConfig.from_store(store, {"kind": kind})
     model = build_model(config)
     compile_for_task(model, config.task_kind, keras.optimizers.AdamW(1e-3), jit_compile=True)
     ds = one_epoch(store, split, batch_size)

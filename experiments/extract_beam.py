@@ -1,6 +1,6 @@
 """Beam extraction vs the single-process extractor, same data, same run.
 
-    python -m bench.extract_beam --data-dir ../shared/data/glue/SST-2 --n 2000
+    python -m experiments.extract_beam --data-dir ../shared/data/glue/SST-2 --n 2000
 
 Runs ``python -m pipelines.extract`` twice on the same examples and settings:
 once in one process, once as a Beam pipeline on the DirectRunner in

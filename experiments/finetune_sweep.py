@@ -1,16 +1,16 @@
 """Sweep BERT's fine-tuning recipe (learning rate x epochs) on SST-2 and MRPC.
 
-    python -m bench.finetune_sweep --work bench_out/sweep            # resumable
-    python -m bench.finetune_sweep --tasks sst2 --lrs 5e-5,1e-4 --epochs 3
-    python -m bench.finetune_sweep --tasks sst2 --lora-rank 8 --lrs 5e-4,1e-3,2e-3 --epochs 2
-    python -m bench.finetune_sweep --tasks sst2 --limit 64 --eval-limit 32 --epochs 1   # a smoke run
+    python -m experiments.finetune_sweep --work experiments_out/sweep            # resumable
+    python -m experiments.finetune_sweep --tasks sst2 --lrs 5e-5,1e-4 --epochs 3
+    python -m experiments.finetune_sweep --tasks sst2 --lora-rank 8 --lrs 5e-4,1e-3,2e-3 --epochs 2
+    python -m experiments.finetune_sweep --tasks sst2 --limit 64 --eval-limit 32 --epochs 1   # a smoke run
 
 Each (task, lr) is one `pipelines.finetune` run of ``--epochs`` epochs
 (warmup 10%, linear decay, batch 32), scored at every epoch end; the table
 gives dev metrics of every (lr, epoch) and marks the best, beside the fixed
 recipe measured in the same sweep (`pipelines.finetune`'s default lr 5e-5,
 read at epochs 1 and 2; the reproduction used it for SST-2 and MRPC until
-this sweep moved them to 1e-4). The same data as `bench.reproduce`: SST-2's
+this sweep moved them to 1e-4). The same data as `experiments.reproduce`: SST-2's
 8,000-example seeded subset (64 tokens), MRPC's full train (128 tokens);
 full dev sets. With ``--lora-rank R`` every run is LoRA of rank R instead
 (`pipelines.finetune --lora-rank`); its fixed recipe is lr 5e-4, the
@@ -27,23 +27,21 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from bertvision import io  # noqa: E402  (after the environment above)
-from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
-from bertvision.runs import RunFolder  # noqa: E402
+from bertvision import io
+from bertvision.training.finetune import FinetuneConfig, Finetuner
+from bertvision.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = {"sst2": {"data": "glue/SST-2", "max_seq_len": 64, "sample": 8000},
          "mrpc": {"data": "glue/MRPC", "max_seq_len": 128, "sample": None}}
 FIXED_LR = 5e-5
-FIXED_LORA_LR = 5e-4  # bench.reproduce's LoRA lr before this sweep
+FIXED_LORA_LR = 5e-4  # experiments.reproduce's LoRA lr before this sweep
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default=str(REPO / "bench_out" / "finetune_sweep"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "finetune_sweep"))
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--tasks", default="sst2,mrpc")
     p.add_argument("--lrs", default="2e-5,5e-5,1e-4")
@@ -68,7 +66,7 @@ def main(argv=None) -> int:
                                     sample=None if args.limit else plan["sample"], limit=args.limit,
                                     eval_limit=args.eval_limit, seed=args.seed, lora_rank=args.lora_rank,
                                     jit_compile=False, progress=False,
-                                    command=["python", "-m", "bench.finetune_sweep"])
+                                    command=["python", "-m", "experiments.finetune_sweep"])
             start = time.perf_counter()
             results = RunFolder(out).results() if RunFolder(out).finished else Finetuner(config).run()
             print(f"{task} lr {lr:g}: {[(h.epoch, round(h.dev[results.main_metric], 4)) for h in results.history]} "

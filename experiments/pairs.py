@@ -1,8 +1,8 @@
 """Sentence pairs the way the backbone was trained: adapters on separately
 encoded pairs against the zero-shot cosine and cross-encoded stores, resumable.
 
-    python -m bench.pairs --task mrpc --data-dir ../shared/data/glue/MRPC --seeds 0,1,2 \\
-        --finetune-seeds 0,1,2 --work bench_out/pairs
+    python -m experiments.pairs --task mrpc --data-dir ../shared/data/glue/MRPC --seeds 0,1,2 \\
+        --finetune-seeds 0,1,2 --work experiments_out/pairs
 
 The embedded MiniLM is a sentence-embedding model (a bi-encoder): it was
 trained to encode each sentence on its own. The benchmark
@@ -19,7 +19,7 @@ trained to encode each sentence on its own. The benchmark
 
 and prints one table, mean ± std over seeds: the task's metrics, trainable
 parameters, wall time and peak memory (the process's resident set,
-`bench.reproduce.Stages`) per row. Everything lands in `--work` (``pairs.md``
+`experiments.reproduce.Stages`) per row. Everything lands in `--work` (``pairs.md``
 / ``pairs.json``, ``stages.json``); a rerun keeps finished stores and runs.
 """
 
@@ -33,27 +33,22 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # also run as ``python bench/pairs.py``
-    sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
-from bertvision import io  # noqa: E402
-from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
-from bertvision.training.fit import FitConfig, fit  # noqa: E402
-from bertvision.models import KINDS  # noqa: E402
-from bertvision.inference.cosine import cosine_baseline  # noqa: E402
-from bertvision.runs import RunFolder  # noqa: E402
-from bertvision.store.format import MANIFEST, open_store  # noqa: E402
-from bertvision.data.tasks import get_task  # noqa: E402
+from experiments.reproduce import Stages
+from bertvision import io
+from bertvision.errors import BertVisionError
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.training.finetune import FinetuneConfig, Finetuner
+from bertvision.training.fit import FitConfig, fit
+from bertvision.models import KINDS
+from bertvision.inference.cosine import cosine_baseline
+from bertvision.runs import RunFolder
+from bertvision.store.format import MANIFEST, open_store
+from bertvision.data.tasks import get_task
 
 
 def _variant(text: str) -> tuple[str, dict]:
@@ -82,7 +77,7 @@ def _cell(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pairs", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.pairs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="mrpc", help="a sentence-pair task (default mrpc)")
     p.add_argument("--data-dir", required=True, help="the task's data folder")
@@ -98,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-seeds", default="", help="also fine-tune BERT once per seed (e.g. 0,1,2)")
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--finetune-batch-size", type=int, default=32)
-    p.add_argument("--work", default=str(REPO / "bench_out" / "pairs"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "pairs"))
     args = p.parse_args(argv)
     work = Path(args.work)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     ft_seeds = [int(x) for x in args.finetune_seeds.split(",") if x.strip()]
     kinds = [(k, {}) for k in args.kinds.split(",") if k] + [_variant(v) for v in args.variant]
-    command = ["python", "-m", "bench.pairs", *(sys.argv[1:] if argv is None else argv)]
+    command = ["python", "-m", "experiments.pairs", *(sys.argv[1:] if argv is None else argv)]
     try:
         task = get_task(args.task)
         work.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """ONNX export against TensorFlow, float and int8, in the same run.
 
-    python -m bench.onnx_export --train 512 --eval 256 --epochs 3        # the figures in docs/benchmarks.md
-    python -m bench.onnx_export --quick                                   # a smoke run, not a result
+    python -m experiments.onnx_export --train 512 --eval 256 --epochs 3        # the figures in docs/benchmarks.md
+    python -m experiments.onnx_export --quick                                   # a smoke run, not a result
 
 Extracts SST-2 and MRPC (``cls`` stores, the embedded MiniLM) from
 ``--data`` (first ``--train`` train and ``--eval`` dev examples), fits
@@ -27,19 +27,17 @@ import platform
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+import tensorflow as tf
 
-from bertvision.api import extract, fit  # noqa: E402
-from bertvision.data.readers import load_examples  # noqa: E402
-from bertvision.data.tasks import get_task  # noqa: E402
-from bertvision.inference.export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, serve_function  # noqa: E402
-from bertvision.inference.serving import Predictor  # noqa: E402
-from bertvision.runs import RunFolder  # noqa: E402
+from bertvision.api import extract, fit
+from bertvision.data.readers import load_examples
+from bertvision.data.tasks import get_task
+from bertvision.inference.export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, serve_function
+from bertvision.inference.serving import Predictor
+from bertvision.runs import RunFolder
 
 TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
 
@@ -65,7 +63,7 @@ def timed(run, feeds) -> tuple[np.ndarray, float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    p.add_argument("--work", default="bench_out/onnx")
+    p.add_argument("--work", default="experiments_out/onnx")
     p.add_argument("--train", type=int, default=512)
     p.add_argument("--eval", type=int, default=256)
     p.add_argument("--epochs", type=int, default=3)

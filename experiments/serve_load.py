@@ -1,8 +1,8 @@
 """Load benchmark of ``pipelines.serve``: N adapters on one frozen backbone
 against N separately fine-tuned BERTs, closed-loop clients on loopback.
 
-    python -m bench.serve_load --work bench_out/serve_load              # builds the runs once (~20 min), measures
-    python -m bench.serve_load --quick --served a=RUN --baseline b=RUN  # short bounded version (the test suite's)
+    python -m experiments.serve_load --work experiments_out/serve_load              # builds the runs once (~20 min), measures
+    python -m experiments.serve_load --quick --served a=RUN --baseline b=RUN  # short bounded version (the test suite's)
 
 One ``pipelines.serve`` process serves every run; each request carries one
 input and names the N tasks it asks (``{"tasks": [...], "inputs": [...]}``):
@@ -54,18 +54,14 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # also run as ``python bench/serve_load.py``
-    sys.path.insert(0, str(REPO))
 
-from bench.reproduce import machine  # noqa: E402  (after the environment and path above)
-from bertvision import io  # noqa: E402
-from bertvision.data.readers import load_examples  # noqa: E402
-from bertvision.runs import RunFolder  # noqa: E402
-from bertvision.store.format import StoreError, open_store  # noqa: E402
+from experiments.reproduce import machine
+from bertvision import io
+from bertvision.data.readers import load_examples
+from bertvision.runs import RunFolder
+from bertvision.store.format import StoreError, open_store
 
 ADAPTERS = ("mrpc", "qnli", "mrpc_cnn", "qnli_mix")
 BASELINES = ("ft_mrpc", "ft_qnli", "ft_mrpc_s1", "ft_qnli_s1")
@@ -290,9 +286,9 @@ def _named(specs: list[str] | None, default: tuple, runs: dict) -> dict[str, Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.serve_load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default="bench_out/serve_load", help="runs, logs and results (resumable)")
+    p.add_argument("--work", default="experiments_out/serve_load", help="runs, logs and results (resumable)")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="folder holding glue/ and squad2/")
     p.add_argument("--served", action="append", metavar="NAME=RUN", help="adapter runs (default: build them)")
     p.add_argument("--baseline", action="append", metavar="NAME=RUN", help="fine-tuning runs (default: build them)")

@@ -1,8 +1,8 @@
 """SQuAD 2.0: adapters on a fine-tuning checkpoint's activations against that
 checkpoint itself (the original study's setting), resumable.
 
-    python -m bench.squad_checkpoint --checkpoint RUN/checkpoints/epoch-1.00 \\
-        --data-dir ../shared/data/squad2 --work bench_out/squad_checkpoint
+    python -m experiments.squad_checkpoint --checkpoint RUN/checkpoints/epoch-1.00 \\
+        --data-dir ../shared/data/squad2 --work experiments_out/squad_checkpoint
 
 `--checkpoint` is a `pipelines.finetune` checkpoint (a backbone folder with
 its own dev predictions). The benchmark
@@ -34,28 +34,23 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # also run as ``python bench/squad_checkpoint.py``
-    sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.reproduce import Stages  # noqa: E402  (after the environment and path above)
-from bertvision import io  # noqa: E402
-from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
+from experiments.reproduce import Stages
+from bertvision import io
+from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,
                                       gold_answerable, span_decisions)
-from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
-from bertvision.errors import BertVisionError  # noqa: E402
-from bertvision.config import STORE_DTYPES  # noqa: E402
-from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.training.fit import FitConfig, fit  # noqa: E402
-from bertvision.models import KINDS  # noqa: E402
-from bertvision.runs import Predictions, RunFolder, read_checkpoint_info  # noqa: E402
-from bertvision.store.format import MANIFEST, open_store  # noqa: E402
+from bertvision.inference.ensemble import EnsembleConfig, run_ensemble
+from bertvision.errors import BertVisionError
+from bertvision.config import STORE_DTYPES
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.training.fit import FitConfig, fit
+from bertvision.models import KINDS
+from bertvision.runs import Predictions, RunFolder, read_checkpoint_info
+from bertvision.store.format import MANIFEST, open_store
 
 METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")
 
@@ -83,7 +78,7 @@ def checkpoint_metrics(info: dict, split: str) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.squad_checkpoint", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.squad_checkpoint", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a pipelines.finetune checkpoint folder (SQuAD 2.0)")
     p.add_argument("--data-dir", required=True, help="folder holding the SQuAD 2.0 files")
@@ -95,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated adapter seeds (rows: mean ± std over them)")
     p.add_argument("--layers", default="all", help="stored layers (all, last4, ...)")
     p.add_argument("--dtype", default="float16", choices=STORE_DTYPES, help="how the store keeps activations")
-    p.add_argument("--work", default=str(REPO / "bench_out" / "squad_checkpoint"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "squad_checkpoint"))
     args = p.parse_args(argv)
     ckpt, work = Path(args.checkpoint), Path(args.work)
     try:
@@ -123,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                    backbone=str(ckpt), token_mode="sequence", layers=args.layers, dtype=args.dtype,
                                    max_seq_len=cfg["max_seq_len"], doc_stride=cfg["doc_stride"],
                                    max_query_len=cfg["max_query_len"], progress=False,
-                                   command=["python", "-m", "bench.squad_checkpoint", *(argv or sys.argv[1:])])
+                                   command=["python", "-m", "experiments.squad_checkpoint", *(argv or sys.argv[1:])])
             stage(f"extract {split}", lambda s=split: (store / MANIFEST).is_file()
                   and s in open_store(str(store)).splits, lambda c=config: Extractor(c).run())
         kinds = [k for k in args.kinds.split(",") if k]

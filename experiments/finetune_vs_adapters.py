@@ -14,8 +14,8 @@ Everything goes through the command-line pipelines (one subprocess each),
 into ``--work`` (re-running resumes / reuses finished steps). Prints one
 table with the fine-tuned BERT baseline beside every row.
 
-    python bench/finetune_vs_adapters.py --data-dir ../shared/data/glue/SST-2 --work bench_out/ft   # ~15 min+
-    python bench/finetune_vs_adapters.py --quick --work /tmp/ftq                                    # smoke test
+    python -m experiments.finetune_vs_adapters --data-dir ../shared/data/glue/SST-2 --work experiments_out/ft   # ~15 min+
+    python -m experiments.finetune_vs_adapters --quick --work /tmp/ftq                                    # smoke test
 """
 
 from __future__ import annotations
@@ -29,15 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # also run as ``python bench/finetune_vs_adapters.py``
-    sys.path.insert(0, str(REPO))
 
-from bertvision import io  # noqa: E402  (after the environment and path above)
-from bertvision.runs import RunFolder, RunResults  # noqa: E402
+from bertvision import io
+from bertvision.runs import RunFolder, RunResults
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -64,7 +60,7 @@ def _seconds(value: float | None) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "glue" / "SST-2"))
-    p.add_argument("--work", default=str(REPO / "bench_out" / "finetune_vs_adapters"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "finetune_vs_adapters"))
     p.add_argument("--sample", type=int, default=8000, help="seeded training subset size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", "--model", dest="backbone", default=None,

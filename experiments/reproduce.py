@@ -1,8 +1,8 @@
 """Reproduce BERTVision's claims on real data: one command, one table.
 
-    python -m bench.reproduce --docs docs                  # the full run (resumable)
-    python -m bench.reproduce --docs docs --seeds 0,1,2    # + the headline rows with two more seeds
-    python -m bench.reproduce --quick --work /tmp/rq       # reduced version on SST-2 + SQuAD (the test suite)
+    python -m experiments.reproduce --docs docs                  # the full run (resumable)
+    python -m experiments.reproduce --docs docs --seeds 0,1,2    # + the headline rows with two more seeds
+    python -m experiments.reproduce --quick --work /tmp/rq       # reduced version on SST-2 + SQuAD (the test suite)
 
 On the embedded MiniLM and the real data in ``../shared/data`` (each task's
 data, lengths and recipe are its `TaskPlan`): SST-2's 8,000-example seeded
@@ -47,9 +47,11 @@ best frozen adapter, since fine-tuning SQuAD again per seed costs more than
 the budget); the tables then give mean +- standard deviation over the seeds.
 Tasks run one after another, each with all its seeds.
 
-Everything lands in ``--work`` (default ``bench_out/reproduce``): one folder per
+Everything lands in ``--work`` (default ``experiments_out/reproduce``): one folder per
 run, ``stages.json`` (wall seconds and peak memory of every finished stage),
-``results.json`` (every row) and ``results.md`` (the tables), plus ``report/``
+``reproduction.json`` (every row; not named ``results.json``, so that a
+report's walk over run folders never takes it) and ``results.md`` (the
+tables), plus ``report/``
 from ``pipelines.report``. Re-running the command skips finished stages, and a
 killed stage resumes where its library call left off. ``--docs DIR`` also
 writes ``DIR/results.md`` and the charts into ``DIR/results/``.
@@ -70,31 +72,29 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import keras  # noqa: E402  (after the environment above)
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from bertvision import io  # noqa: E402
-from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,  # noqa: E402
+from bertvision import io
+from bertvision.training.answerability import (AnswerabilityConfig, answerability_metrics, fit_answerability,
                                       gold_answerable, span_decisions)
-from bertvision.config import ConfigBase  # noqa: E402
-from bertvision.inference.ensemble import EnsembleConfig, run_ensemble  # noqa: E402
-from bertvision.errors import BertVisionError, ConfigError  # noqa: E402
-from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.training.finetune import FinetuneConfig, Finetuner  # noqa: E402
-from bertvision.training.fit import FitConfig, fit  # noqa: E402
-from bertvision.models import KINDS  # noqa: E402
-from bertvision.report import build_report, load_runs  # noqa: E402
-from bertvision.report.build import save_chart  # noqa: E402
-from bertvision.report.charts import layer_spread  # noqa: E402
-from bertvision.report.table import layer_mix_frame, layer_mix_markdown  # noqa: E402
-from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path  # noqa: E402
-from bertvision.store.format import MANIFEST, open_store  # noqa: E402
+from bertvision.config import ConfigBase
+from bertvision.inference.ensemble import EnsembleConfig, run_ensemble
+from bertvision.errors import BertVisionError, ConfigError
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.training.finetune import FinetuneConfig, Finetuner
+from bertvision.training.fit import FitConfig, fit
+from bertvision.models import KINDS
+from bertvision.report import build_report, load_runs
+from bertvision.report.build import save_chart
+from bertvision.report.charts import layer_spread
+from bertvision.report.table import grid, layer_mix_frame, layer_mix_markdown
+from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path
+from bertvision.store.format import MANIFEST, open_store
 
 REPO = Path(__file__).resolve().parents[1]
+REPRODUCTION = "reproduction.json"  # the reproduction's rows (a run folder's file is results.json)
 
 
 @dataclass
@@ -113,7 +113,7 @@ class TaskPlan:
     finetune_lr: float = 5e-5
     finetune_batch_size: int = 32
     lora_rank: int = 8
-    # `bench.finetune_sweep --lora-rank 8` on SST-2 (2026-12-01, seed 0, 2 epochs): 5e-4 81.5, 1e-3 83.6,
+    # `experiments.finetune_sweep --lora-rank 8` on SST-2 (2026-12-01, seed 0, 2 epochs): 5e-4 81.5, 1e-3 83.6,
     # 2e-3 84.9, 4e-3 85.9
     lora_lr: float = 4e-3
     lora_epochs: float = 2.0
@@ -135,10 +135,10 @@ class TaskPlan:
 
 
 FULL_PLANS = {
-    # SST-2 and MRPC fine-tune at lr 1e-4: in `bench.finetune_sweep` (2026-12-01, seed 0) it led 5e-5 after
+    # SST-2 and MRPC fine-tune at lr 1e-4: in `experiments.finetune_sweep` (2026-12-01, seed 0) it led 5e-5 after
     # 1 and 2 epochs on both tasks (SST-2 accuracy +1.5 / +1.0 points, MRPC F1 +1.1 / +0.6)
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=64, train_sample=8000, finetune_lr=1e-4),
-    # MRPC's frozen store encodes each sentence on its own, with adapter_dim 256: in `bench.pairs`
+    # MRPC's frozen store encodes each sentence on its own, with adapter_dim 256: in `experiments.pairs`
     # (2026-11-30, 3 seeds) that was worth 1.3-4.3 F1 to every kind over cross-encoded pairs, and
     # adapter_pooler at width 256 reached 86.0 +- 0.3 F1 (width 64: 83.8 +- 1.8)
     "mrpc": TaskPlan("mrpc", "glue/MRPC", max_seq_len=128, finetune_lr=1e-4, frozen_pair_mode="separate",
@@ -319,7 +319,7 @@ class TaskRun:
             batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride, seed=self.seed,
             train_split=p.train_split, eval_splits=[p.eval_split], limit=p.train_limit, eval_limit=p.eval_limit,
             sample=p.train_sample, checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile,
-            progress=c.progress, command=["python", "-m", "bench.reproduce", f"(stage {self.stage(out.name)})"])
+            progress=c.progress, command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: Finetuner(config).run())
 
     def checkpoint(self, epoch: float) -> Path:
@@ -349,7 +349,7 @@ class TaskRun:
                 doc_stride=p.doc_stride, limit=p.train_limit if split == p.train_split else p.eval_limit,
                 sample=p.train_sample if split == p.train_split else None, seed=c.seeds[0],
                 jit_compile=c.jit_compile, progress=c.progress,
-                command=["python", "-m", "bench.reproduce", f"(stage {self.stage(store.name)}/{split})"])
+                command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(store.name)}/{split})"])
             name = f"{self.task}/{store.name}/{split}" if backbone == "frozen" else f"{self.stage(store.name)}/{split}"
             self.stages.run(name, lambda s=split: _store_split_done(store, s),
                             lambda cfg=config: Extractor(cfg).run())
@@ -368,7 +368,7 @@ class TaskRun:
                            batch_size=p.adapter_batch_size, seed=self.seed, train_fraction=fraction,
                            patience=self.c.patience, jit_compile=self.c.jit_compile,
                            verbose=1 if self.c.progress else 0,
-                           command=["python", "-m", "bench.reproduce", f"(stage {self.stage(out.name)})"])
+                           command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
 
     def ranked_kinds(self, backbone: str, root: Path | None = None) -> list[str]:
@@ -618,7 +618,7 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
     lines = [
         "# Reproduction: fine-tuned BERT, LoRA and BERTVision adapters",
         "",
-        f"Measured by `python -m bench.reproduce{' --quick' if meta['quick'] else ''}"
+        f"Measured by `python -m experiments.reproduce{' --quick' if meta['quick'] else ''}"
         f"{' --seeds ' + ','.join(map(str, meta['seeds'])) if len(meta['seeds']) > 1 else ''}` on {meta['date']}: "
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpus']}; "
         f"TensorFlow {m['tensorflow']}, Python {m['python']}. Backbone: {meta['backbone']} "
@@ -647,43 +647,36 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
         names = METRIC_COLUMNS.get(task) or tuple(main[0]["dev_metrics"])
         names = tuple(n for n in names if n in main[0]["dev_metrics"])
         lines += ["", f"## {TASK_TITLES.get(task, task)} (seed {first})", "",
-                  "| method | backbone | train data | " + " | ".join(names)
-                  + " | trainable params | share | fine-tune s | fit s | peak MiB |",
-                  "|---|---|---|" + "---|" * len(names) + "---|---|---|---|---|"]
-        for r in main:
-            metrics = " | ".join(_metric(task, r["dev_metrics"].get(n)) for n in names)
-            chosen = " (*)" if r.get("chosen_on_reported_split") else ""
-            lines.append(f"| {r['method']}{chosen} | {r['backbone']} | {r['train_data']} | {metrics} | "
-                         f"{_num(r['trainable_params'])} | {_share(r['param_share'])} | {_num(r['finetune_s'])} | "
-                         f"{_num(r['fit_s'])} | {_num(r['peak_mib'])} |")
+                  grid(["method", "backbone", "train data", *names, "trainable params", "share", "fine-tune s",
+                        "fit s", "peak MiB"],
+                       [[r["method"] + (" (*)" if r.get("chosen_on_reported_split") else ""), r["backbone"],
+                         r["train_data"], *(_metric(task, r["dev_metrics"].get(n)) for n in names),
+                         _num(r["trainable_params"]), _share(r["param_share"]), _num(r["finetune_s"]),
+                         _num(r["fit_s"]), _num(r["peak_mib"])]
+                        for r in main])]
         answer = [r for r in task_rows if r["method"].startswith("answerability")]
         if answer:
             lines += ["", "Answerability (answerable vs not, per question of the evaluation article; positive "
                       "class: answerable):", "",
-                      "| decision | backbone | " + " | ".join(ANSWERABILITY_COLUMNS) + " | trainable params |",
-                      "|---|---|" + "---|" * len(ANSWERABILITY_COLUMNS) + "---|"]
-            for r in answer:
-                lines.append(f"| {r['method']} | {r['backbone']} | "
-                             + " | ".join(f"{r['dev_metrics'].get(n, float('nan')):.3f}" for n in ANSWERABILITY_COLUMNS)
-                             + f" | {_num(r['trainable_params'])} |")
+                      grid(["decision", "backbone", *ANSWERABILITY_COLUMNS, "trainable params"],
+                           [[r["method"], r["backbone"],
+                             *(f"{r['dev_metrics'].get(n, float('nan')):.3f}" for n in ANSWERABILITY_COLUMNS),
+                             _num(r["trainable_params"])] for r in answer])]
         task_stores = [s for s in stores if s["task"] == task and s["seed"] == first]
         if task_stores:
-            lines += ["", "Stores (train + dev):", "", "| backbone | records | layers | dtype | max_seq_len | MiB | "
-                      "extract s | peak MiB |", "|---|---|---|---|---|---|---|---|"]
-            for s in task_stores:
-                lines.append(f"| {s['backbone']} | {s['records']:,} | {s['layers']} | {s['dtype']} | "
-                             f"{s['max_seq_len']} | {s['bytes'] / 2**20:,.0f} | {_num(s['extract_s'])} | "
-                             f"{_num(s['peak_mib'])} |")
+            lines += ["", "Stores (train + dev):", "",
+                      grid(["backbone", "records", "layers", "dtype", "max_seq_len", "MiB", "extract s", "peak MiB"],
+                           [[s["backbone"], f"{s['records']:,}", s["layers"], s["dtype"], s["max_seq_len"],
+                             f"{s['bytes'] / 2**20:,.0f}", _num(s["extract_s"]), _num(s["peak_mib"])]
+                            for s in task_stores])]
     if len(meta["seeds"]) > 1 and summary:
         lines += ["", f"## Headline rows over seeds {', '.join(map(str, meta['seeds']))}", "",
                   "Mean +- sample standard deviation of the dev main metric; a difference is only called real in "
                   "the README when it exceeds the spread.", "",
-                  "| task | row | metric | mean | std | seeds | values |", "|---|---|---|---|---|---|---|"]
-        for s in summary:
-            std = "" if s["std"] is None else _metric(s["task"], s["std"])
-            lines.append(f"| {TASK_TITLES.get(s['task'], s['task'])} | {s['row']} | {s['metric']} | "
-                         f"{_metric(s['task'], s['mean'])} | {std} | {len(s['seeds'])} | "
-                         + ", ".join(_metric(s["task"], v) for v in s["values"]) + " |")
+                  grid(["task", "row", "metric", "mean", "std", "seeds", "values"],
+                       [[TASK_TITLES.get(s["task"], s["task"]), s["row"], s["metric"], _metric(s["task"], s["mean"]),
+                         "" if s["std"] is None else _metric(s["task"], s["std"]), len(s["seeds"]),
+                         ", ".join(_metric(s["task"], v) for v in s["values"])] for s in summary])]
     if meta.get("layer_mix"):
         lines += ["", f"## Learned layer weights over seeds {', '.join(map(str, meta['seeds']))}", "",
                   "Every seed's adapters with a layer mix, per task, mix and backbone: the centre of gravity "
@@ -724,7 +717,7 @@ def write_outputs(config: ReproduceConfig, runs: list[TaskRun], stages: Stages, 
         for fmt in ("png", "svg"):
             save_chart(spread.chart, work / "report" / f"layer_spread.{fmt}", fmt)
     charts = sorted(p.name for p in (work / "report").glob("*.png"))
-    io.atomic_write_json(work / "results.json", {"meta": meta, "rows": rows, "stores": stores, "seeds": summary,
+    io.atomic_write_json(work / REPRODUCTION, {"meta": meta, "rows": rows, "stores": stores, "seeds": summary,
                                                  "config": config.to_dict()})
     io.atomic_write_text(work / "results.md", markdown(rows, stores, summary,
                                                        {**meta, "charts": [f"report/{c}" for c in charts]}))
@@ -752,9 +745,9 @@ def _seeds(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.reproduce", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default=str(REPO / "bench_out" / "reproduce"), help="output folder (resumable)")
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "reproduce"), help="output folder (resumable)")
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"),
                    help="folder holding glue/SST-2, glue/MRPC and squad2 (default ../shared/data)")
     p.add_argument("--tasks", default=None,

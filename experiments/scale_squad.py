@@ -1,6 +1,6 @@
 """The arithmetic of docs/scale.md, measured: SQuAD 2.0 train through BERT-base and BERT-large.
 
-    python -m bench.scale_squad --data-dir ../shared/data/squad2 --sample 400
+    python -m experiments.scale_squad --data-dir ../shared/data/squad2 --sample 400
 
 1. Featurizes the SQuAD 2.0 training file in ``--data-dir`` as extraction
    does (384 tokens, doc stride 128, questions cut at 64 tokens) with the
@@ -38,17 +38,14 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bertvision.models.backbone import AllLayersEncoder, load_backbone, load_tokenizer, resolve_backbone  # noqa: E402
-from bertvision.data.readers import load_examples, seeded_subset  # noqa: E402
-from bertvision.store.extract import ExtractConfig, Extractor  # noqa: E402
-from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches  # noqa: E402
-from bertvision.store.format import open_store, plan_shards  # noqa: E402
+from bertvision.models.backbone import AllLayersEncoder, load_backbone, load_tokenizer, resolve_backbone
+from bertvision.data.readers import load_examples, seeded_subset
+from bertvision.store.extract import ExtractConfig, Extractor
+from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.store.format import open_store, plan_shards
 
 MAX_SEQ_LEN, DOC_STRIDE, MAX_QUERY_LEN, BATCH = 384, 128, 64, 32
 # (name, transformer layers L, hidden d): FFN width 4d in all three

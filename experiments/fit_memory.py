@@ -1,9 +1,9 @@
 """Peak memory of `pipelines.fit`: the store streamed from its shards beside
 the previous default (the parsed records cached in memory), in the same run.
 
-    python -m bench.fit_memory --store tfrecords/goemotions-seq          # any store with train + dev
-    python -m bench.fit_memory --limit 8000 --epochs 3                   # extracts an SST-2 sequence store
-    python -m bench.fit_memory --quick                                   # a smoke run (64 examples), not a result
+    python -m experiments.fit_memory --store tfrecords/goemotions-seq          # any store with train + dev
+    python -m experiments.fit_memory --limit 8000 --epochs 3                   # extracts an SST-2 sequence store
+    python -m experiments.fit_memory --quick                                   # a smoke run (64 examples), not a result
 
 Each row is one `pipelines.fit` process of the same adapter, seed and store
 with one reader setting (`Store.training_reader`):
@@ -35,10 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from bertvision.store.format import open_store  # noqa: E402  (after the environment above)
+from bertvision.store.format import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"cache": {"BERTVISION_CACHE_MB": "2048", "BERTVISION_SHUFFLE_MB": "1024"},
@@ -80,7 +78,7 @@ def run_fit(store: str, out: Path, setting: str, args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", default=None, help="a store with train and dev splits (default: extract SST-2)")
-    p.add_argument("--work", default=str(REPO / "bench_out" / "fit_memory"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "fit_memory"))
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--limit", type=int, default=8000, help="SST-2 train examples of the default store")
     p.add_argument("--eval-limit", type=int, default=256, help="SST-2 dev examples of the default store")

@@ -6,7 +6,7 @@ pooling, adapter_dim, dropout, lr, batch size) on a store, retrains the best
 configuration (SEARCH_DIR/best), trains ``adapter_pooler`` with its defaults
 (OUT/default), and prints dev accuracy, trainable parameters and time.
 
-    python -m bench.search_sst2 --store /tmp/bv/sst2-cls --trials 10 --epochs 4
+    python -m experiments.search_sst2 --store /tmp/bv/sst2-cls --trials 10 --epochs 4
 
 Run again with the same --out to reuse what is finished (a killed search resumes).
 """
@@ -18,13 +18,11 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from bertvision.errors import BertVisionError  # noqa: E402  (after the environment above)
-from bertvision.training.fit import FitConfig, fit  # noqa: E402
-from bertvision.runs import RunFolder, RunResults  # noqa: E402
-from bertvision.search.tuner import SearchConfig, search  # noqa: E402
+from bertvision.errors import BertVisionError
+from bertvision.training.fit import FitConfig, fit
+from bertvision.runs import RunFolder, RunResults
+from bertvision.search.tuner import SearchConfig, search
 
 
 def _default_run(store: str, out: str, epochs: int, seed: int) -> tuple[RunResults, float]:
@@ -43,7 +41,7 @@ def _describe(values: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.search_sst2", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m experiments.search_sst2", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True, help="an SST-2 store (e.g. /tmp/bv/sst2-cls)")
     p.add_argument("--out", help="bench folder (default /tmp/bv/search-bench-<store name>)")

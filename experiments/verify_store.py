@@ -2,8 +2,8 @@
 beside one pass of the training reader over the same store and a bare sha256
 of its files, measured in the same run.
 
-    python -m bench.verify_store                 # writes a 1 GB store into a temp folder
-    python -m bench.verify_store --gib 0.25 --keep /tmp/store
+    python -m experiments.verify_store                 # writes a 1 GB store into a temp folder
+    python -m experiments.verify_store --gib 0.25 --keep /tmp/store
 
 The store is written with the real writer (`StoreSpec`, `ShardWriter`,
 `finalize_split`): a ``sequence`` store of random float16 activations shaped as
@@ -25,14 +25,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402  (after the environment above)
+import numpy as np
 
-from bertvision import io  # noqa: E402
+from bertvision import io
 from bertvision.store.format import ShardWriter, StoreSpec, finalize_split, open_store, plan_shards, serialize_record, \
-    shard_name  # noqa: E402
+    shard_name
 
 LAYERS, HIDDEN, TOKENS = 7, 384, 48
 
