@@ -437,8 +437,8 @@ class Predictions:
                 raise RunError(f"{where}: probabilities shape {self.probabilities.shape}, expected [{n}, C]")
             if self.kind == "multi_label":
                 c = self.probabilities.shape[1]
-                self.thresholds = np.full(c, 0.5, np.float32) if self.thresholds is None else \
-                    np.asarray(self.thresholds, np.float32).reshape(-1)
+                self.thresholds = (np.full(c, 0.5, np.float32) if self.thresholds is None
+                                   else np.asarray(self.thresholds, np.float32).reshape(-1))
                 if self.thresholds.shape != (c,):
                     raise RunError(f"{where}: {len(self.thresholds)} thresholds for {c} labels")
         elif self.kind == "regression":
