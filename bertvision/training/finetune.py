@@ -428,7 +428,8 @@ class Finetuner(RunTask):
         return run_task(self, self.run_dir)
 
     def train(self, run: RunFolder) -> TrainOutcome:
-        """`RunTask.train`: featurize, build, train through the one trainer."""
+        """`RunTask.train`: build the task model and train it through the one trainer
+        (the data was featurized by `prepare`, before the run folder was claimed)."""
         c = self.config
         self.build()
         trainer = Trainer(self.model, main_metric=self.task.main_metric, schedule=self.schedule,
