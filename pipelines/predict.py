@@ -159,7 +159,8 @@ def predict_text(args) -> str:
 
 
 def predict_file(args) -> tuple[str, dict | None]:
-    from bertvision.inference.serving import Predictor, read_inputs  # heavy (TensorFlow): after argparse, so that --help answers at once
+    from bertvision.inference.inputs import read_inputs  # heavy (TensorFlow): after argparse, so that --help answers at once
+    from bertvision.inference.serving import Predictor  # heavy (TensorFlow): after argparse, so that --help answers at once
 
     if len(args.run) != 1:
         raise ConfigError("--input takes one --run")

@@ -1,4 +1,4 @@
-"""Inputs from users, fuzzed (issue 32 items 3, 5 and 7): `serving.read_inputs`
+"""Inputs from users, fuzzed (issue 32 items 3, 5 and 7): `inputs.read_inputs`
 (``pipelines.predict --input``), the GLUE TSV and SQuAD JSON readers and the
 HTTP body parser (`server.parse_request`, and the app answering a raw ASGI
 request). Every input either reads to the examples a plain reference reading
@@ -21,7 +21,8 @@ from bertvision.data.readers import load_examples
 from bertvision.data.tasks import get_task
 from bertvision.errors import BertVisionError, DataError, ServeError
 from bertvision.inference.server import PredictRequest, ServeConfig, create_app, parse_request
-from bertvision.inference.serving import Predictor, read_inputs
+from bertvision.inference.inputs import read_inputs
+from bertvision.inference.serving import Predictor
 
 FUZZ = settings(max_examples=40, deadline=2000, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

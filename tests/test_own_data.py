@@ -254,6 +254,6 @@ def test_a_text_pair_column_makes_a_pair_task(tmp_path):
     data = read_source(_source(tmp_path, text_column="q", text_pair_column="a", label_columns=["same"]))
     assert data.spec.text_fields == ("text", "text_pair") and data.spec.text_columns == ("q", "a")
     assert data.splits["train"].examples[0].texts == ("Where is it?", "It is here.")
-    from bertvision.inference.serving import input_fields
+    from bertvision.inference.inputs import input_fields
 
     assert input_fields(data.spec) == ("text", "text_pair")

@@ -13,7 +13,8 @@ from bertvision.data.readers import Example, load_examples
 from bertvision.errors import RunError, ServeError
 from bertvision.inference.predict import predict_run
 from bertvision.runs import RunFolder
-from bertvision.inference.serving import Predictor, read_inputs
+from bertvision.inference.inputs import read_inputs
+from bertvision.inference.serving import Predictor
 from bertvision.store.format import open_store
 from bertvision.data.tasks import get_task
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401

@@ -56,7 +56,8 @@ import tensorflow_text as tf_text
 from bertvision import io
 from bertvision.errors import ServeError
 from bertvision.inference.config import QUANTIZE
-from bertvision.inference.serving import Predictor, ServedModel
+from bertvision.inference.loading import ServedModel
+from bertvision.inference.serving import Predictor
 
 __all__ = ["EXPORT_INFO", "GraphTokenizer", "ONNX_FILE", "ONNX_INT8_FILE", "TEXT_DIR", "export_onnx", "export_runs",
            "output_names", "serve_function"]

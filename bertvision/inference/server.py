@@ -53,7 +53,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertvision.errors import ServeError
 from bertvision.inference.config import LOG_LEVELS, ServeConfig
-from bertvision.inference.serving import ALL_INPUT_FIELDS, Job, Predictor
+from bertvision.inference.inputs import ALL_INPUT_FIELDS
+from bertvision.inference.loading import Job
+from bertvision.inference.serving import Predictor
 
 __all__ = ["LOG_LEVELS", "MicroBatcher", "PredictRequest", "ServeConfig", "bind", "create_app", "parse_request", "serve"]
 
