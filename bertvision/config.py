@@ -34,12 +34,14 @@ from typing import Any, ClassVar, Sequence
 from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "SCHEDULES", "STORE_DTYPES", "STRATEGIES",
+__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "PER_TOKEN_KINDS", "SCHEDULES", "STORE_DTYPES", "TAG_SCHEMES",
+           "STRATEGIES",
            "TASK_KINDS", "TOKEN_MODES",
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
            "default_max_seq_len", "flag", "pair_texts", "select_layers"]
 
 TASK_KINDS = ("classification", "multi_label", "regression", "span", "token_classification")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
+PER_TOKEN_KINDS = ("span", "token_classification")  # predicted per token: an example may take several windows
 DTYPES = ("float16", "bfloat16", "float32")  # activations as an adapter reads them
 # how a store keeps activations: one of DTYPES, or int8 with one float16 scale
 # per vector (per token and layer), read back as float16 (`store.dequantize_int8`)
@@ -48,7 +50,8 @@ TOKEN_MODES = ("cls", "mean", "sequence")  # first token, masked mean, every tok
 # How a pair task's two texts are encoded: together ([CLS] a [SEP] b [SEP], as
 # BERT was fine-tuned) or each on its own (as a sentence-embedding model was trained)
 PAIR_MODES = ("cross", "separate")
-FILE_FORMATS = ("csv", "tsv", "jsonl", "parquet")  # a user's own data files (bertvision.data.files)
+FILE_FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll")  # a user's own data files (bertvision.data.files)
+TAG_SCHEMES = ("IOB1", "BIO", "IOBES")  # token classification tag schemes read (bertvision.data.conll)
 
 
 def pair_texts(pair_mode: str) -> int:

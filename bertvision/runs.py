@@ -46,7 +46,9 @@ import tensorflow as tf
 from bertvision import io
 from bertvision.config import ConfigBase
 from bertvision.errors import RunError
-from bertvision.metrics import SquadGold, compute_metrics, odds_threshold, per_class_metrics, squad_evaluate_examples
+from bertvision.data.features import word_predictions
+from bertvision.metrics import (SquadGold, compute_metrics, odds_threshold, per_class_metrics, squad_evaluate_examples,
+                                tagging_metrics)
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
@@ -393,7 +395,12 @@ class Predictions:
       ``start_logits`` / ``end_logits [W, L]`` float32, ``offsets [W, L, 2]``
       int32 (character offsets in the context, -1 outside it); per question
       ``contexts [N]`` str and ``answers [N]`` str (JSON list of gold answer
-      texts, ``[]`` when unanswerable).
+      texts, ``[]`` when unanswerable);
+    - token classification: per sentence ``words [N]`` and ``tags [N]`` str
+      (JSON lists: the words, their gold BIO tags, ``[]`` when unlabelled) and
+      ``word_counts [N]``; per word, sentence after sentence,
+      ``word_probabilities [sum(word_counts), C]`` float32 (the softmax at
+      the word's first sub-word, in the window that predicts it).
 
     >>> p = Predictions("sst2", "dev", np.array(["0", "1"]),
     ...                 probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]), labels=np.array([0, 1]))
@@ -415,6 +422,10 @@ class Predictions:
     contexts: np.ndarray | None = None
     answers: np.ndarray | None = None
     thresholds: np.ndarray | None = None
+    words: np.ndarray | None = None
+    tags: np.ndarray | None = None
+    word_counts: np.ndarray | None = None
+    word_probabilities: np.ndarray | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -427,7 +438,8 @@ class Predictions:
             raise RunError(f"{where}: duplicate uids")
         need = {"classification": ("probabilities",), "multi_label": ("probabilities",), "regression": ("scores",),
                 "span": ("window_uids", "window_index", "start_logits", "end_logits", "offsets",
-                         "contexts", "answers")}[self.kind]
+                         "contexts", "answers"),
+                "token_classification": ("words", "tags", "word_counts", "word_probabilities")}[self.kind]
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise RunError(f"{where}: a {self.kind} task needs {missing}")
@@ -445,6 +457,15 @@ class Predictions:
             self.scores = np.asarray(self.scores, np.float32).reshape(-1)
             if len(self.scores) != n:
                 raise RunError(f"{where}: {len(self.scores)} scores for {n} uids")
+        elif self.kind == "token_classification":
+            self.words = np.asarray(self.words, dtype=str)
+            self.tags = np.asarray(self.tags, dtype=str)
+            self.word_counts = np.asarray(self.word_counts, np.int64).reshape(-1)
+            self.word_probabilities = np.asarray(self.word_probabilities, np.float32)
+            if not (len(self.words) == len(self.tags) == len(self.word_counts) == n) \
+                    or self.word_probabilities.ndim != 2 or len(self.word_probabilities) != self.word_counts.sum():
+                raise RunError(f"{where}: word arrays disagree: {n} uids, {len(self.words)} sentences, "
+                               f"{int(self.word_counts.sum())} words, probabilities {self.word_probabilities.shape}")
         else:
             self.window_uids = np.asarray([str(u) for u in self.window_uids], dtype=str)
             self.window_index = np.asarray(self.window_index, np.int32)
@@ -481,7 +502,10 @@ class Predictions:
         ``{"start_logits", "end_logits"}``
         ``[B, T]`` (span; `window_index` and `offsets` ``[B, T, 2]`` batches
         beside them, and `gold` mapping each question uid to its
-        ``(context, gold answer texts)``, no texts when unanswerable).
+        ``(context, gold answer texts)``, no texts when unanswerable), or
+        logits ``[B, T, C]`` (token classification; `offsets` then holds the
+        ``word_ids [B, T]`` batches and `gold` maps each sentence uid to its
+        ``(words, gold tags)``).
         `thresholds`: multi-label, one per label (a run's, chosen on dev).
         """
         kind = get_task(task).kind
@@ -502,6 +526,8 @@ class Predictions:
             scores = np.concatenate([np.asarray(o).reshape(len(o), -1)[:, 0] for o in outputs]).astype(np.float32)
             return cls(task, split, record_uids, scores=scores,
                        labels=None if labels is None else np.asarray(labels).astype(np.float32), source=source)
+        if kind == "token_classification":
+            return cls._from_token_outputs(task, split, record_uids, outputs, offsets, gold, source)
         width = max(np.asarray(o["start_logits"]).shape[1] for o in outputs)
         start = _pad_rows([np.asarray(o["start_logits"]) for o in outputs], width, PAD_LOGIT)
         end = _pad_rows([np.asarray(o["end_logits"]) for o in outputs], width, PAD_LOGIT)
@@ -516,6 +542,51 @@ class Predictions:
                    contexts=np.asarray([gold[u][0] for u in questions], dtype=str),
                    answers=np.asarray([json.dumps(list(gold[u][1])) for u in questions], dtype=str),
                    source=source)
+
+    @classmethod
+    def _from_token_outputs(cls, task, split, record_uids, outputs, word_ids, gold, source):
+        width = max(np.asarray(o).shape[1] for o in outputs)
+        logits = _pad_rows([np.asarray(o, np.float64) for o in outputs], width, 0.0)
+        ids = _pad_rows([np.asarray(w) for w in word_ids], width, -1)
+        sentences = list(dict.fromkeys(record_uids.tolist()))  # in order of first window
+        missing = [u for u in sentences if u not in gold]
+        if missing:
+            raise RunError(f"{split}: {len(missing)} sentence(s) without their words, e.g. {missing[:3]}")
+        index = {u: i for i, u in enumerate(sentences)}
+        rows = np.asarray([index[u] for u in record_uids.tolist()])
+        try:
+            per_word = word_predictions(ids, rows, logits, [len(gold[u][0]) for u in sentences])
+        except ValueError as err:
+            raise RunError(f"{split}: {err}") from None
+        flat = np.concatenate(per_word) if per_word else np.zeros((0, logits.shape[-1]))
+        flat -= flat.max(axis=1, keepdims=True)
+        probs = np.exp(flat)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return cls(task, split, np.asarray(sentences, dtype=str),
+                   words=np.asarray([json.dumps(list(gold[u][0])) for u in sentences], dtype=str),
+                   tags=np.asarray([json.dumps(list(gold[u][1])) for u in sentences], dtype=str),
+                   word_counts=np.asarray([len(p) for p in per_word], np.int64),
+                   word_probabilities=probs.astype(np.float32), source=source)
+
+    def sentence_tags(self) -> tuple[list[list[str]], list[list[str]], list[np.ndarray]]:
+        """Token classification: each sentence's ``(words, predicted tags,
+        each predicted tag's probability)``."""
+        if self.kind != "token_classification":
+            raise RunError(f"sentence_tags is for token classification; {self.task} is {self.kind}")
+        names = np.asarray(self.spec.label_names)
+        bounds = np.concatenate([[0], np.cumsum(self.word_counts)])
+        words, tags, scores = [], [], []
+        for i, text in enumerate(self.words.tolist()):
+            probs = self.word_probabilities[bounds[i]:bounds[i + 1]]
+            best = probs.argmax(axis=1)
+            words.append(json.loads(text))
+            tags.append(names[best].tolist())
+            scores.append(probs[np.arange(len(best)), best])
+        return words, tags, scores
+
+    def gold_tags(self) -> list[list[str]]:
+        """Token classification: each sentence's gold BIO tags (``[]`` unlabelled)."""
+        return [json.loads(t) for t in self.tags.tolist()]
 
     # ------------------------------------------------------------------ io
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -579,6 +650,8 @@ class Predictions:
     def has_labels(self) -> bool:
         if self.kind == "span":
             return True
+        if self.kind == "token_classification":
+            return any(self.gold_tags())
         if self.labels is None:
             return False
         return bool(np.any(self.labelled_mask()))
@@ -600,6 +673,11 @@ class Predictions:
             return {k: float(v) for k, v in result.items()}
         if not self.has_labels:
             raise RunError(f"{self.source or self.split}: the split has no gold labels to evaluate against")
+        if self.kind == "token_classification":
+            gold = self.gold_tags()
+            _, predicted, _ = self.sentence_tags()
+            keep = [i for i, g in enumerate(gold) if g]
+            return tagging_metrics([gold[i] for i in keep], [predicted[i] for i in keep])
         keep = self.labelled_mask()
         return compute_metrics(self.spec, self.point_predictions()[keep], self.labels[keep])
 

@@ -17,6 +17,15 @@ Your own data (CSV, TSV, JSONL or Parquet; see README "Your own data")::
         --token-mode sequence --out tfrecords/banking77
     python -m pipelines.extract --task-file goemotions.task.json --out tfrecords/goemotions
 
+Token classification (NER): CoNLL column files (sentences end at blank lines
+and ``-DOCSTART-``) or ``{"tokens": [...], "tags": [...]}`` JSONL; tags in
+IOB1, BIO or IOBES (``--tag-scheme``, default auto) become BIO::
+
+    python -m pipelines.extract --kind token_classification --format conll --token-column 0 --tag-column 3 \
+        --split train=../shared/data/conll2003/eng.train --split dev=../shared/data/conll2003/eng.testa \
+        --split test=../shared/data/conll2003/eng.testb --task conll2003 --token-mode sequence \
+        --out tfrecords/conll2003
+
 The task (kind, columns, label names, main metric) goes into the store's
 manifest; fit, predict, serve and the rest read it from there. Every
 ``--label-column`` is kept in the store: ``pipelines.fit --label-column B``
@@ -39,13 +48,13 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.config import EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES, STORE_DTYPES, TOKEN_MODES  # noqa: E402
+from bertvision.config import EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES, STORE_DTYPES, TAG_SCHEMES, TOKEN_MODES  # noqa: E402
 from bertvision.data.tasks import TASKS, USER_KINDS, get_task  # noqa: E402
 from bertvision.extras import import_extra  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
 
 USER_FLAGS = ("text_column", "text_pair_column", "label_column", "id_column", "kind", "format", "encoding",
-              "label_separator", "label_names", "dev_fraction", "no_header")
+              "label_separator", "label_names", "dev_fraction", "no_header", "tag_scheme")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     own = p.add_argument_group("your own data (instead of a benchmark --task; see README 'Your own data')")
     own.add_argument("--task-file", help="a JSON file of the fields below (text_column, label_columns, kind, "
                                          "splits, ...); flags given here override it")
-    own.add_argument("--text-column", help="column of the text (a name, or a position 0, 1, ...)")
+    own.add_argument("--text-column", "--token-column", dest="text_column",
+                     help="column of the text (a name, or a position 0, 1, ...); token classification "
+                          "(--token-column): the words' column of a CoNLL file (0-based, negative from the end) or "
+                          "the words' key of a JSONL file")
     own.add_argument("--text-pair-column", help="column of a sentence pair's second text")
-    own.add_argument("--label-column", action="append",
-                     help="column of the labels; repeat to keep several (pipelines.fit --label-column picks one)")
+    own.add_argument("--label-column", "--tag-column", dest="label_column", action="append",
+                     help="column of the labels; repeat to keep several (pipelines.fit --label-column picks one); "
+                          "token classification (--tag-column): the tags' column (CoNLL) or key (JSONL)")
+    own.add_argument("--tag-scheme", choices=("auto",) + TAG_SCHEMES,
+                     help="token classification: the files' tag scheme (default auto: the one they are valid in); "
+                          "tags are converted to BIO, and the store's manifest records both")
     own.add_argument("--id-column", help="column of example ids (default: SPLIT-ROW)")
     own.add_argument("--kind", choices=USER_KINDS, help="what the labels are (default classification)")
     own.add_argument("--format", choices=FILE_FORMATS, help="file format (default: from the suffix)")
@@ -123,7 +139,8 @@ def user_source(args):
              "label_columns": args.label_column, "id_column": args.id_column, "kind": args.kind,
              "format": args.format, "encoding": args.encoding, "label_separator": args.label_separator,
              "label_names": args.label_names, "dev_fraction": args.dev_fraction, "name": args.task,
-             "max_skipped": args.max_skipped, "header": False if args.no_header else None}
+             "max_skipped": args.max_skipped, "header": False if args.no_header else None,
+             "tag_scheme": args.tag_scheme}
     if args.split:
         flags["splits"] = files.parse_split_args(args.split)
     if args.data_dir:

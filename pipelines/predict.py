@@ -9,6 +9,8 @@ Examples::
     python -m pipelines.predict --run runs/squad-cnn --question "Where?" --context "In Paris."
     python -m pipelines.predict --run runs/sst2-pooler --input ../shared/data/glue/SST-2/test.tsv --out SST-2.tsv
     python -m pipelines.predict --run runs/sst2-pooler --input reviews.jsonl --out reviews.predictions.jsonl
+    python -m pipelines.predict --run runs/conll-pooler --input ../shared/data/conll2003/eng.testb --out preds.conll
+    python -m pipelines.predict --run runs/conll-pooler --text "Ada Lovelace met Babbage in London."
 
 From a store (``--store``/``--split``; the store defaults to the one the run
 was trained on): your own task (``pipelines.extract --text-column ...``)
@@ -23,15 +25,21 @@ for no answer) and ``FILE.na_prob.json`` (``preds.json`` ->
 ``preds.na_prob.json``) the no-answer probabilities. Either way the raw
 outputs (probabilities / scores / per-window logits, the ensemble ``.npz``
 format) go to ``--npz`` (default: ``FILE`` with ``.npz`` in place of its
-suffix). With labels, the official metrics are printed.
+suffix). With labels, the official metrics are printed. Token
+classification writes ``FILE`` in the CoNLL format conlleval reads (``word
+gold predicted`` a line, a blank line after each sentence; ``word
+predicted`` without gold tags) and prints entity-level precision, recall and
+F1 (overall and per type) and token accuracy.
 
 From raw text (no store: the run's backbone runs here, tokenizing as its
 store did; ``bertvision.inference.serving``): ``--text`` (and ``--text-pair``, or
-``--question``/``--context`` for SQuAD) prints one JSON result per task (give
+``--question``/``--context`` for SQuAD; token classification: the entities
+with type, text, character offsets and score, and each word's tag) prints one JSON result per task (give
 ``--run`` several times to ask several runs at once; adapters of one backbone
 share its forward pass). ``--input FILE`` reads a file of the task's own
 format (a GLUE TSV such as ``dev.tsv``/``test.tsv``, a SQuAD JSON; your own
-task: a CSV/TSV/JSONL/Parquet file with its columns, ids kept), a
+task: a CSV/TSV/JSONL/Parquet file with its columns, ids kept; token
+classification: a CoNLL column file or ``{"tokens", "tags"}`` JSONL, tagged or not), a
 ``.jsonl`` of inputs (strings, or objects with the task's fields and an
 ``id``) or a text file of one input per line (pair members tab-separated);
 ``--out`` then gets the submission/prediction file as above, or, for an
@@ -105,12 +113,19 @@ def default_npz(out: str) -> str:
 def write_outputs(preds, args, results) -> tuple[str, dict | None]:
     """Write the submission / prediction file and the raw outputs of
     `preds`; ``(what was written, official metrics or None)``."""
+    from bertvision.data.conll import conll_text
     from bertvision.inference.predict import (write_glue_submission, write_prediction_file,  # heavy (TensorFlow):
                                               write_squad_predictions)  # after argparse: --help answers at once
 
     task = preds.spec
     threshold = 0.0
-    if not task.is_preset:  # your own task: predictions with label names, JSONL or CSV
+    if task.kind == "token_classification":  # the CoNLL output conlleval reads
+        words, predicted, _ = preds.sentence_tags()
+        gold = preds.gold_tags() if preds.has_labels else None
+        io.atomic_write_text(args.out, conll_text(words, predicted, gold))
+        written = (f"{len(words)} sentences -> {args.out} (CoNLL: word" + (" gold" if gold else "")
+                   + " predicted, a blank line after each sentence)")
+    elif not task.is_preset:  # your own task: predictions with label names, JSONL or CSV
         count = write_prediction_file(preds, args.out)
         written = f"{count} predictions -> {args.out}"
     elif task.kind == "span":

@@ -14,7 +14,9 @@ layer_weights,layers_by_task,layer_spread,wall_time,confusion_matrix,
 per_class_f1}.{html,png,svg}
 (charts without data are skipped and listed in summary.md), summary.md,
 summary.csv and report.json. The confusion matrix and per-class F1 chart show
-each task's best classification run on its first eval split.
+each task's best classification run on its first eval split. layers_by_task:
+every run's learned layer weights on one axis per backbone, a colour per
+task: which layers each task reads.
 """
 
 from __future__ import annotations

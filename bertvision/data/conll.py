@@ -35,15 +35,17 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from seqeval.metrics.sequence_labeling import get_entities
+
+from bertvision.config import TAG_SCHEMES
 from bertvision.data.readers import decode_utf8
 from bertvision.errors import ConfigError, DataError
 
 __all__ = ["INTERNAL_SCHEME", "TAG_FORMATS", "TAG_SCHEMES", "TaggedFile", "TaggedSentence", "bio_label_names",
-           "check_tags", "conll_text", "detect_scheme", "entity_types", "guess_format", "read_tagged", "split_tag",
+           "check_tags", "conll_text", "detect_scheme", "entities", "entity_types", "guess_format", "jsonl_keys",
+           "read_tagged", "split_tag",
            "to_bio"]
 
-TAG_SCHEMES = ("IOB1", "BIO", "IOBES")
-"""The tag schemes read; ``auto`` picks one from the file."""
 INTERNAL_SCHEME = "BIO"
 """The scheme every tag is converted to (IOB2: each entity starts with ``B-``)."""
 TAG_FORMATS = ("conll", "jsonl")
@@ -211,6 +213,16 @@ def conll_text(words: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The entities of BIO tags as ``(type, first word, last word)``, read as
+    conlleval reads them (an ``I-X`` after ``O`` starts an entity).
+
+    >>> entities(["B-PER", "I-PER", "O", "I-LOC"])
+    [('PER', 0, 1), ('LOC', 3, 3)]
+    """
+    return [(kind, int(a), int(b)) for kind, a, b in get_entities(list(tags))]
+
+
 # ----------------------------------------------------------------- readers
 
 
@@ -260,9 +272,22 @@ def _read_conll(path: Path, token_column, tag_column, tagged: bool) -> list[tupl
     return sentences
 
 
+def jsonl_keys(token_column: int | str, tag_column: int | str) -> tuple[str, str]:
+    """A JSONL file's words and tags keys: the columns given, or ``tokens`` and
+    ``tags`` for column numbers (the CoNLL defaults 0 and -1).
+
+    >>> jsonl_keys(0, "-1"), jsonl_keys("words", "ner")
+    (('tokens', 'tags'), ('words', 'ner'))
+    """
+    def number(value) -> bool:
+        return isinstance(value, int) or str(value).lstrip("-").isdigit()
+
+    return ("tokens" if number(token_column) else str(token_column),
+            "tags" if number(tag_column) else str(tag_column))
+
+
 def _read_jsonl(path: Path, token_column, tag_column, tagged: bool):
-    token_key = "tokens" if isinstance(token_column, int) else str(token_column)
-    tag_key = "tags" if isinstance(tag_column, int) else str(tag_column)
+    token_key, tag_key = jsonl_keys(token_column, tag_column)
     sentences = []
     # lines end at "\n" only; bytes that are not UTF-8 are one DataError naming the line
     for number, raw in enumerate(decode_utf8(path.read_bytes(), path).split("\n"), start=1):
@@ -295,7 +320,7 @@ def guess_format(path: str | os.PathLike) -> str:
 
 def read_tagged(path: str | os.PathLike, *, file_format: str | None = None, token_column: int | str = 0,
                 tag_column: int | str = -1, scheme: str = "auto", types: Iterable[str] | None = None,
-                tagged: bool = True, limit: int | None = None) -> TaggedFile:
+                tagged: bool | None = True, limit: int | None = None) -> TaggedFile:
     """Read a CoNLL column file or JSONL file of tagged sentences.
 
     Args:
@@ -306,7 +331,9 @@ def read_tagged(path: str | os.PathLike, *, file_format: str | None = None, toke
             means the default keys ``tokens`` / ``tags``).
         scheme: ``auto`` or one of `TAG_SCHEMES`; a named scheme is strict.
         types: the entity types allowed (None: any).
-        tagged: False reads words only (files to predict).
+        tagged: False reads words only (files to predict); None: tags
+            when the file has them (a CoNLL file of more than one column, a
+            JSONL file whose first record has the tag key).
         limit: keep the first ``limit`` sentences.
 
     Returns:
@@ -325,6 +352,8 @@ def read_tagged(path: str | os.PathLike, *, file_format: str | None = None, toke
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     reader = _read_conll if file_format == "conll" else _read_jsonl
+    if tagged is None:
+        tagged = _has_tags(path, file_format, tag_column)
     raw = reader(path, token_column, tag_column, tagged)
     if limit is not None:
         raw = raw[:limit]
@@ -342,6 +371,21 @@ def read_tagged(path: str | os.PathLike, *, file_format: str | None = None, toke
             raise DataError(f"{path}:{tags[bad[0]][0]}: {bad[1]}")
         sentences.append(TaggedSentence(tuple(words), tuple(to_bio(tag_list, scheme)), start))
     return TaggedFile(str(path), sentences, scheme)
+
+
+def _has_tags(path: Path, file_format: str, tag_column) -> bool:
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        for raw in handle:
+            if not raw.strip() or raw.split()[0] == DOCSTART:
+                continue
+            if file_format == "conll":
+                return len(raw.split()) > 1
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                return True  # the reader names the line
+            return isinstance(record, dict) and jsonl_keys(0, tag_column)[1] in record
+    return True
 
 
 def _detect_or_explain(path: Path, raw, tag_lists) -> str:

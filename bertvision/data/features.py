@@ -42,7 +42,7 @@ from bertvision.errors import ConfigError, DataError
 from bertvision.data.tasks import get_task
 
 __all__ = ["IGNORE", "Features", "Featurizer", "FeaturizerConfig", "bucket_length", "length_grouped_batches",
-           "length_sorted_batches", "span_text", "word_predictions"]
+           "length_sorted_batches", "span_text", "word_predictions", "word_spans"]
 
 SPAN_KIND = "span"
 TOKEN_KIND = "token_classification"
@@ -378,6 +378,18 @@ class Featurizer:
             out.append((ids, word))
         return out
 
+    def split_words(self, text: str) -> list[tuple[str, tuple[int, int]]]:
+        """Raw text as the tokenizer's words with their character offsets
+        (its pre-tokenizer: whitespace and punctuation), the words a token
+        classifier tags.
+
+        >>> featurizer.split_words("Ada met Babbage.")
+        [('Ada', (0, 3)), ('met', (4, 7)), ('Babbage', (8, 15)), ('.', (15, 16))]
+        """
+        with _TOKENIZER_LOCK:
+            return [(w, (int(a), int(b))) for w, (a, b) in
+                    self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)]
+
     def token_windows(self, n_subwords: int) -> list[tuple[int, int]]:
         """``(first, end)`` sub-word ranges of one sentence's windows: the
         window's capacity is ``max_seq_len - 2``, consecutive windows start
@@ -567,6 +579,24 @@ def _words(example: Any) -> tuple[str, ...]:
     if not words:
         raise DataError(f"example {_uid(example)!r}: a token classification example needs its words")
     return words
+
+
+def word_spans(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Each word's ``(start, end)`` character offsets in ``text``, found in
+    order (``text`` holds the words in order, with anything between them:
+    the words joined by spaces, or the raw text they were split from).
+
+    >>> word_spans("EU rejects  German call", ["EU", "rejects", "German", "call"])
+    [(0, 2), (3, 10), (12, 18), (19, 23)]
+    """
+    out, at = [], 0
+    for word in words:
+        start = text.find(word, at)
+        if start < 0:
+            raise DataError(f"word {word!r} is not in the text after character {at}")
+        out.append((start, start + len(word)))
+        at = start + len(word)
+    return out
 
 
 def word_predictions(word_ids: np.ndarray, example_index: np.ndarray, values: np.ndarray,

@@ -45,7 +45,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
-from bertvision.config import FILE_FORMATS, ConfigBase, check_choice, check_fraction
+from bertvision.config import FILE_FORMATS, TAG_SCHEMES, ConfigBase, check_choice, check_fraction
+from bertvision.data.conll import INTERNAL_SCHEME, bio_label_names, entity_types, jsonl_keys, read_tagged
 from bertvision.data.readers import Example, LoadResult
 from bertvision.data.tasks import USER_KINDS, TaskSpec, user_task
 from bertvision.errors import ConfigError, DataError
@@ -54,6 +55,7 @@ __all__ = ["FORMATS", "DataSource", "Table", "UserData", "find_split_files", "pa
            "read_table"]
 
 FORMATS = FILE_FORMATS
+TAGGED_FORMATS = ("conll", "jsonl")  # token classification: CoNLL column files, {"tokens", "tags"} JSONL
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
              ".parquet": "parquet", ".pq": "parquet"}
 _SHOWN_ROWS = 5  # rows named in an error about many rows
@@ -239,6 +241,7 @@ class DataSource(ConfigBase):
     dev_fraction: float | None = None
     seed: int = 0
     max_skipped: float | None = 0.01
+    tag_scheme: str = "auto"  # token classification: IOB1, BIO or IOBES (auto: the file's)
 
     error = ConfigError
 
@@ -256,6 +259,14 @@ class DataSource(ConfigBase):
             check_choice("kind", kinds.get(column), USER_KINDS)
         if self.format is not None:
             check_choice("format", self.format, FORMATS)
+        if self.is_tagged:
+            if len(self.label_columns) != 1 or self.text_pair_column:
+                raise ConfigError("--kind token_classification reads one --token-column and one --tag-column")
+            if self.format not in (None,) + TAGGED_FORMATS:
+                raise ConfigError(f"--kind token_classification reads {' or '.join(TAGGED_FORMATS)} files, not "
+                                  f"--format {self.format}")
+            if self.tag_scheme != "auto":
+                check_choice("tag_scheme", self.tag_scheme, TAG_SCHEMES)
         if self.dev_fraction is not None:
             check_fraction("dev_fraction", self.dev_fraction, high_open=True)
             if "dev" in self.splits:
@@ -267,8 +278,15 @@ class DataSource(ConfigBase):
 
     def file_options(self) -> dict:
         """How the files are read (kept in the task spec: `predict --input` reads alike)."""
+        if self.is_tagged:
+            return {"format": self.format, "tag_scheme": self.tag_scheme, "encoding": "utf-8"}
         return {"format": self.format, "header": self.header, "encoding": self.encoding,
                 "label_separator": self.label_separator}
+
+    @property
+    def is_tagged(self) -> bool:
+        """A token classification task (one tag per word)."""
+        return any(self.kind_of(c) == "token_classification" for c in self.label_columns)
 
     def kind_of(self, column: str) -> str:
         return self.kind[column] if isinstance(self.kind, dict) else self.kind
@@ -473,6 +491,8 @@ def read_source(source: DataSource) -> UserData:
     """Read every split of `source` and resolve its task (see the module
     docstring): label names from train, every other split checked against
     them, a seeded stratified dev split when `source.dev_fraction` asks."""
+    if source.is_tagged:
+        return _read_tagged_source(source)
     tables = {split: read_table(source.path(split), source.format, source.header, source.encoding)
               for split in source.splits}
     for split, table in tables.items():
@@ -514,11 +534,60 @@ def read_source(source: DataSource) -> UserData:
     return UserData(specs, loaded, provenance)
 
 
+def _tagged_file(path, spec_or_source, split: str, scheme: str, types=None,
+                 tagged: bool | None = True) -> tuple[LoadResult, str | None]:
+    """One CoNLL/JSONL file of a token classification task as examples: the
+    words, their tags converted to BIO, the text their words joined by spaces;
+    uids ``SPLIT-LINE`` (the line the sentence starts on). Also the scheme
+    the file's tags were written in (None: untagged)."""
+    fmt = spec_or_source.format if isinstance(spec_or_source, DataSource) else \
+        spec_or_source.file_options.get("format")
+    token = spec_or_source.text_column if isinstance(spec_or_source, DataSource) else spec_or_source.text_columns[0]
+    tag = spec_or_source.label_columns[0] if isinstance(spec_or_source, DataSource) else spec_or_source.label_column
+    if fmt is None and Path(path).suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        fmt = "jsonl"
+    sentences = read_tagged(path, file_format=fmt or "conll", token_column=token, tag_column=tag, scheme=scheme,
+                            types=types, tagged=tagged)
+    examples = [Example(uid=f"{split}-{s.line}", texts=(" ".join(s.words),), words=s.words, tags=s.tags)
+                for s in sentences]
+    return LoadResult(examples, [], getattr(spec_or_source, "name", None) or "task", split, str(path)), sentences.scheme
+
+
+def _read_tagged_source(source: DataSource) -> UserData:
+    """A token classification task: every split read with `read_tagged`
+    (train's tags in `source.tag_scheme`, or the one it is valid in), the
+    label names the BIO tags of train's entity types, the other splits'
+    tags checked against those types (an unknown tag is refused with file and
+    line); the spec records the files' scheme and the internal one (BIO)."""
+    train, scheme = _tagged_file(source.path("train"), source, "train", source.tag_scheme)
+    types = entity_types(t for ex in train.examples for t in ex.tags)
+    if not types:
+        raise DataError(f"{train.source}: no entity tags (every tag is O); a tagger needs at least one entity type")
+    loaded = {"train": train}
+    for split in source.splits:
+        if split != "train":
+            loaded[split] = _tagged_file(source.path(split), source, split, source.tag_scheme, types, tagged=None)[0]
+    provenance = {"files": {s: str(source.path(s)) for s in source.splits}}
+    if source.dev_fraction is not None:
+        train_result, dev_result, info = _split_dev(loaded["train"], source)
+        loaded = {"train": train_result, "dev": dev_result, **{k: v for k, v in loaded.items() if k != "train"}}
+        provenance["dev_split"] = info
+    options = {**source.file_options(), "tag_scheme": scheme, "scheme": INTERNAL_SCHEME}
+    spec = user_task(source.name or "task", "token_classification", (source.text_column,), source.label_columns[0],
+                     bio_label_names(types), None, {s: str(source.splits.get(s, source.splits["train"])) for s in loaded},
+                     file_options=options)
+    return UserData([spec], loaded, provenance)
+
+
 def holds_task_columns(path: str | os.PathLike, spec: TaskSpec) -> bool:
     """Whether `path` is a file of `spec`'s own kind: a CSV, TSV or Parquet
     file, or a JSONL file whose first row has the task's text column (a
-    JSONL of ``{"text": ...}`` inputs is not)."""
+    JSONL of ``{"text": ...}`` inputs is not); token classification: any
+    file but a ``.txt`` one (CoNLL column files have any name), a JSONL file
+    whose first row has the words' key."""
     fmt = _SUFFIXES.get(Path(path).suffix.lower())
+    if spec.kind == "token_classification" and fmt != "jsonl":
+        return Path(path).suffix.lower() != ".txt"
     if fmt in ("csv", "tsv", "parquet") and Path(path).suffix.lower() != ".txt":
         return True
     if fmt != "jsonl":
@@ -529,6 +598,8 @@ def holds_task_columns(path: str | os.PathLike, spec: TaskSpec) -> bool:
         row = json.loads(first)
     except json.JSONDecodeError:
         return False
+    if spec.kind == "token_classification":
+        return isinstance(row, dict) and jsonl_keys(spec.text_columns[0], spec.label_column)[0] in row
     return isinstance(row, dict) and spec.text_columns[0] in row
 
 
@@ -537,8 +608,13 @@ def read_examples(path: str | os.PathLike, spec: TaskSpec, split: str | None = N
     read as its training files were (`TaskSpec.file_options`, the format from
     the suffix), with the task's text and id columns; gold labels where the
     file has the label column. Ids without an id column: ``SPLIT-ROW``, the
-    split's name defaulting to the file's stem."""
+    split's name defaulting to the file's stem. Token classification: a
+    CoNLL/JSONL file, tagged or not, read with the task's columns, tags in the
+    scheme it was trained on (auto if so)."""
     split = split or Path(path).stem
+    if spec.kind == "token_classification":
+        types = sorted({name.split("-", 1)[1] for name in spec.label_names if "-" in name})
+        return _tagged_file(path, spec, split, "auto", types, tagged=None)[0]
     options = dict(spec.file_options)
     fmt = options.get("format") if Path(path).suffix.lower() not in _SUFFIXES else None
     table = read_table(path, fmt, options.get("header", True), options.get("encoding") or "utf-8")

@@ -29,7 +29,7 @@ from bertvision.errors import ConfigError
 TaskKind = Literal["classification", "multi_label", "regression", "span", "token_classification"]
 LabelFormat = Literal["index", "name", "score", "none"]
 
-USER_KINDS = ("classification", "multi_label", "regression")
+USER_KINDS = ("classification", "multi_label", "regression", "token_classification")
 """Kinds a task made of a user's own files may have (`user_task`)."""
 LABELLED_KINDS = ("classification", "multi_label", "token_classification")
 """Kinds whose labels are names out of `TaskSpec.label_names`."""
@@ -39,6 +39,8 @@ KIND_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "classification": (("accuracy", "macro_f1", "micro_f1"), "accuracy"),
     "multi_label": (("micro_f1", "macro_f1", "subset_accuracy"), "micro_f1"),
     "regression": (("pearson", "spearmanr", "mse"), "pearson"),
+    # entity-level, as conlleval counts them (`bertvision.metrics.tagging_metrics`, which adds per-type scores)
+    "token_classification": (("f1", "precision", "recall", "strict_f1", "token_accuracy"), "f1"),
 }
 """A user task's metrics and main metric by kind (`bertvision.metrics`)."""
 

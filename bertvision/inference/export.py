@@ -11,7 +11,9 @@ backbone once and every task's head on its output:
   outputs out: ``<task>_probabilities [batch, classes]`` (classification),
   ``<task>_score [batch]`` (regression), ``<task>_start_logits`` /
   ``<task>_end_logits [batch, tokens]`` (SQuAD; decode them with the
-  windows' character offsets, `bertvision.data.squad.decode_squad`). Core
+  windows' character offsets, `bertvision.data.squad.decode_squad`),
+  ``<task>_token_probabilities [batch, tokens, tags]`` (token
+  classification: read each word's first sub-word, `Features.word_ids`). Core
   TensorFlow ops only: stock TensorFlow (``saved_model_cli``,
   ``tf.saved_model.load`` without ``tensorflow_text``) and TensorFlow
   Serving's stock binary load it as is.
@@ -28,8 +30,8 @@ backbone once and every task's head on its output:
   Its graph holds TensorFlow Text ops (``import tensorflow_text`` before
   loading; a TF Serving build with TF Text linked in), which is why it is a
   SavedModel of its own: in one graph they kept even ``serving_default``
-  from loading without TF Text. SQuAD is not in them: its windows and
-  character offsets are made outside the graph.
+  from loading without TF Text. SQuAD and token classification are not in
+  them: their windows, words and character offsets are made outside the graph.
 
 ``OUT/bertvision_export.json`` lists the signatures (and the SavedModel of
 each), their outputs, the runs and the backbones.
@@ -54,6 +56,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from bertvision import io
+from bertvision.config import PER_TOKEN_KINDS
 from bertvision.errors import ServeError
 from bertvision.inference.config import QUANTIZE
 from bertvision.inference.loading import ServedModel
@@ -79,6 +82,8 @@ def output_names(model: ServedModel) -> list[str]:
         return [f"{key}_probabilities"]
     if kind == "regression":
         return [f"{key}_score"]
+    if kind == "token_classification":
+        return [f"{key}_token_probabilities"]
     return [f"{key}_start_logits", f"{key}_end_logits"]
 
 
@@ -200,6 +205,8 @@ def _head_outputs(model: ServedModel, out) -> dict:
         return {names[0]: tf.sigmoid(tf.cast(out, tf.float32))}
     if model.task.kind == "regression":
         return {names[0]: tf.reshape(tf.cast(out, tf.float32), [-1])}
+    if model.task.kind == "token_classification":  # [B, T, C]: read each word's first sub-word
+        return {names[0]: tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)}
     return {names[0]: tf.cast(out["start_logits"], tf.float32), names[1]: tf.cast(out["end_logits"], tf.float32)}
 
 
@@ -300,7 +307,8 @@ def export_runs(runs: Sequence[str], out: str, text: bool = True, predictor: Pre
             else:
                 skipped[name] = f"{type(group.tokenizer).__name__} is not a BERT WordPiece fast tokenizer"
         for arity, endpoint, fields in ((1, "serve_text", ("text",)), (2, "serve_text_pair", ("text", "text_pair"))):
-            chosen = [m for m in models if m.task.kind != "span" and len(m.fields) == arity
+            # per-token tasks answer on the ids signature only (their outputs are per sub-word position)
+            chosen = [m for m in models if m.task.kind not in PER_TOKEN_KINDS and len(m.fields) == arity
                       and m.group in tokenizers]
             if not chosen:
                 continue

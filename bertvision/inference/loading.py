@@ -144,7 +144,7 @@ class ServedModel:
                "run": str(self.run_dir), "run_type": r.run_type, "method": r.method, "main_metric": r.main_metric,
                "dev_metrics": r.dev_metrics, "trainable_params": r.trainable_params, "backbone": self.group,
                "featurizer": {**self.featurizer.get_config(), "source": self.featurizer_source}}
-        if self.task.kind in ("classification", "multi_label"):
+        if self.task.kind in ("classification", "multi_label", "token_classification"):
             out["labels"] = list(self.task.label_names)
         if self.task.kind == "span":  # answers "" above this no-answer probability (the run's dev best_f1_thresh)
             out["no_answer_threshold"] = 1.0 / (1.0 + math.exp(-self.threshold)) if math.isfinite(self.threshold) \
@@ -481,7 +481,7 @@ def _load_finetune(name: str, path: Path, results: RunResults, where: str, jit_c
     hp = results.hyperparameters
     featurizer = Featurizer(tokenizer, **{k: int(hp.get(k) or FeaturizerConfig().to_dict()[k])
                                           for k in ("max_seq_len", "doc_stride", "max_query_len")})
-    task = get_task(results.task)
+    task = results.spec  # a user task: the spec the run saved
     identity = backbone_identity(ref)
     group = FinetuneGroup(f"{name}:{_group_name(identity)}", identity, tokenizer, jit_compile)
     model = ServedModel(name=name, run_dir=path, results=results, task=task, featurizer=featurizer,

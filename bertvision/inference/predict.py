@@ -92,12 +92,16 @@ def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=
     """
     infer = infer or make_infer_fn(model)
     span = store.task_kind == "span"
+    tagged = store.task_kind == "token_classification"
     ds = store.dataset(split, batch_size, with_meta=True, pad_to=pad_to_for(model))
     uids, outputs, labels, offsets, windows = [], [], [], [], []
     for features, batch_labels in ds:
         out = infer(features)
         uids.append(features["uid"].numpy())
-        if span:
+        if tagged:
+            outputs.append(np.asarray(out))
+            offsets.append(features["word_ids"].numpy())
+        elif span:
             outputs.append({k: out[k].numpy() for k in ("start_logits", "end_logits")})
             offsets.append(features["offsets"].numpy())
             windows.append(features["window_index"].numpy())
@@ -107,9 +111,15 @@ def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=
     if not uids:
         raise RunError(f"{store.path}: split {split!r} has no records")
     record_uids = [u.decode() for u in np.concatenate(uids)]
-    if not span:
+    if not (span or tagged):
         return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, labels=np.concatenate(labels))
     rows = examples if examples is not None else store.examples(split)
+    if tagged:
+        gold = {str(r["uid"]): (r["words"], r.get("tags") or []) for r in rows}
+        try:
+            return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, offsets=offsets, gold=gold)
+        except RunError as err:
+            raise RunError(f"{store.path}: {err}") from err
     gold = {str(r["uid"]): (r["context"], [] if r.get("is_impossible") else list(r.get("answers") or []))
             for r in rows}
     try:

@@ -40,13 +40,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bertvision.config import PER_TOKEN_KINDS
+from bertvision.data.conll import entities
+from bertvision.data.features import word_spans
 from bertvision.data.readers import Example
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.runs import Predictions
 from bertvision.inference.loading import BackboneGroup, Job, ServedModel, load_runs
 
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "tagged_result"]
 
 
 class Predictor:
@@ -134,7 +137,12 @@ class Predictor:
             uid = given.get("id", str(i))
             if not isinstance(uid, str):
                 raise ServeError(f"{at}.id: must be a string, got {type(uid).__name__}")
-            out.append(Example(uid=uid, texts=tuple(texts)))
+            words = ()
+            if model.task.kind == "token_classification":  # the words to tag: the tokenizer's own split
+                words = tuple(w for w, _ in model.featurizer.split_words(texts[0]))
+                if not words:
+                    raise ServeError(f"{at}.text: has no words")
+            out.append(Example(uid=uid, texts=tuple(texts), words=words))
         return out
 
     def encode(self, name: str, examples: Sequence[Example]) -> Job:
@@ -159,10 +167,10 @@ class Predictor:
         jobs = []
         for name, examples in plan:
             model = self.model(name)
-            span = model.task.kind == "span"
+            windowed = model.task.kind in PER_TOKEN_KINDS
             cfg = model.featurizer.get_config()
-            key = (id(model.featurizer.tokenizer), span, len(model.fields), model.pair_mode,
-                   tuple(sorted(cfg.items())) if span else cfg["max_seq_len"],
+            key = (id(model.featurizer.tokenizer), model.task.kind, len(model.fields), model.pair_mode,
+                   tuple(sorted(cfg.items())) if windowed else cfg["max_seq_len"],
                    tuple((e.uid, e.texts) for e in examples))
             if key in done:
                 jobs.append(Job(model, list(examples), done[key]))
@@ -189,6 +197,10 @@ class Predictor:
         """A job's raw output as `Predictions` (what predict-from-a-store returns)."""
         model, f = job.model, job.features
         uids = job.uids
+        if model.task.kind == "token_classification":
+            width = np.asarray(output).shape[1]
+            return Predictions.from_outputs(model.task, split, uids, [output], offsets=[f.word_ids[:, :width]],
+                                            gold=_word_gold(job.examples), source=str(model.run_dir))
         if model.task.kind != "span":
             return Predictions.from_outputs(model.task, split, uids, [output], labels=labels,
                                             thresholds=model.results.thresholds, source=str(model.run_dir))
@@ -202,7 +214,10 @@ class Predictor:
         model, task = job.model, job.model.task
         preds = self.predictions(job, output)
         out = []
-        if task.kind != "span":
+        if task.kind == "token_classification":
+            out = [tagged_result(e.texts[0], words, tags, scores)
+                   for e, words, tags, scores in zip(job.examples, *preds.sentence_tags())]
+        elif task.kind != "span":
             out = [{k: v for k, v in r.items() if k != "id"} for r in preds.records()]
         else:
             decoded = preds.decode(threshold=model.threshold)
@@ -249,6 +264,11 @@ class Predictor:
             if task.kind == "span":
                 windows.append(f.window_index())
                 offsets.append(f.offsets[:, :np.asarray(out["start_logits"]).shape[1]])
+            elif task.kind == "token_classification":
+                offsets.append(f.word_ids[:, :np.asarray(out).shape[1]])
+        if task.kind == "token_classification":
+            return Predictions.from_outputs(task, split, uids, outputs, offsets=offsets,
+                                            gold=_word_gold(examples), source=str(model.run_dir))
         if task.kind == "span":
             gold = {e.uid: (e.texts[1], [] if e.is_impossible else [a.text for a in e.answers]) for e in examples}
             return Predictions.from_outputs(task, split, uids, outputs, window_index=windows, offsets=offsets,
@@ -270,3 +290,25 @@ class Predictor:
             group.forward_passes = group.rows_forwarded = 0
         for model in self.models.values():
             model.calls = 0
+
+
+def _word_gold(examples: Sequence[Example]) -> dict:
+    """Each example's ``(words, gold tags)`` (token classification)."""
+    return {e.uid: (list(e.words), list(e.tags)) for e in examples}
+
+
+def tagged_result(text: str, words: Sequence[str], tags: Sequence[str], scores: Sequence[float]) -> dict:
+    """A token classification result: the entities with their type, text,
+    character offsets into `text` and score (the mean probability of their
+    words' tags), and every word's tag.
+
+    >>> tagged_result("Ada met Babbage", ["Ada", "met", "Babbage"], ["B-PER", "O", "B-PER"], [0.9, 0.8, 0.7])["entities"][1]
+    {'type': 'PER', 'text': 'Babbage', 'start': 8, 'end': 15, 'score': 0.7}
+    """
+    spans = word_spans(text, words)
+    found = []
+    for kind, first, last in entities(tags):
+        start, end = spans[first][0], spans[last][1]
+        found.append({"type": kind, "text": text[start:end], "start": start, "end": end,
+                      "score": round(float(np.mean(scores[first:last + 1])), 6)})
+    return {"entities": found, "words": list(words), "tags": list(tags)}

@@ -23,14 +23,17 @@ class BertTask(keras_hub.models.Task):
 
     Inputs ``token_ids``, ``segment_ids``, ``padding_mask`` ``[B, T]``;
     outputs as the adapters': logits ``[B, C]`` (classification), a score
-    ``[B]`` (regression) or ``{"start_logits", "end_logits"}`` ``[B, T]``
-    (span, padding masked). Heads are initialised as BERT's (truncated
+    ``[B]`` (regression), ``{"start_logits", "end_logits"}`` ``[B, T]``
+    (span, padding masked) or logits ``[B, T, C]`` (token classification:
+    a dense head over every token's last hidden state, as keras-hub-style
+    token classifiers and BERT's NER recipe do). Heads are initialised as BERT's (truncated
     normal, stddev 0.02).
 
     Args:
         backbone: a `keras_hub.models.BertBackbone`.
-        task_kind: ``classification``, ``regression`` or ``span``.
-        num_labels: classes (classification).
+        task_kind: ``classification``, ``regression``, ``span`` or
+            ``token_classification``.
+        num_labels: classes (classification, per token for token classification).
         dropout: dropout rate before the head.
 
     Example:
@@ -48,7 +51,8 @@ class BertTask(keras_hub.models.Task):
         if task_kind == "span":
             self.head = SpanHead(kernel_initializer=init, name="span_head")
         else:
-            self.head = TaskHead(task_kind, 1 if task_kind == "regression" else num_labels,
+            head_kind = "classification" if task_kind == "token_classification" else task_kind
+            self.head = TaskHead(head_kind, 1 if task_kind == "regression" else num_labels,
                                  kernel_initializer=init, name="head")
         inputs = backbone.input
         outputs = backbone(inputs)
@@ -56,6 +60,8 @@ class BertTask(keras_hub.models.Task):
             x = self.output_dropout(outputs["sequence_output"])
             start, end = self.head(x, padding_mask=inputs["padding_mask"])
             out = {"start_logits": start, "end_logits": end}
+        elif task_kind == "token_classification":
+            out = self.head(self.output_dropout(outputs["sequence_output"]))
         else:
             out = self.head(self.output_dropout(outputs["pooled_output"]))
         super().__init__(inputs=inputs, outputs=out, compile=False, **kwargs)

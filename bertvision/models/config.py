@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bertvision.config import (DTYPES, PAIR_MODES, TASK_KINDS, ConfigBase, check_choice, check_fraction,
+from bertvision.config import (DTYPES, PAIR_MODES, PER_TOKEN_KINDS, TASK_KINDS, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_nonnegative_int, check_positive_int)
 from bertvision.errors import BertVisionError, ConfigError
 
@@ -18,8 +18,6 @@ LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 # ScalarMix's default multiplier of its logits (its learning-rate factor under Adam)
 MIX_LOGIT_SCALE = 100.0
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
-PER_TOKEN_KINDS = ("span", "token_classification")
-"""Task kinds predicted per token: the adapters pool no tokens."""
 # the fields a store determines (`ModelConfig.from_store`), not the user
 STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
 

@@ -47,7 +47,8 @@ from bertvision import io
 from bertvision.store import format as st
 from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, STORE_DTYPES, TOKEN_MODES, ConfigBase, check_choice, check_fraction,
+from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES, TOKEN_MODES, ConfigBase,
+                               check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data.readers import Answer, Example, LoadResult, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
@@ -112,8 +113,9 @@ class ExtractConfig(ConfigBase):
             if self.token_mode == "sequence":
                 raise ConfigError("--pair-mode separate stores one vector per text and layer: use --token-mode "
                                   "mean or cls, not sequence")
-        if task.kind == "span" and self.token_mode != "sequence":
-            raise ConfigError(f"task {self.task} is span annotation: it needs --token-mode sequence "
+        if task.kind in PER_TOKEN_KINDS and self.token_mode != "sequence":
+            what = "span annotation" if task.kind == "span" else "token classification"
+            raise ConfigError(f"task {self.task} is {what}: it needs --token-mode sequence "
                               f"(every token's activations), not {self.token_mode!r}")
         for name in ("batch_size", "doc_stride", "max_query_len"):
             check_positive_int(name, getattr(self, name))
@@ -157,13 +159,14 @@ def split_lock(split: str) -> str:
 def _example_to_dict(ex: Example) -> dict:
     return {"uid": ex.uid, "texts": list(ex.texts), "label": ex.label,
             "answers": [[a.text, a.start] for a in ex.answers], "is_impossible": bool(ex.is_impossible),
-            "labels": ex.labels}
+            "labels": ex.labels, "words": list(ex.words), "tags": list(ex.tags)}
 
 
 def _example_from_dict(d: dict) -> Example:
     return Example(uid=d["uid"], texts=tuple(d["texts"]), label=d["label"],
                    answers=tuple(Answer(text, start) for text, start in d["answers"]),
-                   is_impossible=d["is_impossible"], labels=d.get("labels"))
+                   is_impossible=d["is_impossible"], labels=d.get("labels"), words=tuple(d.get("words", ())),
+                   tags=tuple(d.get("tags", ())))
 
 
 @dataclass
@@ -305,7 +308,7 @@ class ShardExtractor:
                              f"inputs, which does not fit the plan's records {job.start}..{job.end - 1}; the "
                              "tokenizer or featurizer differs from the one that planned the split")
         lengths = f.padding_mask.sum(axis=1)
-        windows = f.window_index() if kind == "span" else None
+        windows = f.window_index() if kind in PER_TOKEN_KINDS else None
         seq, quantize = c.token_mode == "sequence", c.dtype == "int8"
         inputs = f.inputs()
         writer = st.ShardWriter(io.join(c.out, job.name))
@@ -317,14 +320,17 @@ class ShardExtractor:
                 if kind == "span":
                     span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
                             "window_index": windows[r], "offsets": f.offsets[r]}
+                tokens = None
+                if kind == "token_classification":
+                    tokens = {"labels": f.token_labels[r], "word_ids": f.word_ids[r], "window_index": windows[r]}
                 scales = None
                 if quantize:
                     a, scales = (t.numpy() for t in st.quantize_int8(a))
                 example = job.examples[e]
+                heads = head_labels(self.heads, example) if self.heads and kind != "token_classification" else None
                 record = st.serialize_record(a, length=n if seq else None, uid=example.uid,
                                              example_index=job.first_example + e, label=example.label,
-                                             task_kind=kind, span=span, scales=scales,
-                                             labels=head_labels(self.heads, example) if self.heads else None)
+                                             task_kind=kind, span=span, scales=scales, labels=heads, tokens=tokens)
                 writer.write(record, a.nbytes)
 
         def complete(r):  # record r's rows are all extracted
@@ -429,6 +435,8 @@ class Extractor:
         featurizer_config = {"max_seq_len": c.max_seq_len}
         if self.task.kind == "span":
             featurizer_config.update(doc_stride=c.doc_stride, max_query_len=c.max_query_len)
+        elif self.task.kind == "token_classification":
+            featurizer_config.update(doc_stride=c.doc_stride)
         self.spec = st.StoreSpec(
             task=self.task.name, task_kind=self.task.kind, label_names=list(self.task.label_names),
             backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
@@ -453,6 +461,8 @@ class Extractor:
             if self.task.kind == "span":
                 row.update(question=ex.texts[0], context=ex.texts[1],
                            answers=[a.text for a in ex.answers], is_impossible=bool(ex.is_impossible))
+            elif self.task.kind == "token_classification":
+                row.update(texts=list(ex.texts), words=list(ex.words), tags=list(ex.tags))
             else:
                 row["texts"] = list(ex.texts)
             if ex.labels is not None:

@@ -25,7 +25,11 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   unlabelled), so that one store feeds a head per column; span stores also
   ``example_index``, ``start_position``, ``end_position``, ``window_index`` and ``offsets``
   (int32 ``[length, 2]`` character offsets into the context, stored +1 so that
-  zero padding reads back as -1 = "not in the context").
+  zero padding reads back as -1 = "not in the context"); token classification
+  stores, instead of ``label``, ``labels`` and ``word_ids`` (int32 ``[length]``,
+  stored +1: the tag index and the word index at each word's first sub-word
+  in the one window that predicts it, -1 elsewhere) with ``example_index`` and
+  ``window_index``.
 
 Reading:
 
@@ -48,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.config import PAIR_MODES, STORE_DTYPES, TOKEN_MODES, pair_texts
+from bertvision.config import PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES, TOKEN_MODES, pair_texts
 from bertvision.data.tasks import TASKS, TaskSpec, get_task
 from bertvision.errors import ConfigError, StoreError
 
@@ -209,11 +213,13 @@ def _label_feature(kind: str, value) -> tf.train.Feature:
 
 def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
                      label=None, task_kind: str = "classification", span: dict | None = None,
-                     scales: np.ndarray | None = None, labels: dict | None = None) -> bytes:
+                     scales: np.ndarray | None = None, labels: dict | None = None, tokens: dict | None = None) -> bytes:
     """One `tf.train.Example` as bytes (see the module docstring); `scales`
     (float16) for int8 `activations`; `labels` (a user task's) maps each
     record feature (``label/<column>``) to ``(kind, value)``, multi-label
-    values a 0/1 list (-1s where unlabelled), in place of `label`. The
+    values a 0/1 list (-1s where unlabelled), in place of `label`; `tokens`
+    (token classification): ``labels``, ``word_ids`` (a row of
+    `Features.token_labels` / ``word_ids``) and ``window_index``. The
     serialization is deterministic (features in a fixed order), so two
     extractions of the same data write the same bytes and checksums."""
     feats = {
@@ -224,7 +230,12 @@ def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, e
         feats["scales"] = _bytes_feature([np.ascontiguousarray(scales, dtype="<f2").tobytes()])
     if length is not None:  # sequence stores only
         feats["length"] = _int_feature([int(length)])
-    if labels is not None:
+    if task_kind == "token_classification":
+        for key in ("labels", "word_ids"):  # stored +1: zero padding reads back as -1 (IGNORE)
+            feats[key] = _bytes_feature([(np.asarray(tokens[key], dtype=np.int32)[:length] + 1).astype("<i4").tobytes()])
+        feats["window_index"] = _int_feature([int(tokens["window_index"])])
+        feats["example_index"] = _int_feature([int(example_index)])
+    elif labels is not None:
         for key, (kind, value) in labels.items():
             feats[key] = _label_feature(kind, value)
     elif task_kind != "span":
@@ -605,6 +616,8 @@ class Store:
 
     def has_labels(self, split: str) -> bool:
         """Whether `split` has gold labels to evaluate against (span tasks: always)."""
+        if self.task_kind == "token_classification":
+            return any(e.get("tags") for e in self.examples(split))
         column = self.task_spec.label_column  # a user task's head: its column's labels
         return self.task_kind == "span" or any(
             ((e.get("labels") or {}).get(column) if column is not None else e.get("label")) is not None
@@ -716,7 +729,7 @@ class Store:
         """
         n_records = self.num_records(split)
         groups = None
-        if self.task_kind == "span":
+        if self.task_kind in PER_TOKEN_KINDS:
             _, groups = np.unique(self.uids(split), return_inverse=True)
             n_examples = int(groups.max()) + 1 if len(groups) else 0
         else:
@@ -748,6 +761,13 @@ class Store:
             spec[key] = tf.io.FixedLenFeature([len(self.label_names)], tf.int64)
         elif self.task_kind == "regression":
             spec[key] = tf.io.FixedLenFeature([], tf.float32)
+        elif self.task_kind == "token_classification":
+            spec.update({
+                "labels": tf.io.FixedLenFeature([], tf.string),
+                "word_ids": tf.io.FixedLenFeature([], tf.string),
+                "window_index": tf.io.FixedLenFeature([], tf.int64),
+                "example_index": tf.io.FixedLenFeature([], tf.int64),
+            })
         else:
             spec.update({
                 "start_position": tf.io.FixedLenFeature([], tf.int64),
@@ -762,6 +782,8 @@ class Store:
         if self.task_kind == "span":
             return {"start_positions": tf.cast(ex["start_position"], tf.int32),
                     "end_positions": tf.cast(ex["end_position"], tf.int32)}
+        if self.task_kind == "token_classification":  # stored +1; the batch's padding reads back as -1
+            return tf.io.decode_raw(ex["labels"], tf.int32)
         label = ex[self.task_spec.label_key]
         if self.task_kind == "classification":
             return tf.cast(label, tf.int32)
@@ -792,6 +814,7 @@ class Store:
         k, _, h = self.example_shape
         dtype = tf.as_dtype(self.dtype)
         span = self.task_kind == "span"
+        tagged = self.task_kind == "token_classification"
 
         def parse(serialized):
             ex = tf.io.parse_single_example(serialized, spec)
@@ -806,6 +829,10 @@ class Store:
                     features["window_index"] = tf.cast(ex["window_index"], tf.int32)
                     # stored +1: zero padding reads back as -1 ("not in the context")
                     features["offsets"] = tf.reshape(tf.io.decode_raw(ex["offsets"], tf.int32), [-1, 2])
+                if tagged:
+                    features["example_index"] = tf.cast(ex["example_index"], tf.int32)
+                    features["window_index"] = tf.cast(ex["window_index"], tf.int32)
+                    features["word_ids"] = tf.io.decode_raw(ex["word_ids"], tf.int32)  # stored +1
             return features, self._labels(ex)
 
         return parse
@@ -814,6 +841,7 @@ class Store:
         """Pad a batch ``[batch, layers, tokens, hidden]`` to a power-of-two
         token length (or ``max_seq_len``) and add the padding mask."""
         max_len = self.max_seq_len
+        tagged = self.task_kind == "token_classification"
 
         def finish(features, labels):
             length = features.pop("length")
@@ -828,6 +856,11 @@ class Store:
             if "offsets" in features:
                 offs = features["offsets"]
                 features["offsets"] = tf.pad(offs, [[0, 0], [0, t - tf.shape(offs)[1]], [0, 0]]) - 1
+            if "word_ids" in features:
+                ids = features["word_ids"]
+                features["word_ids"] = tf.pad(ids, [[0, 0], [0, t - tf.shape(ids)[1]]]) - 1
+            if tagged:
+                labels = tf.pad(labels, [[0, 0], [0, t - tf.shape(labels)[1]]]) - 1
             return features, labels
 
         return finish

@@ -46,7 +46,7 @@ import tensorflow as tf
 from bertvision import io
 from bertvision.models.backbone import (backbone_identity, backbone_param_count, hidden_act, load_backbone,
                                  load_tokenizer, resolve_backbone, write_backbone_info)
-from bertvision.config import (STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
+from bertvision.config import (PER_TOKEN_KINDS, STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data.readers import Example, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
@@ -131,9 +131,9 @@ class FinetuneConfig(ConfigBase):
     def validate(self) -> None:
         task = self.spec()
         self.task = self.task or task.name
-        if self.store is not None and task.kind not in ("classification", "regression"):
-            raise FinetuneError(f"{self.store}: fine-tuning on a store's examples takes a classification or "
-                                f"regression task; {task.name} is {task.kind}")
+        if self.store is not None and task.kind not in ("classification", "regression", "token_classification"):
+            raise FinetuneError(f"{self.store}: fine-tuning on a store's examples takes a classification, "
+                                f"regression or token classification task; {task.name} is {task.kind}")
         check_positive("epochs", self.epochs, FinetuneError)
         check_positive("lr", self.lr, FinetuneError)
         for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
@@ -218,7 +218,8 @@ class Finetuner(RunTask):
             column = self.task.label_column
             rows = open_store(c.store).examples(split)[:limit]
             examples = [Example(uid=r["uid"], texts=tuple(r["texts"]),
-                                label=(r.get("labels") or {}).get(column, r.get("label")) if column else r["label"])
+                                label=(r.get("labels") or {}).get(column, r.get("label")) if column else r["label"],
+                                words=tuple(r.get("words") or ()), tags=tuple(r.get("tags") or ()))
                         for r in rows]
             if not examples:
                 raise FinetuneError(f"{c.store}/{split}: no examples")
@@ -255,6 +256,10 @@ class Finetuner(RunTask):
         if self.task.kind == "span":
             f = self.train_set.features
             self.train_targets = {"start_logits": f.start_positions, "end_logits": f.end_positions}
+        elif self.task.kind == "token_classification":
+            if not any(ex.tags for ex in train):
+                raise FinetuneError(f"{c.task}/{c.train_split}: untagged sentences cannot be trained on")
+            self.train_targets = self.train.features.token_labels  # [rows, max_seq_len], -1: no loss
         else:
             labels = [ex.label for ex in train]
             if any(label is None for label in labels):
@@ -291,7 +296,7 @@ class Finetuner(RunTask):
         self.schedule = Schedule.checkpoints(self.steps_per_epoch, c.epochs, c.checkpoint_every, c.checkpoint_at)
         with self.strategy.scope():
             self.backbone = load_backbone(self.ref)
-            if self.task.kind == "span":  # the pooled output feeds nothing: no gradients
+            if self.task.kind in PER_TOKEN_KINDS:  # the pooled output feeds nothing: no gradients
                 self.backbone.pooled_dense.trainable = False
             self.model = BertTask(self.backbone, self.task.kind, self.task.num_labels, c.dropout)
             if c.lora_rank:  # freezes the backbone but for low-rank updates of the attention projections
@@ -322,8 +327,12 @@ class Finetuner(RunTask):
             rows = batches[step % self.steps_per_epoch]
             t = bucket_length(int(lengths[rows].max()), c.max_seq_len, fine=True)
             x = {k: v[rows, :t] for k, v in inputs.items()}
-            y = ({k: v[rows] for k, v in self.train_targets.items()} if isinstance(self.train_targets, dict)
-                 else self.train_targets[rows])
+            if isinstance(self.train_targets, dict):
+                y = {k: v[rows] for k, v in self.train_targets.items()}
+            elif self.task.kind == "token_classification":
+                y = self.train_targets[rows, :t]
+            else:
+                y = self.train_targets[rows]
             yield x, y
 
     def train_data(self, first_step: int) -> tf.data.Dataset:
@@ -331,6 +340,8 @@ class Finetuner(RunTask):
         x_spec = {"token_ids": ids, "segment_ids": ids, "padding_mask": ids}
         if self.task.kind == "span":
             y_spec = {k: tf.TensorSpec([None], tf.int32) for k in ("start_logits", "end_logits")}
+        elif self.task.kind == "token_classification":
+            y_spec = tf.TensorSpec([None, None], tf.int32)
         else:
             y_spec = tf.TensorSpec([None], tf.float32 if self.task.kind == "regression" else tf.int32)
         ds = tf.data.Dataset.from_generator(lambda: self.batches(first_step), output_signature=(x_spec, y_spec))
@@ -356,6 +367,12 @@ class Finetuner(RunTask):
                               else np.asarray(out[j]))
         examples = split.examples
         record_uids = [examples[i].uid for i in f.example_index]
+        if self.task.kind == "token_classification":
+            width = max(o.shape[0] for o in outputs)
+            logits = np.stack([np.pad(o, [(0, width - len(o)), (0, 0)]) for o in outputs])
+            gold = {ex.uid: (list(ex.words), list(ex.tags)) for ex in examples}
+            return Predictions.from_outputs(self.task, split.name, record_uids, [logits],
+                                            offsets=[f.word_ids[:, :width]], gold=gold, source=str(self.run_dir.path))
         if self.task.kind != "span":
             labels = [(-1 if self.task.kind == "classification" else np.nan) if ex.label is None else ex.label
                       for ex in examples]
@@ -389,6 +406,10 @@ class Finetuner(RunTask):
         if self.task.kind == "regression":
             y = np.asarray([ex.label for ex in split.examples], np.float32)
             return float(np.mean((p.scores - y) ** 2))
+        if self.task.kind == "token_classification":  # the mean over words (each word's first sub-word)
+            index = {name: i for i, name in enumerate(self.task.label_names)}
+            y = np.asarray([index[t] for tags in p.gold_tags() for t in tags])
+            return float(-np.mean(np.log(np.maximum(p.word_probabilities[np.arange(len(y)), y], 1e-12))))
         f = split.features
 
         def ce(logits, target):

@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from bertvision import io
-from bertvision.config import (SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
+from bertvision.config import (PER_TOKEN_KINDS, SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
                                check_non_negative, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import FitError
@@ -187,7 +187,7 @@ class StoreEvaluation:
     def __init__(self, store: Store, splits: list[str], task: TaskSpec, batch_size: int, jit_compile: bool):
         self.store, self.splits, self.task = store, list(splits), task
         self.batch_size, self.jit_compile = batch_size, jit_compile
-        self.examples = {s: store.examples(s) for s in splits} if store.task_kind == "span" else {}
+        self.examples = {s: store.examples(s) for s in splits} if store.task_kind in PER_TOKEN_KINDS else {}
         self._infer: dict = {}
 
     def __call__(self, model):

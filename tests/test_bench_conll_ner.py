@@ -1,0 +1,16 @@
+"""bench.conll_ner --quick: the benchmark's whole adapter pipeline on tens of
+CoNLL-2003 sentences (extract, fit, predict the test split), its table filled."""
+
+from bench.conll_ner import main
+
+
+def test_quick_mode_fills_the_table(tmp_path, shared_data, capsys):
+    assert main(["--work", str(tmp_path), "--data", str(shared_data / "conll2003"), "--quick", "--no-finetune"]) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "--quick: a smoke run, not a result" in table
+    rows = [line for line in table.splitlines() if line.startswith("| linear_probe") or line.startswith("| scalar_mix")]
+    assert len(rows) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == "1" and 0.0 <= float(cells[2]) <= 100.0 and int(cells[4]) > 0 and float(cells[7]) > 0
+    assert (tmp_path / "runs" / "scalar_mix-seed0" / "test.conll").is_file()
