@@ -249,7 +249,7 @@ class Finetuner(RunTask):
         self.evals = [_Split(s, ex, featurizer.encode(self.task, ex))
                       for s, ex in ((s, self._load(s, eval_limit)) for s in c.eval_splits)]
         unlabelled = [e.name for e in self.evals
-                      if self.task.kind != "span" and all(ex.label is None for ex in e.examples)]
+                      if self.task.kind != "span" and all(ex.label is None and not ex.tags for ex in e.examples)]
         if unlabelled:
             raise FinetuneError(f"{c.task}/{unlabelled[0]}: the split has no gold labels to evaluate against; give a "
                                 "labelled --eval-split (e.g. dev)")
