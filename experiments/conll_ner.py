@@ -1,7 +1,7 @@
 """CoNLL-2003 NER: frozen-backbone adapters against fine-tuning and LoRA.
 
-    python -m bench.conll_ner --work bench_out/conll_ner                 # the full benchmark (hours on CPU)
-    python -m bench.conll_ner --work /tmp/ner --quick                    # a smoke run (tens of sentences)
+    python -m experiments.conll_ner --work experiments_out/conll_ner                 # the full benchmark (hours on CPU)
+    python -m experiments.conll_ner --work /tmp/ner --quick                    # a smoke run (tens of sentences)
 
 Train on ``eng.train``, pick the epoch on ``eng.testa`` (dev), report entity
 F1 on ``eng.testb`` (test), strict exact-match entities as conlleval counts
@@ -67,7 +67,7 @@ def last_json(log: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", default=str(REPO / "bench_out" / "conll_ner"))
+    p.add_argument("--work", default=str(REPO / "experiments_out" / "conll_ner"))
     p.add_argument("--data", default=str(DATA), help="folder of eng.train, eng.testa, eng.testb")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--seeds", default="0,1,2")

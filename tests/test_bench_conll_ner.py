@@ -1,7 +1,7 @@
-"""bench.conll_ner --quick: the benchmark's whole adapter pipeline on tens of
+"""experiments.conll_ner --quick: the benchmark's whole adapter pipeline on tens of
 CoNLL-2003 sentences (extract, fit, predict the test split), its table filled."""
 
-from bench.conll_ner import main
+from experiments.conll_ner import main
 
 
 def test_quick_mode_fills_the_table(tmp_path, shared_data, capsys):
