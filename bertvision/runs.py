@@ -932,27 +932,30 @@ class SearchFolder:
     def __repr__(self) -> str:
         return f"SearchFolder({str(self.path)!r})"
 
-    def begin(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception],
-              store: Mapping[str, Any] | None = None) -> dict | None:
-        """Check the folder before a search starts: refuse a path that is a
-        file, a folder holding something but a search, or a search with
-        other settings than `config` (fields in `resumable` may differ) or
-        begun on another store than `store` (`Store.identity`: trials of two
-        stores must not be compared). Returns the ``search.json`` of the
-        search to resume, or None."""
+    def begin(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception]) -> dict | None:
+        """Check the folder before a search starts (before its store is
+        read): refuse a path that is a file, a folder holding something but a
+        search, or a search with other settings than `config` (fields in
+        `resumable` may differ). Returns the ``search.json`` of the search
+        to resume, or None; `check_store` then compares its store."""
         if self.path.exists() and not self.path.is_dir():
             raise error(f"--out {self.path} is a file; give a folder for the search")
         if self.record_file.is_file():
-            record = self.read_record(config, resumable, error)
-            if store is not None and record.get("store_identity"):
-                check_store_identity(record["store_identity"], store, str(self.path), error)
-            return record
+            return self.read_record(config, resumable, error)
         if self.tuner_dir.is_dir():
             raise error(f"{self.path} holds a KerasTuner project but no {SEARCH_RECORD}; choose another --out")
         if self.path.is_dir() and [p for p in self.path.iterdir() if not p.name.startswith(".")]:
             raise error(f"--out {self.path} is a folder holding other files and no search; give a new or empty "
                         "folder")
         return None
+
+    def check_store(self, record: Mapping[str, Any] | None, store: Mapping[str, Any],
+                    error: type[Exception]) -> None:
+        """Refuse to resume the search `record` (from `begin`) on another
+        store than it began on (`Store.identity`: trials of two stores must
+        not be compared)."""
+        if record and record.get("store_identity"):
+            check_store_identity(record["store_identity"], store, str(self.path), error)
 
     def read_record(self, config: ConfigBase, resumable: Sequence[str], error: type[Exception]) -> dict:
         """``search.json``, refused unless its settings are `config`'s (fields

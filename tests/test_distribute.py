@@ -112,7 +112,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     assert results["environment"]["strategy"] == "multi_worker" and results["environment"]["replicas"] == 2
     assert set(results["dev_metrics"]) == {"accuracy"} and len(results["history"]) == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
-        ["config.json", "logs", "model.keras", "predictions", "results.json"]
+        ["config.json", "logs", "model.keras", "predictions", "results.json", "store.json"]
 
     config = FitConfig.load(out / "config.json")
     store = open_store(sst2_cls_store)

@@ -458,10 +458,11 @@ def search(config: SearchConfig) -> dict:
     """
     role = search_role()
     folder = SearchFolder(config.out)
+    previous = None if role.kind == "worker" else folder.begin(config, RESUMABLE, SearchError)  # before the store
     strategy, plan = _strategy_and_plan(config)
     if role.kind == "worker":
         return work_for_chief(config, role, folder, strategy, plan)
-    previous = folder.begin(config, RESUMABLE, SearchError, store=plan.store.identity())
+    folder.check_store(previous, plan.store.identity(), SearchError)
     with folder.lock("a search", SearchError):
         record = {"run_type": "search", "task": plan.task.name, "main_metric": plan.metric,
                   "objective": {"name": plan.objective, "direction": "max"}, "config": config.to_dict(),
