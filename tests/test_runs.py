@@ -137,6 +137,19 @@ def test_search_folder_begin_and_record(tmp_path):
         SearchFolder(tmp_path / "t").begin(config, (), SearchError)
 
 
+
+def test_search_resumed_on_another_store_is_refused(tmp_path):
+    """Issue 32 item 1 for searches: trials of two stores are never compared."""
+    config = _Config(out=str(tmp_path / "s"))
+    folder = SearchFolder(config.out)
+    started = {"store": "tfrecords/x", "manifest_sha256": "a" * 64}
+    folder.write_record({"run_type": "search", "config": config.to_dict(), "store_identity": started})
+    record = folder.begin(config, ("command",), SearchError)
+    folder.check_store(record, dict(started), SearchError)  # the same store: resumes
+    folder.check_store(None, dict(started, manifest_sha256="b" * 64), SearchError)  # a new search: nothing to compare
+    with pytest.raises(SearchError, match=r"started on the store tfrecords/x .*another one now"):
+        folder.check_store(record, dict(started, manifest_sha256="b" * 64), SearchError)
+
 # ---------------------------------------------------------------- lifecycle
 
 
