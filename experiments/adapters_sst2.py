@@ -37,6 +37,7 @@ from bertvision import io
 from bertvision.errors import BertVisionError
 from bertvision.training.fit import FitConfig, fit
 from bertvision.models import KINDS, ModelConfig, build_model
+from bertvision.report.table import grid, grid_head, grid_row
 from bertvision.runs import RunResults
 from bertvision.store.format import open_store
 from bertvision.training.trainer import compile_for_task, make_optimizer
@@ -105,8 +106,8 @@ def main(argv=None):
     print(f"# adapter benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
           f"epochs {args.epochs}, batch {args.batch_size}, seeds {seeds}")
     try:
-        print("| store | tokens | model | seed | dev accuracy | trainable params | share of BERT | train s | train ex/s |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print(grid_head(["store", "tokens", "model", "seed", "dev accuracy", "trainable params", "share of BERT",
+                         "train s", "train ex/s"]))
         summary = []
         for store_path in args.store:
             store = open_store(store_path, expect={"task": "sst2"})
@@ -116,24 +117,23 @@ def main(argv=None):
                     out = os.path.join(work, f"{os.path.basename(store_path.rstrip('/'))}-{kind}-seed{seed}")
                     r = fit_one(store_path, kind, out, args.epochs, args.batch_size, seed)
                     accs.append(r.dev_metrics["accuracy"])
-                    print(f"| {os.path.basename(store_path)} | {store.token_mode} | {kind} | {seed} | "
-                          f"{accs[-1]:.4f} | {r.trainable_params:,} | {r.param_share_pct:.3f}% | "
-                          f"{r.train_wall_time_s:.1f} | {r.train_examples_per_s:.0f} |", flush=True)
+                    print(grid_row([os.path.basename(store_path), store.token_mode, kind, seed, f"{accs[-1]:.4f}",
+                                    f"{r.trainable_params:,}", f"{r.param_share_pct:.3f}%",
+                                    f"{r.train_wall_time_s:.1f}", f"{r.train_examples_per_s:.0f}"]), flush=True)
                 summary.append((os.path.basename(store_path), kind, accs))
-        print("\n| store | model | seeds | dev accuracy mean | std | min | max |")
-        print("|---|---|---|---|---|---|---|")
-        for store_name, kind, accs in summary:
-            std = float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")
-            print(f"| {store_name} | {kind} | {len(accs)} | {np.mean(accs):.4f} | {std:.4f} | {min(accs):.4f} | "
-                  f"{max(accs):.4f} |", flush=True)
+        print()
+        print(grid(["store", "model", "seeds", "dev accuracy mean", "std", "min", "max"],
+                   [[store_name, kind, len(accs), f"{np.mean(accs):.4f}",
+                     f"{float(np.std(accs, ddof=1)) if len(accs) > 1 else float('nan'):.4f}", f"{min(accs):.4f}",
+                     f"{max(accs):.4f}"] for store_name, kind, accs in summary]), flush=True)
         print("\nbaselines (guide, same machine class): linear [CLS] 73.3% | linear last-layer mean 81.1% | "
               "scalar mix 80.8% | prototype adapter (sequence) 84.8% @ ~80 s/epoch | conv 83.6% @ 4.5 s/epoch | "
               "BERT fine-tuned 1 epoch 84.4% (215 s), 2 epochs 87.3%")
-        print("\n| store | adapter_pooler train ex/s from store | from memory | ratio (>= 0.8) |")
-        print("|---|---|---|---|")
+        print()
+        print(grid_head(["store", "adapter_pooler train ex/s from store", "from memory", "ratio (>= 0.8)"]))
         for store_path in ([] if args.no_reader_check else args.store):
             s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, seeds[0])
-            print(f"| {os.path.basename(store_path)} | {s:.0f} | {m:.0f} | {s / m:.2f} |", flush=True)
+            print(grid_row([os.path.basename(store_path), f"{s:.0f}", f"{m:.0f}", f"{s / m:.2f}"]), flush=True)
     except BertVisionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from bertvision.report.table import grid, seed_spread
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "conll2003"
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
@@ -146,26 +148,19 @@ def render(rows: list[dict], args) -> str:
     for r in rows:
         by.setdefault(r["method"], []).append(r)
 
-    def spread(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "-"
-        if len(values) == 1:
-            return f"{values[0]:.2f}"
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-    lines = [f"# CoNLL-2003 NER, eng.testb entity F1 (dev eng.testa)  {time.strftime('%Y-%m-%d %H:%M')}  "
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
-             + ("  (--quick: a smoke run, not a result)" if args.quick else ""), "",
-             "| method | seeds | test F1 | dev F1 | trainable params | of backbone | train s | peak MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+    table = []
     for method, group in by.items():
         first = group[0]
         rss = [r["rss"] for r in group if r["rss"] is not None]
-        share = "-" if first["share"] is None else f"{100 * first['share']:.2f}%"
-        lines.append(f"| {method} | {len(group)} | {spread([r['test_f1'] for r in group])} | "
-                     f"{spread([r['dev_f1'] for r in group])} | {first['params'] or '-'} | {share} | "
-                     f"{spread([r['train_s'] for r in group])} | {f'{max(rss):.0f}' if rss else '-'} |")
+        table.append([method, len(group), seed_spread([r["test_f1"] for r in group], 2),
+                      seed_spread([r["dev_f1"] for r in group], 2), first["params"] or "-",
+                      "-" if first["share"] is None else f"{100 * first['share']:.2f}%",
+                      seed_spread([r["train_s"] for r in group], 2), f"{max(rss):.0f}" if rss else "-"])
+    lines = [f"# CoNLL-2003 NER, eng.testb entity F1 (dev eng.testa)  {time.strftime('%Y-%m-%d %H:%M')}  "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+             + ("  (--quick: a smoke run, not a result)" if args.quick else ""), "",
+             grid(["method", "seeds", "test F1", "dev F1", "trainable params", "of backbone", "train s", "peak MiB"],
+                  table)]
     tuned = [r["test_f1"] for r in rows if r["method"] == "fine-tuned MiniLM"]
     frozen = {m: statistics.mean(r["test_f1"] for r in g) for m, g in by.items() if m in KINDS}
     if tuned and frozen:

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bertvision.report.table import grid
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -80,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
           f"--max-seq-len {args.max_seq_len}, --batch-size {args.batch_size}, {len(single_shards)} shard(s) of "
           f"~{args.shard_size_mb} MB; wall time of the whole command (start-up, model, plan, extraction, manifest)")
     print()
-    print("| extractor | records | wall s | records/s |")
-    print("|---|---|---|---|")
-    print(f"| single process | {n} | {single_s:.1f} | {n / single_s:.1f} |")
-    print(f"| Beam DirectRunner, {args.workers} worker processes | {n_beam} | {beam_s:.1f} | {n_beam / beam_s:.1f} |")
+    print(grid(["extractor", "records", "wall s", "records/s"],
+               [["single process", n, f"{single_s:.1f}", f"{n / single_s:.1f}"],
+                [f"Beam DirectRunner, {args.workers} worker processes", n_beam, f"{beam_s:.1f}",
+                 f"{n_beam / beam_s:.1f}"]]))
     print()
     print(f"Beam / single-process throughput: {single_s / beam_s:.2f}x")
     print(f"same shard bytes (sha256 of every shard): {'yes' if beam_shards == single_shards else 'NO'}")

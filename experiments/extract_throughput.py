@@ -37,6 +37,7 @@ from bertvision.errors import BertVisionError
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches
 from bertvision.models import ModelConfig, build_model
+from bertvision.report.table import grid
 from bertvision.store.format import open_store
 from bertvision.training.trainer import compile_for_task
 
@@ -142,11 +143,8 @@ def main(argv=None):
     header = ("tokens", "extract ex/s", "bare fwd ex/s (same sorted batches)", "ratio (>=0.85)",
               "bare fwd ex/s (row order)", "extract / row-order fwd", "store bytes", "raw act. bytes",
               "size ratio (<=1.02)", "read ex/s", "adapter_pooler train ex/s", "read/train (>=5)")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.2f} | {r[4]:.1f} | {r[5]:.2f} | {r[6]:,} | {r[7]:,} | "
-              f"{r[8]:.4f} | {r[9]:.0f} | {r[10]:.0f} | {r[11]:.1f} |")
+    formats = ("", ".1f", ".1f", ".2f", ".1f", ".2f", ",", ",", ".4f", ".0f", ".0f", ".1f")
+    print(grid(header, [[format(value, f) for value, f in zip(r, formats)] for r in rows]))
     return 0
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bertvision import io
 from bertvision.training.finetune import FinetuneConfig, Finetuner
+from bertvision.report.table import grid
 from bertvision.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,10 +74,7 @@ def main(argv=None) -> int:
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
             table[(task, lr)] = results
     method = f"LoRA r={args.lora_rank}" if args.lora_rank else "fine-tuning"
-    lines = [f"# {method} sweep  {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} CPU cores  seed {args.seed}",
-             "", "| task | lr | " + " | ".join(f"epoch {e:g}" for e in range(1, int(args.epochs) + 1)) +
-             " | trainable | train s | examples/s |", "|---|---|" + "---|" * int(args.epochs) + "---|---|---|"]
-    summary = {}
+    rows, summary = [], {}
     for task in tasks:
         metric = table[(task, lrs[0])].main_metric
         cells = {(lr, h.epoch): h.dev[metric] for lr in lrs for h in table[(task, lr)].history}
@@ -88,11 +86,12 @@ def main(argv=None) -> int:
             r = table[(task, lr)]
             row = [f"**{cells[(lr, h.epoch)]:.4f}**" if (lr, h.epoch) == best else f"{cells[(lr, h.epoch)]:.4f}"
                    for h in r.history]
-            lines.append(f"| {task} ({metric}) | {lr:g}{' (fixed recipe)' if lr == fixed_lr else ''} | "
-                         + " | ".join(row)
-                         + f" | {r.trainable_params:,} | {r.train_wall_time_s:.0f} | {r.train_examples_per_s:.1f} |")
+            rows.append([f"{task} ({metric})", f"{lr:g}{' (fixed recipe)' if lr == fixed_lr else ''}", *row,
+                         f"{r.trainable_params:,}", f"{r.train_wall_time_s:.0f}", f"{r.train_examples_per_s:.1f}"])
     io.atomic_write_json(work / "summary.json", summary)
-    print("\n".join(lines))
+    print(f"# {method} sweep  {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} CPU cores  seed {args.seed}\n")
+    print(grid(["task", "lr", *(f"epoch {e:g}" for e in range(1, int(args.epochs) + 1)), "trainable", "train s",
+                "examples/s"], rows))
     return 0
 
 

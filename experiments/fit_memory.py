@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 
+from bertvision.report.table import grid
 from bertvision.store.format import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,12 +115,10 @@ def main(argv=None) -> int:
     print(f"store {store_path}: {store.token_mode}, {store.num_records('train')} train records, "
           f"{store.split_bytes('train') / 2**20:.0f} MiB on disk, {decoded:.0f} MiB parsed; "
           f"{args.adapter}, {args.epochs} epochs, batch {args.batch_size}\n")
-    print(f"| reader | env | fit peak RSS (MiB) | process peak RSS (MiB) | train s | dev {metric} |")
-    print("|---|---|---|---|---|---|")
-    for setting, results in rows:
-        env = " ".join(f"{k}={v}" for k, v in SETTINGS[setting].items())
-        print(f"| {setting} | {env} | {results['peak_memory_mib']} | {results['process_peak_mib']} | "
-              f"{results['train_wall_time_s']:.1f} | {results['dev_metrics'][metric]:.4f} |")
+    print(grid(["reader", "env", "fit peak RSS (MiB)", "process peak RSS (MiB)", "train s", f"dev {metric}"],
+               [[setting, " ".join(f"{k}={v}" for k, v in SETTINGS[setting].items()), results["peak_memory_mib"],
+                 results["process_peak_mib"], f"{results['train_wall_time_s']:.1f}",
+                 f"{results['dev_metrics'][metric]:.4f}"] for setting, results in rows]))
     return 0
 
 

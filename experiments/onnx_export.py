@@ -37,6 +37,7 @@ from bertvision.data.readers import load_examples
 from bertvision.data.tasks import get_task
 from bertvision.inference.export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, serve_function
 from bertvision.inference.serving import Predictor
+from bertvision.report.table import grid
 from bertvision.runs import RunFolder
 
 TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
@@ -124,11 +125,9 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs; onnxruntime {ort.__version__}; adapter {args.adapter}, {args.train} train / "
           f"{args.eval} dev examples, {args.epochs} epochs, batch {args.batch_size}; "
           f"model.onnx {sizes['float32']:.1f} MiB, model.int8.onnx {sizes['int8']:.1f} MiB")
-    print("| task | model | accuracy | max abs diff vs TF | labels = TF | examples/s |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['model']} | {r['accuracy']:.4f} | {r['max_abs_diff_vs_tf']:.2e} | "
-              f"{r['labels_equal_tf']:.4f} | {r['examples_per_s']:.1f} |")
+    print(grid(["task", "model", "accuracy", "max abs diff vs TF", "labels = TF", "examples/s"],
+               [[r["task"], r["model"], f"{r['accuracy']:.4f}", f"{r['max_abs_diff_vs_tf']:.2e}",
+                 f"{r['labels_equal_tf']:.4f}", f"{r['examples_per_s']:.1f}"] for r in rows]))
     (work / "results.json").write_text(json.dumps({"rows": rows, "sizes_mib": sizes, "args": vars(args)}, indent=1))
     return 0
 

@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from bertvision.inference.predict import predict_run
+from bertvision.report.table import grid, seed_spread
 from bertvision.runs import PeakMemory, Predictions, RunFolder
 from bertvision.store.format import open_store
 
@@ -166,23 +166,14 @@ def peer_row(store_path: Path, eval_split: str) -> dict:
     return {"metrics": preds.evaluate(), "params": params, "train_s": seconds, "peak_mib": peak.rss_mib}
 
 
-def _spread(values: list[float], digits: int = 4) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def table(name: str, spec, eval_split: str, rows: list[tuple[str, list[dict]]]) -> list[str]:
     main = spec.main_metric
-    lines = [f"## {name} ({eval_split}; main metric {main})", "",
-             f"| method | seeds | {main} | macro F1 | trainable params | train s | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
-    for method, runs in rows:
-        lines.append(f"| {method} | {len(runs)} | {_spread([r['metrics'][main] for r in runs])} | "
-                     f"{_spread([r['metrics']['macro_f1'] for r in runs])} | {runs[0]['params']:,} | "
-                     f"{_spread([r['train_s'] for r in runs], 1)} | "
-                     f"{max(r['peak_mib'] or 0 for r in runs):.0f} |")
-    return lines
+    return [f"## {name} ({eval_split}; main metric {main})", "",
+            grid(["method", "seeds", main, "macro F1", "trainable params", "train s", "peak RSS MiB"],
+                 [[method, len(runs), seed_spread([r["metrics"][main] for r in runs]),
+                   seed_spread([r["metrics"]["macro_f1"] for r in runs]), f"{runs[0]['params']:,}",
+                   seed_spread([r["train_s"] for r in runs], 1), f"{max(r['peak_mib'] or 0 for r in runs):.0f}"]
+                  for method, runs in rows])]
 
 
 def main(argv=None) -> int:

@@ -46,6 +46,7 @@ from bertvision.training.finetune import FinetuneConfig, Finetuner
 from bertvision.training.fit import FitConfig, fit
 from bertvision.models import KINDS
 from bertvision.inference.cosine import cosine_baseline
+from bertvision.report.table import grid, seed_spread
 from bertvision.runs import RunFolder
 from bertvision.store.format import MANIFEST, open_store
 from bertvision.data.tasks import get_task
@@ -68,12 +69,6 @@ def _variant(text: str) -> tuple[str, dict]:
 
 def _label(kind: str, settings: dict, sep: str = "_") -> str:
     return sep.join([kind] + [f"{k}={v}" for k, v in sorted(settings.items())])
-
-
-def _cell(values: list[float]) -> str:
-    if len(values) > 1:
-        return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
-    return f"{100 * values[0]:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,13 +164,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.batch_size}, seeds {seeds}; fine-tuning seeds {ft_seeds or 'none'}; mean ± std over seeds "
              "(the cosine has no seed)",
              "stores: " + ", ".join(f"{m} {store_mib[m]:.0f} MiB extracted in {extract_s[m]:.0f} s" for m in stores),
-             "", "| method | " + " | ".join(metrics) + " | seeds | trainable params | wall s | peak MiB |",
-             "|---|" + "---|" * (len(metrics) + 4)]
-    for r in rows:
-        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"
-        lines.append(f"| {r['method']} | " + " | ".join(_cell(r[m]) for m in metrics)
-                     + f" | {r['seeds']} | {r['params']:,} | {wall} | {peak} |")
+             "", grid(["method", *metrics, "seeds", "trainable params", "wall s", "peak MiB"],
+                      [[r["method"], *(seed_spread(r[m], 1, scale=100) for m in metrics), r["seeds"],
+                        f"{r['params']:,}", "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}",
+                        "-" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"] for r in rows])]
     text = "\n".join(lines) + "\n"
     print(text)
     io.atomic_write_text(work / "pairs.md", text)

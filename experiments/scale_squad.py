@@ -45,6 +45,7 @@ from bertvision.models.backbone import AllLayersEncoder, load_backbone, load_tok
 from bertvision.data.readers import load_examples, seeded_subset
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.data.features import Featurizer, bucket_length, length_sorted_batches
+from bertvision.report.table import grid
 from bertvision.store.format import open_store, plan_shards
 
 MAX_SEQ_LEN, DOC_STRIDE, MAX_QUERY_LEN, BATCH = 384, 128, 64, 32
@@ -147,21 +148,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- store sizes
     print("\n## store size, sequence mode (real tokens only), GB = 1e9 bytes")
-    print("| backbone | layers kept | float16 / bfloat16 | float32 | per window (float16) |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name, (layers, hidden) in list(MODELS.items())[1:]:
         for label, kept in (("all (embeddings + %d)" % layers, layers + 1), ("last 4", 4), ("last 1", 1)):
             size = tokens * kept * hidden
-            print(f"| {name} | {label} | {2 * size / 1e9:,.0f} | {4 * size / 1e9:,.0f} | "
-                  f"{2 * size / windows / 1e6:.2f} MB |")
-        print(f"| {name} | cls mode, all layers | {2 * windows * (layers + 1) * hidden / 1e9:.2f} | "
-              f"{4 * windows * (layers + 1) * hidden / 1e9:.2f} | {2 * (layers + 1) * hidden / 1e3:.0f} KB |")
+            rows.append([name, label, f"{2 * size / 1e9:,.0f}", f"{4 * size / 1e9:,.0f}",
+                         f"{2 * size / windows / 1e6:.2f} MB"])
+        rows.append([name, "cls mode, all layers", f"{2 * windows * (layers + 1) * hidden / 1e9:.2f}",
+                     f"{4 * windows * (layers + 1) * hidden / 1e9:.2f}", f"{2 * (layers + 1) * hidden / 1e3:.0f} KB"])
+    print(grid(["backbone", "layers kept", "float16 / bfloat16", "float32", "per window (float16)"], rows))
 
     # -- extraction time
     print("\n## extraction compute, all-layer float16 sequence stores (128 MB shards, length-sorted batches of 32)")
-    print("| backbone | padded tokens | forward TFLOP | this CPU, hours (measured rate) | "
-          + " | ".join(f"{g}: GPU-hours" for g in GPUS) + " | windows/s per A100 | write MB/s per A100 |")
-    print("|---|---|---|---|" + "---|" * len(GPUS) + "---|---|")
+    rows = []
     for name, (layers, hidden) in MODELS.items():
         per_window = lengths * (layers + 1) * hidden * 2
         shapes = batch_shapes(lengths, per_window)
@@ -169,20 +168,21 @@ def main(argv: list[str] | None = None) -> int:
         padded = sum(b * t for b, t in shapes) * scale
         gpu_hours = [total / rate / 3600 for rate in GPUS.values()]
         a100 = windows / (total / list(GPUS.values())[0])  # windows/s one A100 computes
-        print(f"| {name} | {padded:,.0f} | {total / 1e12:,.0f} | {total / cpu_flops / 3600:,.1f} | "
-              + " | ".join(f"{h:.2f}" for h in gpu_hours)
-              + f" | {a100:,.0f} | {a100 * per_window.mean() / 1e6:,.0f} |")
+        rows.append([name, f"{padded:,.0f}", f"{total / 1e12:,.0f}", f"{total / cpu_flops / 3600:,.1f}",
+                     *(f"{h:.2f}" for h in gpu_hours), f"{a100:,.0f}", f"{a100 * per_window.mean() / 1e6:,.0f}"])
+    print(grid(["backbone", "padded tokens", "forward TFLOP", "this CPU, hours (measured rate)",
+                *(f"{g}: GPU-hours" for g in GPUS), "windows/s per A100", "write MB/s per A100"], rows))
 
     # -- reader throughput
     print("\n## reader throughput training needs (batch 32), float16 sequence stores")
-    print("| backbone | layers kept | MB per step | GB/s at 10 steps/s | GB/s at 50 steps/s | "
-          "this CPU's reader, steps/s |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for name, (layers, hidden) in list(MODELS.items())[1:]:
         for label, kept in (("all", layers + 1), ("last 4", 4)):
             step = BATCH * tokens / windows * kept * hidden * 2
-            print(f"| {name} | {label} | {step / 1e6:.0f} | {10 * step / 1e9:.1f} | {50 * step / 1e9:.1f} | "
-                  f"{read_mb_s * 1e6 / step:.1f} |")
+            rows.append([name, label, f"{step / 1e6:.0f}", f"{10 * step / 1e9:.1f}", f"{50 * step / 1e9:.1f}",
+                         f"{read_mb_s * 1e6 / step:.1f}"])
+    print(grid(["backbone", "layers kept", "MB per step", "GB/s at 10 steps/s", "GB/s at 50 steps/s",
+                "this CPU's reader, steps/s"], rows))
     return 0
 
 

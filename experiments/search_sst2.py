@@ -21,6 +21,7 @@ import time
 
 from bertvision.errors import BertVisionError
 from bertvision.training.fit import FitConfig, fit
+from bertvision.report.table import grid
 from bertvision.runs import RunFolder, RunResults
 from bertvision.search.tuner import SearchConfig, search
 
@@ -75,10 +76,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{record['eval_split']}; {args.tuner} search, {record['trials']} trials x {args.epochs} epochs "
           f"(best trial {record['best_trial_id']}, search {metric} {record['best_search_metric']:.4f}); "
           f"search + retrain wall time {search_s:.0f} s\n")
-    print(f"| run | configuration | dev {metric} | trainable params | train time (s) |")
-    print("|---|---|---|---|---|")
-    for name, config, value, params, seconds in rows:
-        print(f"| {name} | {config} | {value:.4f} | {params:,} | {seconds:.1f} |")
+    print(grid(["run", "configuration", f"dev {metric}", "trainable params", "train time (s)"],
+               [[name, config, f"{value:.4f}", f"{params:,}", f"{seconds:.1f}"]
+                for name, config, value, params, seconds in rows]))
     return 0
 
 

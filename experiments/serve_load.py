@@ -60,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 from experiments.reproduce import machine
 from bertvision import io
 from bertvision.data.readers import load_examples
+from bertvision.report.table import grid, grid_row
 from bertvision.runs import RunFolder
 from bertvision.store.format import StoreError, open_store
 
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"adapters": n, "concurrency": c, **{side: summarize(parts[side]) for side in parts}}
                 row["ratio"] = row["served"]["rps"] / row["baseline"]["rps"] if row["baseline"]["rps"] else None
                 info["rows"].append(row)
-                print(_line(row), flush=True)
+                print(grid_row(_cells(row)), flush=True)
         stats = server.get("/v1/stats")[1]
         info["server"] = {k: stats[k] for k in ("requests", "batches", "largest_batch_requests")}
     finally:
@@ -363,11 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if code == 0 and all(r[s]["errors"] == 0 for r in info["rows"] for s in ("served", "baseline")) else 1
 
 
-def _line(row: dict) -> str:
+def _cells(row: dict) -> list[str]:
     s, b = row["served"], row["baseline"]
-    ratio = f"{row['ratio']:.2f}x" if row["ratio"] else "-"
-    return (f"| {row['adapters']} | {row['concurrency']} | {s['rps']:.1f} | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} "
-            f"| {b['rps']:.1f} | {b['p50_ms']:.0f} | {b['p99_ms']:.0f} | {ratio} |")
+    return [row["adapters"], row["concurrency"], f"{s['rps']:.1f}", f"{s['p50_ms']:.0f}", f"{s['p99_ms']:.0f}",
+            f"{b['rps']:.1f}", f"{b['p50_ms']:.0f}", f"{b['p99_ms']:.0f}",
+            f"{row['ratio']:.2f}x" if row["ratio"] else "-"]
 
 
 def report(info: dict) -> str:
@@ -378,9 +379,8 @@ def report(info: dict) -> str:
              f"{', '.join(f'{x:.1f}' for x in info['load_after'])}; {st['inputs']}; {st['duration_s']:g} s per cell "
              f"and side in {st['slices']} alternating slice(s); micro-batches up to {st['max_batch_size']} rows, "
              f"{st['max_wait_ms']:g} ms wait",
-             "", "| N | clients | served req/s | p50 ms | p99 ms | baseline req/s | p50 ms | p99 ms | served / baseline |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [_line(r) for r in info["rows"]]
+             "", grid(["N", "clients", "served req/s", "p50 ms", "p99 ms", "baseline req/s", "p50 ms", "p99 ms",
+                       "served / baseline"], map(_cells, info["rows"]))]
     target = [r for r in info["rows"] if r["adapters"] == 4 and r["concurrency"] == 32]
     if target and target[0]["ratio"]:
         met = "met" if target[0]["ratio"] >= 3 else "NOT met"

@@ -49,6 +49,7 @@ from bertvision.config import STORE_DTYPES
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.training.fit import FitConfig, fit
 from bertvision.models import KINDS
+from bertvision.report.table import grid, mean_std
 from bertvision.runs import Predictions, RunFolder, read_checkpoint_info
 from bertvision.store.format import MANIFEST, open_store
 
@@ -61,6 +62,11 @@ def _row(method: str, params, metrics: list[dict], wall) -> dict:
     return {"method": method, "params": params, "wall_s": wall, "seeds": len(metrics),
             **{k: float(np.mean(v)) for k, v in values.items()},
             **{f"{k}_std": float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in values.items()}}
+
+
+def _params(params) -> str:
+    """A trainable-parameter cell: a count with separators, or the text given ("-")."""
+    return f"{params:,}" if isinstance(params, int) else params
 
 
 def checkpoint_metrics(info: dict, split: str) -> dict | None:
@@ -173,19 +179,14 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.batch_size}, seeds {seeds} (mean ± std over seeds; BERT: its one run); "
              f"store {args.layers} layers, {args.dtype}, {store_bytes / 2**30:.2f} GiB, "
              f"extraction {sum(v['wall_s'] for k, v in stages.done.items() if k.startswith('extract')):.0f} s", "",
-             "| method | EM | F1 | HasAns F1 | NoAns F1 | best-threshold F1 | trainable params | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        params = f"{r['params']:,}" if isinstance(r["params"], int) else r["params"]
-        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
-        cells = [f"{r[k]:.1f}" + (f" ± {r[k + '_std']:.1f}" if r[k + "_std"] is not None else "") for k in METRICS]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {params} | {wall} |")
-    lines += ["", "| answerability (positive: answerable) | accuracy | precision | recall | F1 | params |",
-              "|---|---|---|---|---|---|"]
-    for name, m, params in answerability:
-        params = f"{params:,}" if isinstance(params, int) else params
-        lines.append(f"| {name} | {m['answerable_accuracy']:.3f} | {m['answerable_precision']:.3f} | "
-                     f"{m['answerable_recall']:.3f} | {m['answerable_f1']:.3f} | {params} |")
+             grid(["method", "EM", "F1", "HasAns F1", "NoAns F1", "best-threshold F1", "trainable params", "wall s"],
+                  [[r["method"], *(mean_std(r[k], r[k + "_std"], 1) for k in METRICS), _params(r["params"]),
+                    "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"] for r in rows]),
+             "",
+             grid(["answerability (positive: answerable)", "accuracy", "precision", "recall", "F1", "params"],
+                  [[name, *(f"{m[k]:.3f}" for k in ("answerable_accuracy", "answerable_precision",
+                                                     "answerable_recall", "answerable_f1")), _params(params)]
+                   for name, m, params in answerability])]
     text = "\n".join(lines) + "\n"
     print(text)
     io.atomic_write_text(work / "squad_checkpoint.md", text)

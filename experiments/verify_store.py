@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from bertvision import io
+from bertvision.report.table import grid
 from bertvision.store.format import ShardWriter, StoreSpec, finalize_split, open_store, plan_shards, serialize_record, \
     shard_name
 
@@ -104,11 +105,10 @@ def main(argv=None) -> int:
         print(f"# store verification  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  "
               f"{os.cpu_count()} CPU cores  store {gib:.2f} GiB in {len(shards)} shards "
               f"({store.num_records('train')} records; written in {write_s:.0f} s)")
-        print("| what | seconds | GiB/s | vs one reader pass |")
-        print("|---|---|---|---|")
-        for name, seconds in (("open_store(verify=True)", verify_s), ("bare sha256 of the shards", sha_s),
-                              ("baseline: one training-reader pass", read_s)):
-            print(f"| {name} | {seconds:.2f} | {gib / seconds:.2f} | {seconds / read_s:.2f}x |")
+        print(grid(["what", "seconds", "GiB/s", "vs one reader pass"],
+                   [[name, f"{seconds:.2f}", f"{gib / seconds:.2f}", f"{seconds / read_s:.2f}x"]
+                    for name, seconds in (("open_store(verify=True)", verify_s), ("bare sha256 of the shards", sha_s),
+                                          ("baseline: one training-reader pass", read_s))]))
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+import statistics
+from typing import Collection, Iterable, Sequence
 
 import pandas as pd
 
@@ -94,19 +95,19 @@ def layer_mix_frame(runs: Sequence[Run]) -> pd.DataFrame:
 def layer_mix_markdown(frame: pd.DataFrame) -> str:
     """`layer_mix_frame` as a markdown table: centre of gravity +- std,
     weights as mean +- std per layer, layers beyond their seed spread."""
-    lines = ["| task | mix | activations of | seeds | centre of gravity | max abs(w - 1/L) | layer weights, mean +- std "
-             "(layer: w) | differ from uniform by more than their seed std |",
-             "|---|---|---|---:|---:|---:|---|---|"]
+    rows = []
     for _, row in frame.iterrows():
         std = row["weight_std"]
-        weights = ", ".join(f"{i}: {m:.3f}" + ("" if std is None else f" +- {s:.3f}")
-                            for i, m, s in zip(row["layers"], row["weight_mean"], std or row["weight_mean"]))
-        centre = f"{row['centre']:.2f}" + ("" if pd.isna(row["centre_std"]) else f" +- {row['centre_std']:.2f}")
+        weights = ", ".join(f"{i}: " + mean_std(m, s, 3, sign="+-")
+                            for i, m, s in zip(row["layers"], row["weight_mean"], std or [None] * len(row["layers"])))
+        centre = mean_std(row["centre"], None if pd.isna(row["centre_std"]) else row["centre_std"], 2, sign="+-")
         beyond = "n/a (one seed)" if row["beyond_spread"] is None else (
             ", ".join(map(str, row["beyond_spread"])) or "none")
-        lines.append(f"| {md_text(row['task'])} | {md_text(row['mix'])} | {md_text(row['backbone'])} | "
-                     f"{row['seeds']} | {centre} | {row['max_from_uniform']:.3f} | {weights} | {beyond} |")
-    return "\n".join(lines)
+        rows.append([md_text(row["task"]), md_text(row["mix"]), md_text(row["backbone"]), row["seeds"], centre,
+                     f"{row['max_from_uniform']:.3f}", weights, beyond])
+    return grid(["task", "mix", "activations of", "seeds", "centre of gravity", "max abs(w - 1/L)",
+                 "layer weights, mean +- std (layer: w)", "differ from uniform by more than their seed std"],
+                rows, right={3, 4, 5})
 
 
 def md_text(value) -> str:
@@ -140,26 +141,64 @@ def _cell(value, column: str) -> str:
 def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub markdown table of `frame`, empty columns dropped, numbers
     formatted for reading (parameters with separators, shares in %,
-    metrics to 4 decimals, seconds to 0.1 s)."""
+    metrics to 4 decimals, seconds to 0.1 s), numeric columns aligned right."""
     keep = [c for c in frame.columns if frame[c].notna().any()]
-    header = "| " + " | ".join(md_text(c) for c in keep) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(frame[c]) else "---" for c in keep) + "|"
-    body = ["| " + " | ".join(_cell(row[c], c) for c in keep) + " |" for _, row in frame.iterrows()]
-    return "\n".join([header, rule, *body])
+    return grid([md_text(c) for c in keep], [[_cell(row[c], c) for c in keep] for _, row in frame.iterrows()],
+                right={i for i, c in enumerate(keep) if pd.api.types.is_numeric_dtype(frame[c])})
 
 
-def grid(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+def grid_head(header: Sequence[str], right: Collection[int] = ()) -> str:
+    """The header and rule lines of a `grid` table (columns whose index is in
+    `right` aligned right), for a table printed row by row (`grid_row`) as
+    its rows are measured.
+
+    >>> print(grid_head(["method", "seeds"], right={1}))
+    | method | seeds |
+    |---|---:|
+    """
+    rule = "|" + "".join("---:|" if i in right else "---|" for i in range(len(header)))
+    return grid_row(header) + "\n" + rule
+
+
+def grid_row(cells: Sequence) -> str:
+    """One line of a `grid` table: `cells` already formatted."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def grid(header: Sequence[str], rows: Iterable[Sequence], right: Collection[int] = ()) -> str:
     """A GitHub markdown table of cells already formatted (`header`, then
-    one line per row): every table of the experiments app
-    (`experiments.reproduce`, the benchmarks) is drawn here, as
-    `markdown_table` draws the run summary.
+    one line per row; columns whose index is in `right` aligned right):
+    every table of the experiments app (`experiments.reproduce`, the
+    benchmarks) is drawn here, as are `markdown_table` and
+    `layer_mix_markdown`.
 
     >>> print(grid(["method", "accuracy"], [["cnn", "0.8450"]]))
     | method | accuracy |
     |---|---|
     | cnn | 0.8450 |
     """
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join([grid_head(header, right), *map(grid_row, rows)])
 
+
+def mean_std(mean: float, std: float | None, digits: int = 4, sign: str = "±") -> str:
+    """A mean and its standard deviation as one cell, ``mean ± std``; the
+    mean alone where there is no std (one seed).
+
+    >>> mean_std(0.84567, 0.0123), mean_std(37.61, None, 1)
+    ('0.8457 ± 0.0123', '37.6')
+    """
+    return f"{mean:.{digits}f}" + ("" if std is None else f" {sign} {std:.{digits}f}")
+
+
+def seed_spread(values: Iterable[float | None], digits: int = 4, scale: float = 1.0, missing: str = "-") -> str:
+    """The cell of a metric measured once per seed: mean ± sample standard
+    deviation (ddof 1) of `values` times `scale` (`mean_std`), the value
+    alone for one seed, `missing` where there is none (None values skipped).
+
+    >>> seed_spread([0.81, 0.83]), seed_spread([0.8123], 1, scale=100), seed_spread([None])
+    ('0.8200 ± 0.0141', '81.2', '-')
+    """
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return missing
+    return mean_std(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, digits)
