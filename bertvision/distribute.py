@@ -1,8 +1,13 @@
 """Choosing a `tf.distribute` strategy by name.
 
->>> strategy = get_strategy("mirrored")
+>>> from bertvision.models.config import ModelConfig
+>>> from bertvision.models.zoo import build_model
+>>> from bertvision.store.format import open_store
+>>> strategy = get_strategy("mirrored")   # every local GPU, else the CPU's devices
 >>> with strategy.scope():
-...     model = build_model(config)
+...     model = build_model(ModelConfig.from_store(open_store(STORE), {"kind": "linear_probe"}))
+>>> model.count_params()
+770
 """
 
 from __future__ import annotations

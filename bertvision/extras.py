@@ -19,7 +19,7 @@ from types import ModuleType
 
 from bertvision.errors import BertVisionError
 
-__all__ = ["EXTRAS", "MissingExtraError", "import_extra"]
+__all__ = ["EXTRAS", "MODULE_EXTRAS", "MissingExtraError", "import_extra", "missing_extra"]
 
 # extra name (pyproject.toml [project.optional-dependencies]) -> the top-level modules it installs
 EXTRAS = {
@@ -28,6 +28,13 @@ EXTRAS = {
     "text": ("tensorflow_text",),
     "tfds": ("tensorflow_datasets",),
     "onnx": ("onnx", "tf2onnx", "onnxruntime"),
+}
+
+# the bertvision modules that import an extra's packages at their top -> (extra, what they are)
+MODULE_EXTRAS = {
+    "bertvision.store.beam": ("beam", "extraction as an Apache Beam pipeline"),
+    "bertvision.inference.server": ("serve", "serving over HTTP"),
+    "bertvision.inference.export": ("text", "the SavedModel export (TensorFlow Text ops)"),
 }
 
 
@@ -47,3 +54,21 @@ def import_extra(module: str, extra: str, what: str) -> ModuleType:
             raise
         raise MissingExtraError(f"{what} needs the {extra!r} extra ({missing} is not installed): "
                                 f"pip install 'bertvision[{extra}]'") from None
+
+
+def missing_extra(module: str) -> str | None:
+    """None when `module` imports; when it is one of `MODULE_EXTRAS` and its
+    extra is not installed, the one-line message of `import_extra` (the
+    suite skips such a module's docstring examples with it).
+
+    >>> missing_extra("bertvision.config") is None
+    True
+    """
+    if module not in MODULE_EXTRAS:
+        return None
+    extra, what = MODULE_EXTRAS[module]
+    try:
+        import_extra(module, extra, what)
+    except MissingExtraError as err:
+        return str(err)
+    return None

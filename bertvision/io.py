@@ -14,10 +14,12 @@ Example:
     >>> atomic_write_json("runs/a/results.json", {"task": "sst2"})
     >>> read_json("runs/a/results.json")["task"]
     'sst2'
-    >>> with atomic_path("runs/a/model.keras") as tmp:
-    ...     model.save(tmp)                 # renamed to model.keras when the block ends
-    >>> with exclusive_lock("tfrecords/sst2", "extraction"):
-    ...     ...                             # a second writer is refused with a clear error
+    >>> with atomic_path("runs/a/notes.txt") as part:
+    ...     _ = open(part, "w").write("epoch 1")   # model.save(part) alike; renamed when the block ends
+    >>> sorted(os.listdir("runs/a"))
+    ['notes.txt', 'results.json']
+    >>> with exclusive_lock("runs/a", "training"):
+    ...     pass                                  # a second writer is refused with a clear error
 """
 
 from __future__ import annotations
@@ -160,8 +162,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     ``np.savez``, ``chart.save``); rename it to `path` when the block
     completes, remove it on any error. Creates the parent folder.
 
-    >>> with atomic_path("runs/a/model.keras") as tmp:
-    ...     model.save(tmp)
+    >>> with atomic_path("runs/a/model.keras") as part:
+    ...     model.save(part)  # doctest: +SKIP
     """
     path = str(path)
     parent = os.path.dirname(path)
@@ -216,8 +218,11 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Build a local folder under a temporary name beside it; it replaces
     `folder` only when the block completes, and is removed on any error.
 
-    >>> with atomic_folder("runs/x/checkpoints/epoch-1.00") as tmp:
-    ...     (tmp / "weights.bin").write_bytes(b"...")
+    >>> with atomic_folder("runs/x/checkpoints/epoch-1.00") as part:
+    ...     (part / "weights.bin").write_bytes(b"...")
+    3
+    >>> os.listdir("runs/x/checkpoints/epoch-1.00")
+    ['weights.bin']
     """
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")

@@ -24,9 +24,14 @@ rest, the same way for every kind of run:
    ``results.json``; remove the training state (``state/``).
 
 Example:
-    >>> results = run_task(AdapterFit(FitConfig(store="tfrecords/sst2", out="runs/a")), RunFolder("runs/a"))
-    >>> results.run_type, results.dev_metrics
-    ('fit', {'accuracy': 0.85})
+    >>> from bertvision.distribute import get_strategy
+    >>> from bertvision.store.format import open_store
+    >>> from bertvision.training.fit import AdapterFit, FitConfig, StorePlan
+    >>> config = FitConfig(store=STORE, out="runs/a", adapter={"kind": "linear_probe"}, epochs=1, verbose=0)
+    >>> plan = StorePlan(open_store(STORE), "train", None)     # STORE: 32 SST-2 examples
+    >>> results = run_task(AdapterFit(config, plan, get_strategy()), RunFolder("runs/a"))
+    >>> results.run_type, sorted(results.dev_metrics), RunFolder("runs/a").finished
+    ('fit', ['accuracy'], True)
 """
 
 from __future__ import annotations

@@ -102,3 +102,21 @@ def test_the_bertvision_command_dispatches_to_the_pipelines(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["search", "--help"])
     assert stop.value.code == 0 and "usage: python -m tuning.search" in capsys.readouterr().out
+
+
+def test_a_module_whose_extra_is_missing_is_skipped_by_the_doctests(tmp_path):
+    """`--doctest-modules` over bertvision/ imports every module: one that
+    needs a missing extra (`bertvision.extras.MODULE_EXTRAS`) is reported
+    skipped with the extra to install (root conftest.py), not an error."""
+    from bertvision.extras import MODULE_EXTRAS
+
+    paths = [str(Path(*m.split(".")).with_suffix(".py")) for m in MODULE_EXTRAS]
+    code = """
+        import pytest
+        sys.exit(pytest.main(["-n", "0", "-rs", "-p", "no:randomly", "--basetemp", sys.argv[1], *sys.argv[2:]]))
+    """
+    proc = _python(code, str(tmp_path / "basetemp"), "bertvision/extras.py", *paths)   # extras.py's run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{len(paths)} skipped" in proc.stdout and "error" not in proc.stdout.lower(), proc.stdout[-3000:]
+    for extra, _ in MODULE_EXTRAS.values():
+        assert f"pip install 'bertvision[{extra}]'" in proc.stdout, proc.stdout[-3000:]

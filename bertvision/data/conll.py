@@ -20,7 +20,7 @@ naming the file and line.
 
 Example:
 
->>> sentences = read_tagged("../shared/data/conll2003/eng.testa")
+>>> sentences = read_tagged(DATA / "conll2003" / "eng.testa")   # DATA: ../shared/data
 >>> sentences.scheme, len(sentences), sentences[0].words[:3]
 ('BIO', 3250, ('CRICKET', '-', 'LEICESTERSHIRE'))
 >>> to_bio(["I-PER", "I-PER", "O", "I-LOC"], "IOB1")

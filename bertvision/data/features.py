@@ -13,14 +13,17 @@ model input:
   with character ``offsets`` into the context and ``start_positions`` /
   ``end_positions`` labels (``0`` = CLS: no answer in this window).
 
-Example:
+Example (``DATA`` is the shared data folder; the embedded backbone's tokenizer):
+    >>> from bertvision.data.readers import load_examples
+    >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+    >>> examples = load_examples("squad_v2", "dev-v2.0.Rhine", DATA / "squad2").examples
     >>> featurizer = Featurizer(load_tokenizer(resolve_backbone(None)), max_seq_len=384, doc_stride=128)
-    >>> feats = featurizer.encode("squad2", examples)
+    >>> feats = featurizer.encode("squad_v2", examples)
     >>> feats.token_ids.shape, feats.example_index[:3]
-    ((1234, 384), array([0, 0, 1], dtype=int32))
+    ((498, 384), array([0, 1, 2], dtype=int32))
     >>> span_text(examples[0].texts[1], feats.offsets[0],
     ...           feats.start_positions[0], feats.end_positions[0])
-    'Normandy'
+    'North Sea'
 
 Nothing here imports TensorFlow or torch; the tokenizer is called with
 ``return_tensors=None``.
@@ -114,7 +117,10 @@ class Features:
     index in the row; ``0`` = CLS when the answer is not wholly in the window
     or the question is impossible).
 
-    >>> feats = Featurizer(tokenizer).encode("sst2", examples)
+    >>> from bertvision.data.readers import load_examples
+    >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+    >>> examples = load_examples("sst2", "dev", DATA / "glue" / "SST-2").examples
+    >>> feats = Featurizer(load_tokenizer(resolve_backbone(None))).encode("sst2", examples)
     >>> len(feats), sorted(feats.inputs())
     (872, ['padding_mask', 'segment_ids', 'token_ids'])
     """
@@ -191,6 +197,9 @@ class Features:
     def select(self, rows: Any) -> "Features":
         """The rows ``rows`` (a slice, index array or boolean mask) as new `Features`.
 
+        >>> from bertvision.data.readers import Example
+        >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+        >>> feats = Featurizer(load_tokenizer(resolve_backbone(None))).encode("sst2", [Example("0", ("a film",))] * 80)
         >>> feats.select(slice(0, 64)).token_ids.shape
         (64, 128)
         """
@@ -245,10 +254,12 @@ class Featurizer:
     """Turns a task's examples into `Features` with a fast WordPiece tokenizer.
 
     >>> from transformers import AutoTokenizer
-    >>> featurizer = Featurizer(AutoTokenizer.from_pretrained(path), max_seq_len=64)
-    >>> feats = featurizer.encode(task, examples)   # task: TaskSpec or name
-    >>> featurizer.get_config()
-    {'max_seq_len': 64, 'doc_stride': 128, 'max_query_len': 64}
+    >>> from bertvision.data.readers import Example
+    >>> from bertvision.models.backbone import embedded_model_path
+    >>> featurizer = Featurizer(AutoTokenizer.from_pretrained(embedded_model_path()), max_seq_len=64)
+    >>> feats = featurizer.encode("mrpc", [Example("0", ("He left.", "He went away."), label=1)])  # TaskSpec or name
+    >>> feats.token_ids.shape, featurizer.get_config()
+    ((1, 64), {'max_seq_len': 64, 'doc_stride': 128, 'max_query_len': 64})
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64):
@@ -355,6 +366,8 @@ class Featurizer:
         drops entirely (a lone control character) becomes one ``[UNK]``, so
         that every word has a first sub-word to carry its tag.
 
+        >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+        >>> featurizer = Featurizer(load_tokenizer(resolve_backbone(None)))
         >>> ids, word = featurizer.subwords([["Huggingface", "rocks", "\\u200b"]])[0]
         >>> word.tolist()  # hugging ##face rocks [UNK]
         [0, 0, 1, 2]
@@ -383,7 +396,8 @@ class Featurizer:
         (its pre-tokenizer: whitespace and punctuation), the words a token
         classifier tags.
 
-        >>> featurizer.split_words("Ada met Babbage.")
+        >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+        >>> Featurizer(load_tokenizer(resolve_backbone(None))).split_words("Ada met Babbage.")
         [('Ada', (0, 3)), ('met', (4, 7)), ('Babbage', (8, 15)), ('.', (15, 16))]
         """
         with _TOKENIZER_LOCK:
@@ -396,7 +410,8 @@ class Featurizer:
         ``min(doc_stride, capacity // 2)`` sub-words apart (as span windows
         do), the last one ends at the sentence's end.
 
-        >>> Featurizer(tok, max_seq_len=6, doc_stride=2).token_windows(7)
+        >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
+        >>> Featurizer(load_tokenizer(resolve_backbone(None)), max_seq_len=6, doc_stride=2).token_windows(7)
         [(0, 4), (2, 6), (4, 7)]
         """
         capacity = self.config.max_seq_len - 2
@@ -609,8 +624,10 @@ def word_predictions(word_ids: np.ndarray, example_index: np.ndarray, values: np
     Raises:
         ValueError: when a word is predicted zero times or twice.
 
-    >>> word_predictions(feats.word_ids, feats.example_index, logits, [len(ex.words) for ex in examples])[0].shape
-    (11, 9)
+    Two words of one example, at positions 1 and 3 of its one row:
+
+    >>> word_predictions(np.array([[IGNORE, 0, IGNORE, 1, IGNORE]]), np.array([0]), np.arange(5.0)[None], [2])
+    [array([1., 3.])]
     """
     word_ids = np.asarray(word_ids)
     values = np.asarray(values)

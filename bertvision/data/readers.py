@@ -9,10 +9,10 @@ reported in `LoadResult.skipped` with `file:line` and a reason, or a
 Example:
 
 >>> from bertvision.data.readers import load_examples
->>> result = load_examples("sst2", "dev", "../shared/data/glue/SST-2")
+>>> result = load_examples("sst2", "dev", DATA / "glue" / "SST-2")   # DATA: ../shared/data
 >>> len(result.examples), result.examples[0].label
 (872, 1)
->>> squad = load_examples("squad_v2", "dev-v2.0.Rhine", "../shared/data/squad2")
+>>> squad = load_examples("squad_v2", "dev-v2.0.Rhine", DATA / "squad2")
 >>> squad.examples[0].texts[0]  # (question, context)
 'Where does the Rhine empty?'
 """

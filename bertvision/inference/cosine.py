@@ -16,9 +16,11 @@ baseline a trained pair adapter has to beat:
 
 Example:
     >>> from bertvision.store.format import open_store
-    >>> result = cosine_baseline(open_store("tfrecords/mrpc-separate"), "train", "dev")
-    >>> result.metrics, result.threshold
+    >>> result = cosine_baseline(open_store("tfrecords/mrpc-separate"), "train", "dev")  # doctest: +SKIP
+    >>> result.metrics, result.threshold  # doctest: +SKIP
     ({'accuracy': 0.748, 'f1': 0.829}, 0.81)
+
+(not run: it needs a separately encoded MRPC store, ``pipelines.extract --task mrpc --pair-mode separate``).
 """
 
 from __future__ import annotations

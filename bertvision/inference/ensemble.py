@@ -7,11 +7,13 @@ with the official metrics (span: n-best decoding from `bertvision.data.squad`,
 then the SQuAD 2.0 script). `run_ensemble` writes an ensemble run folder.
 
 Example:
-    >>> a = load_run_predictions("runs/sst2-bert", "dev")
-    >>> b = load_run_predictions("runs/sst2-adapter", "dev", store="tfrecords/sst2")
-    >>> ens = combine([a, b], "mean")
-    >>> ens.evaluate()
-    {'accuracy': 0.87}
+    >>> a = load_run_predictions(RUN, "dev")                 # as the run saved them
+    >>> b = load_run_predictions(RUN, "dev", store=STORE)    # predicted again from the store
+    >>> ens = combine([a, b], "mean")    # two different runs in practice; here one run twice
+    >>> ens.evaluate() == a.evaluate(), sorted(ens.evaluate())
+    (True, ['accuracy'])
+
+(``RUN``: a linear probe run on ``STORE``, 32 SST-2 dev examples.)
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def combine(members: Sequence[Predictions], mode: str = "mean", source: str = "e
     members' probabilities (max: renormalised to sum to 1), scores (mean only:
     ``max`` of regression scores is refused) or per-window start/end logits.
 
-    >>> ens = combine([a, b], "max")
+    >>> a = load_run_predictions(RUN, "dev")
+    >>> combine([a, a], "max").probabilities.shape
+    (32, 2)
     """
     check_choice("combine", mode, COMBINE_MODES, EnsembleError)
     if len(members) < 2:

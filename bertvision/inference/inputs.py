@@ -3,9 +3,11 @@ a task's input (`input_fields`) and reading a file of inputs (`read_inputs`:
 a task's own benchmark file, ``.jsonl`` or tab-separated lines).
 
 Example:
+    >>> from bertvision.data.tasks import get_task
+    >>> _ = Path("inputs.jsonl").write_text('{"id": "1", "text": "a gorgeous film"}\\n')
     >>> items, split = read_inputs("inputs.jsonl", get_task("sst2"))
-    >>> items[0]
-    {'id': '1', 'text': 'a gorgeous film'}
+    >>> items[0], split
+    ({'id': '1', 'text': 'a gorgeous film'}, 'inputs')
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def input_fields(task: TaskSpec) -> tuple[str, ...]:
     """The fields of one input of `task`: ``("text",)``, ``("text", "text_pair")``
     or, for SQuAD, ``("question", "context")``.
 
+    >>> from bertvision.data.tasks import get_task
     >>> input_fields(get_task("mrpc"))
     ('text', 'text_pair')
     """

@@ -11,7 +11,7 @@ sha256 of its config and weights recorded in each run's ``backbone`` and
 `bertvision.inference.serving.Predictor`.
 
 Example:
-    >>> models, groups = load_runs(["runs/sst2-pooler", "runs/mrpc-cnn"])
+    >>> models, groups = load_runs([RUN])   # run folders (here one SST-2 linear probe)
     >>> [g.name for g in groups]
     ['all-MiniLM-L6-v2@53aa5117']
 """

@@ -25,7 +25,9 @@ answer ``{"error": message}``; the server holds no state but the runs it
 read, and shuts down gracefully on SIGTERM (requests in flight are answered).
 
 Example:
-    >>> serve(ServeConfig(runs=["runs/sst2-pooler", "runs/mrpc-cnn"], port=8080))
+    >>> serve(ServeConfig(runs=["runs/sst2-pooler", "runs/mrpc-cnn"], port=8080))  # doctest: +SKIP
+
+(not run here: it serves until stopped; tests/test_server.py starts it.)
 """
 
 from __future__ import annotations

@@ -24,10 +24,17 @@ Outputs go through `Predictions.from_outputs` (softmax, SQuAD windows) and
 what ``pipelines.predict`` computes from a store on the same examples.
 
 Example:
-    >>> predictor = Predictor.from_runs(["runs/sst2-pooler", "runs/mrpc-cnn"])
+    >>> predictor = Predictor.from_runs(["runs/sst2-pooler", "runs/mrpc-cnn"])  # doctest: +SKIP
     >>> predictor.predict({"sst2": [{"text": "a gorgeous film"}],
-    ...                    "mrpc": [{"text": "He left.", "text_pair": "He went away."}]})
+    ...                    "mrpc": [{"text": "He left.", "text_pair": "He went away."}]})  # doctest: +SKIP
     {'sst2': [{'label': 'positive', 'probabilities': {...}}], 'mrpc': [...]}
+
+    Run here on one run (``RUN``, an SST-2 linear probe of a few examples):
+
+    >>> predictor = Predictor.from_runs([RUN])
+    >>> results = predictor.predict({"sst2": [{"text": "a gorgeous film"}, {"text": "dull"}]})["sst2"]
+    >>> [(r["label"] in ("negative", "positive"), sorted(r["probabilities"])) for r in results]
+    [(True, ['negative', 'positive']), (True, ['negative', 'positive'])]
     >>> predictor.stats()["forward_passes"]   # one pass of the shared backbone
     {'all-MiniLM-L6-v2@53aa5117': 1}
 """

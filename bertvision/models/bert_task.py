@@ -37,8 +37,9 @@ class BertTask(keras_hub.models.Task):
         dropout: dropout rate before the head.
 
     Example:
+        >>> from bertvision.models.backbone import load_backbone, resolve_backbone
         >>> task = BertTask(load_backbone(resolve_backbone(None)), "classification", num_labels=2)
-        >>> task(batch).shape  # (batch, 2)
+        >>> task(batch).shape  # (batch, 2)  # doctest: +SKIP
     """
 
     backbone_cls = keras_hub.models.BertBackbone

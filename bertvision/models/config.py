@@ -214,8 +214,10 @@ class ModelConfig(ConfigBase):
         config carries those too: they must still agree with the store.
         Raises `error` naming the field.
 
-        >>> ModelConfig.from_store(store, {"kind": "cnn"}).num_layers  # doctest: +SKIP
-        7
+        >>> from bertvision.store.format import open_store
+        >>> config = ModelConfig.from_store(open_store(STORE), {"kind": "cnn"})   # a MiniLM cls store
+        >>> config.num_layers, config.hidden, config.num_labels
+        (7, 384, 2)
         """
         derived = store.adapter_fields()
         for key in STORE_DERIVED:

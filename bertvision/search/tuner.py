@@ -46,8 +46,8 @@ for it).
 
 Example:
     >>> config = SearchConfig(store="tfrecords/sst2", out="searches/sst2", max_trials=10, epochs=4)
-    >>> summary = search(config)
-    >>> summary["best_hyperparameters"], summary["best_metric"]
+    >>> summary = search(config)  # doctest: +SKIP
+    >>> summary["best_hyperparameters"], summary["best_metric"]  # doctest: +SKIP
     ({'kind': 'adapter_pooler', 'layers': 'all', ...}, 0.85)
 """
 

@@ -1,8 +1,10 @@
 """Extraction: run BERT once over a split and keep every layer in a store.
 
->>> config = ExtractConfig(task="sst2", split="dev", out="tfrecords/sst2",
-...                        data_dir="../shared/data/glue/SST-2", token_mode="cls")
+>>> config = ExtractConfig(task="sst2", split="dev", out="tfrecords/sst2", limit=8, progress=False,
+...                        data_dir=str(DATA / "glue" / "SST-2"), token_mode="cls")   # DATA: ../shared/data
 >>> manifest = Extractor(config).run()
+>>> manifest["splits"]["dev"]["num_records"], manifest["layers"]
+(8, [0, 1, 2, 3, 4, 5, 6])
 
 How a split is written, whoever writes it:
 

@@ -33,10 +33,11 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
 
 Reading:
 
->>> store = open_store("tfrecords/sst2", expect={"token_mode": "cls"})
->>> ds = store.training_dataset("train", batch_size=64, seed=0, steps_per_epoch=125, epochs=10)
+>>> store = open_store(STORE, expect={"token_mode": "cls"})   # a MiniLM cls store of 32 SST-2 examples
+>>> ds = store.training_dataset("train", batch_size=8, seed=0, steps_per_epoch=4, epochs=10)
 >>> features, labels = next(iter(ds))
->>> features["activations"].shape  # (64, 7, 384)
+>>> features["activations"].shape, features["activations"].dtype.name, labels.shape
+(TensorShape([8, 7, 384]), 'float16', TensorShape([8]))
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def quantize_int8(x) -> tuple[tf.Tensor, tf.Tensor]:
     it, and serving applies the same round trip to an adapter trained on one,
     so both give the adapter what the store's reader gives.
 
-    >>> q, scales = quantize_int8(np.ones([7, 384], np.float32))
-    >>> dequantize_int8(q, scales).shape  # TensorShape([7, 384]), float16
+    >>> q, scales = quantize_int8(np.full([7, 384], 0.5, np.float32))
+    >>> x = dequantize_int8(q, scales)
+    >>> x.shape, x.dtype.name, float(x[0, 0])
+    (TensorShape([7, 384]), 'float16', 0.5)
     """
     x = tf.cast(x, tf.float32)
     scales = tf.cast(tf.reduce_max(tf.abs(x), axis=-1) / 127.0, tf.float16)
@@ -725,7 +728,9 @@ class Store:
         or None for all; number of examples)``. Span stores sample whole
         questions (all windows of a question together); others records.
 
-        >>> indices, n = store.select_fraction("train", 0.1, seed=0)
+        >>> indices, n = open_store(STORE).select_fraction("train", 0.25, seed=0)   # 32 train records
+        >>> len(indices), n
+        (8, 8)
         """
         n_records = self.num_records(split)
         groups = None

@@ -18,11 +18,14 @@ BERT's own null decision. Here:
   F1 of "answerable" (the positive class), in [0, 1].
 
 Example:
-    >>> results = fit_answerability(AnswerabilityConfig(store="tfrecords/squad", out="runs/answerable"))
-    >>> results.dev_metrics["answerable_f1"]
+    >>> results = fit_answerability(AnswerabilityConfig(store="tfrecords/squad", out="runs/answerable"))  # doctest: +SKIP
+    >>> results.dev_metrics["answerable_f1"]  # doctest: +SKIP
     0.76
-    >>> answerability_metrics(span_decisions(bert_predictions), gold_answerable(bert_predictions))
+    >>> answerability_metrics(span_decisions(bert_predictions), gold_answerable(bert_predictions))  # doctest: +SKIP
     {'answerable_accuracy': 0.70, 'answerable_f1': 0.72, ...}
+    >>> m = answerability_metrics({"q1": True, "q2": True, "q3": False}, {"q1": True, "q2": False, "q3": False})
+    >>> {k: round(float(v), 3) for k, v in m.items()}
+    {'answerable_accuracy': 0.667, 'answerable_f1': 0.667, 'answerable_precision': 0.5, 'answerable_recall': 1.0, 'answerable_share': 0.333}
 """
 
 from __future__ import annotations

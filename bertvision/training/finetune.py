@@ -23,8 +23,8 @@ the position in the seeded batch order (``RUN_DIR/state/``).
 Example:
     >>> config = FinetuneConfig(task="sst2", out="runs/sst2-bert", data_dir="../shared/data/glue/SST-2",
     ...                         epochs=1, checkpoint_every=0.1, sample=8000)
-    >>> results = Finetuner(config).run()
-    >>> results.dev_metrics, results.best_epoch
+    >>> results = Finetuner(config).run()  # doctest: +SKIP
+    >>> results.dev_metrics, results.best_epoch  # doctest: +SKIP
     ({'accuracy': 0.87}, 0.9)
 """
 

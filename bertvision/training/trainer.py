@@ -23,9 +23,9 @@ Example:
     >>> schedule = Schedule.epochs(steps_per_epoch=125, epochs=10)
     >>> trainer = Trainer(model, main_metric="accuracy", schedule=schedule,
     ...                   train_data=lambda first_step: dataset, evaluate=evaluate,
-    ...                   state_dir="runs/x/state", select_best=True, patience=3)
-    >>> outcome = trainer.run()
-    >>> outcome.best_epoch, outcome.history[-1].dev
+    ...                   state_dir="runs/x/state", select_best=True, patience=3)  # doctest: +SKIP
+    >>> outcome = trainer.run()  # doctest: +SKIP
+    >>> outcome.best_epoch, outcome.history[-1].dev  # doctest: +SKIP
     (4.0, {'accuracy': 0.84})
 """
 
@@ -69,8 +69,8 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     cosine) decay to `end_lr` at `total_steps` (``constant``: stay at peak).
 
     >>> lr = WarmupDecay(1e-3, total_steps=1000, warmup_steps=100)
-    >>> float(lr(50)), float(lr(100)), float(lr(1000))
-    (0.0005, 0.001, 0.0)
+    >>> [round(float(lr(step)), 9) for step in (50, 100, 1000)]   # float32
+    [0.0005, 0.001, 0.0]
     """
 
     def __init__(self, peak_lr, total_steps, warmup_steps=0, decay="linear", end_lr=0.0):
