@@ -48,7 +48,8 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.config import EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES, STORE_DTYPES, TAG_SCHEMES, TOKEN_MODES  # noqa: E402
+from bertvision.config import (EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES,  # noqa: E402
+                               TAG_SCHEMES, TOKEN_MODES)
 from bertvision.data.tasks import TASKS, USER_KINDS, get_task  # noqa: E402
 from bertvision.extras import import_extra  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
@@ -110,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how activations are stored; int8 keeps one float16 scale per vector and half float16's "
                         "bytes (its accuracy cost is measured in docs/results.md)")
     p.add_argument("--max-seq-len", type=int, default=None, help="default 128 (384 for squad_v2)")
-    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--doc-stride", type=int, default=None,
+                   help="span and token classification: the step between a long context's windows (default 128). "
+                        "Classification, multi-label, regression (one text): turns on long documents: a text longer "
+                        "than --max-seq-len is stored as windows whose starts are this many tokens apart (at most "
+                        "half a window), not truncated; pipelines.fit pools a document's windows (--window-pooling)")
     p.add_argument("--max-query-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="first N examples only (trials)")
@@ -194,11 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             task = get_task(args.task)
             fields, splits = {"task": task.name}, args.split or ["train", *task.eval_splits]
+        kind = get_task(fields["heads"][0] if fields.get("heads") else fields["task"]).kind
+        # --doc-stride on a sentence-level task: documents as windows (span and token tasks always window)
+        windows = args.doc_stride is not None and kind not in PER_TOKEN_KINDS
         configs = [extract.ExtractConfig(
             **fields, split=split, out=args.out, data_dir=args.data_dir,
             use_tfds=args.tfds,
             backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, pair_mode=args.pair_mode,
-            dtype=args.dtype, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+            dtype=args.dtype, max_seq_len=args.max_seq_len,
+            doc_stride=128 if args.doc_stride is None else args.doc_stride, windows=windows,
             max_query_len=args.max_query_len,
             batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
             shard_size_mb=args.shard_size_mb, max_skipped=0.01 if args.max_skipped is None else args.max_skipped,
@@ -222,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 backbone, tokenizer = extractor.backbone, extractor.tokenizer
         for split in splits:
             info = manifest["splits"][split]
-            print(f"{split}: {info['num_records']} records from {info['num_examples']} examples, "
+            what = f"documents (up to {info['max_windows']} windows each)" if "max_windows" in info else "examples"
+            print(f"{split}: {info['num_records']} records from {info['num_examples']} {what}, "
                   f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
     return 0
 

@@ -71,17 +71,31 @@ class FeaturizerConfig(ConfigBase):
     no context token is ever skipped. With ``max_seq_len=384,
     doc_stride=128`` (BERT's SQuAD setting) the step is 128 tokens; with the
     defaults ``128/128`` it is about 55 tokens.
+    ``windows``: sentence-level tasks (classification, multi-label,
+    regression) of one text: a text longer than one row is not truncated but
+    split into windows of ``max_seq_len`` tokens (``[CLS] sub-words [SEP]``)
+    whose starts are ``doc_stride`` sub-words apart (at most half a window,
+    as for token classification: `Featurizer.token_windows`), every window
+    one row of its example (a long document). Left out of `to_dict` when
+    False, so settings without windows read as they always did.
 
     >>> FeaturizerConfig(max_seq_len=384).to_json()
     '{"max_seq_len": 384, "doc_stride": 128, "max_query_len": 64}'
+    >>> FeaturizerConfig(max_seq_len=32, doc_stride=16, windows=True).to_dict()["windows"]
+    True
     """
 
     max_seq_len: int = 128
     doc_stride: int = 128
     max_query_len: int = 64
+    windows: bool = False
 
     def validate(self) -> None:
+        if not isinstance(self.windows, bool):
+            raise ConfigError(f"FeaturizerConfig.windows must be true or false; got {self.windows!r}")
         for f in fields(self):
+            if f.name == "windows":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ConfigError(f"FeaturizerConfig.{f.name} must be an integer; got {value!r}")
@@ -100,6 +114,12 @@ class FeaturizerConfig(ConfigBase):
                 f"max_query_len={self.max_query_len} leaves no room for context in "
                 f"max_seq_len={self.max_seq_len} (need max_query_len + 3 < max_seq_len)"
             )
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if not self.windows:
+            del out["windows"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -186,6 +206,21 @@ class Features:
             out[i] = out[i - 1] + 1 if idx[i] == idx[i - 1] else 0
         return out
 
+    def record_bounds(self, rows_per_record: int = 1, windows: bool = False) -> np.ndarray:
+        """Where each stored record's rows start: record ``r`` is rows
+        ``bounds[r]:bounds[r + 1]``. One record per `rows_per_record` rows
+        (2 for a separately encoded pair), or with `windows` one record per
+        example holding all its rows (a long document's windows).
+
+        >>> Features(ids, ids, ids, np.array([0, 0, 0, 1, 2, 2])).record_bounds(windows=True).tolist()
+        [0, 3, 4, 6]
+        """
+        n = len(self)
+        if not windows:
+            return np.arange(0, n + 1, rows_per_record)
+        idx = self.example_index
+        return np.r_[0, np.flatnonzero(idx[1:] != idx[:-1]) + 1, n].astype(np.int64) if n else np.zeros(1, np.int64)
+
     def lengths(self) -> np.ndarray:
         """Real tokens of each row."""
         return self.padding_mask.sum(axis=1)
@@ -262,8 +297,10 @@ class Featurizer:
     ((1, 64), {'max_seq_len': 64, 'doc_stride': 128, 'max_query_len': 64})
     """
 
-    def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64):
-        self.config = FeaturizerConfig(max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_len=max_query_len)
+    def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64,
+                 windows: bool = False):
+        self.config = FeaturizerConfig(max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_len=max_query_len,
+                                       windows=windows)
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
                 f"Featurizer needs a Hugging Face *fast* tokenizer (character offsets); got {type(tokenizer).__name__}"
@@ -284,7 +321,8 @@ class Featurizer:
         return cls(tokenizer, **config.to_dict())
 
     def get_config(self) -> dict:
-        """JSON-serialisable settings: ``max_seq_len``, ``doc_stride``, ``max_query_len``."""
+        """JSON-serialisable settings: ``max_seq_len``, ``doc_stride``, ``max_query_len`` (and ``windows``
+        when True)."""
         return self.config.to_dict()
 
     @property
@@ -294,7 +332,8 @@ class Featurizer:
     def __repr__(self) -> str:
         c = self.config
         return (f"Featurizer({type(self.tokenizer).__name__}, max_seq_len={c.max_seq_len}, "
-                f"doc_stride={c.doc_stride}, max_query_len={c.max_query_len})")
+                f"doc_stride={c.doc_stride}, max_query_len={c.max_query_len}"
+                f"{', windows=True' if c.windows else ''})")
 
     # ------------------------------------------------------------------ public
 
@@ -322,6 +361,11 @@ class Featurizer:
                 raise ValueError(f"span task {getattr(task, 'name', task)!r} needs (question, context) texts; "
                                  f"it has {n_texts} text field(s)")
             return self._encode_span(examples)
+        if kind in SEQUENCE_KINDS and self.config.windows:
+            if n_texts != 1:
+                raise ConfigError(f"windows split one text into rows; task {getattr(task, 'name', task)!r} "
+                                  "is a sentence-pair task")
+            return self._encode_windows(examples)
         if kind in SEQUENCE_KINDS:
             return self._encode_sequences(examples, n_texts)
         if kind == TOKEN_KIND:
@@ -357,6 +401,33 @@ class Featurizer:
         f = self._encode_sequences([_Side(_uid(ex), (ex.texts[k],)) for ex in examples for k in (0, 1)], 1)
         f.example_index = np.repeat(np.arange(len(examples), dtype=np.int32), 2)
         return f
+
+    def _encode_windows(self, examples: list) -> Features:
+        """A long text as windows (``config.windows``): its sub-words cut by
+        `token_windows`, one row ``[CLS] window [SEP]`` per window."""
+        with _quiet_transformers():
+            enc = self.tokenizer([_text(ex, 0) for ex in examples], add_special_tokens=False, return_tensors=None)
+        pieces = []
+        for i, ids in enumerate(enc["input_ids"]):
+            ids = np.asarray(ids, dtype=np.int32)
+            pieces += [(i, ids[first:end]) for first, end in self.token_windows(ids.size)]
+        token_ids, padding_mask, example_index = self._single_rows(pieces)
+        return Features(token_ids, np.zeros_like(token_ids), padding_mask, example_index)
+
+    def _single_rows(self, pieces: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``[CLS] ids [SEP]`` padded to ``max_seq_len`` from ``(example,
+        ids)`` pieces: ``(token_ids, padding_mask, example_index)``."""
+        n, length = len(pieces), self.config.max_seq_len
+        token_ids = np.full((n, length), self.tokenizer.pad_token_id, dtype=np.int32)
+        padding_mask = np.zeros((n, length), dtype=np.int32)
+        example_index = np.empty((n,), dtype=np.int32)
+        for row, (i, ids) in enumerate(pieces):
+            token_ids[row, 0] = self.tokenizer.cls_token_id
+            token_ids[row, 1:1 + ids.size] = ids
+            token_ids[row, 1 + ids.size] = self.tokenizer.sep_token_id
+            padding_mask[row, :2 + ids.size] = 1
+            example_index[row] = i
+        return token_ids, padding_mask, example_index
 
     # ------------------------------------------------------------ token tags
 
@@ -457,20 +528,13 @@ class Featurizer:
             for k, (first, end) in enumerate(windows):
                 plan.append((i, ids[first:end], word[first:end], first, np.flatnonzero(owner == k), first_of, labels))
         n = len(plan)
-        token_ids = np.full((n, length), self.tokenizer.pad_token_id, dtype=np.int32)
-        padding_mask = np.zeros((n, length), dtype=np.int32)
+        token_ids, padding_mask, example_index = self._single_rows([(p[0], p[1]) for p in plan])
         word_ids = np.full((n, length), IGNORE, dtype=np.int32)
         token_labels = np.full((n, length), IGNORE, dtype=np.int32)
-        example_index = np.empty((n,), dtype=np.int32)
         for row, (i, ids, word, first, owned, first_of, labels) in enumerate(plan):
-            token_ids[row, 0] = self.tokenizer.cls_token_id
-            token_ids[row, 1:1 + ids.size] = ids
-            token_ids[row, 1 + ids.size] = self.tokenizer.sep_token_id
-            padding_mask[row, :2 + ids.size] = 1
             at = 1 + first_of[owned] - first
             word_ids[row, at] = owned
             token_labels[row, at] = labels[owned]
-            example_index[row] = i
         return Features(token_ids, np.zeros_like(token_ids), padding_mask, example_index,
                         word_ids=word_ids, token_labels=token_labels)
 

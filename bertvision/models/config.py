@@ -9,7 +9,8 @@ from bertvision.config import (DTYPES, PAIR_MODES, PER_TOKEN_KINDS, TASK_KINDS, 
                                check_non_negative, check_nonnegative_int, check_positive_int)
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["KINDS", "LAYER_POOLINGS", "PER_TOKEN_KINDS", "STORE_DERIVED", "TOKEN_POOLINGS", "ModelConfig"]
+__all__ = ["KINDS", "LAYER_POOLINGS", "PER_TOKEN_KINDS", "STORE_DERIVED", "TOKEN_POOLINGS", "WINDOW_POOLINGS",
+           "ModelConfig"]
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")  # trained adapters (what a search tries)
 # every method pipelines.fit runs: the adapters and the zero-shot cosine of a separately encoded pair (no training)
@@ -18,8 +19,10 @@ LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 # ScalarMix's default multiplier of its logits (its learning-rate factor under Adam)
 MIX_LOGIT_SCALE = 100.0
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
+WINDOW_POOLINGS = ("mean", "max", "attention")  # a long document's windows -> one prediction
 # the fields a store determines (`ModelConfig.from_store`), not the user
-STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode")
+STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode",
+                 "windows")
 
 
 @dataclass
@@ -84,6 +87,16 @@ class ModelConfig(ConfigBase):
             cosine of the last read layer with a learned correction
             (`CosineResidualHead`, zero-initialised): before training a
             regression head predicts that cosine exactly.
+        windows: the store keeps long documents as windows (``pipelines.extract
+            --doc-stride`` on a sentence-level task): the input gains a window
+            axis (`[B, W, L, H]` or `[B, W, L, T, H]`, with `window_mask`
+            `[B, W]`); the kind's layers up to the head encode every window
+            (`window_encoder`, one set of weights) and `window_pooling` pools
+            them to one vector per document before the head.
+        window_pooling: how a document's windows are pooled: `"mean"` (masked
+            mean), `"max"` (masked max) or `"attention"` (softmax over the
+            real windows of a learned query's scores, which starts as the
+            mean).
         layers: indices of the stored layers the model reads (e.g. the last
             four, or every other one); `None` reads all `num_layers`. The
             model's input stays the whole stored stack.
@@ -117,6 +130,8 @@ class ModelConfig(ConfigBase):
     input_dtype: str = "float16"
     pair_mode: str = "cross"
     pair_cosine: bool = False
+    windows: bool = False
+    window_pooling: str = "mean"
     layers: list | None = None
     name: str | None = None
 
@@ -136,6 +151,11 @@ class ModelConfig(ConfigBase):
         check_choice("token_pooling", self.token_pooling, TOKEN_POOLINGS)
         check_choice("input_dtype", self.input_dtype, DTYPES)
         check_choice("pair_mode", self.pair_mode, PAIR_MODES)
+        check_choice("window_pooling", self.window_pooling, WINDOW_POOLINGS)
+        if self.windows and (self.per_token or self.pair_mode != "cross" or self.kind == "cosine"):
+            raise ConfigError(f"windows (a long document's windows pooled to one prediction) are for "
+                              f"classification, multi-label and regression of one text; got task_kind="
+                              f"{self.task_kind!r}, pair_mode={self.pair_mode!r}, kind={self.kind!r}")
         if self.pair_mode == "separate" and (self.max_seq_len is not None or self.per_token):
             raise ConfigError("pair_mode='separate' reads one vector per text and layer (a 'cls' or 'mean' store "
                               "extracted with --pair-mode separate); not sequence or span input")
@@ -187,7 +207,7 @@ class ModelConfig(ConfigBase):
 
     @property
     def activations_shape(self) -> tuple:
-        """Per-example shape of the `activations` input."""
+        """Per-example shape of the `activations` input (``windows``: one window's)."""
         if self.is_sequence:
             return (self.num_layers, self.max_seq_len, self.hidden)
         return self.sides + (self.num_layers, self.hidden)
@@ -196,7 +216,13 @@ class ModelConfig(ConfigBase):
     def input_shape(self) -> tuple:
         """Shape of the model's `activations` input: the token length varies
         per batch (the reader pads each batch to a power-of-two bucket), so
-        it is `None`; `max_seq_len` records the store's."""
+        it is `None`; `max_seq_len` records the store's. ``windows``: a
+        leading window axis, its length the batch's most windows."""
+        return ((None,) if self.windows else ()) + self.window_shape
+
+    @property
+    def window_shape(self) -> tuple:
+        """`input_shape` of one window (of one example without ``windows``)."""
         if self.is_sequence:
             return (self.num_layers, None, self.hidden)
         return self.sides + (self.num_layers, self.hidden)
@@ -232,8 +258,10 @@ class ModelConfig(ConfigBase):
 
     @staticmethod
     def user_fields(adapter: dict) -> dict:
-        """The fields of `adapter` a user chose (not the store's, not the name)."""
-        return {k: v for k, v in adapter.items() if k not in STORE_DERIVED and k != "name"}
+        """The fields of `adapter` a user chose (not the store's, not the name;
+        ``window_pooling`` only where the store keeps windows)."""
+        return {k: v for k, v in adapter.items() if k not in STORE_DERIVED and k != "name"
+                and (k != "window_pooling" or adapter.get("windows"))}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)

@@ -55,7 +55,8 @@ from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, PER_TOKEN_KINDS, 
 from bertvision.data.readers import Answer, Example, LoadResult, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, StoreError
-from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_sorted_batches
+from bertvision.data.features import (SEQUENCE_KINDS, Featurizer, FeaturizerConfig, bucket_length,
+                                     length_sorted_batches)
 from bertvision.runs import package_versions
 from bertvision.data.tasks import TaskSpec, get_task
 
@@ -81,6 +82,7 @@ class ExtractConfig(ConfigBase):
     dtype: str = "float16"  # or int8: half the bytes, one float16 scale per vector (`store.quantize_int8`)
     max_seq_len: int | None = None  # default: 128, or 384 for span tasks
     doc_stride: int = 128
+    windows: bool = False  # sentence-level tasks: a long text as windows of max_seq_len, doc_stride apart
     max_query_len: int = 64
     batch_size: int = 32
     limit: int | None = None
@@ -128,9 +130,24 @@ class ExtractConfig(ConfigBase):
             self.max_seq_len = default_max_seq_len(task.kind)
         if task.kind == "span":
             FeaturizerConfig(self.max_seq_len, self.doc_stride, self.max_query_len).check_span()
+        if self.windows:
+            self.check_windows(task)
         check_positive("shard_size_mb", self.shard_size_mb)
         if self.max_skipped is not None:
             check_fraction("max_skipped", self.max_skipped, low_open=False)
+
+    def check_windows(self, task: TaskSpec) -> None:
+        """Windows (``--doc-stride`` on a sentence-level task) need one text
+        per example and a stride shorter than a window."""
+        if task.kind not in SEQUENCE_KINDS:
+            raise ConfigError(f"task {self.task} is {task.kind}: its examples are windowed already; documents as "
+                              f"windows are for {', '.join(SEQUENCE_KINDS)} tasks")
+        if len(task.text_fields) != 1:
+            raise ConfigError(f"--doc-stride splits one text into windows; task {self.task} has a text pair "
+                              f"({', '.join(map(str, task.text_fields))})")
+        if self.doc_stride >= self.max_seq_len:
+            raise ConfigError(f"--doc-stride {self.doc_stride} must be less than --max-seq-len {self.max_seq_len} "
+                              "(windows start doc_stride tokens apart)")
 
     @property
     def rows_per_record(self) -> int:
@@ -140,7 +157,7 @@ class ExtractConfig(ConfigBase):
     def featurizer(self, tokenizer) -> Featurizer:
         """The `Featurizer` these settings describe."""
         return Featurizer(tokenizer, max_seq_len=self.max_seq_len, doc_stride=self.doc_stride,
-                          max_query_len=self.max_query_len)
+                          max_query_len=self.max_query_len, windows=self.windows)
 
 
 def _plan_settings(plan: dict) -> dict:
@@ -304,8 +321,9 @@ class ShardExtractor:
         `progress(n)` after every batch."""
         c, kind, per = self.config, self.task.kind, self.config.rows_per_record
         f = self.featurizer.encode(self.task, job.examples, c.pair_mode)
-        lo, hi = job.start - job.first_row, job.end - job.first_row  # records; rows per * lo .. per * hi
-        if not (0 <= lo < hi <= len(f) // per) or int(f.example_index[per * hi - 1]) != len(job.examples) - 1:
+        bounds = f.record_bounds(per, c.windows)  # record r: rows bounds[r] .. bounds[r + 1] - 1
+        lo, hi = job.start - job.first_row, job.end - job.first_row  # records; rows bounds[lo] .. bounds[hi] - 1
+        if not (0 <= lo < hi < len(bounds)) or int(f.example_index[bounds[hi] - 1]) != len(job.examples) - 1:
             raise StoreError(f"{job.name}: featurizing its {len(job.examples)} example(s) gives {len(f)} model "
                              f"inputs, which does not fit the plan's records {job.start}..{job.end - 1}; the "
                              "tokenizer or featurizer differs from the one that planned the split")
@@ -317,7 +335,7 @@ class ShardExtractor:
 
         def serialize(first, arrays):
             for r, a in enumerate(arrays, start=first):
-                n, e = int(lengths[r]), int(f.example_index[per * r])
+                n, e = int(lengths[bounds[r]:bounds[r + 1]].max()), int(f.example_index[bounds[r]])
                 span = None
                 if kind == "span":
                     span = {"start_position": f.start_positions[r], "end_position": f.end_positions[r],
@@ -332,20 +350,26 @@ class ShardExtractor:
                 heads = head_labels(self.heads, example) if self.heads and kind != "token_classification" else None
                 record = st.serialize_record(a, length=n if seq else None, uid=example.uid,
                                              example_index=job.first_example + e, label=example.label,
-                                             task_kind=kind, span=span, scales=scales, labels=heads, tokens=tokens)
+                                             task_kind=kind, span=span, scales=scales, labels=heads, tokens=tokens,
+                                             window_lengths=lengths[bounds[r]:bounds[r + 1]] if c.windows else None)
                 writer.write(record, a.nbytes)
 
         def complete(r):  # record r's rows are all extracted
-            return all(per * r + k in ready for k in range(per))
+            return all(k in ready for k in range(bounds[r], bounds[r + 1]))
 
-        def record(r):  # [layers, ...], or [2, layers, hidden] for a separately encoded pair
-            arrays = [ready.pop(per * r + k) for k in range(per)]
-            return arrays[0] if per == 1 else np.stack(arrays)
+        def record(r):  # [layers, ...]; [2, layers, hidden] for a separately encoded pair; [windows, layers, ...]
+            arrays = [ready.pop(k) for k in range(bounds[r], bounds[r + 1])]
+            if not c.windows:
+                return arrays[0] if per == 1 else np.stack(arrays)
+            if seq:  # a document's windows padded to its longest (only the last one can be shorter)
+                t = max(a.shape[1] for a in arrays)
+                arrays = [np.pad(a, [(0, 0), (0, t - a.shape[1]), (0, 0)]) for a in arrays]
+            return np.stack(arrays)
 
         # Forward in length-sorted batches; write in record order as soon as
         # the next record's activations are there (at most one shard held).
         ready, next_row = {}, lo
-        for rows in length_sorted_batches(lengths, np.arange(per * lo, per * hi), c.batch_size):
+        for rows in length_sorted_batches(lengths, np.arange(bounds[lo], bounds[hi]), c.batch_size):
             t = bucket_length(int(lengths[rows].max()), c.max_seq_len)
             acts = self.forward({k: v[rows, :t] for k, v in inputs.items()})
             for j, r in enumerate(rows):
@@ -356,8 +380,8 @@ class ShardExtractor:
             if next_row > first:
                 arrays = [record(r) for r in range(first, next_row)]
                 submit(lambda first=first, arrays=arrays: serialize(first, arrays))
-            if progress is not None:
-                progress(len(rows) if per == 1 else len(rows) / per)
+            if progress is not None:  # records: a document's windows count as one
+                progress(next_row - first if c.windows else len(rows) if per == 1 else len(rows) / per)
         if ready or next_row != hi:  # cannot happen: every row is in exactly one batch
             raise AssertionError(f"{job.name}: rows {lo}..{hi - 1} were not all extracted")
         submit(writer.commit)
@@ -431,7 +455,8 @@ class Extractor:
         self.ref = resolve_backbone(c.backbone)
         self.tokenizer = self._tokenizer or load_tokenizer(self.ref)
         self.features = c.featurizer(self.tokenizer).encode(self.task, self.examples, c.pair_mode)
-        self.record_example = self.features.example_index[::c.rows_per_record]  # example of each record
+        self.bounds = self.features.record_bounds(c.rows_per_record, c.windows)  # each record's first row
+        self.record_example = self.features.example_index[self.bounds[:-1]]  # example of each record
         self.backbone = self._backbone or load_backbone(self.ref)
         self.layers = backbone_layers(c.layers, self.backbone.num_layers)
         featurizer_config = {"max_seq_len": c.max_seq_len}
@@ -439,6 +464,8 @@ class Extractor:
             featurizer_config.update(doc_stride=c.doc_stride, max_query_len=c.max_query_len)
         elif self.task.kind == "token_classification":
             featurizer_config.update(doc_stride=c.doc_stride)
+        elif c.windows:  # documents as windows: serving splits a text as extraction did
+            featurizer_config.update(doc_stride=c.doc_stride, windows=True)
         self.spec = st.StoreSpec(
             task=self.task.name, task_kind=self.task.kind, label_names=list(self.task.label_names),
             backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
@@ -452,9 +479,13 @@ class Extractor:
     def record_bytes(self) -> np.ndarray:
         """Activation bytes of each record (sequence stores keep real tokens only)."""
         per_token = len(self.layers) * self.spec.hidden * st.bytes_per_value(self.config.dtype)
+        rows = np.diff(self.bounds)  # rows (windows, or a pair's two texts) of each record
         if self.config.token_mode == "sequence":
-            return self.features.padding_mask.sum(axis=1).astype(np.int64) * per_token
-        return np.full(len(self.record_example), per_token * self.config.rows_per_record, dtype=np.int64)
+            lengths = self.features.padding_mask.sum(axis=1).astype(np.int64)
+            if self.config.windows:  # a document's windows are stored padded to its longest
+                return rows * np.maximum.reduceat(lengths, self.bounds[:-1]) * per_token
+            return lengths * per_token
+        return rows.astype(np.int64) * per_token
 
     def _example_rows(self) -> list[str]:
         rows = []
@@ -506,6 +537,7 @@ class Extractor:
             "num_records": len(uids),
             "uids_sha256": io.sha256_bytes("\n".join(uids).encode()),
             "shards": [list(b) for b in bounds],
+            **({"max_windows": int(np.diff(self.bounds).max())} if c.windows else {}),
             "header": self.spec.header(),
             "skipped": self.skipped,
             "provenance": {"command": c.command or sys.argv, "config": c.to_dict(),

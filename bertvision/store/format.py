@@ -31,6 +31,17 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   in the one window that predicts it, -1 elsewhere) with ``example_index`` and
   ``window_index``.
 
+Long documents (a sentence-level task extracted with ``--doc-stride``; the
+manifest's ``featurizer`` holds ``windows: true`` and the ``doc_stride``): one
+record per document holding all its windows, ``activations`` ``[windows,
+layers, hidden]`` or ``[windows, layers, length, hidden]`` (``length`` its
+longest window; shorter windows zero-padded), with ``window_lengths`` (int32
+bytes ``[windows]``: each window's real tokens). The reader pads a batch to
+its most windows and gives ``window_mask`` ``[batch, windows]`` (and, for
+sequence stores, ``padding_mask`` ``[batch, windows, tokens]``). A record is a
+document, so shuffling, caching, fractions, predictions and metrics count
+documents.
+
 Reading:
 
 >>> store = open_store(STORE, expect={"token_mode": "cls"})   # a MiniLM cls store of 32 SST-2 examples
@@ -216,13 +227,16 @@ def _label_feature(kind: str, value) -> tf.train.Feature:
 
 def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, example_index: int,
                      label=None, task_kind: str = "classification", span: dict | None = None,
-                     scales: np.ndarray | None = None, labels: dict | None = None, tokens: dict | None = None) -> bytes:
+                     scales: np.ndarray | None = None, labels: dict | None = None, tokens: dict | None = None,
+                     window_lengths: np.ndarray | None = None) -> bytes:
     """One `tf.train.Example` as bytes (see the module docstring); `scales`
     (float16) for int8 `activations`; `labels` (a user task's) maps each
     record feature (``label/<column>``) to ``(kind, value)``, multi-label
     values a 0/1 list (-1s where unlabelled), in place of `label`; `tokens`
     (token classification): ``labels``, ``word_ids`` (a row of
-    `Features.token_labels` / ``word_ids``) and ``window_index``. The
+    `Features.token_labels` / ``word_ids``) and ``window_index``;
+    `window_lengths` (a document stored as windows) each window's real
+    tokens. The
     serialization is deterministic (features in a fixed order), so two
     extractions of the same data write the same bytes and checksums."""
     feats = {
@@ -233,6 +247,8 @@ def serialize_record(activations: np.ndarray, *, length: int | None, uid: str, e
         feats["scales"] = _bytes_feature([np.ascontiguousarray(scales, dtype="<f2").tobytes()])
     if length is not None:  # sequence stores only
         feats["length"] = _int_feature([int(length)])
+    if window_lengths is not None:
+        feats["window_lengths"] = _bytes_feature([np.asarray(window_lengths, dtype="<i4").tobytes()])
     if task_kind == "token_classification":
         for key in ("labels", "word_ids"):  # stored +1: zero padding reads back as -1 (IGNORE)
             feats[key] = _bytes_feature([(np.asarray(tokens[key], dtype=np.int32)[:length] + 1).astype("<i4").tobytes()])
@@ -358,6 +374,8 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
         "shards": shards,
         "created_by": provenance or plan.get("provenance", {}),
     }
+    if "max_windows" in plan:  # documents as windows: the most windows of one document
+        split_info["max_windows"] = plan["max_windows"]
     manifest["splits"][split] = split_info
     io.atomic_write_json(manifest_path, manifest)
     return manifest
@@ -554,6 +572,12 @@ class Store:
         return self.token_mode == "sequence"
 
     @property
+    def windowed(self) -> bool:
+        """Documents stored as windows (``--doc-stride`` on a sentence-level
+        task): a record holds every window of one document."""
+        return bool(self.featurizer.get("windows"))
+
+    @property
     def quantized(self) -> bool:
         """int8 values with a float16 scale per vector (`quantize_int8`)."""
         return self.dtype == "int8"
@@ -596,6 +620,8 @@ class Store:
             sig["pair_mode"] = self.pair_mode
         if self.quantized:  # serving applies the same int8 round trip to the backbone's activations
             sig["dtype"] = self.dtype
+        if self.windowed:  # the adapter reads a document's windows (absent: one row per example)
+            sig["windows"] = {"doc_stride": int(self.featurizer["doc_stride"])}
         sig["backbone"] = {k: self.backbone.get(k) for k in ("name", "config_sha256", "weights_sha256")}
         return sig
 
@@ -610,6 +636,7 @@ class Store:
             "max_seq_len": self.max_seq_len if self.is_sequence else None,
             "input_dtype": self.value_dtype,
             "pair_mode": self.pair_mode,
+            "windows": self.windowed,
         }
 
     def identity(self) -> dict:
@@ -657,8 +684,11 @@ class Store:
                 raise StoreError(f"{self.path}: manifest field splits.{split}.num_records={info['num_records']} but "
                                  f"its shards list {records} records")
             act = int(info["activation_bytes"])
-            bad = ((act % per_vector != 0 or act > records * self.max_seq_len * per_vector) if self.is_sequence
-                   else act != records * per_vector)
+            if self.windowed:  # a record holds one or more windows
+                bad = act % per_vector != 0 or act < records * per_vector
+            else:
+                bad = ((act % per_vector != 0 or act > records * self.max_seq_len * per_vector) if self.is_sequence
+                       else act != records * per_vector)
             if bad:
                 raise StoreError(f"{self.path}: manifest field splits.{split}.activation_bytes={act} does not fit "
                                  f"{records} records of {want} {self.dtype} values")
@@ -685,7 +715,13 @@ class Store:
                 feature = example.features.feature
                 acts = len(feature["activations"].bytes_list.value[0])
                 vectors = self.record_vectors * len(self.layers)  # scales per token
-                if self.is_sequence:
+                if self.windowed:
+                    windows = len(feature["window_lengths"].bytes_list.value[0]) // 4 \
+                        if "window_lengths" in feature else 0
+                    length = feature["length"].int64_list.value[0] if self.is_sequence else 1
+                    ok = windows > 0 and acts == windows * length * per_vector and 0 < length <= self.max_seq_len
+                    vectors *= windows * length
+                elif self.is_sequence:
                     length = feature["length"].int64_list.value[0]
                     ok = acts == length * per_vector and 0 < length <= self.max_seq_len
                     vectors *= length
@@ -757,6 +793,8 @@ class Store:
         }
         if self.is_sequence:
             spec["length"] = tf.io.FixedLenFeature([], tf.int64)
+        if self.windowed:
+            spec["window_lengths"] = tf.io.FixedLenFeature([], tf.string)
         if self.quantized:
             spec["scales"] = tf.io.FixedLenFeature([], tf.string)
         key = self.task_spec.label_key
@@ -795,6 +833,10 @@ class Store:
         if self.task_kind == "multi_label":
             return tf.cast(label, tf.float32)
         return label
+
+    def _parse_record(self, with_meta: bool):
+        """The per-record parse: a document's windows, or a sequence record."""
+        return self._parse_windows(with_meta) if self.windowed else self._parse_sequence(with_meta)
 
     def _parse_vectors(self, with_meta: bool):
         """Batched parse of ``cls``/``mean`` records: one op for the whole batch."""
@@ -842,6 +884,50 @@ class Store:
 
         return parse
 
+    def _parse_windows(self, with_meta: bool):
+        """Per-record parse of a document's windows: ``[windows, layers,
+        hidden]`` or ``[windows, layers, length, hidden]``, and each window's
+        real tokens (``window_lengths``)."""
+        spec = self._feature_spec()
+        shape = self.example_shape
+        dtype = tf.as_dtype(self.dtype)
+
+        def parse(serialized):
+            ex = tf.io.parse_single_example(serialized, spec)
+            lengths = tf.io.decode_raw(ex["window_lengths"], tf.int32)
+            if self.is_sequence:
+                target = [-1, shape[0], tf.cast(ex["length"], tf.int32), shape[2]]
+            else:
+                target = [-1] + shape
+            acts = tf.reshape(tf.io.decode_raw(ex["activations"], dtype), target)
+            if self.quantized:
+                acts = dequantize_int8(acts, tf.reshape(tf.io.decode_raw(ex["scales"], tf.float16), target[:-1]))
+            features = {"activations": acts, "window_lengths": lengths}
+            if with_meta:
+                features["uid"] = ex["uid"]
+            return features, self._labels(ex)
+
+        return parse
+
+    def _finish_window_batch(self, pad_to: str):
+        """A batch of documents padded to its most windows: ``window_mask``
+        ``[batch, windows]`` (1 = a real window) and for sequence stores the
+        token axis padded as `_finish_sequence_batch` does, with
+        ``padding_mask`` ``[batch, windows, tokens]``."""
+        max_len = self.max_seq_len
+
+        def finish(features, labels):
+            lengths = features.pop("window_lengths")
+            features["window_mask"] = tf.cast(lengths > 0, tf.int32)
+            if self.is_sequence:
+                t = _token_bucket(tf.reduce_max(lengths), max_len, pad_to)
+                acts = features["activations"]
+                features["activations"] = tf.pad(acts, [[0, 0], [0, 0], [0, 0], [0, t - tf.shape(acts)[3]], [0, 0]])
+                features["padding_mask"] = tf.sequence_mask(lengths, t, dtype=tf.int32)
+            return features, labels
+
+        return finish
+
     def _finish_sequence_batch(self, pad_to: str):
         """Pad a batch ``[batch, layers, tokens, hidden]`` to a power-of-two
         token length (or ``max_seq_len``) and add the padding mask."""
@@ -850,11 +936,7 @@ class Store:
 
         def finish(features, labels):
             length = features.pop("length")
-            if pad_to == "max":
-                t = tf.constant(max_len)
-            else:
-                longest = tf.maximum(tf.reduce_max(length), 16)
-                t = tf.minimum(tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(longest, tf.float32)) / tf.math.log(2.0)), tf.int32), max_len)
+            t = _token_bucket(tf.reduce_max(length), max_len, pad_to)
             acts = features["activations"]
             features["activations"] = tf.pad(acts, [[0, 0], [0, 0], [0, t - tf.shape(acts)[2]], [0, 0]])
             features["padding_mask"] = tf.sequence_mask(length, t, dtype=tf.int32)
@@ -896,13 +978,13 @@ class Store:
                  drop_remainder: bool = False):
         """Batches of (possibly already parsed) records: sequence stores padded
         per batch, vector stores parsed in whole batches."""
-        if self.is_sequence:
+        if self.is_sequence or self.windowed:
             if not parsed:
-                records = records.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+                records = records.map(self._parse_record(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
             batches = records.padded_batch(batch_size, drop_remainder=drop_remainder)
-            return batches.map(self._finish_sequence_batch(pad_to), num_parallel_calls=tf.data.AUTOTUNE,
-                               deterministic=True)
+            finish = self._finish_window_batch(pad_to) if self.windowed else self._finish_sequence_batch(pad_to)
+            return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         batches = records.batch(batch_size, drop_remainder=drop_remainder)
         if not parsed:
             batches = batches.map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
@@ -911,8 +993,8 @@ class Store:
 
     def _parsed(self, records, with_meta: bool):
         """Parsed records, one element per record (vector stores parsed in large batches)."""
-        if self.is_sequence:
-            return records.map(self._parse_sequence(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
+        if self.is_sequence or self.windowed:
+            return records.map(self._parse_record(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                deterministic=True)
         return records.batch(1024).map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                        deterministic=True).unbatch()
@@ -1028,11 +1110,22 @@ class Store:
 
     def decoded_bytes(self, split: str) -> int:
         """Memory the split's parsed records take (sequence stores: real tokens only)."""
-        if self.is_sequence:
+        if self.is_sequence or self.windowed:
             values = int(self._split(split)["activation_bytes"]) // bytes_per_value(self.dtype)
         else:
             values = self.num_records(split) * int(np.prod(self.example_shape))
         return values * bytes_per_value(self.value_dtype)
+
+
+def _token_bucket(longest, max_len: int, pad_to: str):
+    """The token length a sequence batch is padded to: ``max_len``
+    (``pad_to="max"``), or the next power of two >= its longest row (at
+    least 16, at most ``max_len``)."""
+    if pad_to == "max":
+        return tf.constant(max_len)
+    longest = tf.maximum(longest, 16)
+    return tf.minimum(tf.cast(2 ** tf.math.ceil(tf.math.log(tf.cast(longest, tf.float32)) / tf.math.log(2.0)),
+                              tf.int32), max_len)
 
 
 # store manifest fields an adapter depends on; a store to predict must agree on all of them
