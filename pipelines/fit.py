@@ -28,10 +28,11 @@ setup_env()
 
 from bertvision.config import SCHEDULES, STRATEGIES  # noqa: E402  (after setup_env)
 from bertvision.errors import ConfigError  # noqa: E402
-from bertvision.models import FIT_KINDS, LAYER_POOLINGS, STORE_DERIVED, TOKEN_POOLINGS, ModelConfig  # noqa: E402
+from bertvision.models import (FIT_KINDS, LAYER_POOLINGS, STORE_DERIVED, TOKEN_POOLINGS, WINDOW_POOLINGS,  # noqa: E402
+                               ModelConfig)
 
 CPU_DEVICES_ENV = "BERTVISION_CPU_DEVICES"
-_CHOICES = {"layer_pooling": LAYER_POOLINGS, "token_pooling": TOKEN_POOLINGS}
+_CHOICES = {"layer_pooling": LAYER_POOLINGS, "token_pooling": TOKEN_POOLINGS, "window_pooling": WINDOW_POOLINGS}
 _NOT_FLAGS = STORE_DERIVED + ("kind", "name")  # ModelConfig fields that are not adapter flags
 
 

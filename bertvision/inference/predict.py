@@ -162,7 +162,7 @@ def check_store_matches(signature: dict, store: Store, run_dir: str = "the run",
     free_tokens = (model is not None and have["token_mode"] == "sequence" == signature.get("token_mode")
                    and model_token_dim(model) is None)
     problems = []
-    for key in SIGNATURE_KEYS + ("pair_mode", "backbone"):  # pair_mode: absent = cross
+    for key in SIGNATURE_KEYS + ("pair_mode", "backbone", "windows"):  # pair_mode: absent = cross; windows: none
         a, b = signature.get(key), have.get(key)
         if free_tokens and key in ("max_seq_len", "example_shape"):
             if key == "example_shape" and a and b and [a[0], a[-1]] != [b[0], b[-1]]:

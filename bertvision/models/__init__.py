@@ -20,6 +20,7 @@ from bertvision.models.config import (
     STORE_DERIVED,
     TASK_KINDS,
     TOKEN_POOLINGS,
+    WINDOW_POOLINGS,
     ModelConfig,
 )
 
@@ -29,7 +30,8 @@ _LAZY = {
     **dict.fromkeys(("CosineResidualHead", "Dropout", "LayerAttention", "LayersToChannels", "MaskedAttentionPooling",
                      "MaskedMaxPooling", "PairCosines",
                      "MaskedMeanPooling", "NormalizedProjection", "PairFeatures", "ScalarMix", "SelectLayer",
-                     "SpanHead", "TaskHead", "TransformerBlock"), "bertvision.models.layers"),
+                     "SpanHead", "TaskHead", "TransformerBlock", "MergeWindows", "SplitWindows"),
+                    "bertvision.models.layers"),
     **dict.fromkeys(("build_model", "layer_weights", "trainable_params"), "bertvision.models.zoo"),
 }
 

@@ -740,3 +740,52 @@ class SelectLayers(_ActivationsLayer):
         config = super().get_config()
         config.update({"indices": self.indices})
         return config
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class MergeWindows(_ActivationsLayer):
+    """A batch of documents' windows as one batch of windows:
+    `[B, W, ...]` -> `[B * W, ...]`, so that an adapter encodes every
+    window (`SplitWindows` puts its output back per document).
+
+    Example:
+    ```python
+    y = MergeWindows()(np.zeros((2, 3, 7, 384), "float16"))  # [6, 7, 384]
+    ```
+    """
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.reshape(inputs, (-1,) + tuple(shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        return (None,) + tuple(input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="bertvision")
+class SplitWindows(keras.layers.Layer):
+    """The inverse of `MergeWindows` for per-window vectors: call with
+    `[features [B * W, D], window_mask [B, W]]`; returns `[B, W, D]` with the
+    padded windows (mask 0) zeroed, ready for a masked pooling over windows
+    (`MaskedMeanPooling`, `MaskedMaxPooling`, `MaskedAttentionPooling` with
+    ``padding_mask=window_mask``).
+
+    Example:
+    ```python
+    y = SplitWindows()([np.ones((6, 64), "float32"), np.array([[1, 1, 0], [1, 0, 0]])])  # [2, 3, 64]
+    ```
+    """
+
+    def call(self, inputs):
+        features, window_mask = inputs
+        windows = ops.shape(window_mask)[1]
+        x = ops.reshape(_f32(features), (-1, windows, features.shape[-1]))
+        return x * _f32(window_mask)[:, :, None]
+
+    def compute_output_shape(self, input_shape):
+        features_shape, mask_shape = input_shape
+        return (mask_shape[0], mask_shape[1], features_shape[-1])
+
+
+WINDOW_POOLING_LAYERS = {"mean": MaskedMeanPooling, "max": MaskedMaxPooling, "attention": MaskedAttentionPooling}
+"""`ModelConfig.window_pooling` -> the masked pooling layer that pools a document's windows."""

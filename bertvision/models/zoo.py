@@ -16,6 +16,7 @@ from bertvision.models.layers import (
     MaskedAttentionPooling,
     MaskedMaxPooling,
     MaskedMeanPooling,
+    MergeWindows,
     NormalizedProjection,
     PairCosines,
     PairFeatures,
@@ -23,8 +24,10 @@ from bertvision.models.layers import (
     SelectLayer,
     SelectLayers,
     SpanHead,
+    SplitWindows,
     TaskHead,
     TransformerBlock,
+    WINDOW_POOLING_LAYERS,
 )
 
 
@@ -60,6 +63,12 @@ def build_model(config: ModelConfig) -> keras.Model:
       `cnn_channels` -> layers become channels -> Conv1D over tokens (vector:
       over layers) -> masked mean + max pooling -> dropout -> dense.
 
+    ``windows`` (a store of long documents as windows, `[B, W, L, H]` or
+    `[B, W, L, T, H]` with `window_mask` `[B, W]` and a `padding_mask`
+    `[B, W, T]`): the kind's layers up to the head encode every window
+    (`window_encoder`) and ``window_pooling`` (masked mean, max or learned
+    attention over the real windows) makes one vector per document.
+
     ``pair_mode="separate"`` (a store holding each text of a pair encoded on
     its own, `[B, 2, L, H]`): the kind's layers up to the head form a side
     encoder (`side_encoder`, one set of weights) that turns text a into `u`
@@ -90,10 +99,14 @@ def build_model(config: ModelConfig) -> keras.Model:
     }
     if config.is_sequence:
         inputs["padding_mask"] = keras.Input(
-            shape=(None,), dtype="int32", name="padding_mask"
+            shape=(None,) * (2 if config.windows else 1), dtype="int32", name="padding_mask"
         )
+    if config.windows:
+        inputs["window_mask"] = keras.Input(shape=(None,), dtype="int32", name="window_mask")
     acts = inputs["activations"]
-    if config.kind == "cosine":  # no encoder: the stored pair's cosines, the head set to the baseline
+    if config.windows:
+        outputs = _head(config, _document_features(config, inputs, builders))
+    elif config.kind == "cosine":  # no encoder: the stored pair's cosines, the head set to the baseline
         cosines = PairCosines(name="pair_cosines")(acts)
         last = config.layers[-1] if config.layers is not None else -1
         outputs = CosineResidualHead(config.task_kind, cosine_index=last, name="cosine_head")([cosines, cosines])
@@ -112,6 +125,23 @@ def build_model(config: ModelConfig) -> keras.Model:
                         inputs.get("padding_mask"))
     name = config.name or f"{config.kind}_{config.task_kind}"
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _document_features(config, inputs, builders):
+    """``windows``: the kind's layers encode every window of every document
+    (`window_encoder`, one set of weights, over `[B * W, ...]`), and the
+    windows' features are pooled per document over the real windows
+    (``window_pooling``): `[B, D]`."""
+    window = [keras.Input(shape=config.window_shape, dtype=config.input_dtype, name="window")]
+    merged = [MergeWindows(name="merge_windows")(inputs["activations"])]
+    if config.is_sequence:
+        window.append(keras.Input(shape=(None,), dtype="int32", name="window_padding_mask"))
+        merged.append(MergeWindows(name="merge_padding_masks")(inputs["padding_mask"]))
+    encoder = keras.Model(window, _features(config, window[0], window[1] if config.is_sequence else None, builders),
+                          name="window_encoder")
+    per_window = SplitWindows(name="split_windows")([encoder(merged), inputs["window_mask"]])
+    pool = WINDOW_POOLING_LAYERS[config.window_pooling](name=f"window_{config.window_pooling}")
+    return pool(per_window, padding_mask=inputs["window_mask"])
 
 
 def _features(config, acts, padding_mask, builders):
