@@ -268,6 +268,10 @@ def _exportable(runs: Sequence[str], out: str, predictor: Predictor | None,
         raise ServeError(f"{', '.join(separate)}: trained on a store extracted with --pair-mode separate (each text "
                          f"of a pair encoded on its own), which {what} cannot feed; serve it with pipelines.serve "
                          "instead")
+    windowed = [m.name for m in models if m.windows]
+    if windowed:
+        raise ServeError(f"{', '.join(windowed)}: trained on long documents stored as windows (--doc-stride), whose "
+                         f"windows {what} cannot gather per document; serve it with pipelines.serve instead")
     return out, predictor, models
 
 

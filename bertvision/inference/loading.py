@@ -111,13 +111,27 @@ class ServedModel:
         """Model inputs per example (a span question's windows aside): 2 for a separately encoded pair."""
         return pair_texts(self.pair_mode)
 
-    def adapter_inputs(self, acts, padding_mask, t: int | None = None) -> dict:
+    @property
+    def windows(self) -> bool:
+        """Its store keeps long documents as windows: a text is split as
+        extraction split it, and the adapter pools an example's windows."""
+        return self.featurizer.config.windows
+
+    def record_bounds(self, features) -> np.ndarray:
+        """Where each output row's model inputs start in `features` (as the
+        store's records: a document's windows, a pair's two texts, else one
+        row each; `Features.record_bounds`)."""
+        return features.record_bounds(self.rows_per_example, self.windows)
+
+    def adapter_inputs(self, acts, padding_mask, t: int | None = None, bounds: np.ndarray | None = None) -> dict:
         """The adapter's input from its group's activations ``[B, K, T, H]``
         (float32, every layer of the group) and ``padding_mask [B, T]``: its
         layers, reduced by its token mode, padding zeroed and the token axis
-        cut or zero-padded to `t` (sequence), int8-quantized and back if its
-        store was int8, cast to its dtype: what its store's reader gives for
-        the same rows."""
+        cut or zero-padded to `t` (sequence), a document's windows gathered
+        into ``[D, W, ...]`` with ``window_mask`` (`windows`: rows
+        ``bounds[d]:bounds[d + 1]`` are document ``d``'s), int8-quantized and
+        back if its store was int8, cast to its dtype: what its store's
+        reader gives for the same rows."""
         x = tf.gather(acts, self.layer_positions, axis=1)
         mask = tf.cast(padding_mask, tf.int32)
         if self.token_mode == "sequence":
@@ -130,11 +144,22 @@ class ServedModel:
             x = reduce_tokens(x, mask, self.token_mode)
             if self.pair_mode == "separate":  # rows a, b, a, b, ... -> [N, 2, K, H]
                 x = tf.reshape(x, [-1, 2, x.shape[1], x.shape[2]])
+        window_mask = None
+        if self.windows:  # [D, W, ...]: each document's windows, padded (zeros) to the most windows
+            counts = np.diff(bounds)
+            slot = np.arange(counts.max())[None, :]
+            real = slot < counts[:, None]
+            rows = tf.constant(bounds[:-1, None] + np.minimum(slot, counts[:, None] - 1))
+            window_mask = tf.constant(real.astype(np.int32))
+            x = tf.gather(x, rows) * tf.reshape(tf.cast(window_mask, x.dtype), [*real.shape] + [1] * (x.shape.rank - 1))
+            mask = tf.gather(mask, rows) * window_mask[:, :, None]
         if self.quantized:
             x = dequantize_int8(*quantize_int8(x), dtype=tf.float32)
         out = {"activations": tf.cast(x, self.dtype)}
         if self.token_mode == "sequence":
             out["padding_mask"] = mask
+        if window_mask is not None:
+            out["window_mask"] = window_mask
         return out
 
     def info(self) -> dict:
@@ -168,9 +193,14 @@ class Job:
         return len(self.features)
 
     @property
+    def bounds(self) -> np.ndarray:
+        """Where each output row's model inputs start (`ServedModel.record_bounds`)."""
+        return self.model.record_bounds(self.features)
+
+    @property
     def uids(self) -> list:
         """The uid of each output row (a span question's windows repeat it)."""
-        return [self.examples[i].uid for i in self.features.example_index[::self.model.rows_per_example]]
+        return [self.examples[i].uid for i in self.features.example_index[self.bounds[:-1]]]
 
 
 _ID_SPEC = {k: tf.TensorSpec([None, None], tf.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
@@ -264,18 +294,22 @@ class AdapterGroup(BackboneGroup):
             # a sequence adapter's token axis: the forward pass's own length (masked and zero-padded, the
             # models' outputs do not depend on it), or the fixed length a model was built for
             t_model = (model.token_dim or t) if model.token_mode == "sequence" else None
+            counts = [len(jobs[i].bounds) - 1 for i in ids]  # output rows of each job
+            bounds = None
+            if model.windows:  # each job's documents, as rows of idx (the model's rows of all its jobs)
+                offsets = np.cumsum([0] + [len(job_rows[i]) for i in ids])
+                bounds = np.concatenate([[0]] + [jobs[i].bounds[1:] + off for i, off in zip(ids, offsets)])
             key = (tuple(model.layer_positions), model.token_mode, model.pair_mode, model.dtype, model.quantized,
-                   t_model, idx.tobytes())
+                   t_model, idx.tobytes(), None if bounds is None else bounds.tobytes())
             if key not in shared:
                 every = len(idx) == len(rows) and np.array_equal(idx, np.arange(len(rows)))
                 shared[key] = model.adapter_inputs(acts if every else tf.gather(acts, idx),
-                                                   mask if every else tf.gather(mask, idx), t_model)
+                                                   mask if every else tf.gather(mask, idx), t_model, bounds)
             inputs = {k: v for k, v in shared[key].items() if k in model.input_names}
             out = model.infer(inputs)
             model.calls += 1
             start = 0
-            for i in ids:
-                n = len(job_rows[i]) // model.rows_per_example
+            for i, n in zip(ids, counts):
                 outputs[i] = _take(out, slice(start, start + n))
                 start += n
         return outputs
@@ -409,7 +443,9 @@ def _store_featurizer(results: RunResults, where: str) -> tuple[dict, str]:
             return {"max_seq_len": store.max_seq_len, **store.featurizer}, "store"
     print(f"warning: {where}: its store {results.store} is not readable; tokenizing with extraction's defaults "
           f"(max_seq_len {sig.get('max_seq_len')}, doc_stride 128, max_query_len 64)", file=sys.stderr)
-    return {"max_seq_len": int(sig["max_seq_len"])}, "defaults"
+    windows = sig.get("windows")  # long documents: the run's signature keeps how they were split
+    return {"max_seq_len": int(sig["max_seq_len"]),
+            **({"doc_stride": int(windows["doc_stride"]), "windows": True} if windows else {})}, "defaults"
 
 
 def _names(loaded) -> list[str]:

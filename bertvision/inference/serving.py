@@ -174,7 +174,7 @@ class Predictor:
         jobs = []
         for name, examples in plan:
             model = self.model(name)
-            windowed = model.task.kind in PER_TOKEN_KINDS
+            windowed = model.task.kind in PER_TOKEN_KINDS or model.windows
             cfg = model.featurizer.get_config()
             key = (id(model.featurizer.tokenizer), model.task.kind, len(model.fields), model.pair_mode,
                    tuple(sorted(cfg.items())) if windowed else cfg["max_seq_len"],
