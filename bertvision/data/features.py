@@ -212,8 +212,11 @@ class Features:
         (2 for a separately encoded pair), or with `windows` one record per
         example holding all its rows (a long document's windows).
 
-        >>> Features(ids, ids, ids, np.array([0, 0, 0, 1, 2, 2])).record_bounds(windows=True).tolist()
+        >>> rows = np.zeros((6, 4), np.int32)   # 6 rows: example 0 in 3 windows, 1 in one, 2 in two
+        >>> Features(rows, rows, rows, np.array([0, 0, 0, 1, 2, 2])).record_bounds(windows=True).tolist()
         [0, 3, 4, 6]
+        >>> Features(rows, rows, rows, np.array([0, 0, 1, 1, 2, 2])).record_bounds(2).tolist()  # separate pairs
+        [0, 2, 4, 6]
         """
         n = len(self)
         if not windows:
