@@ -309,3 +309,52 @@ def test_serving_splits_documents_as_the_store_did(long_run):
     result = predictor.predict({name: [rows[0]["texts"][0], "short"]})[name]
     assert [r["id"] for r in result] == ["0", "1"]
     assert np.isclose(result[0]["probabilities"][result[0]["label"]], stored.probabilities[0].max(), atol=2e-3)
+
+
+def test_serve_over_http_answers_one_prediction_per_document(long_run, tmp_path):
+    """``python -m pipelines.serve`` on loopback: a batch of two documents, one
+    many windows long, gets two answers equal to the store's predictions."""
+    from bertvision.inference.predict import predict_run
+    from bertvision.store.format import open_store
+    from tests.test_serve_http import Server
+
+    store, run, _ = long_run
+    rows = open_store(str(store)).examples("test")
+    stored = predict_run(run, str(store), "test")
+    server = Server(["--run", f"docs={run}", "--max-wait-ms", "50"], tmp_path).start()
+    try:
+        status, answer = server.predict({"task": "docs", "inputs": [rows[0]["texts"][0], rows[1]["texts"][0]]})
+        assert status == 200, answer
+        results = answer["results"]["docs"]
+        assert len(results) == 2
+        for d, result in enumerate(results):
+            assert result["label"] == stored.records()[d]["label"]
+            assert np.isclose(result["probabilities"][result["label"]], stored.probabilities[d].max(), atol=2e-3)
+        status, models = server.request("GET", "/v1/models")
+        assert models["tasks"][0]["featurizer"]["windows"] is True
+    finally:
+        server.stop()
+
+
+def test_multi_label_documents_choose_thresholds_per_document(module_tmp, shared_data):
+    """GoEmotions comments (real texts and labels) as documents of 12-token
+    windows: a multi-label head over max-pooled windows, its thresholds and
+    metrics over documents."""
+    from bertvision.runs import RunFolder
+
+    root, go = module_tmp("goemotions"), shared_data / "goemotions"
+    store, run = root / "store", root / "run"
+    code, out, err = run_main(extract_main, "--data-dir", go, "--split", "train=train.tsv", "--split", "dev=dev.tsv",
+                              "--no-header", "--text-column", "0", "--label-column", "1", "--id-column", "2",
+                              "--kind", "multi_label", "--label-names", go / "labels.txt", "--sample", "32",
+                              "--token-mode", "mean", "--max-seq-len", "12", "--doc-stride", "4", "--out", store,
+                              "--no-progress", "--no-jit")
+    assert code == 0, err[-3000:]
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["splits"]["dev"]["num_records"] == 32 and manifest["splits"]["dev"]["max_windows"] >= 3
+    code, out, err = run_main(fit_main, "--store", store, "--adapter", "scalar_mix", "--out", run, "--epochs", "1",
+                              "--batch-size", "8", "--lr", "1e-2", "--window-pooling", "max", "--quiet")
+    assert code == 0, err[-3000:]
+    results = RunFolder(run).results()
+    assert len(results.thresholds) == 28 and results.train_examples == 32
+    assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(results.dev_metrics)
