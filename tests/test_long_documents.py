@@ -245,6 +245,8 @@ def test_windows_config_is_for_sentence_level_tasks_of_one_text():
         ModelConfig(task_kind="span", max_seq_len=32, windows=True)
     with pytest.raises(ConfigError, match="--window-pooling"):
         ModelConfig(window_pooling="median")
+    with pytest.raises(ConfigError, match="--window-pooling max pools a long document's windows"):
+        ModelConfig(window_pooling="max")  # a store without windows
     assert ModelConfig(windows=True).input_shape == (None, 7, 384)
 
 

@@ -152,6 +152,9 @@ class ModelConfig(ConfigBase):
         check_choice("input_dtype", self.input_dtype, DTYPES)
         check_choice("pair_mode", self.pair_mode, PAIR_MODES)
         check_choice("window_pooling", self.window_pooling, WINDOW_POOLINGS)
+        if not self.windows and self.window_pooling != "mean":
+            raise ConfigError(f"--window-pooling {self.window_pooling} pools a long document's windows, and this "
+                              "store keeps none (extract it with --doc-stride to store documents as windows)")
         if self.windows and (self.per_token or self.pair_mode != "cross" or self.kind == "cosine"):
             raise ConfigError(f"windows (a long document's windows pooled to one prediction) are for "
                               f"classification, multi-label and regression of one text; got task_kind="
