@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +42,13 @@ from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_stor
 from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.models import FIT_KINDS, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.models.backbone import backbone_param_count
-from bertvision.runs import PeakMemory, RunFolder, RunResults, epoch_selection, merge_split_metrics, package_versions
+from bertvision.runs import RunFolder, RunResults, epoch_selection, merge_split_metrics
 from bertvision.store.format import Store, open_store
 from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
 
-__all__ = ["RESUME_IGNORED", "AdapterFit", "FitConfig", "StorePlan", "build_adapter_trainer", "check_batch_size", "fit"]
+__all__ = ["RESUME_IGNORED", "AdapterFit", "CosineFit", "FitConfig", "StorePlan", "build_adapter_trainer",
+           "check_batch_size", "fit"]
 
 
 # FitConfig fields that may change when a run is resumed (or kept by bertvision.api.fit)
@@ -273,45 +273,56 @@ def choose_thresholds(outcome, eval_splits: list[str], task: TaskSpec) -> list |
     return [float(t) for t in thresholds]
 
 
-def _fit_cosine(config: FitConfig, model_config: ModelConfig, store: Store, task: TaskSpec,
-                eval_splits: list[str]) -> RunResults:
-    """``--adapter cosine``: the zero-shot cosine of a separately encoded
-    pair as a run of its own, beside the trained pair adapters: no training;
-    for two classes the threshold (and which class high cosines mean) is
-    chosen on the training split (`bertvision.inference.cosine`), never on
-    a split it reports. ``model.keras`` predicts it (`CosineResidualHead`)."""
-    run = RunFolder(config.out)
-    run.begin(config, ignore=RESUME_IGNORED, store=store.identity())
-    layer = model_config.layers[-1] if model_config.layers is not None else -1
-    with run.lock("a cosine run"):
-        with PeakMemory() as peak:
-            start = time.perf_counter()
-            model = build_model(model_config)
-            chosen = {"layer": store.layers[layer], "threshold": None, "positive_label": None}
-            if task.kind == "classification":
-                threshold, positive = best_threshold(*pair_cosines(store, config.train_split, layer), task.main_metric)
-                model.get_layer("cosine_head").set_threshold(threshold, positive)
-                chosen.update(threshold=threshold, positive_label=task.label_names[positive])
-            metrics, predictions = StoreEvaluation(store, eval_splits, task, config.eval_batch_size,
-                                                   config.jit_compile)(model)
-            results = RunResults(
-                task=task.name, method="cosine", run_type="fit", main_metric=task.main_metric, dev_metrics=metrics,
-                eval_splits=eval_splits, hyperparameters={**chosen, "threshold_chosen_on": config.train_split
-                                                          if chosen["threshold"] is not None else None},
-                seed=config.seed, train_fraction=1.0, train_examples=0, train_records=0, trainable_params=0,
-                backbone_params=backbone_param_count(store.backbone), param_share=0.0, train_wall_time_s=0.0,
-                total_wall_time_s=round(time.perf_counter() - start, 3), backbone=store.backbone,
-                store=config.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
-                layers=store.layers, token_mode=store.token_mode, predictions={},
-                environment={"strategy": config.strategy, "replicas": 1, "jit_compile": config.jit_compile,
-                             "versions": package_versions()},
-                task_spec=task.to_dict())
-        results.peak_memory_mib, results.peak_device_memory_mib = peak.rss_mib, peak.device_mib
+class CosineFit(RunTask):
+    """``--adapter cosine`` as a `bertvision.lifecycle.RunTask`: the zero-shot
+    cosine of a separately encoded pair as a run of its own, beside the
+    trained pair adapters. No training: for two classes the threshold (and
+    which class high cosines mean) is chosen on the training split
+    (`bertvision.inference.cosine`), never on a split it reports;
+    ``model.keras`` predicts it (`CosineResidualHead`)."""
+
+    run_type = "fit"
+    what = "a cosine run"
+    resume_free = RESUME_IGNORED
+
+    def __init__(self, config: FitConfig, plan: StorePlan):
+        self.config, self.plan, self.store = config, plan, plan.store
+        self.model_config = plan.model_config(config.adapter)
+        config.adapter = self.model_config.to_dict()
+
+    def store_identity(self) -> dict:
+        return self.store.identity()
+
+    def train(self, run: RunFolder) -> TrainOutcome:
+        c, store, task = self.config, self.store, self.plan.task
+        layer = self.model_config.layers[-1] if self.model_config.layers is not None else -1
+        self.model = build_model(self.model_config)
+        self.chosen = {"layer": store.layers[layer], "threshold": None, "positive_label": None}
+        if task.kind == "classification":
+            threshold, positive = best_threshold(*pair_cosines(store, c.train_split, layer), task.main_metric)
+            self.model.get_layer("cosine_head").set_threshold(threshold, positive)
+            self.chosen.update(threshold=threshold, positive_label=task.label_names[positive])
+        metrics, predictions = StoreEvaluation(store, self.plan.eval_splits, task, c.eval_batch_size,
+                                               c.jit_compile)(self.model)
+        return TrainOutcome(history=[], best_epoch=None, best_metrics=metrics, predictions=predictions,
+                            train_seconds=0.0)
+
+    def result_fields(self, outcome: TrainOutcome) -> dict[str, Any]:
+        c, store, task = self.config, self.store, self.plan.task
+        return dict(task=task.name, method="cosine", main_metric=task.main_metric, eval_splits=self.plan.eval_splits,
+                    hyperparameters={**self.chosen, "threshold_chosen_on": c.train_split
+                                     if self.chosen["threshold"] is not None else None},
+                    seed=c.seed, train_fraction=1.0, train_examples=0, train_records=0, trainable_params=0,
+                    backbone_params=backbone_param_count(store.backbone), param_share=0.0, backbone=store.backbone,
+                    store=c.store, store_signature=store.signature(), store_manifest_sha256=store.manifest_sha256,
+                    layers=store.layers, token_mode=store.token_mode, task_spec=task.to_dict())
+
+    def environment(self) -> dict[str, Any]:
+        return {"strategy": self.config.strategy, "replicas": 1, "jit_compile": self.config.jit_compile}
+
+    def save(self, run: RunFolder, outcome: TrainOutcome) -> None:
         with io.atomic_path(run.model_file) as tmp:
-            model.save(tmp)
-        results.predictions = run.save_predictions(predictions)
-        run.write_results(results)
-    return results
+            self.model.save(tmp)
 
 
 class AdapterFit(RunTask):
@@ -407,9 +418,7 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     if config.verify:  # after the cheap checks: reading every shard of a large store takes a while
         for split in plan.store.splits:
             plan.store.verify(split)
-    model_config = plan.model_config(config.adapter)
-    if model_config.kind == "cosine":  # no training: the zero-shot cosine as a run of its own
-        config.adapter = model_config.to_dict()
-        return _fit_cosine(config, model_config, plan.store, plan.task, plan.eval_splits)
+    if config.adapter["kind"] == "cosine":  # no training: the zero-shot cosine as a run of its own
+        return run_task(CosineFit(config, plan), RunFolder(config.out))
     task = AdapterFit(config, plan, strategy, chief=is_chief(strategy))
     return run_task(task, task.run_folder())
