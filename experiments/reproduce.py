@@ -277,8 +277,10 @@ def _store_bytes(store: Path) -> int:
 # ------------------------------------------------------------------- task
 
 
-class TaskRun:
-    """The stages of one task for one seed, and the table rows they give."""
+class TaskStages:
+    """The stages of one task for one seed (its fine-tuning, stores, adapter
+    fits and ensembles, each a `Stages` stage and a run folder), and the
+    table rows they give."""
 
     def __init__(self, config: ReproduceConfig, task: str, stages: Stages, seed: int):
         self.c, self.stages, self.seed = config, stages, seed
@@ -689,11 +691,11 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(config: ReproduceConfig, runs: list[TaskRun], stages: Stages, docs: Path | None,
+def write_outputs(config: ReproduceConfig, tasks: list[TaskStages], stages: Stages, docs: Path | None,
                   missing: dict) -> dict:
     work = Path(config.work)
-    rows = [r for run in runs for r in run.rows()]
-    stores = [s for run in runs for s in run.stores()]
+    rows = [r for task in tasks for r in task.rows()]
+    stores = [s for task in tasks for s in task.stores()]
     summary = seed_summary(rows)
     first = next(r for r in rows if r["method"].startswith("BERT"))
     bert = _results(Path(first["run"]).parent.parent)
@@ -785,21 +787,21 @@ def main(argv: list[str] | None = None) -> int:
         io.atomic_write_json(path, config.to_dict())
         stages = Stages(work)
         t0 = time.perf_counter()
-        runs, missing = [], {}
+        tasks, missing = [], {}
         # task by task, each with all its seeds: a reproduction stopped early holds the seed spread of every
         # task it finished (SQuAD, by far the longest, comes last)
         for task in config.tasks:
             for seed in config.seeds:
-                run = TaskRun(config, task, stages, seed)
+                task_stages = TaskStages(config, task, stages, seed)
                 if not args.report_only:
-                    run.run()
-                runs.append(run)
-                left = run.missing()
+                    task_stages.run()
+                tasks.append(task_stages)
+                left = task_stages.missing()
                 if left:
                     missing.setdefault(task, []).extend(left)
-        if not any(_finished(run.bert) for run in runs):
+        if not any(_finished(t.bert) for t in tasks):
             raise ConfigError(f"{work} holds no finished run yet")
-        meta = write_outputs(config, runs, stages, Path(args.docs) if args.docs else None, missing)
+        meta = write_outputs(config, tasks, stages, Path(args.docs) if args.docs else None, missing)
     except (BertVisionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-from experiments.reproduce import KINDS, ReproduceConfig, Stages, TaskRun, _share, markdown, seed_summary
+from experiments.reproduce import KINDS, ReproduceConfig, Stages, TaskStages, _share, markdown, seed_summary
 from bertvision.store.format import open_store
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
@@ -55,18 +55,18 @@ def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_da
     adapters take the plan's width; the fine-tuned checkpoints' stores stay cross-encoded."""
     config = ReproduceConfig(work=str(tmp_path), data_root=str(shared_data), tasks=["mrpc"], quick=True,
                              progress=False, jit_compile=False)
-    run = TaskRun(config, "mrpc", Stages(tmp_path), seed=0)
-    run.extract("frozen")
-    run.fit("adapter_pooler", "frozen")
+    task = TaskStages(config, "mrpc", Stages(tmp_path), seed=0)
+    task.extract("frozen")
+    task.fit("adapter_pooler", "frozen")
     store = open_store(str(tmp_path / "mrpc" / "store-frozen"))
     assert (store.pair_mode, store.token_mode) == ("separate", "mean")
-    assert run.store_encoding("ft1") == ("sequence", "cross")
+    assert task.store_encoding("ft1") == ("sequence", "cross")
     assert store.num_records("train") == 48 and store.num_records("dev") == 24
     fitted = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "config.json").read_text())
     assert fitted["adapter"]["adapter_dim"] == 32 and fitted["adapter"]["kind"] == "adapter_pooler"
     results = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "results.json").read_text())
     assert 0 <= results["dev_metrics"]["f1"] <= 1
-    assert run.stores()[0]["backbone"] == "frozen MiniLM, sentences encoded separately"
+    assert task.stores()[0]["backbone"] == "frozen MiniLM, sentences encoded separately"
 
 
 def test_quick_reproduction_table(quick_run):

@@ -14,12 +14,13 @@ classification run's predictions, scikit-learn), `theme` (the ``bertvision`` Alt
 
 from bertvision.report.build import FORMATS, Report, build_report, save_chart
 from bertvision.report.charts import CHARTS, ChartResult, build_charts
-from bertvision.report.loading import HistoryPoint, ReportError, Run, find_results, load_runs, read_run, read_trials
+from bertvision.report.loading import (HistoryPoint, ReportError, ReportedRun, find_results, load_runs, read_run,
+                                       read_trials)
 from bertvision.report.table import markdown_table, summary_frame
 from bertvision.report.theme import THEME, use_theme
 
 __all__ = [
-    "CHARTS", "FORMATS", "THEME", "ChartResult", "HistoryPoint", "Report", "ReportError", "Run",
+    "CHARTS", "FORMATS", "THEME", "ChartResult", "HistoryPoint", "Report", "ReportError", "ReportedRun",
     "build_charts", "build_report", "find_results", "load_runs", "markdown_table", "read_run",
     "read_trials", "save_chart", "summary_frame", "use_theme",
 ]

@@ -23,7 +23,7 @@ from typing import Sequence
 import altair as alt
 
 from bertvision.report.charts import ChartResult, build_charts
-from bertvision.report.loading import Run, ReportError, load_runs, read_trials
+from bertvision.report.loading import ReportedRun, ReportError, load_runs, read_trials
 from bertvision.report.table import layer_mix_frame, layer_mix_markdown, markdown_table, md_text, summary_frame
 from bertvision.report.theme import use_theme
 from bertvision.config import check_positive
@@ -71,7 +71,7 @@ def save_chart(chart: alt.TopLevelMixin, path: Path, fmt: str, scale: float = 2.
             chart.save(tmp, format="svg")
 
 
-def _summary_md(report: Report, runs: Sequence[Run], frame, generated: str) -> str:
+def _summary_md(report: Report, runs: Sequence[ReportedRun], frame, generated: str) -> str:
     lines = ["# BERTVision report", "",
              f"{report.runs} run(s), {len(report.tasks)} task(s), generated {generated} from:", ""]
     lines += [f"- {md_text(p)}" for p in report.inputs]

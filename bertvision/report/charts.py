@@ -1,4 +1,4 @@
-"""The report's Altair charts, built from `Run` records.
+"""The report's Altair charts, built from `ReportedRun` records.
 
 Each builder returns a `ChartResult`: the chart (one sub-chart per task,
 stacked, each titled with the task and its main metric's name) or ``None``
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import altair as alt
 
 from bertvision.report.classes import ClassScores, class_scores
-from bertvision.report.loading import Run
+from bertvision.report.loading import ReportedRun
 from bertvision.report.table import layer_mix_frame
 
 FACET_WIDTH = 200
@@ -36,8 +36,8 @@ class ChartResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _by_task(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = defaultdict(list)
+def _by_task(runs: Sequence[ReportedRun]) -> dict[str, list[ReportedRun]]:
+    groups: dict[str, list[ReportedRun]] = defaultdict(list)
     for run in runs:
         groups[run.task].append(run)
     return dict(sorted(groups.items()))
@@ -47,8 +47,8 @@ def _metric_title(metric: str) -> str:
     return f"dev {metric.replace('_', ' ')}"
 
 
-def _per_task(name: str, runs: Sequence[Run], build: Callable[[str, list[Run]], "alt.TopLevelMixin | str"],
-              nothing: str) -> ChartResult:
+def _per_task(name: str, runs: Sequence[ReportedRun],
+              build: Callable[[str, list[ReportedRun]], "alt.TopLevelMixin | str"], nothing: str) -> ChartResult:
     """Build one sub-chart per task (`build` returns a chart or the reason it
     has none) and stack them; ``nothing`` is the reason when no task has one."""
     charts, notes = [], []
@@ -80,11 +80,11 @@ def _backbone_dash(labels) -> alt.Scale:
     return alt.Scale(domain=ordered, range=[patterns[i % len(patterns)] for i in range(len(ordered))])
 
 
-# the backbone's own runs (`Run.backbone_label` of a finetune run) on the fine-tuning curve
+# the backbone's own runs (`ReportedRun.backbone_label` of a finetune run) on the fine-tuning curve
 FINETUNE_COLOURS = {"BERT fine-tuning": "black", "LoRA": "#9e9e9e"}
 
 
-def _finetune_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevelMixin | str":
+def _finetune_task(task: str, runs: list[ReportedRun], dash: alt.Scale) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     curve = [
         {"run": r.label, "method": r.method, "tuning": r.backbone_label, "epoch": h.epoch, "value": h.dev[metric],
@@ -93,7 +93,7 @@ def _finetune_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevel
     ]
     if not curve:
         return "no finetune run with a dev history"
-    best: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    best: dict[tuple[str, str], list[ReportedRun]] = defaultdict(list)
     for r in runs:
         if r.run_type != "finetune":
             best[(r.method_label, r.backbone_label)].append(r)
@@ -133,7 +133,7 @@ def _finetune_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevel
                               subtitle="rules: the best run of each adapter kind on each backbone"))
 
 
-def finetune_curve(runs: Sequence[Run]) -> ChartResult:
+def finetune_curve(runs: Sequence[ReportedRun]) -> ChartResult:
     """Dev main metric against fractional epoch for BERT fine-tuning runs
     (black lines with points; LoRA runs grey, both in a legend);
     adapter/ensemble runs of the same task as horizontal reference rules, the best run per (method, backbone): colour
@@ -146,7 +146,7 @@ def finetune_curve(runs: Sequence[Run]) -> ChartResult:
 # ---------------------------------------------------------- metric_vs_params
 
 
-def _params_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _params_task(task: str, runs: list[ReportedRun]) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "params": r.trainable_params,
              "share": r.param_share_pct, "value": r.main_value, "fraction": r.train_fraction}
@@ -168,7 +168,7 @@ def _params_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
     ).properties(title=f"{task}: dev {metric} vs trainable parameters")
 
 
-def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
+def metric_vs_params(runs: Sequence[ReportedRun]) -> ChartResult:
     """Dev main metric against trainable parameters (log x), every run that
     records them, coloured by method, shaped by backbone (frozen, fine-tuned
     k ep, BERT itself)."""
@@ -183,7 +183,7 @@ def metric_vs_params(runs: Sequence[Run]) -> ChartResult:
 # -------------------------------------------------------- metric_vs_fraction
 
 
-def _fraction_rows(runs: list[Run]) -> list[dict]:
+def _fraction_rows(runs: list[ReportedRun]) -> list[dict]:
     """One task's adapter runs with a training fraction, keeping only the
     (method, backbone) series trained on two or more fractions if any are."""
     rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "fraction": r.train_fraction,
@@ -195,7 +195,7 @@ def _fraction_rows(runs: list[Run]) -> list[dict]:
     return [row for row in rows if len(series[(row["method"], row["backbone"])]) > 1] or rows
 
 
-def _fraction_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevelMixin | str":
+def _fraction_task(task: str, runs: list[ReportedRun], dash: alt.Scale) -> "alt.TopLevelMixin | str":
     metric = runs[0].main_metric
     rows = _fraction_rows(runs)
     fractions = {row["fraction"] for row in rows}
@@ -224,7 +224,7 @@ def _fraction_task(task: str, runs: list[Run], dash: alt.Scale) -> "alt.TopLevel
     return alt.layer(lines, points).properties(title=f"{task}: dev {metric} vs training data fraction")
 
 
-def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
+def metric_vs_fraction(runs: Sequence[ReportedRun]) -> ChartResult:
     """Dev main metric against the training-data fraction: one line per
     method and backbone that was trained on two or more fractions (mean over
     runs), a point per run. Needs >= 2 fractions per task."""
@@ -237,7 +237,7 @@ def metric_vs_fraction(runs: Sequence[Run]) -> ChartResult:
 # ------------------------------------------------------------- layer_weights
 
 
-def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _layers_task(task: str, runs: list[ReportedRun]) -> "alt.TopLevelMixin | str":
     # the store's own layer ids (a ``last4`` store's first weight is layer 3, not the embeddings)
     rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "weight": w, "layer": i}
             for r in runs if r.layer_weights for i, w in zip(r.layer_ids, r.layer_weights)]
@@ -257,7 +257,7 @@ def _layers_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
         title=f"{task}: learned layer-pooling weights")
 
 
-def layer_weights(runs: Sequence[Run]) -> ChartResult:
+def layer_weights(runs: Sequence[ReportedRun]) -> ChartResult:
     """Learned layer-pooling weights per layer: bars, one panel per run."""
     return _per_task("layer_weights", runs, _layers_task,
                      "no run has layer_weights (only layer-pooling adapters such as scalar_mix record them)")
@@ -266,7 +266,7 @@ def layer_weights(runs: Sequence[Run]) -> ChartResult:
 # -------------------------------------------------------- layers_by_task
 
 
-def _layer_rows(run: Run) -> list[dict]:
+def _layer_rows(run: ReportedRun) -> list[dict]:
     """One row per layer weight of `run`, at the store's own layer ids."""
     if not run.layer_weights:
         return []
@@ -274,7 +274,7 @@ def _layer_rows(run: Run) -> list[dict]:
              "centre": round(run.layer_centre, 2)} for i, w in zip(run.layer_ids, run.layer_weights)]
 
 
-def layers_by_task(runs: Sequence[Run]) -> ChartResult:
+def layers_by_task(runs: Sequence[ReportedRun]) -> ChartResult:
     """Which layers each task reads: every run's learned layer weights on one
     axis per backbone, a colour per task (Tenney et al.'s scalar-mix
     picture, comparable across tasks); the tooltip gives each run's centre
@@ -309,7 +309,7 @@ def layers_by_task(runs: Sequence[Run]) -> ChartResult:
 # ------------------------------------------------------------ layer_spread
 
 
-def layer_spread(runs: Sequence[Run]) -> ChartResult:
+def layer_spread(runs: Sequence[ReportedRun]) -> ChartResult:
     """Learned layer weights over seeds, tasks side by side: for each task,
     backbone and mix (`layer_mix_frame`'s groups) the mean weight of every
     layer with error bars of one seed standard deviation, and the uniform
@@ -346,7 +346,7 @@ def layer_spread(runs: Sequence[Run]) -> ChartResult:
 # ------------------------------------------------------------------ wall_time
 
 
-def _wall_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _wall_task(task: str, runs: list[ReportedRun]) -> "alt.TopLevelMixin | str":
     rows = [{"run": r.label, "method": r.method, "backbone": r.backbone_label, "seconds": r.train_wall_time_s,
              "examples_per_s": r.train_examples_per_s}
             for r in runs if r.train_wall_time_s is not None]
@@ -371,7 +371,7 @@ def _wall_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                                              title=f"{task}: training wall time per method")
 
 
-def wall_time(runs: Sequence[Run]) -> ChartResult:
+def wall_time(runs: Sequence[ReportedRun]) -> ChartResult:
     """Training wall time per method (horizontal bars: the mean; ticks: each run)."""
     return _per_task("wall_time", runs, _wall_task, "no run records train_wall_time_s")
 
@@ -379,7 +379,7 @@ def wall_time(runs: Sequence[Run]) -> ChartResult:
 # ------------------------------------------- confusion_matrix, per_class_f1
 
 
-def _best_classified(runs: list[Run]) -> "ClassScores | str":
+def _best_classified(runs: list[ReportedRun]) -> "ClassScores | str":
     """Per-class scores of the task's best classification run that saved
     predictions (the highest main metric), or why there are none."""
     reasons = []
@@ -401,7 +401,7 @@ def _class_axis(title: str | None, count: int, **kwargs) -> alt.Axis:
     return alt.Axis(title=title, labelFontSize=12 if count <= 20 else 9, labelLimit=260, **kwargs)
 
 
-def _confusion_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _confusion_task(task: str, runs: list[ReportedRun]) -> "alt.TopLevelMixin | str":
     scores = _best_classified(runs)
     if isinstance(scores, str):
         return scores
@@ -436,7 +436,7 @@ def _confusion_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                                        f"of each true class (rows), red outline: errors"))
 
 
-def confusion_matrix(runs: Sequence[Run]) -> ChartResult:
+def confusion_matrix(runs: Sequence[ReportedRun]) -> ChartResult:
     """Confusion matrix of each task's best classification run (its first
     eval split's saved predictions; scikit-learn): true class rows, predicted
     class columns, cells coloured by share of the row (square-root scale),
@@ -445,7 +445,7 @@ def confusion_matrix(runs: Sequence[Run]) -> ChartResult:
                      "no classification run with saved predictions among the inputs")
 
 
-def _per_class_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
+def _per_class_task(task: str, runs: list[ReportedRun]) -> "alt.TopLevelMixin | str":
     scores = _best_classified(runs)
     if isinstance(scores, str):
         return scores
@@ -479,7 +479,7 @@ def _per_class_task(task: str, runs: list[Run]) -> "alt.TopLevelMixin | str":
                                        f"{scores.examples} examples"))
 
 
-def per_class_f1(runs: Sequence[Run]) -> ChartResult:
+def per_class_f1(runs: Sequence[ReportedRun]) -> ChartResult:
     """Per-class F1 (bars), precision and recall (marks) of each task's best
     classification run, worst class first, with the macro F1 as a rule
     (scikit-learn's numbers from the run's saved predictions)."""
@@ -487,7 +487,7 @@ def per_class_f1(runs: Sequence[Run]) -> ChartResult:
                      "no classification run with saved predictions among the inputs")
 
 
-CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
+CHARTS: dict[str, Callable[[Sequence[ReportedRun]], ChartResult]] = {
     "finetune_curve": finetune_curve,
     "metric_vs_params": metric_vs_params,
     "metric_vs_fraction": metric_vs_fraction,
@@ -500,6 +500,6 @@ CHARTS: dict[str, Callable[[Sequence[Run]], ChartResult]] = {
 }
 
 
-def build_charts(runs: Sequence[Run]) -> list[ChartResult]:
+def build_charts(runs: Sequence[ReportedRun]) -> list[ChartResult]:
     """Every report chart, in a fixed order (undrawn ones with a reason)."""
     return [build(runs) for build in CHARTS.values()]

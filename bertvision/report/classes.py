@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from bertvision.errors import BertVisionError
-from bertvision.report.loading import Run
+from bertvision.report.loading import ReportedRun
 from bertvision.runs import RunFolder
 from bertvision.store.format import MANIFEST
 
@@ -44,7 +44,7 @@ class ClassScores:
     examples: int
 
 
-def class_names(run: Run, count: int, spec=None) -> list[str]:
+def class_names(run: ReportedRun, count: int, spec=None) -> list[str]:
     """The run's class names in label order: its task spec's (`spec`, the
     predictions'), else its store manifest's, else ``0 .. count-1``."""
     names = list(spec.label_names) if spec is not None else []
@@ -57,7 +57,7 @@ def class_names(run: Run, count: int, spec=None) -> list[str]:
     return [str(n) for n in names] if len(names) == count else [str(i) for i in range(count)]
 
 
-def class_scores(run: Run, split: str | None = None) -> ClassScores | str:
+def class_scores(run: ReportedRun, split: str | None = None) -> ClassScores | str:
     """Per-class scores of `run` on `split` (default: its first eval split
     with saved predictions), or the reason there are none."""
     folder = RunFolder(run.run_dir)

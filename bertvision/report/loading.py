@@ -22,17 +22,17 @@ from typing import Iterable
 from bertvision.errors import BertVisionError, ReportError
 from bertvision.runs import RESULTS, TRIALS, HistoryPoint, RunFolder, RunResults
 
-__all__ = ["HistoryPoint", "ReportError", "Run", "SearchTrials", "find_results", "load_runs", "read_run",
+__all__ = ["HistoryPoint", "ReportError", "ReportedRun", "SearchTrials", "find_results", "load_runs", "read_run",
            "read_trials"]
 
 
 @dataclass
-class Run(RunResults):
+class ReportedRun(RunResults):
     """One run's `RunResults` and where it was found: the results file,
     a short unique ``label`` within a report (set by `load_runs`) and the
     search folder (``trials.csv``) it is the best run of, if any.
 
-    >>> run = Run.from_results(RunResults(task="sst2", method="linear_probe", run_type="fit",
+    >>> run = ReportedRun.from_results(RunResults(task="sst2", method="linear_probe", run_type="fit",
     ...     main_metric="accuracy", dev_metrics={"accuracy": 0.8}), "runs/lp/results.json")
     >>> run.main_value, run.run_dir
     (0.8, 'runs/lp')
@@ -97,22 +97,22 @@ class Run(RunResults):
         return f"{self.method} ({pooling})" if self.method == "adapter_pooler" and pooling else self.method
 
     @classmethod
-    def from_results(cls, results: RunResults, results_path: str) -> "Run":
+    def from_results(cls, results: RunResults, results_path: str) -> "ReportedRun":
         return cls(**{f.name: getattr(results, f.name) for f in fields(RunResults)}, results_path=results_path)
 
 
-def read_run(path: str | os.PathLike) -> Run:
+def read_run(path: str | os.PathLike) -> ReportedRun:
     """Read one run: a run folder or its ``results.json``.
 
     >>> read_run("runs/sst2-linear")          # doctest: +SKIP
-    Run(results_path='runs/sst2-linear/results.json', task='sst2', ...)
+    ReportedRun(results_path='runs/sst2-linear/results.json', task='sst2', ...)
     """
     p = Path(path)
     results = p / RESULTS if p.is_dir() else p
     if not results.is_file():
         raise ReportError(f"{results}: no such file (a run folder holds results.json)")
     try:
-        run = Run.from_results(RunFolder(results.parent).results(), str(results))
+        run = ReportedRun.from_results(RunFolder(results.parent).results(), str(results))
     except BertVisionError as err:
         raise ReportError(str(err)) from err
     except (OSError, UnicodeDecodeError) as err:
@@ -147,7 +147,7 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return list(found)
 
 
-def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
+def load_runs(paths: Iterable[str | os.PathLike]) -> list[ReportedRun]:
     """Read every run under `paths` and give each a short unique `label`
     (its folder relative to the folders' common parent)."""
     runs = [read_run(p) for p in find_results(paths)]

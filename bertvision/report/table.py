@@ -14,14 +14,14 @@ from typing import Collection, Iterable, Sequence
 
 import pandas as pd
 
-from bertvision.report.loading import Run
+from bertvision.report.loading import ReportedRun
 
 LEADING = ["task", "method", "run_type", "trainable_params", "param_share_pct", "main_metric", "dev_main"]
 TRAILING = ["train_fraction", "train_wall_time_s", "run_dir"]
 METRIC_PREFIX = "dev_"
 
 
-def metric_names(runs: Sequence[Run]) -> list[str]:
+def metric_names(runs: Sequence[ReportedRun]) -> list[str]:
     """Every dev metric name, main metrics first, in first-seen order."""
     names: dict[str, None] = {}
     for run in runs:
@@ -32,7 +32,7 @@ def metric_names(runs: Sequence[Run]) -> list[str]:
     return list(names)
 
 
-def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
+def summary_frame(runs: Sequence[ReportedRun]) -> pd.DataFrame:
     """One row per run: task, method, run_type, trainable parameters and
     their share of the backbone (%), the main metric's name and value, one
     ``dev_<metric>`` column per metric name (empty where a task does not
@@ -58,19 +58,19 @@ def summary_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def layer_mix_frame(runs: Sequence[Run]) -> pd.DataFrame:
+def layer_mix_frame(runs: Sequence[ReportedRun]) -> pd.DataFrame:
     """Learned layer weights over seeds: one row per task, backbone label
-    and mix (`Run.mix_label`) of the runs that record `layer_weights` on the
+    and mix (`ReportedRun.mix_label`) of the runs that record `layer_weights` on the
     same layers. Columns: ``seeds`` (runs), ``layers`` (the store's ids),
     ``weight_mean`` and ``weight_std`` (per layer; std over runs, ddof 1,
     None for one run), ``centre`` and ``centre_std`` (the centre of gravity,
-    `Run.layer_centre`; std NaN for one run), ``max_from_uniform`` (the largest ``|mean - 1/L|``)
+    `ReportedRun.layer_centre`; std NaN for one run), ``max_from_uniform`` (the largest ``|mean - 1/L|``)
     and ``beyond_spread``: the layers whose mean differs from uniform by
     more than its seed std (None for one run: no spread to compare with).
 
     >>> layer_mix_frame(runs)[["task", "mix", "seeds", "centre", "centre_std"]]   # doctest: +SKIP
     """
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[tuple, list[ReportedRun]] = {}
     for run in runs:
         if run.layer_weights:
             key = (run.task, run.mix_label, run.backbone_label, tuple(run.layer_ids))
