@@ -360,3 +360,13 @@ def test_multi_label_documents_choose_thresholds_per_document(module_tmp, shared
     results = RunFolder(run).results()
     assert len(results.thresholds) == 28 and results.train_examples == 32
     assert {"micro_f1", "macro_f1", "subset_accuracy"} <= set(results.dev_metrics)
+
+
+def test_export_refuses_a_long_document_run_before_writing(long_run, tmp_path):
+    from bertvision.errors import ServeError
+    from bertvision.inference.export import export_runs
+
+    _, run, _ = long_run
+    with pytest.raises(ServeError, match="long documents stored as windows"):
+        export_runs([str(run)], str(tmp_path / "exported"))
+    assert not (tmp_path / "exported").exists()
