@@ -132,7 +132,7 @@ def main(argv=None):
         print()
         print(grid_head(["store", "adapter_pooler train ex/s from store", "from memory", "ratio (>= 0.8)"]))
         for store_path in ([] if args.no_reader_check else args.store):
-            s, m = store_vs_memory(store_path, min(args.epochs, 4), args.batch_size, seeds[0])
+            s, m = store_vs_memory(store_path, max(2, min(args.epochs, 4)), args.batch_size, seeds[0])
             print(grid_row([os.path.basename(store_path), f"{s:.0f}", f"{m:.0f}", f"{s / m:.2f}"]), flush=True)
     except BertVisionError as err:
         print(f"error: {err}", file=sys.stderr)

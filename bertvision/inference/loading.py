@@ -1,7 +1,7 @@
 """Loading run folders for serving: each run checked against the backbone it
 will be fed by, and grouped.
 
-`load_runs([...])` reads the runs' ``results.json`` (`bertvision.runs`),
+`load_served_runs([...])` reads the runs' ``results.json`` (`bertvision.runs`),
 makes a `ServedModel` of each (its model, task, featurizer and what its
 input is) and groups them by backbone: an `AdapterGroup` holds one frozen
 backbone and every adapter trained on its activations (checked by the
@@ -11,7 +11,7 @@ sha256 of its config and weights recorded in each run's ``backbone`` and
 `bertvision.inference.serving.Predictor`.
 
 Example:
-    >>> models, groups = load_runs([RUN])   # run folders (here one SST-2 linear probe)
+    >>> models, groups = load_served_runs([RUN])   # run folders (here one SST-2 linear probe)
     >>> [g.name for g in groups]
     ['all-MiniLM-L6-v2@53aa5117']
 """
@@ -44,7 +44,7 @@ from bertvision.data.tasks import TaskSpec, get_task
 from bertvision.inference.inputs import input_fields
 
 
-__all__ = ["AdapterGroup", "BackboneGroup", "FinetuneGroup", "Job", "ServedModel", "load_runs",
+__all__ = ["AdapterGroup", "BackboneGroup", "FinetuneGroup", "Job", "ServedModel", "load_served_runs",
            "parse_run_spec"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -351,7 +351,7 @@ def _take(out, rows) -> Any:
 # ---------------------------------------------------------------- loading
 
 
-def load_runs(runs: Sequence[str | tuple[str | None, str]], jit_compile: bool = False) -> tuple[list, list]:
+def load_served_runs(runs: Sequence[str | tuple[str | None, str]], jit_compile: bool = False) -> tuple[list, list]:
     """Load and check run folders (``PATH`` or ``NAME=PATH``; the name defaults
     to the task's, or the folder's name when two runs have the same task):
     ``(served models, backbone groups)``, each group built (traced)."""

@@ -1,7 +1,7 @@
 """Serving trained runs on raw text: one backbone forward pass feeding many adapters.
 
 `Predictor.from_runs([...])` loads run folders (adapter fit runs and
-fine-tuning runs) through `bertvision.inference.loading.load_runs`, which
+fine-tuning runs) through `bertvision.inference.loading.load_served_runs`, which
 checks that the adapters it groups on one backbone were really trained on
 that backbone's activations (the sha256 of its config and weights recorded
 in each run's ``backbone`` / ``store_signature`` against the files loaded),
@@ -53,7 +53,7 @@ from bertvision.data.features import word_spans
 from bertvision.data.readers import Example
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.runs import Predictions
-from bertvision.inference.loading import BackboneGroup, Job, ServedModel, load_runs
+from bertvision.inference.loading import BackboneGroup, Job, ServedModel, load_served_runs
 
 
 __all__ = ["Predictor", "tagged_result"]
@@ -78,8 +78,8 @@ class Predictor:
     def from_runs(cls, runs: Sequence[str | tuple[str | None, str]], jit_compile: bool = False) -> "Predictor":
         """Load run folders (``PATH`` or ``NAME=PATH``; the name defaults to the
         task's, or the folder's name when two runs have the same task): see
-        `bertvision.inference.loading.load_runs`."""
-        return cls(*load_runs(runs, jit_compile))
+        `bertvision.inference.loading.load_served_runs`."""
+        return cls(*load_served_runs(runs, jit_compile))
 
     # ------------------------------------------------------------ describing
     @property
