@@ -1,7 +1,8 @@
 """ONNX export (issue 30 item 4): ``pipelines.export --format onnx`` writes
-SST-2's and MRPC's runs as one ONNX model (the backbone once, both heads);
-onnxruntime gives the probabilities ``pipelines.predict`` prints for the same
-real dev inputs (max |difference| small, the same labels), and
+SST-2's, MRPC's and a Banking77 run's (your own CSV, 77 intents) as one ONNX
+model (the backbone once, three heads); onnxruntime gives the probabilities
+``pipelines.predict`` prints for the same real inputs (max |difference|
+small, the same labels), and
 ``--quantize int8`` adds a dynamically quantized model that still runs."""
 
 import json
@@ -14,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
-N = 24  # real dev inputs compared per task
+OWN = "banking77"  # your own data: ../shared/data/banking77/{train,test}.csv, columns text,category
+N = 24  # real dev (Banking77: test) inputs compared per task
 
 
 def _run(*args: str) -> str:
@@ -25,8 +27,9 @@ def _run(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, shared_data):
-    """Two adapter runs (SST-2, MRPC; 32 train examples, 1 epoch) made by the
-    real commands, exported to ONNX with int8."""
+    """Three adapter runs (SST-2, MRPC: 32 train examples; Banking77: a seeded
+    sample of 48 a split, every one of its 77 labels kept; 1 epoch) made by
+    the real commands, exported to ONNX with int8."""
     root = tmp_path_factory.mktemp("onnx")
     runs = {}
     for task, folder in TASKS.items():
@@ -36,33 +39,49 @@ def exported(tmp_path_factory, shared_data):
         _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(run),
              "--epochs", "1", "--quiet")
         runs[task] = run
+    store, runs[OWN] = root / f"store-{OWN}", root / f"run-{OWN}"
+    _run("pipelines.extract", "--data-dir", str(shared_data / OWN), "--split", "train=train.csv", "--split",
+         "test=test.csv", "--dev-fraction", "0.1", "--seed", "0", "--text-column", "text", "--label-column",
+         "category", "--sample", "48", "--token-mode", "cls", "--out", str(store), "--no-progress")
+    _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(runs[OWN]),
+         "--epochs", "1", "--quiet")
     out = root / "onnx"
-    printed = _run("pipelines.export", "--run", f"sst2={runs['sst2']}", "--run", f"mrpc={runs['mrpc']}",
+    printed = _run("pipelines.export", *(a for name, run in runs.items() for a in ("--run", f"{name}={run}")),
                    "--out", str(out), "--format", "onnx", "--quantize", "int8")
     assert "sst2_probabilities" in printed and "model.int8.onnx" in printed
     return root, runs, out
 
 
 def _inputs(shared_data, task):
-    from bertvision.data.readers import load_examples
+    """The first N examples of the task's dev split (Banking77: of test.csv,
+    read as a user's file), and those inputs as ``pipelines.predict`` reads them."""
+    import pandas as pd
+
+    from bertvision.data.readers import Example, load_examples
     from bertvision.data.tasks import get_task
 
-    examples = load_examples(get_task(task), "dev", shared_data / TASKS[task], limit=N).examples
+    if task == OWN:
+        texts = pd.read_csv(shared_data / OWN / "test.csv")["text"][:N]
+        examples = [Example(uid=str(i), texts=(text,)) for i, text in enumerate(texts)]
+    else:
+        examples = load_examples(get_task(task), "dev", shared_data / TASKS[task], limit=N).examples
     return examples, [dict(zip(("text", "text_pair"), e.texts)) for e in examples]
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", [*TASKS, OWN])
 def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, task):
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
     from bertvision.data.features import Featurizer
     from bertvision.models.backbone import embedded_model_path
+    from bertvision.store.format import open_store
 
     root, runs, out = exported
     info = json.loads((out / "bertvision_export.json").read_text())
     assert info["inputs"] == ["token_ids", "segment_ids", "padding_mask"]
-    assert info["outputs"] == ["sst2_probabilities", "mrpc_probabilities"]  # one graph, both heads
+    assert info["outputs"] == ["sst2_probabilities", "mrpc_probabilities", f"{OWN}_probabilities"]  # one graph
+    assert info["tasks"][OWN]["kind"] == "classification" and len(info["tasks"][OWN]["labels"]) == 77
     examples, items = _inputs(shared_data, task)
     path = root / f"{task}-inputs.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
@@ -73,7 +92,8 @@ def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, ta
 
     featurizer = Featurizer.from_config(AutoTokenizer.from_pretrained(embedded_model_path()),
                                         info["tasks"][task]["featurizer"])
-    feeds = {k: v.astype(np.int32) for k, v in featurizer.encode(task, examples).inputs().items()}
+    spec = open_store(root / f"store-{task}").task_spec  # the benchmark's, or the one your files made
+    feeds = {k: v.astype(np.int32) for k, v in featurizer.encode(spec, examples).inputs().items()}
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run([f"{task}_probabilities"], feeds)[0]
     assert got.shape == want.shape == (N, len(labels))
