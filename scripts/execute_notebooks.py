@@ -1,8 +1,9 @@
 """Execute notebooks/*.ipynb in order and save them with their outputs (what
 is committed): a small real run, BERTVISION_NB_LIMIT (default here 256) SST-2
-training examples, everything written under notebooks/_work.
+training examples (04_own_data: BERTVISION_NB_OWN_SAMPLE, default 300 Banking77
+rows per split), everything written under notebooks/_work.
 
-    .venv/bin/python scripts/execute_notebooks.py            # all three, in order
+    .venv/bin/python scripts/execute_notebooks.py            # all four, in order
     .venv/bin/python scripts/execute_notebooks.py 02_fit     # one (its inputs must exist)
 """
 
@@ -14,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_extract", "02_fit", "03_report"]
+NOTEBOOKS = ["01_extract", "02_fit", "03_report", "04_own_data"]
 
 
 def main(names: list[str]) -> int:

@@ -1,7 +1,7 @@
 """The notebooks in notebooks/ run top to bottom, headless, without errors.
 
-They run in order (02 trains on the store 01 writes, 03 reports on 02's
-runs) in one temporary work folder (``BERTVISION_NB_WORKDIR``), on a kernel
+01-03 run in order (02 trains on the store 01 writes, 03 reports on 02's
+runs), 04 (your own data: Banking77's CSV files) on its own, in one temporary work folder (``BERTVISION_NB_WORKDIR``), on a kernel
 whose spec is written at test time to point at this interpreter, so the
 notebooks see the same environment as the tests (and this checkout's
 bertvision, as ``pip install -e .`` gives it). Committed notebooks carry the
@@ -23,6 +23,7 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["01_extract.ipynb", "02_fit.ipynb", "03_report.ipynb"]
+OWN_DATA = "04_own_data.ipynb"
 KERNEL = "bertvision-test"
 
 
@@ -39,7 +40,8 @@ def notebook_env(tmp_path_factory, shared_data):
     assert argv[0] == sys.executable, argv
     env = {"JUPYTER_PATH": str(prefix / "share" / "jupyter"), "BERTVISION_NB_WORKDIR": str(root / "work"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "BERTVISION_SHARED_DATA": str(shared_data), "BERTVISION_NB_LIMIT": "256"}
+           "BERTVISION_SHARED_DATA": str(shared_data), "BERTVISION_NB_LIMIT": "256",
+           "BERTVISION_NB_OWN_SAMPLE": "200"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield root / "work"
@@ -50,7 +52,7 @@ def notebook_env(tmp_path_factory, shared_data):
             os.environ[key] = value
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", [*NOTEBOOKS, OWN_DATA])
 def test_committed_executed_with_the_api(name):
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
     nbformat.validate(nb)
@@ -73,14 +75,31 @@ def _execute(name: str) -> nbformat.NotebookNode:
     return nb
 
 
+def _execute_checked(name: str) -> nbformat.NotebookNode:
+    nb = _execute(name)
+    first = "".join(o.get("text", "") for o in nb.cells[0].outputs).strip()
+    assert first == sys.executable, f"{name}: kernel ran {first!r}, not this interpreter"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+    return nb
+
+
 def test_notebooks_run_in_order(notebook_env):
     for name in NOTEBOOKS:
-        nb = _execute(name)
-        first = "".join(o.get("text", "") for o in nb.cells[0].outputs).strip()
-        assert first == sys.executable, f"{name}: kernel ran {first!r}, not this interpreter"
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-        assert not errors, f"{name}: {errors[0].ename}: {errors[0].evalue}"
+        _execute_checked(name)
     work = notebook_env
     assert (work / "store-sst2-cls-256" / "manifest.json").is_file()
     report = json.loads((work / "report-sst2-256" / "report.json").read_text())
     assert {"metric_vs_params", "layer_weights", "wall_time"} <= set(report["charts"])
+
+
+def test_own_data_notebook_runs(notebook_env):
+    """04: Banking77's train.csv/test.csv as your own files (a seeded sample
+    per split) through extract, fit, evaluate/predict and the report."""
+    _execute_checked(OWN_DATA)
+    work = notebook_env
+    manifest = json.loads((work / "store-banking77-200" / "manifest.json").read_text())
+    assert manifest["task"] == "banking77" and set(manifest["splits"]) == {"train", "dev", "test"}
+    assert all(split["num_records"] == 200 for split in manifest["splits"].values())
+    report = json.loads((work / "report-banking77-200" / "report.json").read_text())
+    assert report["runs"] == 2 and {"per_class_f1", "confusion_matrix"} <= set(report["charts"])
