@@ -21,7 +21,9 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 # sharing the session-scoped served runs (tests/serving_runs.py: a fine-tuning
 # run and five adapter fits) form one group, so that those are built once.
 # Groups go out in collection order, so the longest (minutes each on the
-# 2-core machine) come first: one taken last would run alone at the end.
+# 2-core machine) come first: one taken last would run alone at the end. The
+# docstring examples of bertvision/ are one group ("doctests"), so that the
+# small SST-2 store and run they share (root conftest.py) are built once.
 SHARED_GROUPS = {name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
                                               "test_serve_load.py", "test_serving.py")}
 LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "test_pairs.py", "test_report.py", "test_notebooks.py",
@@ -31,11 +33,16 @@ LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "test_pairs.py", 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
 def pytest_collection_modifyitems(items):
+    def group_of(item):
+        if isinstance(item, pytest.DoctestItem):
+            return "doctests"
+        return SHARED_GROUPS.get(item.path.name, item.path.name)
+
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(item.path.name, item.path.name)))
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
 
     def rank(item):
-        group = SHARED_GROUPS.get(item.path.name, item.path.name)
+        group = group_of(item)
         return (LONG_GROUPS.index(group) if group in LONG_GROUPS else len(LONG_GROUPS), group)
 
     items.sort(key=rank)  # stable: a module's tests keep their order and stay together
