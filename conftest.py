@@ -76,7 +76,7 @@ def doctest_sst2(tmp_path_factory, shared_data) -> tuple[str, str]:
 
     root = tmp_path_factory.mktemp("doctest_sst2")
     store = bv.extract("sst2", root / "store", data_dir=shared_data / "glue" / "SST-2", splits=["train", "dev"],
-                       limit=32, token_mode="cls", progress=False)
+                       limit=32, token_mode="cls", progress=False, jit_compile=False)
     run = bv.fit(store, adapter="linear_probe", out=root / "run", epochs=1, seed=0, verbose=0)
     return str(store.path), str(run.path)
 

@@ -1,7 +1,8 @@
 """Extraction: run BERT once over a split and keep every layer in a store.
 
 >>> config = ExtractConfig(task="sst2", split="dev", out="tfrecords/sst2", limit=8, progress=False,
-...                        data_dir=str(DATA / "glue" / "SST-2"), token_mode="cls")   # DATA: ../shared/data
+...                        data_dir=str(DATA / "glue" / "SST-2"), token_mode="cls",   # DATA: ../shared/data
+...                        jit_compile=False)   # no XLA compile for 8 examples
 >>> manifest = Extractor(config).run()
 >>> manifest["splits"]["dev"]["num_records"], manifest["layers"]
 (8, [0, 1, 2, 3, 4, 5, 6])
