@@ -47,15 +47,16 @@ from bertvision import io
 from bertvision.config import ConfigBase
 from bertvision.errors import RunError
 from bertvision.data.features import word_predictions
-from bertvision.metrics import (SquadGold, compute_metrics, odds_threshold, per_class_metrics, squad_evaluate_examples,
-                                tagging_metrics)
+from bertvision.metrics import (SquadGold, best_thresholds, compute_metrics, odds_threshold, per_class_metrics,
+                                squad_evaluate_examples, tagging_metrics)
 from bertvision.data.squad import SquadWindows, decode_squad
 from bertvision.data.tasks import TaskSpec, get_task
 
 __all__ = ["BEST_RUN", "CHECKPOINTS", "CHECKPOINT_INFO", "CONFIG", "MODEL", "PAD_LOGIT", "RESULTS", "RUN_TYPES",
            "SEARCH_RECORD", "STORE", "TRIALS", "TUNER", "HistoryPoint", "PeakMemory", "Predictions", "RunFolder",
            "RunResults", "SearchFolder", "check_store_identity", "checkpoint_name", "checkpoint_path",
-           "epoch_selection", "latest_checkpoint", "merge_split_metrics", "package_versions", "read_checkpoint_info"]
+           "choose_dev_thresholds", "epoch_selection", "latest_checkpoint", "merge_split_metrics", "package_versions",
+           "read_checkpoint_info"]
 
 CONFIG = "config.json"
 RESULTS = "results.json"
@@ -146,6 +147,28 @@ def merge_split_metrics(per_split: Mapping[str, Mapping[str, float]], task: Task
             label = task.eval_split_labels.get(split, split)
             out.update({f"{label}_{name}": value for name, value in per_split[split].items()})
     return out
+
+
+def choose_dev_thresholds(predictions: Mapping[str, "Predictions"], dev_split: str) -> list[float] | None:
+    """Multi-label: one threshold per label, each label's best F1 on the
+    labelled examples of `dev_split` (`bertvision.metrics.best_thresholds`;
+    dev, never test), set on the predictions of every split; their metrics
+    are then those at these thresholds. None (nothing changed) for other kinds.
+
+    >>> from bertvision.data.tasks import user_task
+    >>> p = Predictions(user_task("tags", "multi_label", ("text",), "tags", ("a", "b")), "dev", np.array(["0", "1"]),
+    ...                 probabilities=np.array([[0.3, 0.9], [0.2, 0.4]]), labels=np.array([[1, 1], [0, 0]]))
+    >>> choose_dev_thresholds({"dev": p}, "dev"), p.evaluate()["micro_f1"]
+    ([0.3, 0.5], 1.0)
+    """
+    dev = predictions[dev_split]
+    if dev.kind != "multi_label":
+        return None
+    keep = dev.labelled_mask()
+    thresholds = best_thresholds(dev.probabilities[keep], dev.labels[keep])
+    for preds in predictions.values():
+        preds.thresholds = np.asarray(thresholds, np.float32)
+    return [float(t) for t in thresholds]
 
 
 # ------------------------------------------------------------------ results

@@ -148,18 +148,19 @@ def write_outputs(preds, args, results) -> tuple[str, dict | None]:
 
 
 def predict_store(args) -> tuple[str, dict | None]:
-    from bertvision.inference.predict import load_adapter_run, predict_run  # heavy (TensorFlow): after argparse, so that --help answers at once
+    from bertvision.inference.serving import predict_split  # heavy (TensorFlow): after argparse, so that --help answers at once
+    from bertvision.runs import RunFolder
 
     if len(args.run) != 1:
         raise ConfigError("predicting a store takes one --run")
     if not args.split or not args.out:
         raise ConfigError("--split and --out are required with a store (or give --text / --input for raw text)")
     run = args.run[0]
-    results, _ = load_adapter_run(run)
+    results = RunFolder(run).results()
     store = args.store or results.store
     if not store:
         raise ConfigError(f"{run}/results.json names no store; give --store")
-    preds = predict_run(run, store, args.split, batch_size=args.batch_size)
+    preds = predict_split(run, store, args.split, batch_size=args.batch_size)
     return write_outputs(preds, args, results)
 
 

@@ -52,11 +52,13 @@ from bertvision.data.conll import entities
 from bertvision.data.features import word_spans
 from bertvision.data.readers import Example
 from bertvision.errors import BertVisionError, ServeError
-from bertvision.runs import Predictions
+from bertvision.runs import Predictions, RunFolder
 from bertvision.inference.loading import BackboneGroup, Job, ServedModel, load_served_runs
+from bertvision.inference.predict import predict_run
+from bertvision.store.format import open_store
 
 
-__all__ = ["Predictor", "tagged_result"]
+__all__ = ["Predictor", "predict_split", "tagged_result"]
 
 
 class Predictor:
@@ -319,3 +321,27 @@ def tagged_result(text: str, words: Sequence[str], tags: Sequence[str], scores: 
         found.append({"type": kind, "text": text[start:end], "start": start, "end": end,
                       "score": round(float(np.mean(scores[first:last + 1])), 6)})
     return {"entities": found, "words": list(words), "tags": list(tags)}
+
+
+def predict_split(run_dir: str, store: str, split: str, batch_size: int = 256) -> Predictions:
+    """A run's predictions of `split` of `store` (what ``pipelines.predict
+    --split`` writes): an adapter (fit) run reads the store's activations
+    (`bertvision.inference.predict.predict_run`); a fine-tuning run reads
+    the texts and labels extraction kept (``SPLIT.examples.jsonl``,
+    `Store.task_examples`) and runs its own BERT on them, tokenized as it
+    was trained (`Predictor.predict_examples`; multi-label at the run's
+    thresholds).
+
+    >>> predict_split(RUN, STORE, "dev").evaluate().keys()
+    dict_keys(['accuracy'])
+    """
+    results = RunFolder(run_dir).results()
+    if results.run_type != "finetune":
+        return predict_run(run_dir, store, split, batch_size=batch_size)
+    opened = open_store(store).head(results.spec.label_column)  # the label column the run's head was trained on
+    if opened.task_spec != results.spec:
+        raise ServeError(f"{store} holds task {opened.task_spec.name!r} ({opened.task_kind}); the run {run_dir} "
+                         f"was fine-tuned on {results.spec.name!r} ({results.spec.kind})")
+    predictor = Predictor.from_runs([str(run_dir)])
+    (name,) = predictor.names
+    return predictor.predict_examples(name, opened.task_examples(split), split=split, batch_size=batch_size)

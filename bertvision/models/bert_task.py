@@ -22,7 +22,8 @@ class BertTask(keras_hub.models.Task):
     """A BERT backbone with one of BertVision's task heads, as a keras-hub Task.
 
     Inputs ``token_ids``, ``segment_ids``, ``padding_mask`` ``[B, T]``;
-    outputs as the adapters': logits ``[B, C]`` (classification), a score
+    outputs as the adapters': logits ``[B, C]`` (classification; multi-label:
+    one independent logit per label, for a sigmoid and binary cross-entropy), a score
     ``[B]`` (regression), ``{"start_logits", "end_logits"}`` ``[B, T]``
     (span, padding masked) or logits ``[B, T, C]`` (token classification:
     a dense head over every token's last hidden state, as keras-hub-style
@@ -31,9 +32,10 @@ class BertTask(keras_hub.models.Task):
 
     Args:
         backbone: a `keras_hub.models.BertBackbone`.
-        task_kind: ``classification``, ``regression``, ``span`` or
-            ``token_classification``.
-        num_labels: classes (classification, per token for token classification).
+        task_kind: ``classification``, ``multi_label``, ``regression``,
+            ``span`` or ``token_classification``.
+        num_labels: classes (classification, per token for token
+            classification) or labels (multi-label).
         dropout: dropout rate before the head.
 
     Example:

@@ -65,6 +65,7 @@ import tensorflow as tf
 
 from bertvision import io
 from bertvision.config import PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES, TOKEN_MODES, pair_texts
+from bertvision.data.readers import Example
 from bertvision.data.tasks import TASKS, TaskSpec, get_task
 from bertvision.errors import ConfigError, StoreError
 
@@ -657,6 +658,17 @@ class Store:
         """The per-example side file: uid, label, and for SQuAD context/answers."""
         text = io.read_text(io.join(self.path, self._split(split)["examples_file"]))
         return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def task_examples(self, split: str, limit: int | None = None) -> list[Example]:
+        """The first `limit` examples of `split` as extraction read them (the
+        side file, `examples`): uid, texts, the label of this store's head
+        (its label column's; multi-label a 0/1 list), words and tags. What
+        fine-tuning on a store trains on and what its run predicts."""
+        column = self.task_spec.label_column
+        return [Example(uid=r["uid"], texts=tuple(r["texts"]),
+                        label=(r.get("labels") or {}).get(column, r.get("label")) if column else r["label"],
+                        words=tuple(r.get("words") or ()), tags=tuple(r.get("tags") or ()))
+                for r in self.examples(split)[:limit]]
 
     def check_header(self) -> None:
         """Refuse a manifest whose fields contradict each other: the example

@@ -5,7 +5,8 @@ BERTVision's adapters are measured against.
 memory), builds a `BertTask` (a keras-hub ``Task`` wrapping a
 ``BertBackbone`` with the adapters' heads: dropout + `TaskHead` on the pooled
 [CLS] output for classification and regression, dropout + `SpanHead` on the
-token outputs for span tasks) and trains it with the one trainer
+token outputs for span tasks; multi-label: a sigmoid per label under binary
+cross-entropy) and trains it with the one trainer
 (`bertvision.training.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
 linear decay, global-norm clipping, batches of rows of similar length.
 
@@ -16,6 +17,11 @@ keras-hub preset folder that *is* a backbone (``python -m pipelines.extract
 --backbone`` loads it), holding the task (``task.json``,
 ``task.weights.h5``: the head), the Hugging Face tokenizer in ``tokenizer/``,
 ``predictions/<split>.npz`` and ``checkpoint.json`` (step, epoch, metrics).
+A multi-label task's predictions and metrics at each checkpoint are those at
+one threshold per label chosen on the first eval split (dev, never test;
+`bertvision.runs.choose_dev_thresholds`), as an adapter run's; the run's
+``results.json`` keeps the final checkpoint's ``thresholds``, which
+``pipelines.predict``, ``serve`` and ``ensemble`` use.
 A killed run started again with the same arguments resumes from its last
 checkpoint exactly: weights, optimizer moments, dropout random state and
 the position in the seeded batch order (``RUN_DIR/state/``).
@@ -48,7 +54,7 @@ from bertvision.models.backbone import (backbone_identity, backbone_param_count,
                                  load_tokenizer, resolve_backbone, write_backbone_info)
 from bertvision.config import (PER_TOKEN_KINDS, STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
-from bertvision.data.readers import Example, load_examples, seeded_subset
+from bertvision.data.readers import load_examples, seeded_subset
 from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
@@ -56,8 +62,8 @@ from bertvision.models import trainable_params
 from bertvision.models.bert_task import BertTask
 from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, Predictions, RunFolder, RunResults, checkpoint_name,
-                             merge_split_metrics)
-from bertvision.data.tasks import TaskSpec, get_task
+                             choose_dev_thresholds, merge_split_metrics)
+from bertvision.data.tasks import USER_KINDS, TaskSpec, get_task
 from bertvision.store.format import open_store
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer
 
@@ -131,9 +137,9 @@ class FinetuneConfig(ConfigBase):
     def validate(self) -> None:
         task = self.spec()
         self.task = self.task or task.name
-        if self.store is not None and task.kind not in ("classification", "regression", "token_classification"):
+        if self.store is not None and task.kind not in USER_KINDS:
             raise FinetuneError(f"{self.store}: fine-tuning on a store's examples takes a classification, "
-                                f"regression or token classification task; {task.name} is {task.kind}")
+                                f"multi-label, regression or token classification task; {task.name} is {task.kind}")
         check_positive("epochs", self.epochs, FinetuneError)
         check_positive("lr", self.lr, FinetuneError)
         for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
@@ -215,12 +221,7 @@ class Finetuner(RunTask):
     def _load(self, split: str, limit: int | None) -> list:
         c = self.config
         if c.store is not None:  # the texts and labels extraction kept (SPLIT.examples.jsonl)
-            column = self.task.label_column
-            rows = open_store(c.store).examples(split)[:limit]
-            examples = [Example(uid=r["uid"], texts=tuple(r["texts"]),
-                                label=(r.get("labels") or {}).get(column, r.get("label")) if column else r["label"],
-                                words=tuple(r.get("words") or ()), tags=tuple(r.get("tags") or ()))
-                        for r in rows]
+            examples = open_store(c.store).task_examples(split, limit)
             if not examples:
                 raise FinetuneError(f"{c.store}/{split}: no examples")
             return examples
@@ -259,12 +260,14 @@ class Finetuner(RunTask):
         elif self.task.kind == "token_classification":
             if not any(ex.tags for ex in train):
                 raise FinetuneError(f"{c.task}/{c.train_split}: untagged sentences cannot be trained on")
-            self.train_targets = self.train.features.token_labels  # [rows, max_seq_len], -1: no loss
+            self.train_targets = self.train_set.features.token_labels  # [rows, max_seq_len], -1: no loss
         else:
             labels = [ex.label for ex in train]
             if any(label is None for label in labels):
                 raise FinetuneError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
-            self.train_targets = np.asarray(labels, np.float32 if self.task.kind == "regression" else np.int32)
+            self.train_targets = np.asarray(labels, np.int32 if self.task.kind == "classification" else np.float32)
+            if self.task.kind == "multi_label" and (self.train_targets < 0).any():  # a 0/1 row per example
+                raise FinetuneError(f"{c.task}/{c.train_split}: unlabelled examples cannot be trained on")
 
     def store_identity(self) -> dict:
         """`RunTask.store_identity`: the data the run trains on (`data_identity`)."""
@@ -342,6 +345,8 @@ class Finetuner(RunTask):
             y_spec = {k: tf.TensorSpec([None], tf.int32) for k in ("start_logits", "end_logits")}
         elif self.task.kind == "token_classification":
             y_spec = tf.TensorSpec([None, None], tf.int32)
+        elif self.task.kind == "multi_label":  # multi-hot targets of the binary cross-entropy
+            y_spec = tf.TensorSpec([None, self.task.num_labels], tf.float32)
         else:
             y_spec = tf.TensorSpec([None], tf.float32 if self.task.kind == "regression" else tf.int32)
         ds = tf.data.Dataset.from_generator(lambda: self.batches(first_step), output_signature=(x_spec, y_spec))
@@ -374,8 +379,8 @@ class Finetuner(RunTask):
             return Predictions.from_outputs(self.task, split.name, record_uids, [logits],
                                             offsets=[f.word_ids[:, :width]], gold=gold, source=str(self.run_dir.path))
         if self.task.kind != "span":
-            labels = [(-1 if self.task.kind == "classification" else np.nan) if ex.label is None else ex.label
-                      for ex in examples]
+            missing = {"classification": -1, "multi_label": [-1] * self.task.num_labels}.get(self.task.kind, np.nan)
+            labels = [missing if ex.label is None else ex.label for ex in examples]
             return Predictions.from_outputs(self.task, split.name, record_uids, [np.stack(outputs)],
                                             labels=labels, source=str(self.run_dir.path))
         width = max(o["start_logits"].shape[0] for o in outputs)
@@ -388,12 +393,11 @@ class Finetuner(RunTask):
                                         source=str(self.run_dir.path))
 
     def evaluate(self, model=None) -> tuple[dict, dict]:
-        """``(merged metrics, {split: Predictions})`` of the eval splits."""
-        per_split, preds = {}, {}
-        for split in self.evals:
-            preds[split.name] = self.predict_split(split)
-            per_split[split.name] = preds[split.name].evaluate()
-        return merge_split_metrics(per_split, self.task), preds
+        """``(merged metrics, {split: Predictions})`` of the eval splits
+        (multi-label: at the thresholds chosen on the first, dev)."""
+        preds = {split.name: self.predict_split(split) for split in self.evals}
+        choose_dev_thresholds(preds, self.evals[0].name)
+        return merge_split_metrics({name: p.evaluate() for name, p in preds.items()}, self.task), preds
 
     def mean_loss(self, split: _Split | None = None) -> float:
         """The training loss (dropout off) averaged over a split (default:
@@ -406,6 +410,10 @@ class Finetuner(RunTask):
         if self.task.kind == "regression":
             y = np.asarray([ex.label for ex in split.examples], np.float32)
             return float(np.mean((p.scores - y) ** 2))
+        if self.task.kind == "multi_label":  # binary cross-entropy, the mean over examples and labels
+            y = np.asarray([ex.label for ex in split.examples], np.float64)
+            q = np.clip(p.probabilities.astype(np.float64), 1e-12, 1 - 1e-12)
+            return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
         if self.task.kind == "token_classification":  # the mean over words (each word's first sub-word)
             index = {name: i for i, name in enumerate(self.task.label_names)}
             y = np.asarray([index[t] for tags in p.gold_tags() for t in tags])
@@ -470,6 +478,7 @@ class Finetuner(RunTask):
         final = outcome.history[-1]
         n_trainable = trainable_params(self.model)
         n_backbone = backbone_param_count(backbone_identity(self.ref)) or int(self.backbone.count_params())
+        dev = outcome.predictions.get(c.eval_splits[0])
         return dict(
             task=self.task.name, task_spec=None if self.task.is_preset else self.task.to_dict(),
             method="bert_lora" if c.lora_rank else "bert_finetune",
@@ -484,6 +493,7 @@ class Finetuner(RunTask):
             param_share=n_trainable / n_backbone,
             train_examples_per_s=round(final.step * c.batch_size / max(outcome.train_seconds, 1e-9), 2)
             if outcome.resumed_from is None else final.examples_per_s,
-            backbone=backbone_identity(self.ref),
+            backbone=backbone_identity(self.ref), store=c.store,
+            thresholds=None if self.task.kind != "multi_label" else [round(float(t), 6) for t in dev.thresholds],
             checkpoints={"best": str(Path(CHECKPOINTS) / checkpoint_name(outcome.best_epoch)),
                          "final": str(Path(CHECKPOINTS) / checkpoint_name(final.epoch))})

@@ -36,13 +36,12 @@ from bertvision.config import (PER_TOKEN_KINDS, SCHEDULES, STRATEGIES, ConfigBas
                                check_non_negative, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import FitError
-from bertvision.metrics import best_thresholds
 from bertvision.inference.cosine import best_threshold, pair_cosines
 from bertvision.inference.predict import make_infer_fn, pad_to_for, predict_store
 from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.models import FIT_KINDS, ModelConfig, build_model, layer_weights, trainable_params
 from bertvision.models.backbone import backbone_param_count
-from bertvision.runs import RunFolder, RunResults, epoch_selection, merge_split_metrics
+from bertvision.runs import RunFolder, RunResults, choose_dev_thresholds, epoch_selection, merge_split_metrics
 from bertvision.store.format import Store, open_store
 from bertvision.data.tasks import TaskSpec
 from bertvision.training.trainer import Schedule, Trainer, compile_for_task, make_optimizer, span_targets
@@ -258,19 +257,15 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
 
 
 def choose_thresholds(outcome, eval_splits: list[str], task: TaskSpec) -> list | None:
-    """Multi-label: one threshold per label, the best F1 of each label on the
-    first eval split (dev) at the best epoch (`bertvision.metrics.best_thresholds`);
-    the best epoch's predictions and metrics are then those at these thresholds.
+    """Multi-label: one threshold per label chosen on the first eval split
+    (dev) at the best epoch (`bertvision.runs.choose_dev_thresholds`); the
+    best epoch's predictions and metrics are then those at these thresholds.
     None for other kinds."""
-    if task.kind != "multi_label":
-        return None
-    dev = outcome.predictions[eval_splits[0]]
-    keep = dev.labelled_mask()
-    thresholds = best_thresholds(dev.probabilities[keep], dev.labels[keep])
-    for preds in outcome.predictions.values():
-        preds.thresholds = thresholds
-    outcome.best_metrics.update(merge_split_metrics({s: outcome.predictions[s].evaluate() for s in eval_splits}, task))
-    return [float(t) for t in thresholds]
+    thresholds = choose_dev_thresholds(outcome.predictions, eval_splits[0])
+    if thresholds is not None:
+        outcome.best_metrics.update(merge_split_metrics({s: outcome.predictions[s].evaluate() for s in eval_splits},
+                                                        task))
+    return thresholds
 
 
 class CosineFit(RunTask):
