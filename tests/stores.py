@@ -15,6 +15,10 @@ import its fixture.
   ``--pair-mode separate`` (each sentence encoded on its own), max 64 tokens.
 - ``sst2_cls_run``: a ``scalar_mix`` adapter run trained 2 epochs on
   ``sst2_cls_store`` (for prediction from it or from a damaged copy).
+- ``goemotions_store``: your own multi-label data as a user extracts it:
+  GoEmotions (TSV without a header) read through a task file
+  (`goemotions_task_file`), a seeded 40 examples of train, dev and test,
+  ``cls`` tokens, max 32 tokens.
 """
 
 from __future__ import annotations
@@ -122,3 +126,57 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 9
     full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def goemotions_task_file(root: Path, data: Path) -> Path:
+    """``root/goemotions.task.json``: GoEmotions as a user's task file (TSV
+    without a header: text in column 0, comma-separated label ids in column
+    1, the comment id in column 2; the 28 names in ``labels.txt``)."""
+    import json
+
+    go = data / "goemotions"
+    task = root / "goemotions.task.json"
+    task.write_text(json.dumps({"name": "goemotions", "data_dir": str(go), "splits": {"train": "train.tsv",
+                                "dev": "dev.tsv", "test": "test.tsv"}, "header": False, "text_column": "0",
+                                "label_columns": ["1"], "id_column": "2", "kind": "multi_label",
+                                "label_names": str(go / "labels.txt")}))
+    return task
+
+
+@pytest.fixture(scope="session")
+def goemotions_store(tmp_path_factory, shared_data) -> str:
+    if "goemotions" not in _CACHE:
+        from pipelines.extract import main as extract_main
+
+        root = _root(tmp_path_factory)
+        out = root / "goemotions"
+        code, _, err = run_main(extract_main, "--task-file", goemotions_task_file(root, shared_data), "--out", out,
+                                "--token-mode", "cls", "--sample", "40", "--max-seq-len", "32", "--no-progress",
+                                "--no-jit")
+        assert code == 0, err[-3000:]
+        _CACHE["goemotions"] = str(out)
+    return _CACHE["goemotions"]
+
+
+def kill_when_saved(args, run: Path, step: int = 2, timeout: float = 300) -> int:
+    """Start ``python -m pipelines.finetune args`` and kill -9 it as soon as
+    the training state of global `step` is saved in ``run/state``; returns
+    its exit code (``-SIGKILL`` when it was killed there)."""
+    import signal
+    import time
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *map(str, args)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if (run / "state" / f"step-{step:09d}" / "state.json").is_file():
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return proc.returncode

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+from bertvision.runs import RunFolder
 from tests.conftest import REPO_ROOT
 from tests.test_reproduce import ENV
 
@@ -23,17 +24,20 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     assert "## banking77 (test; main metric accuracy)" in out
     assert "## goemotions (dev; main metric micro_f1)" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| method")]
-    # linear_probe and the peer baseline per dataset; fine-tuning and LoRA on Banking77 (single-label) only
-    assert len(rows) == 6 and "not run (`pipelines.finetune --store` takes single-label" in out
-    assert [r.split("|")[1].strip() for r in rows[2:4]] == ["MiniLM fine-tuned (0.5 epochs)", "MiniLM LoRA r=8 (0.5 epochs)"]
+    # linear_probe, the peer baseline, fine-tuning and LoRA per dataset (GoEmotions: multi-label)
+    assert len(rows) == 8 and "not run" not in out
+    for tuned in (rows[2:4], rows[6:8]):
+        assert [r.split("|")[1].strip() for r in tuned] == ["MiniLM fine-tuned (0.5 epochs)",
+                                                            "MiniLM LoRA r=8 (0.5 epochs)"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         method, seeds, main, macro, params, seconds, peak = cells
         assert seeds == "1" and 0 <= float(main) <= 1 and 0 <= float(macro) <= 1
         assert int(params.replace(",", "")) > 0 and float(seconds) >= 0 and float(peak) > 100
     peers = [r for r in rows if "peer baseline" in r]
-    bert, lora = (int(r.split("|")[5].strip().replace(",", "")) for r in rows[2:4])
-    assert bert > 20_000_000 > lora > 10_000  # the whole MiniLM; LoRA's adapters and the head
+    for tuned in (rows[2:4], rows[6:8]):
+        bert, lora = (int(r.split("|")[5].strip().replace(",", "")) for r in tuned)
+        assert bert > 20_000_000 > lora > 10_000  # the whole MiniLM; LoRA's adapters and the head
     assert "one-vs-rest" in peers[1] and "one-vs-rest" not in peers[0]
     # logistic regression's parameters: (384 + 1) per class the training sample holds
     params = [int(re.split(r"\s*\|\s*", r.strip("| "))[4].replace(",", "")) for r in peers]
@@ -43,10 +47,7 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     again = bench(work, shared_data)
     assert [r for r in again.splitlines() if "linear_probe" in r] == [r for r in rows if "linear_probe" in r]
     assert (work / "banking77" / "linear_probe-seed0" / "results.json").stat().st_mtime_ns == stamp
-    # fine-tuning a multi-label store is refused in one line, before a run folder is made
-    refused = subprocess.run([sys.executable, "-m", "pipelines.finetune", "--store", str(work / "goemotions" / "store"),
-                              "--out", str(tmp_path / "ft")], cwd=REPO_ROOT, env=ENV, capture_output=True, text=True,
-                             timeout=300)
-    lines = [line for line in refused.stderr.splitlines() if line.startswith("error")]
-    assert refused.returncode == 2 and len(lines) == 1 and "goemotions is multi_label" in lines[0]
-    assert not (tmp_path / "ft").exists()
+    # GoEmotions fine-tuned as a multi-label task: a threshold per label, chosen on dev
+    for name in ("finetune", "lora"):
+        results = RunFolder(work / "goemotions" / name).results()
+        assert results.spec.kind == "multi_label" and len(results.thresholds) == 28

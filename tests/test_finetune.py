@@ -15,7 +15,7 @@ from bertvision.runs import Predictions, RunFolder
 from bertvision.training.trainer import Schedule
 from pipelines import extract as extract_cli
 from pipelines import finetune as finetune_cli
-from tests.stores import REPO_ROOT, run_cli
+from tests.stores import kill_when_saved, run_cli
 
 SST2_ARGS = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
              "--checkpoint-every", "0.5", "--lr", "1e-4", "--no-jit", "--no-progress"]
@@ -158,28 +158,10 @@ def test_killed_run_resumes_exactly(sst2_run, shared_data, tmp_path):
     and predictions as the uninterrupted run (weights, optimizer, dropout state
     and batch order restored)."""
     import signal
-    import subprocess
-    import sys
-    import time
 
     run = tmp_path / "sst2"
     args = [*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(run)]
-    env = {**__import__("os").environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if list((run / "state").glob("step-000000002/state.json")):
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert kill_when_saved(args, run, step=2) == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run / "results.json").exists()
     (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").mkdir(parents=True, exist_ok=True)  # a save killed half-way
     resumed = run_cli("pipelines.finetune", *args)

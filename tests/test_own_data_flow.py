@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from pipelines.extract import main as extract_main
 from pipelines.fit import main as fit_main
 from pipelines.predict import main as predict_main
-from tests.stores import run_main
+from tests.stores import goemotions_store, run_main  # noqa: F401  (a fixture)
 
 SMALL = ("--max-seq-len", "32", "--no-progress", "--no-jit")
 
@@ -77,17 +77,9 @@ def test_predict_input_csv_keeps_ids_and_scores_labelled_rows(banking77, tmp_pat
     assert json.loads(out.strip().splitlines()[-1])["accuracy"] == round(float(np.mean(table.label == table.gold)), 4)
 
 
-def test_goemotions_task_file_multi_label_thresholds(module_tmp, shared_data):
+def test_goemotions_task_file_multi_label_thresholds(module_tmp, goemotions_store):
     root = module_tmp("goemotions")
-    go = shared_data / "goemotions"
-    task = root / "goemotions.task.json"
-    task.write_text(json.dumps({"name": "goemotions", "data_dir": str(go), "splits": {"train": "train.tsv",
-                                "dev": "dev.tsv"}, "header": False, "text_column": "0", "label_columns": ["1"],
-                                "id_column": "2", "kind": "multi_label", "label_names": str(go / "labels.txt")}))
-    store, run = root / "store", root / "run"
-    code, out, err = run_main(extract_main, "--task-file", task, "--out", store, "--token-mode", "cls",
-                              "--sample", "40", *SMALL)
-    assert code == 0, err[-3000:]
+    store, run = goemotions_store, root / "run"
     code, out, err = run_main(fit_main, "--store", store, "--adapter", "linear_probe", "--out", run, "--epochs", "2",
                               "--batch-size", "8", "--lr", "1e-2", "--quiet")
     assert code == 0, err[-3000:]
