@@ -28,7 +28,7 @@ SHARED_GROUPS = {name: "serving" for name in ("test_export.py", "test_predict_te
                                               "test_serve_load.py", "test_serving.py")}
 LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "test_pairs.py", "test_report.py", "test_notebooks.py",
                "test_search.py", "test_finetune.py", "test_extract.py", "test_beam_extract.py",
-               "test_own_data_flow.py")
+               "test_own_data_flow.py", "test_own_data_finetune.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks

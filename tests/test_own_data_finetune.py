@@ -1,7 +1,7 @@
 """Fine-tuning BERT (and LoRA) on your own multi-label data, with the real
 commands on a seeded 40 examples a split of ../shared/data/goemotions
 (`tests.stores.goemotions_store`, extracted from a task file): extract ->
-finetune --store -> predict --split / --text / --input, one threshold per
+finetune --store -> predict --split / --input / --text, one threshold per
 label chosen on dev and used everywhere after, serving, an ensemble, and a
 killed run resumed."""
 
@@ -45,7 +45,7 @@ def check_thresholds_chosen_on_dev(run):
     return results, dev
 
 
-def test_finetune_a_multi_label_store_end_to_end(finetuned, tmp_path):
+def test_finetune_a_multi_label_store_end_to_end(finetuned, shared_data, tmp_path):
     store, run = finetuned
     results, dev = check_thresholds_chosen_on_dev(run)
     assert results.run_type == "finetune" and results.method == "bert_finetune" and results.store == str(store)
@@ -85,6 +85,15 @@ def test_finetune_a_multi_label_store_end_to_end(finetuned, tmp_path):
     code, out, err = run_main(predict_main, "--run", run, "--split", "test", "--out", tmp_path / "test.csv")
     assert code == 0, err[-3000:]
     assert out.startswith(f"40 predictions -> {tmp_path / 'test.csv'}")
+    # a file in the task's own format (TSV without a header; the id column kept)
+    lines = (shared_data / "goemotions" / "dev.tsv").read_text().splitlines()[:3]
+    (tmp_path / "new.tsv").write_text("\n".join(lines) + "\n")
+    code, out, err = run_main(predict_main, "--run", run, "--input", tmp_path / "new.tsv", "--out",
+                              tmp_path / "new.jsonl")
+    assert code == 0, err[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [line.split("\t")[2] for line in lines]
+    assert all(r["probabilities"][n] >= thresholds[n] - 1e-6 for r in rows for n in r["labels"])
     code, out, err = run_main(predict_main, "--run", run, "--text", "Thank you so much, this made my day!")
     assert code == 0, err[-3000:]
     answer = json.loads(out)["goemotions"]
