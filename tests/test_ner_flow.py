@@ -9,6 +9,7 @@ import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 
 from pipelines.extract import main as extract_main
+from pipelines.finetune import main as finetune_main
 from pipelines.fit import main as fit_main
 from pipelines.predict import main as predict_main
 from tests.stores import run_main
@@ -99,6 +100,27 @@ def test_raw_text_gives_entities_with_character_offsets(ner):
     for entity in result["entities"]:
         assert text[entity["start"]:entity["end"]] == entity["text"] and 0 < entity["score"] <= 1
         assert entity["type"] in {"LOC", "MISC", "ORG", "PER"}
+
+
+def test_finetune_on_the_store_and_predict_its_split(ner):
+    """BERT fine-tuned on the store's kept sentences (a tag head over every
+    token), then the store's dev split predicted through it: the CoNLL file
+    written scores as the run's own dev evaluation."""
+    store, _, root = ner
+    run = root / "bert"
+    code, out, err = run_main(finetune_main, "--store", store, "--out", run, "--epochs", "1", "--batch-size", "16",
+                              "--lr", "1e-3", *SMALL)
+    assert code == 0, err[-3000:]
+    from bertvision.runs import RunFolder
+
+    results = RunFolder(run).results()
+    assert results.run_type == "finetune" and results.spec.kind == "token_classification"
+    code, out, err = run_main(predict_main, "--run", run, "--split", "dev", "--out", root / "bert-dev.conll")
+    assert code == 0, err[-3000:]
+    printed = json.loads(out.strip().splitlines()[-1])
+    gold, pred = _conll_columns(root / "bert-dev.conll")
+    assert len(gold) == 20 and printed["f1"] == round(f1_score(gold, pred), 4)
+    assert printed == {k: round(v, 4) for k, v in results.dev_metrics.items()}
 
 
 def test_bad_files_are_refused_before_anything_is_written(tmp_path):
