@@ -4,7 +4,8 @@ Each call is the object the matching command uses (no second code path):
 `extract` is ``pipelines.extract`` (`ExtractConfig` + `Extractor`), `fit` is
 ``pipelines.fit`` (`FitConfig` + `bertvision.training.fit.fit`),
 `Run.predict` is ``pipelines.predict --text`` (`Predictor`), `Run.evaluate`
-is ``pipelines.predict --store`` (`predict_run`), `report` is
+is ``pipelines.predict --split`` (`predict_split`: an adapter run or a
+fine-tuning run), `report` is
 ``pipelines.report`` (`build_report`). Everything they write is the same
 folder the commands write, so the two mix freely.
 
@@ -38,8 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bertvision.errors import ConfigError
-from bertvision.inference.predict import predict_run
-from bertvision.inference.serving import Predictor
+from bertvision.inference.serving import Predictor, predict_split
 from bertvision.report import Report, build_report
 from bertvision.runs import RunFolder, RunResults
 from bertvision.store.extract import ExtractConfig, Extractor
@@ -105,14 +105,15 @@ class Run:
 
     def evaluate(self, split: str = "dev", store: str | os.PathLike | Store | None = None) -> dict[str, float]:
         """The task's official metrics on `split` of `store` (default: the
-        store the run was trained on), as ``pipelines.predict --store``
-        computes them."""
+        store the run was trained on), as ``pipelines.predict --split``
+        computes them (an adapter run from the store's activations, a
+        fine-tuning run from the examples the store kept)."""
         source = store if store is not None else self.results.store
         if not source:
             raise ConfigError(f"{self.path}: its results name no store; give store=")
         if isinstance(source, os.PathLike):
             source = str(source)
-        return predict_run(self.path, source, split).evaluate()
+        return predict_split(self.path, source, split).evaluate()
 
 
 def open_run(path: str | os.PathLike) -> Run:

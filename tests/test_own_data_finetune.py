@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from bertvision.api import open_run
 from bertvision.metrics import best_thresholds
 from bertvision.runs import Predictions, RunFolder
 from pipelines.ensemble import main as ensemble_main
@@ -80,6 +81,7 @@ def test_finetune_a_multi_label_store_end_to_end(finetuned, shared_data, tmp_pat
     # the same model as at training time: the predictions of the run's own dev evaluation
     np.testing.assert_allclose(Predictions.load(tmp_path / "dev.npz").probabilities, dev.probabilities, atol=1e-5)
     assert printed == {k: round(v, 4) for k, v in results.dev_metrics.items()}
+    assert open_run(run).evaluate("dev") == pytest.approx(results.dev_metrics)  # the Python API: the same path
 
     # the test split (labelled, never used for a choice) and raw text
     code, out, err = run_main(predict_main, "--run", run, "--split", "test", "--out", tmp_path / "test.csv")

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -55,7 +56,7 @@ from bertvision.errors import BertVisionError, ServeError
 from bertvision.runs import Predictions, RunFolder
 from bertvision.inference.loading import BackboneGroup, Job, ServedModel, load_served_runs
 from bertvision.inference.predict import predict_run
-from bertvision.store.format import open_store
+from bertvision.store.format import Store, open_store
 
 
 __all__ = ["Predictor", "predict_split", "tagged_result"]
@@ -323,8 +324,9 @@ def tagged_result(text: str, words: Sequence[str], tags: Sequence[str], scores: 
     return {"entities": found, "words": list(words), "tags": list(tags)}
 
 
-def predict_split(run_dir: str, store: str, split: str, batch_size: int = 256) -> Predictions:
-    """A run's predictions of `split` of `store` (what ``pipelines.predict
+def predict_split(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256) -> Predictions:
+    """A run's predictions of `split` of `store` (a path or an opened
+    `Store`; what ``pipelines.predict
     --split`` writes): an adapter (fit) run reads the store's activations
     (`bertvision.inference.predict.predict_run`); a fine-tuning run reads
     the texts and labels extraction kept (``SPLIT.examples.jsonl``,
@@ -338,9 +340,10 @@ def predict_split(run_dir: str, store: str, split: str, batch_size: int = 256) -
     results = RunFolder(run_dir).results()
     if results.run_type != "finetune":
         return predict_run(run_dir, store, split, batch_size=batch_size)
-    opened = open_store(store).head(results.spec.label_column)  # the label column the run's head was trained on
+    opened = store if isinstance(store, Store) else open_store(str(store))
+    opened = opened.head(results.spec.label_column)  # the label column the run's head was trained on
     if opened.task_spec != results.spec:
-        raise ServeError(f"{store} holds task {opened.task_spec.name!r} ({opened.task_kind}); the run {run_dir} "
+        raise ServeError(f"{opened.path} holds task {opened.task_spec.name!r} ({opened.task_kind}); the run {run_dir} "
                          f"was fine-tuned on {results.spec.name!r} ({results.spec.kind})")
     predictor = Predictor.from_runs([str(run_dir)])
     (name,) = predictor.names
