@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Sequence
 from bertvision import io
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "PER_TOKEN_KINDS", "SCHEDULES", "STORE_DTYPES", "TAG_SCHEMES",
+__all__ = ["DEFAULT_MAX_WINDOWS", "DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "PER_TOKEN_KINDS", "SCHEDULES", "STORE_DTYPES", "TAG_SCHEMES",
            "STRATEGIES",
            "TASK_KINDS", "TOKEN_MODES",
            "ConfigBase", "check_choice", "check_fraction", "check_non_negative", "check_positive", "check_positive_int",
@@ -42,6 +42,7 @@ __all__ = ["DTYPES", "EXTRACT_STRATEGIES", "FILE_FORMATS", "PAIR_MODES", "PER_TO
 
 TASK_KINDS = ("classification", "multi_label", "regression", "span", "token_classification")  # what a task predicts (bertvision.data.tasks.TaskSpec.kind)
 PER_TOKEN_KINDS = ("span", "token_classification")  # predicted per token: an example may take several windows
+DEFAULT_MAX_WINDOWS = 32  # long documents (--doc-stride): a document keeps at most its first 32 windows
 DTYPES = ("float16", "bfloat16", "float32")  # activations as an adapter reads them
 # how a store keeps activations: one of DTYPES, or int8 with one float16 scale
 # per vector (per token and layer), read back as float16 (`store.dequantize_int8`)

@@ -48,8 +48,8 @@ from pipelines._common import die, setup_env
 
 setup_env()
 
-from bertvision.config import (EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES,  # noqa: E402
-                               TAG_SCHEMES, TOKEN_MODES)
+from bertvision.config import (DEFAULT_MAX_WINDOWS, EXTRACT_STRATEGIES, FILE_FORMATS, PAIR_MODES,  # noqa: E402
+                               PER_TOKEN_KINDS, STORE_DTYPES, TAG_SCHEMES, TOKEN_MODES)
 from bertvision.data.tasks import TASKS, USER_KINDS, get_task  # noqa: E402
 from bertvision.extras import import_extra  # noqa: E402
 from bertvision.errors import ConfigError  # noqa: E402
@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "Classification, multi-label, regression (one text): turns on long documents: a text longer "
                         "than --max-seq-len is stored as windows whose starts are this many tokens apart (at most "
                         "half a window), not truncated; pipelines.fit pools a document's windows (--window-pooling)")
+    p.add_argument("--max-windows", type=int, default=None, metavar="N",
+                   help="long documents (--doc-stride on a task of one text): keep a document's first N windows "
+                        f"(default {DEFAULT_MAX_WINDOWS}, at least 1), so that one huge text cannot blow up "
+                        "extraction, fit or serving memory; the documents cut are counted per split in the manifest, "
+                        "and predict/serve cut a text the same way")
     p.add_argument("--max-query-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="first N examples only (trials)")
@@ -202,12 +207,16 @@ def main(argv: list[str] | None = None) -> int:
         kind = get_task(fields["heads"][0] if fields.get("heads") else fields["task"]).kind
         # --doc-stride on a sentence-level task: documents as windows (span and token tasks always window)
         windows = args.doc_stride is not None and kind not in PER_TOKEN_KINDS
+        if args.max_windows is not None and not windows:
+            raise ConfigError(f"--max-windows {args.max_windows} caps a long document's windows; it needs "
+                              "--doc-stride on a classification, multi-label or regression task of one text")
         configs = [extract.ExtractConfig(
             **fields, split=split, out=args.out, data_dir=args.data_dir,
             use_tfds=args.tfds,
             backbone=args.backbone, layers=args.layers, token_mode=args.token_mode, pair_mode=args.pair_mode,
             dtype=args.dtype, max_seq_len=args.max_seq_len,
             doc_stride=128 if args.doc_stride is None else args.doc_stride, windows=windows,
+            max_windows=DEFAULT_MAX_WINDOWS if args.max_windows is None else args.max_windows,
             max_query_len=args.max_query_len,
             batch_size=args.batch_size, limit=args.limit, sample=args.sample, seed=args.seed,
             shard_size_mb=args.shard_size_mb, max_skipped=0.01 if args.max_skipped is None else args.max_skipped,
@@ -234,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             what = f"documents (up to {info['max_windows']} windows each)" if "max_windows" in info else "examples"
             print(f"{split}: {info['num_records']} records from {info['num_examples']} {what}, "
                   f"{info['bytes'] / 2**20:.1f} MiB in {len(info['shards'])} shard(s) -> {args.out}")
+            if "truncated_documents" in info:
+                print(f"{split}: {info['truncated_documents']} document(s) longer than "
+                      f"{manifest['featurizer']['max_windows']} windows kept their first "
+                      f"{manifest['featurizer']['max_windows']} (--max-windows)")
     return 0
 
 

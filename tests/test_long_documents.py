@@ -23,6 +23,7 @@ from tests.stores import _model, run_main
 SST2 = ("--split", "train=train.tsv", "--split", "test=dev.tsv", "--dev-fraction", "0.25", "--seed", "0",
         "--text-column", "sentence", "--label-column", "label", "--sample", "48", "--no-progress", "--no-jit")
 WINDOWS = ("--max-seq-len", "16", "--doc-stride", "8")
+CAP = 4  # the store's --max-windows: SST-2's longest sentences span up to 7 windows of 16 tokens
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def long_store(module_tmp, shared_data):
     root = module_tmp("long")
     store = root / "store"
     code, out, err = run_main(extract_main, "--data-dir", shared_data / "glue" / "SST-2", *SST2, *WINDOWS,
-                              "--token-mode", "sequence", "--out", store)
+                              "--max-windows", CAP, "--token-mode", "sequence", "--out", store)
     assert code == 0, err[-3000:]
     return store, out, root
 
@@ -70,14 +71,24 @@ def test_featurizer_windows_cover_a_long_text_and_short_ones_stay_one_row():
     # without windows the same text is truncated to one row, as before
     assert len(Featurizer(tokenizer, max_seq_len=16).encode(get_task("sst2"), examples)) == 2
     assert len(windows) >= 3
+    # --max-windows: a text keeps its first windows, and is named as cut
+    capped = Featurizer(tokenizer, max_seq_len=16, doc_stride=8, windows=True, max_windows=2).encode(
+        get_task("sst2"), examples)
+    assert np.array_equal(capped.token_ids, f.token_ids[[0, 1, len(windows)]])
+    assert capped.cut_examples.tolist() == [0] and f.cut_examples.tolist() == []
+    assert capped.select(slice(0, 2)).cut_examples is None  # not a row field
 
 
 def test_featurizer_config_without_windows_reads_as_before():
     assert FeaturizerConfig(max_seq_len=64).to_dict() == {"max_seq_len": 64, "doc_stride": 128, "max_query_len": 64}
     config = FeaturizerConfig.from_dict({"max_seq_len": 16, "doc_stride": 8, "windows": True})
     assert config.to_dict()["windows"] is True
+    assert config.max_windows == 32  # a store from before the cap reads with the default
     with pytest.raises(Exception, match="windows"):
         FeaturizerConfig(windows="yes")
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(Exception, match="max_windows"):
+            FeaturizerConfig(windows=True, max_windows=bad)
 
 
 def test_windows_refuse_a_pair_task():
@@ -93,16 +104,25 @@ def test_windows_refuse_a_pair_task():
 def test_extract_stores_one_record_per_document(long_store):
     store_dir, out, _ = long_store
     manifest = json.loads((store_dir / "manifest.json").read_text())
-    assert manifest["featurizer"] == {"max_seq_len": 16, "doc_stride": 8, "windows": True}
+    assert manifest["featurizer"] == {"max_seq_len": 16, "doc_stride": 8, "windows": True, "max_windows": CAP}
+    _, tokenizer = _model()
+    featurizer = Featurizer(tokenizer, max_seq_len=16, doc_stride=8)
     for split in ("train", "dev", "test"):
         info = manifest["splits"][split]
-        assert info["num_records"] == info["num_examples"] and info["max_windows"] >= 3
+        assert info["num_records"] == info["num_examples"] and 3 <= info["max_windows"] <= CAP
+        texts = [json.loads(line)["texts"][0] for line in (store_dir / f"{split}.examples.jsonl").open()]
+        n_windows = [len(featurizer.token_windows(len(tokenizer(t, add_special_tokens=False)["input_ids"])))
+                     for t in texts]  # without the cap
+        assert info["truncated_documents"] == sum(n > CAP for n in n_windows)
+        assert f"{split}: {info['truncated_documents']} document(s) longer than {CAP} windows" in out
     assert "documents (up to" in out
+    assert sum(manifest["splits"][s]["truncated_documents"] for s in ("train", "dev", "test")) > 0
 
     from bertvision.store.format import open_store
 
     store = open_store(str(store_dir), verify=True)
-    assert store.windowed and store.adapter_fields()["windows"] and store.signature()["windows"] == {"doc_stride": 8}
+    assert store.windowed and store.adapter_fields()["windows"]
+    assert store.signature()["windows"] == {"doc_stride": 8, "max_windows": CAP}
     features, labels = next(iter(store.dataset("test", 8, with_meta=True)))
     acts, windows, mask = features["activations"], features["window_mask"], features["padding_mask"]
     assert acts.shape[:2] == windows.shape and mask.shape == acts.shape[:2] + acts.shape[3:4]
@@ -159,6 +179,8 @@ def test_cls_store_of_documents_and_int8(module_tmp, shared_data):
 @pytest.mark.parametrize("extra, message", [
     (("--max-seq-len", "16", "--doc-stride", "16"), "--doc-stride 16 must be less than --max-seq-len 16"),
     (("--max-seq-len", "16", "--doc-stride", "8", "--text-pair-column", "sentence"), "text pair"),
+    (("--max-seq-len", "16", "--doc-stride", "8", "--max-windows", "0"), "--max-windows must be a positive integer, got 0"),
+    (("--max-windows", "4",), "--max-windows 4 caps a long document's windows; it needs --doc-stride"),
 ])
 def test_bad_doc_stride_is_one_line_and_leaves_no_folder(tmp_path, shared_data, extra, message):
     out_dir = tmp_path / "NEW"
@@ -260,7 +282,7 @@ def test_fit_and_predict_count_documents_and_metrics_equal_the_predictions_file(
 
     store, run, root = long_run
     results = RunFolder(run).results()
-    assert results.store_signature["windows"] == {"doc_stride": 8}
+    assert results.store_signature["windows"] == {"doc_stride": 8, "max_windows": CAP}
     config = json.loads((run / "config.json").read_text())["adapter"]
     assert config["windows"] is True and config["window_pooling"] == "attention"
     manifest = json.loads((store / "manifest.json").read_text())
@@ -287,6 +309,44 @@ def test_predict_text_longer_than_one_window(long_run):
     assert code == 0, err[-3000:]
     (answer,) = json.loads(out).values()
     assert answer["label"] in ("0", "1") and abs(sum(answer["probabilities"].values()) - 1) < 1e-4
+
+
+def test_a_text_beyond_the_cap_predicts_as_its_first_windows(long_run):
+    """--max-windows at inference: a text of more than CAP windows gives the
+    prediction of its prefix that fills exactly CAP windows (the cap is read
+    from the run's store), and the store keeps exactly CAP windows of such a
+    document."""
+    store_dir, run, _ = long_run
+    _, tokenizer = _model()
+    text = ("it 's a charming and often affecting journey that , for all its length and its many detours through "
+            "the lives of its characters , never once loses sight of what it wants to say , and it says it well .")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    featurizer = Featurizer(tokenizer, max_seq_len=16, doc_stride=8)
+    windows = featurizer.token_windows(len(enc["input_ids"]))
+    assert len(windows) > CAP + 1
+    prefix = text[:enc["offset_mapping"][windows[CAP - 1][1] - 1][1]]  # the text of the first CAP windows
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    assert prefix_ids == enc["input_ids"][:windows[CAP - 1][1]]
+    assert len(featurizer.token_windows(len(prefix_ids))) == CAP
+    answers = []
+    for t in (text, prefix, text[:len(prefix) // 2]):
+        code, out, err = run_main(predict_main, "--run", run, "--text", t)
+        assert code == 0, err[-3000:]
+        (answer,) = json.loads(out).values()
+        answers.append(answer)
+    assert answers[0] == answers[1]
+    assert answers[2]["probabilities"] != answers[0]["probabilities"]  # the cut is what makes them equal
+
+    from bertvision.store.format import open_store
+
+    store = open_store(str(store_dir))
+    split = next(s for s in ("test", "dev", "train") if store.manifest["splits"][s]["truncated_documents"])
+    rows = store.examples(split)
+    n_windows = [len(featurizer.token_windows(len(tokenizer(r["texts"][0], add_special_tokens=False)["input_ids"])))
+                 for r in rows]
+    kept = np.concatenate([f["window_mask"].numpy().sum(axis=1)
+                           for f, _ in store.dataset(split, 16, with_meta=True)])
+    assert kept.tolist() == [min(n, CAP) for n in n_windows] and CAP in kept.tolist()
 
 
 def test_serving_splits_documents_as_the_store_did(long_run):

@@ -40,7 +40,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from transformers.utils import logging as hf_logging
 
-from bertvision.config import PAIR_MODES, ConfigBase
+from bertvision.config import DEFAULT_MAX_WINDOWS, PAIR_MODES, ConfigBase
 from bertvision.errors import ConfigError, DataError
 from bertvision.data.tasks import get_task
 
@@ -78,17 +78,23 @@ class FeaturizerConfig(ConfigBase):
     as for token classification: `Featurizer.token_windows`), every window
     one row of its example (a long document). Left out of `to_dict` when
     False, so settings without windows read as they always did.
+    ``max_windows``: with ``windows``, a document keeps its first
+    ``max_windows`` windows (default 32; at least 1), so that one huge text
+    cannot make a record, a batch or a request of hundreds of windows;
+    extraction counts the documents cut, and predict/serve cut a text the same
+    way. Stores written before the cap existed read with the default.
 
     >>> FeaturizerConfig(max_seq_len=384).to_json()
     '{"max_seq_len": 384, "doc_stride": 128, "max_query_len": 64}'
-    >>> FeaturizerConfig(max_seq_len=32, doc_stride=16, windows=True).to_dict()["windows"]
-    True
+    >>> FeaturizerConfig(max_seq_len=32, doc_stride=16, windows=True).to_dict()
+    {'max_seq_len': 32, 'doc_stride': 16, 'max_query_len': 64, 'windows': True, 'max_windows': 32}
     """
 
     max_seq_len: int = 128
     doc_stride: int = 128
     max_query_len: int = 64
     windows: bool = False
+    max_windows: int = DEFAULT_MAX_WINDOWS
 
     def validate(self) -> None:
         if not isinstance(self.windows, bool):
@@ -106,6 +112,8 @@ class FeaturizerConfig(ConfigBase):
             raise ConfigError(f"doc_stride={self.doc_stride} must be at least 1 token")
         if self.max_query_len < 1:
             raise ConfigError(f"max_query_len={self.max_query_len} must be at least 1 token")
+        if self.max_windows < 1:
+            raise ConfigError(f"max_windows={self.max_windows} must be at least 1 window per document")
 
     def check_span(self) -> None:
         """Raise unless a span window has room for some context after the question."""
@@ -118,7 +126,7 @@ class FeaturizerConfig(ConfigBase):
     def to_dict(self) -> dict:
         out = super().to_dict()
         if not self.windows:
-            del out["windows"]
+            del out["windows"], out["max_windows"]
         return out
 
     def to_json(self) -> str:
@@ -135,7 +143,9 @@ class Features:
     character start/end in the context (``-1`` for question, special and
     padding tokens), ``start_positions`` / ``end_positions [N]`` (token
     index in the row; ``0`` = CLS when the answer is not wholly in the window
-    or the question is impossible).
+    or the question is impossible). ``cut_examples``: long documents
+    (`FeaturizerConfig.windows`) only, the indices of the examples whose
+    windows were cut to ``max_windows`` (not a row field: `select` drops it).
 
     >>> from bertvision.data.readers import load_examples
     >>> from bertvision.models.backbone import load_tokenizer, resolve_backbone
@@ -154,6 +164,7 @@ class Features:
     end_positions: np.ndarray | None = None
     word_ids: np.ndarray | None = None
     token_labels: np.ndarray | None = None
+    cut_examples: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -241,8 +252,8 @@ class Features:
         >>> feats.select(slice(0, 64)).token_ids.shape
         (64, 128)
         """
-        return Features(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
-                           for f in fields(self)})
+        return Features(**{f.name: None if getattr(self, f.name) is None or f.name == "cut_examples"
+                           else getattr(self, f.name)[rows] for f in fields(self)})
 
 
 def span_text(context: str, offsets_row: Any, start: int, end: int) -> str:
@@ -301,9 +312,9 @@ class Featurizer:
     """
 
     def __init__(self, tokenizer: Any, max_seq_len: int = 128, doc_stride: int = 128, max_query_len: int = 64,
-                 windows: bool = False):
+                 windows: bool = False, max_windows: int = DEFAULT_MAX_WINDOWS):
         self.config = FeaturizerConfig(max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_len=max_query_len,
-                                       windows=windows)
+                                       windows=windows, max_windows=max_windows)
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
                 f"Featurizer needs a Hugging Face *fast* tokenizer (character offsets); got {type(tokenizer).__name__}"
@@ -324,8 +335,8 @@ class Featurizer:
         return cls(tokenizer, **config.to_dict())
 
     def get_config(self) -> dict:
-        """JSON-serialisable settings: ``max_seq_len``, ``doc_stride``, ``max_query_len`` (and ``windows``
-        when True)."""
+        """JSON-serialisable settings: ``max_seq_len``, ``doc_stride``, ``max_query_len`` (and ``windows``,
+        ``max_windows`` when windows is True)."""
         return self.config.to_dict()
 
     @property
@@ -336,7 +347,7 @@ class Featurizer:
         c = self.config
         return (f"Featurizer({type(self.tokenizer).__name__}, max_seq_len={c.max_seq_len}, "
                 f"doc_stride={c.doc_stride}, max_query_len={c.max_query_len}"
-                f"{', windows=True' if c.windows else ''})")
+                f"{f', windows=True, max_windows={c.max_windows}' if c.windows else ''})")
 
     # ------------------------------------------------------------------ public
 
@@ -407,15 +418,21 @@ class Featurizer:
 
     def _encode_windows(self, examples: list) -> Features:
         """A long text as windows (``config.windows``): its sub-words cut by
-        `token_windows`, one row ``[CLS] window [SEP]`` per window."""
+        `token_windows`, one row ``[CLS] window [SEP]`` per window, the first
+        ``config.max_windows`` of each text (`Features.cut_examples` names
+        the texts that had more)."""
         with _quiet_transformers():
             enc = self.tokenizer([_text(ex, 0) for ex in examples], add_special_tokens=False, return_tensors=None)
-        pieces = []
+        pieces, cut, cap = [], [], self.config.max_windows
         for i, ids in enumerate(enc["input_ids"]):
             ids = np.asarray(ids, dtype=np.int32)
-            pieces += [(i, ids[first:end]) for first, end in self.token_windows(ids.size)]
+            spans = self.token_windows(ids.size)
+            if len(spans) > cap:
+                cut.append(i)
+            pieces += [(i, ids[first:end]) for first, end in spans[:cap]]
         token_ids, padding_mask, example_index = self._single_rows(pieces)
-        return Features(token_ids, np.zeros_like(token_ids), padding_mask, example_index)
+        return Features(token_ids, np.zeros_like(token_ids), padding_mask, example_index,
+                        cut_examples=np.asarray(cut, np.int32))
 
     def _single_rows(self, pieces: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``[CLS] ids [SEP]`` padded to ``max_seq_len`` from ``(example,

@@ -33,7 +33,7 @@ from bertvision.models.bert_task import BertTask
 from bertvision.models.backbone import (EMBEDDED_NAMES, BackboneRef, all_layers_model, backbone_identity, hidden_act,
                                         load_backbone, load_tokenizer, reduce_tokens, resolve_backbone,
                                         set_hidden_act)
-from bertvision.config import pair_texts
+from bertvision.config import DEFAULT_MAX_WINDOWS, pair_texts
 from bertvision.errors import BertVisionError, ServeError
 from bertvision.data.features import Features, Featurizer, FeaturizerConfig, bucket_length
 from bertvision.inference.predict import (load_adapter_run, make_infer_fn, model_input_names, model_token_dim,
@@ -445,7 +445,8 @@ def _store_featurizer(results: RunResults, where: str) -> tuple[dict, str]:
           f"(max_seq_len {sig.get('max_seq_len')}, doc_stride 128, max_query_len 64)", file=sys.stderr)
     windows = sig.get("windows")  # long documents: the run's signature keeps how they were split
     return {"max_seq_len": int(sig["max_seq_len"]),
-            **({"doc_stride": int(windows["doc_stride"]), "windows": True} if windows else {})}, "defaults"
+            **({"doc_stride": int(windows["doc_stride"]), "windows": True,
+                "max_windows": int(windows.get("max_windows", DEFAULT_MAX_WINDOWS))} if windows else {})}, "defaults"
 
 
 def _names(loaded) -> list[str]:

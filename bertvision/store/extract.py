@@ -50,8 +50,8 @@ from bertvision import io
 from bertvision.store import format as st
 from bertvision.models.backbone import (AllLayersEncoder, backbone_identity, backbone_layers, load_backbone,
                                  load_tokenizer, resolve_backbone)
-from bertvision.config import (EXTRACT_STRATEGIES, PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES, TOKEN_MODES, ConfigBase,
-                               check_choice, check_fraction,
+from bertvision.config import (DEFAULT_MAX_WINDOWS, EXTRACT_STRATEGIES, PAIR_MODES, PER_TOKEN_KINDS, STORE_DTYPES,
+                               TOKEN_MODES, ConfigBase, check_choice, check_fraction,
                                check_positive, check_positive_int, default_max_seq_len, pair_texts)
 from bertvision.data.readers import Answer, Example, LoadResult, load_examples, seeded_subset
 from bertvision.distribute import get_strategy
@@ -84,6 +84,7 @@ class ExtractConfig(ConfigBase):
     max_seq_len: int | None = None  # default: 128, or 384 for span tasks
     doc_stride: int = 128
     windows: bool = False  # sentence-level tasks: a long text as windows of max_seq_len, doc_stride apart
+    max_windows: int = DEFAULT_MAX_WINDOWS  # with windows: a document keeps its first max_windows windows
     max_query_len: int = 64
     batch_size: int = 32
     limit: int | None = None
@@ -122,7 +123,7 @@ class ExtractConfig(ConfigBase):
             what = "span annotation" if task.kind == "span" else "token classification"
             raise ConfigError(f"task {self.task} is {what}: it needs --token-mode sequence "
                               f"(every token's activations), not {self.token_mode!r}")
-        for name in ("batch_size", "doc_stride", "max_query_len"):
+        for name in ("batch_size", "doc_stride", "max_query_len", "max_windows"):
             check_positive_int(name, getattr(self, name))
         for name in ("max_seq_len", "limit", "sample"):
             if getattr(self, name) is not None:
@@ -158,7 +159,7 @@ class ExtractConfig(ConfigBase):
     def featurizer(self, tokenizer) -> Featurizer:
         """The `Featurizer` these settings describe."""
         return Featurizer(tokenizer, max_seq_len=self.max_seq_len, doc_stride=self.doc_stride,
-                          max_query_len=self.max_query_len, windows=self.windows)
+                          max_query_len=self.max_query_len, windows=self.windows, max_windows=self.max_windows)
 
 
 def _plan_settings(plan: dict) -> dict:
@@ -466,7 +467,7 @@ class Extractor:
         elif self.task.kind == "token_classification":
             featurizer_config.update(doc_stride=c.doc_stride)
         elif c.windows:  # documents as windows: serving splits a text as extraction did
-            featurizer_config.update(doc_stride=c.doc_stride, windows=True)
+            featurizer_config.update(doc_stride=c.doc_stride, windows=True, max_windows=c.max_windows)
         self.spec = st.StoreSpec(
             task=self.task.name, task_kind=self.task.kind, label_names=list(self.task.label_names),
             backbone=backbone_identity(self.ref), tokenizer=type(self.tokenizer).__name__,
@@ -538,7 +539,9 @@ class Extractor:
             "num_records": len(uids),
             "uids_sha256": io.sha256_bytes("\n".join(uids).encode()),
             "shards": [list(b) for b in bounds],
-            **({"max_windows": int(np.diff(self.bounds).max())} if c.windows else {}),
+            **({"max_windows": int(np.diff(self.bounds).max()),  # the most windows of one document, and how
+                "truncated_documents": int(self.features.cut_examples.size)}  # many had more than the cap
+               if c.windows else {}),
             "header": self.spec.header(),
             "skipped": self.skipped,
             "provenance": {"command": c.command or sys.argv, "config": c.to_dict(),

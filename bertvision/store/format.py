@@ -32,8 +32,10 @@ One `tf.train.Example` per model input (a SQuAD window or a GLUE example):
   ``window_index``.
 
 Long documents (a sentence-level task extracted with ``--doc-stride``; the
-manifest's ``featurizer`` holds ``windows: true`` and the ``doc_stride``): one
-record per document holding all its windows, ``activations`` ``[windows,
+manifest's ``featurizer`` holds ``windows: true``, the ``doc_stride`` and the
+``max_windows`` cap; each split its ``max_windows`` (the most windows of one
+document) and ``truncated_documents`` (how many were cut to the cap)): one
+record per document holding its windows (its first ``max_windows``), ``activations`` ``[windows,
 layers, hidden]`` or ``[windows, layers, length, hidden]`` (``length`` its
 longest window; shorter windows zero-padded), with ``window_lengths`` (int32
 bytes ``[windows]``: each window's real tokens). The reader pads a batch to
@@ -375,8 +377,9 @@ def finalize_split(store_dir: str, split: str, spec_header: dict | None = None,
         "shards": shards,
         "created_by": provenance or plan.get("provenance", {}),
     }
-    if "max_windows" in plan:  # documents as windows: the most windows of one document
-        split_info["max_windows"] = plan["max_windows"]
+    for key in ("max_windows", "truncated_documents"):  # documents as windows: the most windows of one
+        if key in plan:  # document, and how many documents were cut to the store's featurizer max_windows
+            split_info[key] = plan[key]
     manifest["splits"][split] = split_info
     io.atomic_write_json(manifest_path, manifest)
     return manifest
@@ -623,6 +626,8 @@ class Store:
             sig["dtype"] = self.dtype
         if self.windowed:  # the adapter reads a document's windows (absent: one row per example)
             sig["windows"] = {"doc_stride": int(self.featurizer["doc_stride"])}
+            if "max_windows" in self.featurizer:  # stores from before the cap: absent (read with its default)
+                sig["windows"]["max_windows"] = int(self.featurizer["max_windows"])
         sig["backbone"] = {k: self.backbone.get(k) for k in ("name", "config_sha256", "weights_sha256")}
         return sig
 
