@@ -8,6 +8,7 @@ Real data: SST-2 sentences (``../shared/data/glue/SST-2``) with a short
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,3 +431,106 @@ def test_export_refuses_a_long_document_run_before_writing(long_run, tmp_path):
     with pytest.raises(ServeError, match="long documents stored as windows"):
         export_runs([str(run)], str(tmp_path / "exported"))
     assert not (tmp_path / "exported").exists()
+
+
+# ------------------------------------------------------------------ the rest of the tool on windowed runs
+
+
+@pytest.fixture(scope="module")
+def second_run(long_store):
+    """A second adapter on the same documents: scalar_mix, max over windows."""
+    store, _, root = long_store
+    run = root / "run_max"
+    code, out, err = run_main(fit_main, "--store", store, "--adapter", "scalar_mix", "--out", run, "--epochs", "1",
+                              "--batch-size", "16", "--lr", "1e-2", "--window-pooling", "max", "--quiet",
+                              "--no-jit-compile")
+    assert code == 0, err[-3000:]
+    return run
+
+
+def test_ensemble_of_two_windowed_runs_averages_their_documents(long_run, second_run):
+    """``pipelines.ensemble`` of two long-document runs: one row per document,
+    the mean of what each run predicts from the store, metrics over documents."""
+    from sklearn import metrics as skm
+
+    from bertvision.inference.predict import predict_run
+    from bertvision.runs import RunFolder
+    from pipelines.ensemble import main as ensemble_main
+
+    store, run, root = long_run
+    out = root / "ensemble"
+    code, printed, err = run_main(ensemble_main, "--runs", run, second_run, "--split", "test", "--out", out)
+    assert code == 0, err[-3000:]
+    members = [predict_run(r, str(store), "test") for r in (run, second_run)]
+    ensembled = RunFolder(out).load_predictions("test")
+    assert len(ensembled.uids) == 48 and ensembled.uids.tolist() == members[0].uids.tolist()
+    assert np.allclose(ensembled.probabilities, (members[0].probabilities + members[1].probabilities) / 2, atol=1e-5)
+    metrics = json.loads(printed.strip().splitlines()[-1])
+    assert np.isclose(metrics["accuracy"], skm.accuracy_score(ensembled.labels, ensembled.probabilities.argmax(1)))
+    results = RunFolder(out).results()
+    assert results.run_type == "ensemble" and results.dev_metrics["accuracy"] == metrics["accuracy"]
+
+
+def test_report_on_windowed_runs_names_their_window_pooling(long_run, second_run, tmp_path):
+    import csv
+
+    from pipelines.report import main as report_main
+
+    _, run, _ = long_run
+    out = tmp_path / "report"
+    code, printed, err = run_main(report_main, run, second_run, "--out", out, "--formats", "html")
+    assert code == 0, err[-3000:]
+    assert "confusion_matrix" in printed and "per_class_f1" in printed
+    rows = {Path(r["run_dir"]).name: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["run"]["window_pooling"] == "attention" and rows["run_max"]["window_pooling"] == "max"
+    assert "| window_pooling |" in (out / "summary.md").read_text()
+
+
+def test_search_on_windowed_store_searches_the_window_pooling(long_store, tmp_path):
+    """``tuning.search`` on a store of documents: every trial pools windows,
+    the pooling is a searched hyperparameter, and the best retrain keeps it."""
+    import csv
+
+    from bertvision.runs import RunFolder
+    from tuning.search import main as search_main
+
+    store, _, _ = long_store
+    out = tmp_path / "search"
+    code, printed, err = run_main(search_main, "--store", store, "--out", out, "--max-trials", "3", "--epochs", "1",
+                                  "--kinds", "scalar_mix", "--window-poolings", "max,attention", "--batch-sizes",
+                                  "16", "--no-jit-compile", "--quiet")
+    assert code == 0, err[-3000:]
+    trials = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(trials) == 3 and {t["window_pooling"] for t in trials} <= {"max", "attention"}
+    record = json.loads((out / "search.json").read_text())
+    best = record["best_hyperparameters"]
+    adapter = json.loads((out / "best" / "config.json").read_text())["adapter"]
+    assert adapter["windows"] is True and adapter["window_pooling"] == best["window_pooling"]
+    assert RunFolder(out / "best").results().train_examples == 48  # documents
+
+
+def test_search_refuses_window_poolings_on_a_store_without_windows(module_tmp, shared_data, tmp_path):
+    from tuning.search import main as search_main
+
+    store = module_tmp("plain") / "store"
+    code, _, err = run_main(extract_main, "--data-dir", shared_data / "glue" / "SST-2", "--split", "train=dev.tsv",
+                            "--text-column", "sentence", "--label-column", "label", "--limit", "8",
+                            "--no-progress", "--no-jit", "--out", store)
+    assert code == 0, err[-3000:]
+    out = tmp_path / "search"
+    code, _, err = run_main(search_main, "--store", store, "--out", out, "--window-poolings", "max", "--eval-split",
+                            "train", "--quiet")
+    assert code == 2 and "--window-poolings searches how a long document's windows are pooled" in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_finetune_refuses_a_windowed_store_in_one_line(long_store, tmp_path):
+    from pipelines.finetune import main as finetune_main
+
+    store, _, _ = long_store
+    out = tmp_path / "ft"
+    code, _, err = run_main(finetune_main, "--store", store, "--out", out, "--epochs", "0.5", "--no-progress")
+    assert code == 2, err[-2000:]
+    assert len(err.strip().splitlines()) == 1
+    assert f"{store} keeps long documents as windows" in err and "pipelines.fit" in err
+    assert not out.exists()

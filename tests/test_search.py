@@ -399,6 +399,7 @@ def test_keras_tuner_internals_we_rely_on(tmp_path, monkeypatch):
     ({"space": {"dropout": [0.2, 1.0]}}, "search space dropout"),
     ({"space": {"layer_subsets": ["all", "first2"]}}, "unknown layer subset 'first2'"),
     ({"space": {"transformer_blocks": [0, -1]}}, "transformer_blocks: must be integers >= 0"),
+    ({"space": {"window_poolings": ["mean", "median"]}}, "window_poolings: unknown ['median']"),
 ])
 def test_invalid_search_settings_fail_clearly(change, message, tmp_path):
     from bertvision.errors import SearchError

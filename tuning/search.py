@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--transformer-blocks", type=_ints, default=s.transformer_blocks,
                    help="adapter_pooler transformer blocks over the tokens (sequence stores; 4 heads, so "
                         "every adapter dim must be a multiple of 4), e.g. 0,1; default 0")
+    g.add_argument("--window-poolings", type=_strs, default=s.window_poolings,
+                   help="a store of long documents (extract --doc-stride): how a document's windows are pooled "
+                        f"(every kind); default {','.join(s.window_poolings)}")
     g.add_argument("--dropout", type=_range, default=s.dropout, metavar="MIN,MAX",
                    help=f"default {s.dropout[0]},{s.dropout[1]}")
     g.add_argument("--lr", type=_range, default=s.lr, metavar="MIN,MAX",
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     space = SearchSpace(kinds=args.kinds, layer_subsets=args.layer_subsets, layer_poolings=args.layer_poolings,
                         adapter_dims=args.adapter_dims, transformer_blocks=args.transformer_blocks,
-                        dropout=args.dropout, lr=args.lr,
+                        window_poolings=args.window_poolings, dropout=args.dropout, lr=args.lr,
                         batch_sizes=args.batch_sizes)
     return SearchConfig(store=args.store, out=args.out, tuner=args.tuner, max_trials=args.max_trials,
                         executions_per_trial=args.executions_per_trial, epochs=args.epochs, seed=args.seed,

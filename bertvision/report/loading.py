@@ -90,6 +90,14 @@ class ReportedRun(RunResults):
         return sum(i * w for i, w in zip(self.layer_ids, self.layer_weights)) / max(sum(self.layer_weights), 1e-12)
 
     @property
+    def window_pooling(self) -> str | None:
+        """How an adapter trained on long documents (a store of windows,
+        ``extract --doc-stride``) pooled a document's windows; None otherwise."""
+        if self.run_type != "fit" or not (self.store_signature or {}).get("windows"):
+            return None
+        return (self.hyperparameters or {}).get("window_pooling", "mean")
+
+    @property
     def mix_label(self) -> str:
         """The method with its layer pooling where it has several
         (``adapter_pooler (attention)``): which mix learned the weights."""

@@ -36,8 +36,9 @@ def summary_frame(runs: Sequence[ReportedRun]) -> pd.DataFrame:
     """One row per run: task, method, run_type, trainable parameters and
     their share of the backbone (%), the main metric's name and value, one
     ``dev_<metric>`` column per metric name (empty where a task does not
-    have it), train fraction, training wall time and the run folder.
-    Sorted by task, then best main metric first."""
+    have it), train fraction, training wall time and the run folder; where
+    a run was trained on long documents (windows), a ``window_pooling``
+    column after ``run_type``. Sorted by task, then best main metric first."""
     names = metric_names(runs)
     rows = []
     for run in runs:
@@ -53,6 +54,8 @@ def summary_frame(runs: Sequence[ReportedRun]) -> pd.DataFrame:
     columns = LEADING + [METRIC_PREFIX + n for n in names] + TRAILING
     frame = pd.DataFrame(rows, columns=columns)
     frame["trainable_params"] = frame["trainable_params"].astype("Int64")
+    if any(run.window_pooling for run in runs):
+        frame.insert(LEADING.index("run_type") + 1, "window_pooling", [run.window_pooling for run in runs])
     if len(frame):
         frame = frame.sort_values(["task", "dev_main"], ascending=[True, False], kind="stable")
     return frame.reset_index(drop=True)

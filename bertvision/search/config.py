@@ -12,14 +12,15 @@ from typing import Any
 
 from bertvision.config import STRATEGIES, ConfigBase, check_choice, check_fraction, check_positive_int, select_layers
 from bertvision.errors import ConfigError, SearchError
-from bertvision.models.config import KINDS, LAYER_POOLINGS
+from bertvision.models.config import KINDS, LAYER_POOLINGS, WINDOW_POOLINGS
 
 __all__ = ["RESUMABLE", "SPACE_NAMES", "TUNERS", "SearchConfig", "SearchSpace", "active_values", "layer_indices",
            "split_values"]
 
 TUNERS = ("random", "bayesian", "hyperband")
 # the hyperparameters of the space, in trials.csv column order
-SPACE_NAMES = ("kind", "layers", "layer_pooling", "adapter_dim", "transformer_blocks", "dropout", "lr", "batch_size")
+SPACE_NAMES = ("kind", "layers", "layer_pooling", "adapter_dim", "transformer_blocks", "window_pooling", "dropout", "lr",
+               "batch_size")
 # settings that may change when a search is resumed
 RESUMABLE = ("out", "max_trials", "verbose", "command")
 
@@ -50,7 +51,8 @@ def _as_list(value) -> list:
 class SearchSpace(ConfigBase):
     """What the tuner may choose. Lists are choices; ``dropout`` and ``lr``
     are ``[min, max]`` ranges (``lr`` sampled on a log scale; equal ends fix
-    the value).
+    the value). ``window_poolings`` is searched on a store of long documents
+    (windows, ``extract --doc-stride``) only, for every kind.
 
     >>> SearchSpace(kinds=["adapter_pooler"], adapter_dims=[32, 64]).check(num_layers=7)
     """
@@ -60,6 +62,7 @@ class SearchSpace(ConfigBase):
     layer_poolings: list = field(default_factory=lambda: list(LAYER_POOLINGS))
     adapter_dims: list = field(default_factory=lambda: [32, 64, 128, 256])
     transformer_blocks: list = field(default_factory=lambda: [0])
+    window_poolings: list = field(default_factory=lambda: list(WINDOW_POOLINGS))
     dropout: list = field(default_factory=lambda: [0.0, 0.5])
     lr: list = field(default_factory=lambda: [1e-4, 3e-3])
     batch_sizes: list = field(default_factory=lambda: [32, 64, 128])
@@ -67,8 +70,8 @@ class SearchSpace(ConfigBase):
     error = SearchError
 
     def __post_init__(self):
-        for name in ("kinds", "layer_subsets", "layer_poolings", "adapter_dims", "transformer_blocks", "dropout", "lr",
-                     "batch_sizes"):
+        for name in ("kinds", "layer_subsets", "layer_poolings", "adapter_dims", "transformer_blocks", "window_poolings",
+                     "dropout", "lr", "batch_sizes"):
             setattr(self, name, _as_list(getattr(self, name)))
         super().__post_init__()
 
@@ -107,15 +110,17 @@ class SearchSpace(ConfigBase):
             if num_layers is not None:
                 layer_indices(subset, num_layers)
         choices("layer_poolings", self.layer_poolings, LAYER_POOLINGS)
+        choices("window_poolings", self.window_poolings, WINDOW_POOLINGS)
         ints("adapter_dims", self.adapter_dims)
         ints("transformer_blocks", self.transformer_blocks, low=0, what="integers >= 0")
         ints("batch_sizes", self.batch_sizes)
         interval("dropout", self.dropout, 0.0, 1.0)
         interval("lr", self.lr, 0.0, math.inf, low_open=True)
 
-    def declare(self, hp) -> None:
+    def declare(self, hp, windows: bool = False) -> None:
         """Declare every hyperparameter on a KerasTuner `HyperParameters`
-        (conditional ones inside their ``kind`` scopes)."""
+        (conditional ones inside their ``kind`` scopes; ``window_pooling``
+        with `windows`, a store of long documents)."""
         hp.Choice("kind", self.kinds)
         readers = [k for k in self.kinds if k != "linear_probe"]
         if readers:
@@ -127,6 +132,8 @@ class SearchSpace(ConfigBase):
                 hp.Choice("adapter_dim", self.adapter_dims)
                 if self.transformer_blocks != [0]:  # declared only when searched: a space without it samples as before
                     hp.Choice("transformer_blocks", self.transformer_blocks)
+        if windows:
+            hp.Choice("window_pooling", self.window_poolings)
         _float(hp, "dropout", self.dropout, log=False)
         _float(hp, "lr", self.lr, log=True)
         hp.Choice("batch_size", self.batch_sizes)
@@ -153,7 +160,7 @@ def split_values(values: dict) -> tuple[dict, str, dict]:
     ({'kind': 'cnn', 'dropout': 0.1}, 'last2', {'lr': 0.001, 'batch_size': 64})
     """
     adapter = {"kind": values["kind"]}
-    for key in ("adapter_dim", "transformer_blocks", "layer_pooling", "dropout"):
+    for key in ("adapter_dim", "transformer_blocks", "layer_pooling", "window_pooling", "dropout"):
         if key in values:
             adapter[key] = values[key]
     train = {"lr": float(values["lr"]), "batch_size": int(values["batch_size"])}

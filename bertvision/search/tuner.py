@@ -22,7 +22,8 @@ the adapter (``all``, ``lastK``, ``every_other``, as
 `bertvision.config.select_layers`; not for ``linear_probe``, which reads the
 last layer); ``layer_pooling``, ``adapter_dim`` and (when given more than
 ``[0]``; sequence stores) ``transformer_blocks`` of ``adapter_pooler``;
-``dropout``; ``lr``; ``batch_size``. A layer subset is `ModelConfig.layers`,
+on a store of long documents (windows) ``window_pooling`` (mean, max,
+attention; `--window-poolings`); ``dropout``; ``lr``; ``batch_size``. A layer subset is `ModelConfig.layers`,
 so the saved adapter still takes every stored layer and any store the run
 fits predicts with it.
 
@@ -73,7 +74,7 @@ from bertvision.distribute import get_strategy
 from bertvision.errors import SearchError
 from bertvision.lifecycle import run_task
 from bertvision.training.fit import AdapterFit, FitConfig, StorePlan, build_adapter_trainer
-from bertvision.models import build_model, trainable_params
+from bertvision.models import WINDOW_POOLINGS, build_model, trainable_params
 from bertvision.runs import TUNER, RunFolder, SearchFolder
 from bertvision.search.config import (RESUMABLE, SPACE_NAMES, TUNERS, SearchConfig, SearchSpace, active_values,
                                       layer_indices, split_values)
@@ -159,6 +160,10 @@ class _Plan:
                 for blocks in (config.space.transformer_blocks if pooler else [0]):
                     self.fit_plan.model_config({"kind": kind, **({"adapter_dim": dim} if dim else {}),
                                                 **({"transformer_blocks": blocks} if blocks else {})}, SearchError)
+        self.windows = self.store.windowed  # long documents: the window pooling is searched too
+        if not self.windows and config.space.window_poolings != list(WINDOW_POOLINGS):
+            raise SearchError(f"--window-poolings searches how a long document's windows are pooled; {config.store} "
+                              "keeps no windows (extract it with --doc-stride to store documents as windows)")
         self.num_layers = len(self.store.layers)
         config.space.check(self.num_layers)
         self.indices, self.train_examples = self.fit_plan.indices, self.fit_plan.train_examples
@@ -179,10 +184,10 @@ class AdapterHyperModel(kt.HyperModel):
         self.config, self.plan = config, plan
 
     def declare_hyperparameters(self, hp) -> None:
-        self.config.space.declare(hp)
+        self.config.space.declare(hp, self.plan.windows)
 
     def model_config(self, hp):
-        self.config.space.declare(hp)
+        self.config.space.declare(hp, self.plan.windows)
         adapter, subset, _ = split_values(active_values(hp))
         adapter["layers"] = layer_indices(subset, self.plan.num_layers)
         return self.plan.fit_plan.model_config(adapter, SearchError)

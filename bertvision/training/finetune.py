@@ -140,6 +140,12 @@ class FinetuneConfig(ConfigBase):
         if self.store is not None and task.kind not in USER_KINDS:
             raise FinetuneError(f"{self.store}: fine-tuning on a store's examples takes a classification, "
                                 f"multi-label, regression or token classification task; {task.name} is {task.kind}")
+        if self.store is not None and open_store(self.store).windowed:
+            raise FinetuneError(
+                f"{self.store} keeps long documents as windows (extract --doc-stride), and fine-tuning BERT on a "
+                f"document's windows is not supported: fit an adapter that pools them (python -m pipelines.fit "
+                f"--store {self.store} --window-pooling mean|max|attention), or fine-tune on a store extracted "
+                "without --doc-stride (each text cut to --max-seq-len)")
         check_positive("epochs", self.epochs, FinetuneError)
         check_positive("lr", self.lr, FinetuneError)
         for name in ("batch_size", "eval_batch_size", "doc_stride", "max_query_len"):
