@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     raw.add_argument("--context", help="SQuAD: the paragraph")
     raw.add_argument("--jit", action="store_true", help="XLA-compile the forward pass")
     p.add_argument("--npz", help="raw outputs file (default: --out with suffix .npz); 'none' to skip")
-    p.add_argument("--batch-size", type=int, default=256, help="records (store) or examples (raw text) per batch")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="records (store) or examples (raw text; long documents: also at most this many windows) "
+                        "per batch")
     p.add_argument("--max-skipped", type=float, default=0.0, metavar="SHARE",
                    help="--input in the task's own format: stop when more than this share of its records cannot be "
                         "read (default 0: a submission file must hold every record; skipped records are reported "
@@ -190,8 +192,7 @@ def predict_file(args) -> tuple[str, dict | None]:
         predictor.examples(name, inputs, where=str(args.input))
     if args.out.endswith(".jsonl") and model.task.is_preset:  # your own task's go through write_outputs
         lines = []
-        for b0 in range(0, len(examples), args.batch_size):
-            job = predictor.encode(name, examples[b0:b0 + args.batch_size])
+        for job in predictor.encode_batches(name, examples, args.batch_size):
             lines += [json.dumps(r, ensure_ascii=False) for r in predictor.run([job])[0]]
         io.atomic_write_text(args.out, "\n".join(lines) + "\n")
         return f"{len(lines)} predictions -> {args.out}", None

@@ -369,6 +369,16 @@ def test_serving_splits_documents_as_the_store_did(long_run):
     stored = predict_run(run, str(store), "test")
     assert served.uids.tolist() == stored.uids.tolist()
     assert np.allclose(served.probabilities, stored.probabilities, atol=2e-3)
+    # a small batch bounds the windows of one forward pass too (whole documents, at most CAP + 1 rows here)
+    jobs = predictor.encode_batches(name, examples, CAP + 1)
+    assert all(job.rows <= CAP + 1 for job in jobs) and [e.uid for j in jobs for e in j.examples] == served.uids.tolist()
+    assert len(jobs) > len(examples) / (CAP + 1) and any(len(job.examples) > 1 for job in jobs)
+    group = predictor.groups[predictor.model(name).group]
+    group.forward_passes = group.rows_forwarded = 0
+    small = predictor.predict_examples(name, examples, split="test", batch_size=CAP + 1)
+    assert group.forward_passes == len(jobs) and group.rows_forwarded == sum(job.rows for job in jobs)
+    assert small.uids.tolist() == served.uids.tolist()
+    assert np.allclose(small.probabilities, served.probabilities, atol=1e-4)
     result = predictor.predict({name: [rows[0]["texts"][0], "short"]})[name]
     assert [r["id"] for r in result] == ["0", "1"]
     assert np.isclose(result[0]["probabilities"][result[0]["label"]], stored.probabilities[0].max(), atol=2e-3)

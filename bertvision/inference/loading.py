@@ -202,6 +202,24 @@ class Job:
         """The uid of each output row (a span question's windows repeat it)."""
         return [self.examples[i].uid for i in self.features.example_index[self.bounds[:-1]]]
 
+    def split_windows(self, max_rows: int) -> list["Job"]:
+        """A long-document model's job cut into jobs of whole documents of
+        at most `max_rows` windows together (a document of more windows on
+        its own), so that one forward pass holds a bounded number of rows;
+        any other job as it is."""
+        if not self.model.windows or self.rows <= max_rows:
+            return [self]
+        bounds, jobs, first = self.bounds, [], 0  # a document per example: bounds[d] is example d's first row
+        while first < len(bounds) - 1:
+            end = first + 1
+            while end < len(bounds) - 1 and bounds[end + 1] - bounds[first] <= max_rows:
+                end += 1
+            features = self.features.select(slice(bounds[first], bounds[end]))
+            features.example_index = features.example_index - first
+            jobs.append(Job(self.model, self.examples[first:end], features))
+            first = end
+        return jobs
+
 
 _ID_SPEC = {k: tf.TensorSpec([None, None], tf.int32) for k in ("token_ids", "segment_ids", "padding_mask")}
 

@@ -169,6 +169,14 @@ class Predictor:
             raise ServeError(f"task {name}: {err}") from err
         return Job(model, list(examples), features)
 
+    def encode_batches(self, name: str, examples: Sequence[Example], batch_size: int) -> list[Job]:
+        """`encode` `examples` for model `name` in jobs of at most
+        `batch_size` examples; a long-document model's also of at most
+        `batch_size` windows (whole documents, `Job.split_windows`): one
+        forward pass each, its memory bounded however long the texts."""
+        return [part for b0 in range(0, len(examples), batch_size)
+                for part in self.encode(name, examples[b0:b0 + batch_size]).split_windows(batch_size)]
+
     def encode_all(self, plan: Sequence[tuple[str, Sequence[Example]]]) -> list[Job]:
         """`encode` each ``(model name, examples)``; models whose featurizers
         would make the same rows (one tokenizer, the same settings and task
@@ -258,15 +266,14 @@ class Predictor:
                          batch_size: int = 64) -> Predictions:
         """`Predictions` of model `name` on task examples (e.g. a GLUE or SQuAD
         file read with `bertvision.data.readers.load_examples`), `batch_size` examples
-        per forward pass; labels kept for evaluation."""
+        (and, for long documents, windows) per forward pass (`encode_batches`); labels kept for evaluation."""
         model = self.model(name)
         task = model.task
         examples = list(examples)
         if not examples:
             raise ServeError(f"no examples to predict for {name}")
         outputs, uids, windows, offsets = [], [], [], []
-        for b0 in range(0, len(examples), batch_size):
-            job = self.encode(name, examples[b0:b0 + batch_size])
+        for job in self.encode_batches(name, examples, batch_size):
             (out,) = self.forward([job])
             outputs.append(out)
             f = job.features
