@@ -385,24 +385,35 @@ def test_serving_splits_documents_as_the_store_did(long_run):
 
 
 def test_serve_over_http_answers_one_prediction_per_document(long_run, tmp_path):
-    """``python -m pipelines.serve`` on loopback: a batch of two documents, one
-    many windows long, gets two answers equal to the store's predictions."""
+    """``python -m pipelines.serve`` on loopback: a batch of documents, some
+    many windows long, gets one answer each, equal to the store's
+    predictions; with ``--max-batch-size`` below their windows the request
+    goes through in parts of whole documents, no pass over the limit."""
     from bertvision.inference.predict import predict_run
     from bertvision.store.format import open_store
     from tests.test_serve_http import Server
 
     store, run, _ = long_run
-    rows = open_store(str(store)).examples("test")
+    opened = open_store(str(store))
+    rows = opened.examples("test")[:6]
     stored = predict_run(run, str(store), "test")
-    server = Server(["--run", f"docs={run}", "--max-wait-ms", "50"], tmp_path).start()
+    windows = len(Featurizer(_model()[1], **opened.featurizer).encode(
+        opened.task_spec, [Example(uid=str(d), texts=tuple(r["texts"])) for d, r in enumerate(rows)]))
+    assert windows > CAP + 1
+    server = Server(["--run", f"docs={run}", "--max-wait-ms", "50", "--max-batch-size", str(CAP + 1)],
+                    tmp_path).start()
     try:
-        status, answer = server.predict({"task": "docs", "inputs": [rows[0]["texts"][0], rows[1]["texts"][0]]})
+        status, answer = server.predict({"task": "docs", "inputs": [r["texts"][0] for r in rows]})
         assert status == 200, answer
         results = answer["results"]["docs"]
-        assert len(results) == 2
+        assert [r["id"] for r in results] == [str(d) for d in range(len(rows))]
         for d, result in enumerate(results):
             assert result["label"] == stored.records()[d]["label"]
             assert np.isclose(result["probabilities"][result["label"]], stored.probabilities[d].max(), atol=2e-3)
+        status, stats = server.request("GET", "/v1/stats")
+        (passes,), (forwarded,) = stats["forward_passes"].values(), stats["rows_forwarded"].values()
+        assert stats["requests"] == passes == stats["batches"] > 1  # one pass per part (after the warm-up's)
+        assert stats["rows"] == windows and passes >= -(-windows // (CAP + 1)) and forwarded <= windows
         status, models = server.request("GET", "/v1/models")
         assert models["tasks"][0]["featurizer"]["windows"] is True
     finally:

@@ -18,7 +18,10 @@ Concurrent requests are **micro-batched**: a background asyncio task takes
 every request queued (up to ``max_batch_size`` model inputs; waiting at most
 ``max_wait_ms`` after the first for others to join) and runs them through
 `Predictor.forward` together in a worker thread, one forward pass per backbone
-per batch; while a batch computes the next one fills. Bad input (a body that
+per batch; while a batch computes the next one fills. A request for a
+long-document model (windows) whose texts make more windows than
+``max_batch_size`` goes in parts of whole documents (`submit_in_parts`).
+Bad input (a body that
 is not UTF-8, malformed JSON, an empty or non-string text, an unknown task, a
 missing pair member, too many inputs or characters, a body over ``max_body_bytes``) gets a 4xx
 answer ``{"error": message}``; the server holds no state but the runs it
@@ -293,6 +296,30 @@ class MicroBatcher:
                 "max_batch_size": self.max_batch_size, "max_wait_ms": self.max_wait * 1000.0}
 
 
+async def submit_in_parts(batcher: MicroBatcher, jobs: list[Job]) -> tuple[list, dict]:
+    """`MicroBatcher.submit` a request's `jobs`; a long-document model's job
+    of more windows than ``max_batch_size`` is cut into parts of whole
+    documents (`Job.split_windows`) submitted one batch at a time, so that
+    a request of many long texts never forwards more rows at once than a
+    batch holds (a document longer than that alone). Results as `submit`'s,
+    one list per job; the batch info of the last part."""
+    limit = batcher.max_batch_size
+    parts = [(i, part) for i, job in enumerate(jobs) for part in job.split_windows(limit)]
+    if len(parts) == len(jobs):
+        return await batcher.submit(jobs)
+    results: list[list] = [[] for _ in jobs]
+    chunk: list = []
+    info: dict = {}
+    for k, (i, part) in enumerate(parts):
+        chunk.append((i, part))
+        if k + 1 == len(parts) or sum(p.rows for _, p in chunk) + parts[k + 1][1].rows > limit:
+            answers, info = await batcher.submit([p for _, p in chunk])
+            for (j, _), answer in zip(chunk, answers):
+                results[j].extend(answer)
+            chunk = []
+    return results, info
+
+
 # ---------------------------------------------------------------------- app
 
 
@@ -355,7 +382,7 @@ def create_app(predictor: Predictor, config: ServeConfig):
                                                                    where.format(name))) for name, items in plan])
 
         jobs = await run_in_threadpool(encode)
-        results, info = await batcher.submit(jobs)
+        results, info = await submit_in_parts(batcher, jobs)
         return {"results": {name: res for (name, _), res in zip(plan, results)}, "batch": info}
 
     return _ContentLengthLimit(app, config.max_body_bytes)
