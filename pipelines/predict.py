@@ -172,7 +172,12 @@ def predict_text(args) -> str:
 
     item = {k: getattr(args, k) for k in RAW_FLAGS if getattr(args, k) is not None}
     predictor = Predictor.from_runs(args.run, jit_compile=args.jit)
-    results = predictor.predict({name: [item] for name in predictor.names})
+    jobs = predictor.encode_all([(name, predictor.examples(name, [item], where=f"inputs.{name}"))
+                                 for name in predictor.names])
+    results = dict(zip(predictor.names, predictor.run(jobs)))
+    for job in jobs:
+        if job.cut_texts:
+            print(job.model.cut_note(job.cut_texts, 1), file=sys.stderr, flush=True)
     return json.dumps({name: res[0] for name, res in results.items()}, ensure_ascii=False)
 
 
@@ -191,9 +196,12 @@ def predict_file(args) -> tuple[str, dict | None]:
     examples = inputs if not inputs or not isinstance(inputs[0], dict) else \
         predictor.examples(name, inputs, where=str(args.input))
     if args.out.endswith(".jsonl") and model.task.is_preset:  # your own task's go through write_outputs
-        lines = []
+        lines, cut = [], 0
         for job in predictor.encode_batches(name, examples, args.batch_size):
             lines += [json.dumps(r, ensure_ascii=False) for r in predictor.run([job])[0]]
+            cut += job.cut_texts
+        if cut:
+            print(model.cut_note(cut, len(examples)), file=sys.stderr, flush=True)
         io.atomic_write_text(args.out, "\n".join(lines) + "\n")
         return f"{len(lines)} predictions -> {args.out}", None
     preds = predictor.predict_examples(name, examples, split=split, batch_size=args.batch_size)

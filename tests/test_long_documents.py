@@ -329,13 +329,16 @@ def test_a_text_beyond_the_cap_predicts_as_its_first_windows(long_run):
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     assert prefix_ids == enc["input_ids"][:windows[CAP - 1][1]]
     assert len(featurizer.token_windows(len(prefix_ids))) == CAP
-    answers = []
+    answers, notes = [], []
     for t in (text, prefix, text[:len(prefix) // 2]):
         code, out, err = run_main(predict_main, "--run", run, "--text", t)
         assert code == 0, err[-3000:]
         (answer,) = json.loads(out).values()
         answers.append(answer)
+        notes.append([line for line in err.splitlines() if line.startswith("note:")])
     assert answers[0] == answers[1]
+    assert notes[0] == [f"note: SST-2: 1 of 1 text(s) longer than {CAP} windows of 16 tokens; their "
+                        f"first {CAP} windows were read (the store's --max-windows)"] and notes[1] == notes[2] == []
     assert answers[2]["probabilities"] != answers[0]["probabilities"]  # the cut is what makes them equal
 
     from bertvision.store.format import open_store
@@ -350,7 +353,7 @@ def test_a_text_beyond_the_cap_predicts_as_its_first_windows(long_run):
     assert kept.tolist() == [min(n, CAP) for n in n_windows] and CAP in kept.tolist()
 
 
-def test_serving_splits_documents_as_the_store_did(long_run):
+def test_serving_splits_documents_as_the_store_did(long_run, capsys):
     """The server's predictor (raw text, windows gathered per document, one
     forward pass for a batch of documents) gives what predicting the store's
     records gives."""
@@ -375,7 +378,11 @@ def test_serving_splits_documents_as_the_store_did(long_run):
     assert len(jobs) > len(examples) / (CAP + 1) and any(len(job.examples) > 1 for job in jobs)
     group = predictor.groups[predictor.model(name).group]
     group.forward_passes = group.rows_forwarded = 0
+    capsys.readouterr()
     small = predictor.predict_examples(name, examples, split="test", batch_size=CAP + 1)
+    cut = open_store(str(store)).manifest["splits"]["test"]["truncated_documents"]
+    assert cut > 0 and f"note: {name}: {cut} of {len(examples)} text(s) longer than {CAP} windows" in \
+        capsys.readouterr().err  # counted over the parts of the split batches too
     assert group.forward_passes == len(jobs) and group.rows_forwarded == sum(job.rows for job in jobs)
     assert small.uids.tolist() == served.uids.tolist()
     assert np.allclose(small.probabilities, served.probabilities, atol=1e-4)

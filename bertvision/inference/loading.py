@@ -117,6 +117,13 @@ class ServedModel:
         extraction split it, and the adapter pools an example's windows."""
         return self.featurizer.config.windows
 
+    def cut_note(self, cut: int, total: int) -> str:
+        """What `predict` says when `cut` of `total` texts had more windows
+        than the store's ``max_windows`` (`Job.cut_texts`)."""
+        cap = self.featurizer.config.max_windows
+        return (f"note: {self.name}: {cut} of {total} text(s) longer than {cap} windows of {self.max_seq_len} "
+                f"tokens; their first {cap} windows were read (the store's --max-windows)")
+
     def record_bounds(self, features) -> np.ndarray:
         """Where each output row's model inputs start in `features` (as the
         store's records: a document's windows, a pair's two texts, else one
@@ -202,6 +209,12 @@ class Job:
         """The uid of each output row (a span question's windows repeat it)."""
         return [self.examples[i].uid for i in self.features.example_index[self.bounds[:-1]]]
 
+    @property
+    def cut_texts(self) -> int:
+        """Texts of a long-document model's job that had more windows than
+        its store's ``max_windows`` and were read up to them."""
+        return 0 if self.features.cut_examples is None else int(self.features.cut_examples.size)
+
     def split_windows(self, max_rows: int) -> list["Job"]:
         """A long-document model's job cut into jobs of whole documents of
         at most `max_rows` windows together (a document of more windows on
@@ -216,6 +229,9 @@ class Job:
                 end += 1
             features = self.features.select(slice(bounds[first], bounds[end]))
             features.example_index = features.example_index - first
+            if self.features.cut_examples is not None:  # the texts of these documents that were cut
+                cut = self.features.cut_examples
+                features.cut_examples = cut[(cut >= first) & (cut < end)] - first
             jobs.append(Job(self.model, self.examples[first:end], features))
             first = end
         return jobs

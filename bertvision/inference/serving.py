@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -272,8 +273,9 @@ class Predictor:
         examples = list(examples)
         if not examples:
             raise ServeError(f"no examples to predict for {name}")
-        outputs, uids, windows, offsets = [], [], [], []
+        outputs, uids, windows, offsets, cut = [], [], [], [], 0
         for job in self.encode_batches(name, examples, batch_size):
+            cut += job.cut_texts
             (out,) = self.forward([job])
             outputs.append(out)
             f = job.features
@@ -283,6 +285,8 @@ class Predictor:
                 offsets.append(f.offsets[:, :np.asarray(out["start_logits"]).shape[1]])
             elif task.kind == "token_classification":
                 offsets.append(f.word_ids[:, :np.asarray(out).shape[1]])
+        if cut:
+            print(model.cut_note(cut, len(examples)), file=sys.stderr, flush=True)
         if task.kind == "token_classification":
             return Predictions.from_outputs(task, split, uids, outputs, offsets=offsets,
                                             gold=_word_gold(examples), source=str(model.run_dir))
