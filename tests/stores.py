@@ -23,6 +23,9 @@ import its fixture.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -108,9 +111,6 @@ def sst2_cls_run(tmp_path_factory, sst2_cls_store) -> Path:
 
 def run_main(main, *args) -> tuple[int, str, str]:
     """Call a pipeline's ``main(argv)`` in this process: ``(exit code, stdout, stderr)``."""
-    import contextlib
-    import io
-
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -118,6 +118,17 @@ def run_main(main, *args) -> tuple[int, str, str]:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+def run_pipeline(module: str, *args) -> str:
+    """Run the command ``python -m <module> args...`` in this process (its
+    ``main(argv)``; no second TensorFlow start-up) and return what it printed;
+    a non-zero exit fails the test with its error output. For fixtures that
+    build runs with the real commands; a test about the process itself (exit
+    codes, kills, a server) uses `run_cli`."""
+    code, out, err = run_main(importlib.import_module(module).main, *args)
+    assert code == 0, f"python -m {module} {' '.join(map(str, args))} failed ({code}):\n{out[-2000:]}\n{err[-3000:]}"
+    return out
 
 
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.stores import run_pipeline
+
 from bertvision.report import (CHARTS, ReportError, build_charts, build_report, find_results, load_runs,
                                markdown_table, read_run, summary_frame)
 
@@ -308,17 +310,17 @@ def real_runs(module_tmp, shared_data) -> Path:
     (linear_probe, scalar_mix, scalar_mix on half the training data) and a
     BERT fine-tuning run from `pipelines.finetune` evaluated every half epoch."""
     root = module_tmp("report-real")
-    sst2 = str(shared_data / "glue" / "SST-2")
+    sst2 = shared_data / "glue" / "SST-2"
     store = root / "store"
-    _run("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",
-         "--out", str(store), "--token-mode", "cls", "--limit", "64", "--no-progress")
+    run_pipeline("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",
+                 "--out", store, "--token-mode", "cls", "--limit", "64", "--no-progress")
     runs = root / "runs"
     for name, extra in [("linear_probe", ["--adapter", "linear_probe"]), ("scalar_mix", ["--adapter", "scalar_mix"]),
                         ("scalar_mix-half", ["--adapter", "scalar_mix", "--train-fraction", "0.5"])]:
-        _run("pipelines.fit", "--store", str(store), "--out", str(runs / name), "--epochs", "2",
-             "--batch-size", "16", "--seed", "0", "--quiet", *extra)
-    _run("pipelines.finetune", "--task", "sst2", "--data-dir", sst2, "--out", str(runs / "bert"), "--epochs", "1",
-         "--limit", "64", "--batch-size", "16", "--checkpoint-every", "0.5", "--no-jit", "--no-progress")
+        run_pipeline("pipelines.fit", "--store", store, "--out", runs / name, "--epochs", "2",
+                     "--batch-size", "16", "--seed", "0", "--quiet", *extra)
+    run_pipeline("pipelines.finetune", "--task", "sst2", "--data-dir", sst2, "--out", runs / "bert", "--epochs", "1",
+                 "--limit", "64", "--batch-size", "16", "--checkpoint-every", "0.5", "--no-jit", "--no-progress")
     return runs
 
 
