@@ -1,7 +1,7 @@
 """`python -m experiments.reproduce --quick`: the whole reproduction (fine-tuning,
-extraction, four adapter kinds on two backbones, ensembles, data fractions,
+extraction, the four adapter kinds on each task, ensembles, data fractions,
 report) on a few dozen real examples of SST-2 and SQuAD 2.0, then resume
-behaviour."""
+behaviour and a second seed."""
 
 import json
 import math
@@ -14,14 +14,15 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-from experiments.reproduce import KINDS, ReproduceConfig, Stages, TaskStages, _share, markdown, seed_summary
+from experiments.reproduce import (KINDS, QUICK_FRACTIONS, QUICK_PLANS, ReproduceConfig, Stages, TaskStages, _share,
+                                  main, markdown, seed_summary)
 from bertvision.store.format import open_store
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
 
-# a guard against a hang, not a speed check: the quick run takes about 4 min on a quiet 2-core machine and
-# went past 15 min beside a second test suite and a fine-tuning run (load 8)
+# a guard against a hang, not a speed check: the quick run took about 4 min on a quiet 2-core machine before
+# its plans were cut down (2026-12-07) and went past 15 min beside a second test suite and a fine-tuning run (load 8)
 TIMEOUT_S = 2700
 
 
@@ -86,17 +87,22 @@ def test_quick_reproduction_table(quick_run):
         assert [r["method"] for r in lora] == ["LoRA r=8 1 ep"] + (["LoRA r=8 2 ep"] if task != "squad_v2" else [])
         assert all(r["trainable_params"] < 0.05 * r["trainable_params"] / r["param_share"] for r in lora)
         backbones = ["frozen MiniLM"] + [f"MiniLM fine-tuned {e} ep" for e in tuned]
-        for backbone in backbones:  # every kind on the frozen backbone and on each checkpoint the study read
+        # the quick plans: every kind on the backbone the fraction rows read, adapter_pooler on the others
+        plan_kinds = QUICK_PLANS[task].backbone_kinds
+        for key, backbone in zip(["frozen"] + [f"ft{e}" for e in tuned], backbones):
             assert sorted(r["method"] for r in task_rows if r["backbone"] == backbone
-                          and r["method"] in KINDS) == sorted(KINDS)
+                          and r["method"] in KINDS) == sorted(plan_kinds.get(key, KINDS))
+        assert {r["method"] for r in task_rows if r["method"] in KINDS} == set(KINDS)
         ensembles = [r for r in task_rows if r["method"].startswith("ensemble")]
         assert sorted(r["backbone"] for r in ensembles) == sorted(backbones[1:] * 2)
         fractions = [r for r in task_rows if " of train" in r["method"]]
-        assert len(fractions) == 2 * 4  # the best two kinds on 10, 25 and 50% (+ their full run, 100%)
+        assert len(fractions) == 2 * 2  # the best two kinds on 50% (+ their full run, 100%); the full run: 10-50%
         # on the frozen store, except SQuAD's: on the 1-epoch checkpoint's (its frozen adapters say nothing)
         assert {r["backbone"] for r in fractions} == {backbones[-1] if task == "squad_v2" else backbones[0]}
-        assert {r["method"].split(" on ")[1] for r in fractions} == {f"{p} of train"
-                                                                     for p in ("10%", "25%", "50%", "100%")}
+        assert QUICK_FRACTIONS == [0.5, 1.0]
+        assert {r["method"].split(" on ")[1] for r in fractions} == {"50% of train", "100% of train"}
+        counts = {r["method"].split(" on ")[1]: int(r["train_data"].split()[0]) for r in fractions}
+        assert counts["50% of train"] == round(counts["100% of train"] / 2), counts
         for r in task_rows:
             main = r["dev_metrics"][r["main_metric"]] if r["main_metric"] in r["dev_metrics"] else None
             assert r["method"].startswith("answerability") or math.isfinite(main), r
@@ -136,28 +142,38 @@ def test_quick_reproduction_table(quick_run):
     assert all(s["wall_s"] >= 0 and len(s["load_avg"]) == 2 for s in stages.values())
 
 
-def test_quick_reproduction_resumes(quick_run):
+def run_here(capsys, *args) -> tuple[int, str, str]:
+    """`experiments.reproduce --quick` in this process (for invocations that train nothing: no second
+    TensorFlow start-up)."""
+    capsys.readouterr()
+    code = main(["--quick", "--no-progress", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_quick_reproduction_resumes(quick_run, capsys):
     work, _, data = quick_run
     before = json.loads((work / "reproduction.json").read_text())["rows"]
     # a finished reproduction: nothing runs again
-    proc = reproduce("--work", str(work), "--data-root", str(data))
-    assert "this invocation: 0 stage(s) run" in proc.stdout
-    # a lost run folder: only its stage runs again, and gives the same seeded result
+    code, out, err = run_here(capsys, "--work", work, "--data-root", data)
+    assert code == 0 and "this invocation: 0 stage(s) run" in out, err
+    # other settings on the same folder are refused, naming the difference
+    code, _, err = run_here(capsys, "--work", work, "--data-root", data, "--tasks", "sst2,mrpc")
+    assert code == 2 and "tasks" in err
+    # a lost run folder and a second seed, in one invocation: of the first seed's stages only the lost
+    # one runs again, and gives the same seeded result; the second seed runs the headline rows again
+    # in their own folders, and their spread is reported
     shutil.rmtree(work / "sst2" / "cnn-frozen")
-    proc = reproduce("--work", str(work), "--data-root", str(data))
-    meta = json.loads((work / "reproduction.json").read_text())["meta"]
-    assert meta["stages_run_now"] == ["sst2/cnn-frozen"], proc.stdout[-2000:]
-    after = json.loads((work / "reproduction.json").read_text())["rows"]
+    proc = reproduce("--work", str(work), "--data-root", str(data), "--seeds", "0,1")
+    results = json.loads((work / "reproduction.json").read_text())
+    ran = results["meta"]["stages_run_now"]
+    assert [s for s in ran if "/seed1/" not in s] == ["sst2/cnn-frozen"], proc.stdout[-2000:]
+    assert "sst2/seed1/bert" in ran and "squad_v2/seed1/adapter_pooler-frozen" in ran, ran
+    after = [r for r in results["rows"] if r["seed"] == 0]
     key = [(r["task"], r["method"], r["backbone"]) for r in before]
     assert key == [(r["task"], r["method"], r["backbone"]) for r in after]
     redone = [(b, a) for b, a in zip(before, after) if a["run"].endswith("cnn-frozen")]
     assert redone and all(b["dev_metrics"] == pytest.approx(a["dev_metrics"]) for b, a in redone)
-    # other settings on the same folder are refused, naming the difference
-    proc = reproduce("--work", str(work), "--data-root", str(data), "--tasks", "sst2,mrpc", check=False)
-    assert proc.returncode == 2 and "tasks" in proc.stderr
-    # a second seed: the headline rows again in their own folders, and their spread
-    reproduce("--work", str(work), "--data-root", str(data), "--seeds", "0,1")
-    results = json.loads((work / "reproduction.json").read_text())
     seed1 = [r for r in results["rows"] if r["seed"] == 1]
     assert {r["task"] for r in seed1} == {"sst2", "squad_v2"}
     assert all("/seed1/" in r["run"] for r in seed1)
@@ -168,10 +184,9 @@ def test_quick_reproduction_resumes(quick_run):
     assert "Headline rows over seeds 0, 1" in (work / "results.md").read_text()
 
 
-def test_missing_data_root_is_a_clear_error(tmp_path):
-    proc = reproduce("--work", str(tmp_path / "w"), "--data-root", str(tmp_path / "nowhere"), "--tasks", "sst2",
-                     check=False)
-    assert proc.returncode == 2 and "no such data folder" in proc.stderr
+def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
+    code, _, err = run_here(capsys, "--work", tmp_path / "w", "--data-root", tmp_path / "nowhere", "--tasks", "sst2")
+    assert code == 2 and "no such data folder" in err
 
 
 def _row(task="sst2", seed=0, value=0.85, headline="BERT 1 ep", method="BERT fine-tuned 1 ep"):
