@@ -165,7 +165,7 @@ FULL_PLANS = {
 }
 # The test suite's smoke run: each code path once, on a few dozen examples. Every kind trains on the backbone
 # the fraction rows read (SST-2: frozen, SQuAD: the 1-epoch checkpoint) and adapter_pooler alone on the
-# others (the same fit on another store); LoRA trains once, on SST-2's first seed; QUICK_SETTINGS: BERT
+# others (the same fit on another store); LoRA trains on the GLUE tasks' first seed only; QUICK_SETTINGS: BERT
 # is scored at 0.3, 1 and 2 epochs, and the best kind alone trains on 50% of the data.
 QUICK_PLANS = {
     "sst2": TaskPlan("sst2", "glue/SST-2", max_seq_len=32, train_sample=64, eval_limit=32, adapter_epochs=2,
@@ -781,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="reduced version: a few dozen examples per task, short sequences, 2 adapter epochs, "
                         "no XLA, every adapter kind on one backbone per task, BERT scored at 0.3/1/2 epochs, the "
-                        "best kind on 50%% of the data, LoRA on SST-2's first seed only")
+                        "best kind on 50%% of the data, LoRA on the first seed of SST-2/MRPC only")
     p.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/results.md and DIR/results/*.png|svg")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     p.add_argument("--report-only", action="store_true",
