@@ -1,21 +1,15 @@
-"""`python -m experiments.finetune_sweep`: the recipe sweep's table and summary on a few dozen real SST-2
-examples, and its resume (finished runs are read back, not trained again)."""
+"""`python -m experiments.finetune_sweep`: the recipe sweep's table and summary on 16 real SST-2 examples
+(8 dev), and its resume (finished runs are read back, not trained again)."""
 
 import json
-import subprocess
-import sys
 
-from tests.conftest import REPO_ROOT
-from tests.test_reproduce import ENV
+from tests.stores import run_pipeline
 
 
-def sweep(work, data, *extra):
-    proc = subprocess.run([sys.executable, "-m", "experiments.finetune_sweep", "--work", str(work), "--data-root", str(data),
-                           "--tasks", "sst2", "--lrs", "5e-5,3e-4", "--epochs", "2", "--limit", "32",
-                           "--eval-limit", "16", *extra],
-                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+def sweep(work, data):
+    """The sweep's ``main(argv)`` in this process (its fine-tunings run in-process too: no TensorFlow start-up)."""
+    return run_pipeline("experiments.finetune_sweep", "--work", work, "--data-root", data, "--tasks", "sst2",
+                        "--lrs", "5e-5,3e-4", "--epochs", "2", "--limit", "16", "--eval-limit", "8")
 
 
 def test_sweep_table_summary_and_resume(tmp_path, shared_data):
@@ -32,7 +26,7 @@ def test_sweep_table_summary_and_resume(tmp_path, shared_data):
     assert len(lines) == 2 and "(fixed recipe)" in lines[0] and lines[0].count("**") + lines[1].count("**") == 2
     for lr in ("lr5e-05", "lr0.0003"):
         results = json.loads((work / "sst2" / lr / "results.json").read_text())
-        assert results["train_examples"] == 32 and [h["epoch"] for h in results["history"]] == [1.0, 2.0]
+        assert results["train_examples"] == 16 and [h["epoch"] for h in results["history"]] == [1.0, 2.0]
     # a second call reads the finished runs back: same table, nothing trained
     stamp = (work / "sst2" / "lr5e-05" / "results.json").stat().st_mtime_ns
     again = sweep(work, shared_data)
