@@ -21,6 +21,8 @@ and prints one table, mean ± std over seeds: the task's metrics, trainable
 parameters, wall time and peak memory (the process's resident set,
 `experiments.reproduce.Stages`) per row. Everything lands in `--work` (``pairs.md``
 / ``pairs.json``, ``stages.json``); a rerun keeps finished stores and runs.
+``--no-jit`` leaves out XLA compilation (a smoke run on a few examples,
+where compiling costs more than it saves; not for timings).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-epochs", type=float, default=2.0)
     p.add_argument("--finetune-batch-size", type=int, default=32)
     p.add_argument("--work", default=str(REPO / "experiments_out" / "pairs"))
+    p.add_argument("--no-jit", action="store_true",
+                   help="do not XLA-compile extraction, adapters and fine-tuning (smoke runs; not for timings)")
     args = p.parse_args(argv)
     work = Path(args.work)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             for split in ("train", "dev"):
                 config = ExtractConfig(task=task.name, split=split, out=str(store), data_dir=args.data_dir,
                                        token_mode="mean", pair_mode=mode, max_seq_len=args.max_seq_len,
-                                       limit=args.limit, progress=False, command=command)
+                                       limit=args.limit, progress=False, command=command,
+                                       jit_compile=not args.no_jit)
                 stage(f"extract {mode} {split}", lambda s=split, st=store: (st / MANIFEST).is_file()
                       and s in open_store(str(st)).splits, lambda c=config: Extractor(c).run())
         cosine = cosine_baseline(open_store(str(stores["separate"])), "train", "dev")
@@ -122,14 +127,16 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in fits(mode):
                     out = run_dir(mode, kind, seed)
                     config = FitConfig(store=str(store), out=str(out), adapter={"kind": kind[0], **kind[1]},
-                                       epochs=args.epochs, batch_size=args.batch_size, seed=seed, verbose=0)
+                                       epochs=args.epochs, batch_size=args.batch_size, seed=seed, verbose=0,
+                                       jit_compile=not args.no_jit)
                     stage(f"fit {out.name}", lambda o=out: RunFolder(o).finished, lambda c=config: fit(c))
         for seed in ft_seeds:
             out = work / f"finetune-seed{seed}"
             config = FinetuneConfig(task=task.name, out=str(out), data_dir=args.data_dir,
                                     epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
                                     max_seq_len=args.max_seq_len, seed=seed, limit=args.limit,
-                                    eval_limit=args.limit, progress=False, command=command)
+                                    eval_limit=args.limit, progress=False, command=command,
+                                    jit_compile=not args.no_jit)
             stage(f"finetune seed {seed}", lambda o=out: RunFolder(o).finished,
                   lambda c=config: Finetuner(c).run())
     except BertVisionError as err:

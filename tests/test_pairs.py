@@ -199,7 +199,7 @@ def test_pairs_benchmark_runs_and_resumes(shared_data, tmp_path, capsys):
 
     argv = ["--data-dir", str(shared_data / "glue" / "MRPC"), "--limit", "16", "--max-seq-len", "48",
             "--epochs", "1", "--kinds", "linear_probe", "--variant", "scalar_mix:dropout=0.2", "--seeds", "0,1",
-            "--work", str(tmp_path / "work")]
+            "--work", str(tmp_path / "work"), "--no-jit"]
     assert bench_main(argv) == 0
     table = (tmp_path / "work" / "pairs.md").read_text()
     for method in ("zero-shot cosine", "linear_probe on the frozen backbone, pair separate",
