@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.stores import run_pipeline
-
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
 OWN = "banking77"  # your own data: ../shared/data/banking77/{train,test}.csv, columns text,category
 N = 24  # real dev (Banking77: test) inputs compared per task
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +34,20 @@ def exported(tmp_path_factory, shared_data):
     runs = {}
     for task, folder in TASKS.items():
         store, run = root / f"store-{task}", root / f"run-{task}"
-        run_pipeline("pipelines.extract", "--task", task, "--data-dir", shared_data / folder, "--split", "train",
-                     "--split", "dev", "--limit", "32", "--token-mode", "cls", "--out", store, "--no-progress")
-        run_pipeline("pipelines.fit", "--store", store, "--adapter", "adapter_pooler", "--out", run,
-                     "--epochs", "1", "--quiet")
+        _run("pipelines.extract", "--task", task, "--data-dir", str(shared_data / folder), "--split", "train",
+             "--split", "dev", "--limit", "32", "--token-mode", "cls", "--out", str(store), "--no-progress")
+        _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(run),
+             "--epochs", "1", "--quiet")
         runs[task] = run
     store, runs[OWN] = root / f"store-{OWN}", root / f"run-{OWN}"
-    run_pipeline("pipelines.extract", "--data-dir", shared_data / OWN, "--split", "train=train.csv", "--split",
-                 "test=test.csv", "--dev-fraction", "0.1", "--seed", "0", "--text-column", "text", "--label-column",
-                 "category", "--sample", "48", "--token-mode", "cls", "--out", store, "--no-progress")
-    run_pipeline("pipelines.fit", "--store", store, "--adapter", "adapter_pooler", "--out", runs[OWN],
-                 "--epochs", "1", "--quiet")
+    _run("pipelines.extract", "--data-dir", str(shared_data / OWN), "--split", "train=train.csv", "--split",
+         "test=test.csv", "--dev-fraction", "0.1", "--seed", "0", "--text-column", "text", "--label-column",
+         "category", "--sample", "48", "--token-mode", "cls", "--out", str(store), "--no-progress")
+    _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(runs[OWN]),
+         "--epochs", "1", "--quiet")
     out = root / "onnx"
-    printed = run_pipeline("pipelines.export", *(a for name, run in runs.items() for a in ("--run", f"{name}={run}")),
-                           "--out", out, "--format", "onnx", "--quantize", "int8")
+    printed = _run("pipelines.export", *(a for name, run in runs.items() for a in ("--run", f"{name}={run}")),
+                   "--out", str(out), "--format", "onnx", "--quantize", "int8")
     assert "sst2_probabilities" in printed and "model.int8.onnx" in printed
     return root, runs, out
 
@@ -81,7 +85,7 @@ def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, ta
     examples, items = _inputs(shared_data, task)
     path = root / f"{task}-inputs.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
-    run_pipeline("pipelines.predict", "--run", runs[task], "--input", path, "--out", root / f"{task}.jsonl")
+    _run("pipelines.predict", "--run", str(runs[task]), "--input", str(path), "--out", str(root / f"{task}.jsonl"))
     predicted = [json.loads(line) for line in (root / f"{task}.jsonl").read_text().splitlines()]
     labels = info["tasks"][task]["labels"]
     want = np.array([[p["probabilities"][label] for label in labels] for p in predicted])
