@@ -233,8 +233,10 @@ def main(argv=None) -> int:
             runs = [adapter_row(store, kind, seed, plan["eval"], work / name / f"{kind}-seed{seed}", args)
                     for seed in seeds]
             rows.append((f"{kind} (frozen)", runs))
-        rows.append((f"peer baseline: logistic regression C={PEER_C:g}" +
-                     (" one-vs-rest, thresholds chosen on dev" if spec.kind == "multi_label" else ""), [peer_row(store, plan["eval"])]))
+        peer = f"peer baseline: logistic regression C={PEER_C:g}"
+        if spec.kind == "multi_label":
+            peer += " one-vs-rest, thresholds chosen on dev"
+        rows.append((peer, [peer_row(store, plan["eval"])]))
         if not args.no_finetune:
             # --quick: fine-tuning and LoRA run the same steps; one of them per dataset covers both
             for lora in ([index % 2 == 1] if args.quick else (False, True)):

@@ -26,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,18 +136,22 @@ def run_pipeline(module: str, *args) -> str:
 
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``python -m <module> args...`` from the repository root."""
-    full_env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    full_env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=cli_env(env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The environment of a command the tests start: this one, the TensorFlow
+    backend and quiet logs, `extra`, and the repository first on PYTHONPATH."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra or {})}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
 
 
 def goemotions_task_file(root: Path, data: Path) -> Path:
     """``root/goemotions.task.json``: GoEmotions as a user's task file (TSV
     without a header: text in column 0, comma-separated label ids in column
     1, the comment id in column 2; the 28 names in ``labels.txt``)."""
-    import json
-
     go = data / "goemotions"
     task = root / "goemotions.task.json"
     task.write_text(json.dumps({"name": "goemotions", "data_dir": str(go), "splits": {"train": "train.tsv",
@@ -173,11 +180,7 @@ def kill_when_saved(args, run: Path, step: int = 2, timeout: float = 300) -> int
     """Start ``python -m pipelines.finetune args`` and kill -9 it as soon as
     the training state of global `step` is saved in ``run/state``; returns
     its exit code (``-SIGKILL`` when it was killed there)."""
-    import signal
-    import time
-
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *map(str, args)], cwd=REPO_ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *map(str, args)], cwd=REPO_ROOT, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + timeout
