@@ -309,14 +309,16 @@ async def submit_in_parts(batcher: MicroBatcher, jobs: list[Job]) -> tuple[list,
         return await batcher.submit(jobs)
     results: list[list] = [[] for _ in jobs]
     chunk: list = []
+    rows = 0  # rows of `chunk`
     info: dict = {}
     for k, (i, part) in enumerate(parts):
         chunk.append((i, part))
-        if k + 1 == len(parts) or sum(p.rows for _, p in chunk) + parts[k + 1][1].rows > limit:
+        rows += part.rows
+        if k + 1 == len(parts) or rows + parts[k + 1][1].rows > limit:
             answers, info = await batcher.submit([p for _, p in chunk])
             for (j, _), answer in zip(chunk, answers):
                 results[j].extend(answer)
-            chunk = []
+            chunk, rows = [], 0
     return results, info
 
 
