@@ -21,6 +21,9 @@ For every task, in this order, each stage a library call (the same code as
    study's two settings); MRPC's frozen store encodes each sentence on its
    own (``--pair-mode separate``, ``mean`` tokens: the embedded MiniLM is a
    sentence-embedding model) and its adapters there use ``adapter_dim`` 256;
+   beside them the zero-shot cosine of that store's last layer (``--adapter
+   cosine``: no training, its threshold chosen on train; first seed only),
+   the baseline every pair adapter must beat;
 3. the adapter kinds on every store (best dev epoch restored; early stopping);
 4. the ensemble of BERT at each checkpoint with the best adapter on that
    checkpoint's activations (mean and max);
@@ -393,6 +396,21 @@ class TaskStages:
                            command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
 
+    def cosine(self) -> None:
+        """The zero-shot cosine of a separately encoded pair task's frozen store (``pipelines.fit --adapter
+        cosine``: no training, its threshold chosen on train), the baseline every pair adapter must beat. It
+        has no seed: the first seed's folder only."""
+        out = self.root / "cosine-frozen"
+        p = self.plan
+        config = FitConfig(store=str(self.store("frozen")), out=str(out), adapter={"kind": "cosine"},
+                           train_split=p.train_split, eval_splits=[p.eval_split], seed=self.seed,
+                           command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
+        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
+
+    @property
+    def has_cosine(self) -> bool:
+        return self.first and self.plan.frozen_pair_mode == "separate"
+
     def ranked_kinds(self, backbone: str, root: Path | None = None) -> list[str]:
         """The adapter kinds on `backbone`, best dev main metric first (ties: fewer parameters)."""
         root = root or self.root
@@ -445,6 +463,8 @@ class TaskStages:
                         self.ensemble(backbone, mode)
                 if backbone == "ft1" and self.plan.answerability:
                     self.answerability()
+            if self.has_cosine:
+                self.cosine()
             for kind in self.fraction_kinds():
                 for fraction in self.c.fractions:
                     if fraction < 1.0:
@@ -470,6 +490,8 @@ class TaskStages:
                 runs += [self.adapter_dir(kind, fb, f) for f in self.c.fractions if f < 1.0]
             if self.plan.answerability:
                 runs.append(self.root / "answerability-ft1")
+            if self.has_cosine:
+                runs.append(self.root / "cosine-frozen")
         else:
             runs.append(self.adapter_dir(self.best_kind("frozen") or "BEST", "frozen"))
             if self.task != "squad_v2":
@@ -525,6 +547,12 @@ class TaskStages:
                                     finetune_s[backbone], r.train_wall_time_s, r.peak_memory_mib, train_desc, run,
                                     headline=f"best adapter ({best}), {self.backbone_name(backbone)}"
                                     if kind == best else None))
+        cosine = self.root / "cosine-frozen"
+        if self.has_cosine and _finished(cosine):
+            r = _results(cosine)
+            rows.append(row("zero-shot cosine of last-layer means (threshold chosen on train)",
+                            self.backbone_name("frozen"), r, r.dev_metrics, 0, 0.0, r.train_wall_time_s,
+                            r.peak_memory_mib, train_desc, cosine))
         for backbone in self.backbones[1:]:
             for mode in ("mean", "max"):
                 out = self.ensemble_dir(backbone, mode)

@@ -69,6 +69,11 @@ def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_da
     results = json.loads((tmp_path / "mrpc" / "adapter_pooler-frozen" / "results.json").read_text())
     assert 0 <= results["dev_metrics"]["f1"] <= 1
     assert task.stores()[0]["backbone"] == "frozen MiniLM, sentences encoded separately"
+    # the zero-shot cosine beside the pair adapters: no training, no parameters, scored on dev
+    task.cosine()
+    cosine = json.loads((tmp_path / "mrpc" / "cosine-frozen" / "results.json").read_text())
+    assert cosine["method"] == "cosine" and cosine["trainable_params"] == 0
+    assert tmp_path / "mrpc" / "cosine-frozen" in task.expected_runs()
 
 
 def test_quick_reproduction_table(quick_run):
