@@ -2,6 +2,7 @@
 
     python -m experiments.reproduce --docs docs                  # the full run (resumable)
     python -m experiments.reproduce --docs docs --seeds 0,1,2    # + the headline rows with two more seeds
+    python -m experiments.reproduce --docs docs --layer-seeds 1,2  # + the layer weights' seed spread only
     python -m experiments.reproduce --quick --work /tmp/rq       # reduced version on SST-2 + SQuAD (the test suite)
 
 On the embedded MiniLM and the real data in ``../shared/data`` (each task's
@@ -43,6 +44,13 @@ SQuAD's stores keep the last 4 of the 7 layers as int8 (``--layers last4
 2-core machine; each choice alone was measured free of accuracy cost on
 the 1-epoch checkpoint (docs/results.md).
 
+``--layer-seeds 1,2`` adds seeds that train only the layer-mixing adapter
+kinds (``scalar_mix``, ``adapter_pooler``) on the first seed's stores (the
+frozen backbone's and the 1-epoch checkpoint's; SQuAD: the checkpoint's),
+fine-tuning nothing: the learned layer weights' seed spread (centre of
+gravity and per-layer mean +- std in ``results.md``, ``report/layer_spread``)
+at the cost of a few adapter fits.
+
 With ``--seeds 0,1,2`` the first seed runs everything and every further seed
 runs the headline rows (BERT, LoRA, the best adapter kind on each GLUE
 backbone, with that seed's own checkpoint, and the ensemble; on SQuAD the
@@ -57,7 +65,7 @@ report's walk over run folders never takes it) and ``results.md`` (the
 tables), plus ``report/``
 from ``pipelines.report``. Re-running the command skips finished stages, and a
 killed stage resumes where its library call left off. ``--docs DIR`` also
-writes ``DIR/results.md`` and the charts into ``DIR/results/``.
+writes ``DIR/reproduction.md`` and the charts into ``DIR/results/``.
 """
 
 from __future__ import annotations
@@ -94,6 +102,10 @@ from bertvision.report import build_report, load_runs
 from bertvision.report.build import save_chart
 from bertvision.report.charts import layer_spread
 from bertvision.report.table import grid, layer_mix_frame, layer_mix_markdown
+
+# the adapter kinds with a learned layer mix (adapter_pooler's default layer pooling is scalar_mix): what a
+# --layer-seeds seed trains
+MIX_KINDS = ("scalar_mix", "adapter_pooler")
 from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path
 from bertvision.store.format import MANIFEST, open_store
 
@@ -196,6 +208,9 @@ class ReproduceConfig(ConfigBase):
     tasks: list = field(default_factory=lambda: list(FULL_PLANS))
     quick: bool = False
     seeds: list = field(default_factory=lambda: [0])
+    # further seeds that train only the layer-mixing adapter kinds (MIX_KINDS) on the first seed's stores (the
+    # frozen backbone's and the 1-epoch checkpoint's), fine-tuning nothing: the learned layer weights' seed spread
+    layer_seeds: list = field(default_factory=list)
     backbone: str | None = None
     finetune_epochs: float = 2.0
     finetune_checkpoints: list = field(default_factory=lambda: [0.1, 0.3, 1.0, 2.0])
@@ -220,6 +235,8 @@ class ReproduceConfig(ConfigBase):
                               f"the adapters are also trained on) and stay within {self.finetune_epochs} epochs")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds must list distinct seeds, got {self.seeds}")
+        if len(set(self.layer_seeds)) != len(self.layer_seeds) or set(self.layer_seeds) & set(self.seeds):
+            raise ConfigError(f"--layer-seeds must list distinct seeds not in --seeds, got {self.layer_seeds}")
         if not self.plans:
             self.plans = {t: dataclasses.asdict(table[t]) for t in self.tasks}
 
@@ -304,6 +321,8 @@ class TaskStages:
         self.plan = config.plan(task)
         self.task = task
         self.first = seed == config.seeds[0]  # the first seed runs every row; the others the headline rows
+        # a --layer-seeds seed: only the layer-mixing kinds, on the first seed's stores
+        self.layers_only = seed in config.layer_seeds
         self.base = Path(config.work) / task
         self.root = self.base if self.first else self.base / f"seed{seed}"
         self.data_dir = str(Path(config.data_root) / self.plan.data)
@@ -311,7 +330,7 @@ class TaskStages:
             raise ConfigError(f"{self.data_dir}: no such data folder (give --data-root)")
         # SQuAD's further seeds re-train only the frozen-backbone adapter: fine-tuning SQuAD again per
         # seed costs more than the seed budget (issue 17: at most 90 extra minutes for all seeds)
-        self.finetunes = self.first or task != "squad_v2"
+        self.finetunes = (self.first or task != "squad_v2") and not self.layers_only
         self.bert, self.lora = self.root / "bert", self.root / "lora"
         self.bert_results_dir = self.bert if self.finetunes else self.base / "bert"
         lora_seeds = len(config.seeds) if self.plan.lora_seeds is None else self.plan.lora_seeds
@@ -348,8 +367,14 @@ class TaskStages:
 
     # ---- stage 3: stores
     def store(self, backbone: str) -> Path:
-        # the frozen backbone's store does not depend on the seed: every seed reads the first's
-        return (self.base if backbone == "frozen" else self.root) / f"store-{backbone}"
+        # the frozen backbone's store does not depend on the seed: every seed reads the first's (a
+        # --layer-seeds seed also reads the first seed's checkpoints' stores)
+        return (self.base if backbone == "frozen" or self.layers_only else self.root) / f"store-{backbone}"
+
+    def mix_backbones(self) -> list[str]:
+        """The stores a --layer-seeds seed trains its mixing kinds on: the frozen backbone's and the 1-epoch
+        checkpoint's (SQuAD's frozen adapters answer nothing, so its mix is read on the checkpoint only)."""
+        return ["ft1"] if self.task == "squad_v2" else ["frozen", "ft1"]
 
     def store_encoding(self, backbone: str) -> tuple[str, str]:
         """(token mode, pair mode) of `backbone`'s store: the fine-tuned checkpoints were trained on
@@ -449,6 +474,12 @@ class TaskStages:
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit_answerability(config))
 
     def run(self) -> None:
+        if self.layers_only:
+            for backbone in self.mix_backbones():
+                for kind in self.kinds(backbone):
+                    if kind in MIX_KINDS:
+                        self.fit(kind, backbone)
+            return
         if self.finetunes:
             self.finetune(self.bert, lora=False)
         if self.first:
@@ -482,6 +513,8 @@ class TaskStages:
     def expected_runs(self) -> list[Path]:
         """Every run folder a finished task holds (for this seed)."""
         runs = ([self.bert] if self.finetunes else []) + ([self.lora] if self.trains_lora else [])
+        if self.layers_only:
+            return [self.adapter_dir(k, b) for b in self.mix_backbones() for k in self.kinds(b) if k in MIX_KINDS]
         if self.first:
             runs += [self.adapter_dir(k, b) for b in self.backbones for k in self.kinds(b)]
             runs += [self.ensemble_dir(b, m) for b in self.backbones[1:] for m in ("mean", "max")]
@@ -546,7 +579,7 @@ class TaskStages:
                     rows.append(row(kind, self.backbone_name(backbone), r, r.dev_metrics, r.trainable_params,
                                     finetune_s[backbone], r.train_wall_time_s, r.peak_memory_mib, train_desc, run,
                                     headline=f"best adapter ({best}), {self.backbone_name(backbone)}"
-                                    if kind == best else None))
+                                    if kind == best and not (self.layers_only and backbone != "frozen") else None))
         cosine = self.root / "cosine-frozen"
         if self.has_cosine and _finished(cosine):
             r = _results(cosine)
@@ -669,7 +702,9 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
         "# Reproduction: fine-tuned BERT, LoRA and BERTVision adapters",
         "",
         f"Measured by `python -m experiments.reproduce{' --quick' if meta['quick'] else ''}"
-        f"{' --seeds ' + ','.join(map(str, meta['seeds'])) if len(meta['seeds']) > 1 else ''}` on {meta['date']}: "
+        f"{' --seeds ' + ','.join(map(str, meta['seeds'])) if len(meta['seeds']) > 1 else ''}"
+        f"{' --layer-seeds ' + ','.join(map(str, meta['layer_seeds'])) if meta.get('layer_seeds') else ''}` "
+        f"on {meta['date']}: "
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpus']}; "
         f"TensorFlow {m['tensorflow']}, Python {m['python']}. Backbone: {meta['backbone']} "
         f"({meta['backbone_params']:,} parameters). Stage wall time in all: {meta['total_stage_s'] / 60:.1f} min "
@@ -719,16 +754,19 @@ def markdown(rows: list[dict], stores: list[dict], summary: list[dict], meta: di
                            [[s["backbone"], f"{s['records']:,}", s["layers"], s["dtype"], s["max_seq_len"],
                              f"{s['bytes'] / 2**20:,.0f}", _num(s["extract_s"]), _num(s["peak_mib"])]
                             for s in task_stores])]
-    if len(meta["seeds"]) > 1 and summary:
-        lines += ["", f"## Headline rows over seeds {', '.join(map(str, meta['seeds']))}", "",
+    all_seeds = ", ".join(map(str, meta["seeds"] + meta.get("layer_seeds", [])))
+    if len(meta["seeds"]) + len(meta.get("layer_seeds", [])) > 1 and summary:
+        lines += ["", f"## Headline rows over seeds {all_seeds}", "",
                   "Mean +- sample standard deviation of the dev main metric; a difference is only called real in "
-                  "the README when it exceeds the spread.", "",
+                  "the README when it exceeds the spread."
+                  + (" Seeds of --layer-seeds count in the frozen backbone's rows only (they fine-tune nothing)."
+                     if meta.get("layer_seeds") else ""), "",
                   grid(["task", "row", "metric", "mean", "std", "seeds", "values"],
                        [[TASK_TITLES.get(s["task"], s["task"]), s["row"], s["metric"], _metric(s["task"], s["mean"]),
                          "" if s["std"] is None else _metric(s["task"], s["std"]), len(s["seeds"]),
                          ", ".join(_metric(s["task"], v) for v in s["values"])] for s in summary])]
     if meta.get("layer_mix"):
-        lines += ["", f"## Learned layer weights over seeds {', '.join(map(str, meta['seeds']))}", "",
+        lines += ["", f"## Learned layer weights over seeds {all_seeds}", "",
                   "Every seed's adapters with a layer mix, per task, mix and backbone: the centre of gravity "
                   "(weighted mean layer, Tenney et al.) and each layer's weight as mean +- seed std, and the layers "
                   "whose mean differs from uniform (1/L) by more than their seed std (chart: "
@@ -748,6 +786,7 @@ def write_outputs(config: ReproduceConfig, tasks: list[TaskStages], stages: Stag
     first = next(r for r in rows if r["method"].startswith("BERT"))
     bert = _results(Path(first["run"]).parent.parent)
     meta = {"date": _dt.date.today().isoformat(), "machine": machine(), "quick": config.quick, "seeds": config.seeds,
+            "layer_seeds": config.layer_seeds,
             "backbone": bert.backbone.get("name"), "backbone_params": bert.backbone_params,
             "total_stage_s": round(sum(s["wall_s"] for s in stages.done.values()), 1), "mean_load": stages.mean_load(),
             "task_seconds": {t: stages.task_seconds(t) for t in config.tasks}, "stages_run_now": stages.ran,
@@ -779,7 +818,9 @@ def write_outputs(config: ReproduceConfig, tasks: list[TaskStages], stages: Stag
             svg = (work / "report" / c).with_suffix(".svg")
             if svg.is_file():
                 shutil.copyfile(svg, target / svg.name)
-        io.atomic_write_text(docs / "results.md", markdown(rows, stores, summary,
+        # not DIR/results.md: docs/results.md is the dated journal of every measurement, which a run must not
+        # overwrite
+        io.atomic_write_text(docs / "reproduction.md", markdown(rows, stores, summary,
                                                            {**meta, "charts": [f"results/{c}" for c in charts]}))
     return {**meta, "rows": rows, "stores": stores, "summary": summary}
 
@@ -806,11 +847,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone (default: the embedded all-MiniLM-L6-v2)")
     p.add_argument("--seeds", type=_seeds, default=[0],
                    help="seeds, e.g. 0,1,2: the first runs every row, the others the headline rows (default 0)")
+    p.add_argument("--layer-seeds", type=_seeds, default=[],
+                   help="further seeds, e.g. 1,2, that train only the layer-mixing adapter kinds (scalar_mix, "
+                        "adapter_pooler) on the first seed's stores, fine-tuning nothing: the seed spread of the "
+                        "learned layer weights")
     p.add_argument("--quick", action="store_true",
                    help="reduced version: a few dozen examples per task, short sequences, 2 adapter epochs, "
                         "no XLA, every adapter kind on one backbone per task, BERT scored at 0.3/1/2 epochs, the "
                         "best kind on 50%% of the data, LoRA on the first seed of SST-2/MRPC only")
-    p.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/results.md and DIR/results/*.png|svg")
+    p.add_argument("--docs", default=None, metavar="DIR", help="also write DIR/reproduction.md and DIR/results/*.png|svg")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     p.add_argument("--report-only", action="store_true",
                    help="run no stage: write the tables and charts of the runs finished so far")
@@ -825,12 +870,14 @@ def main(argv: list[str] | None = None) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(QUICK_DEFAULT_TASKS if args.quick else FULL_PLANS)
     try:
         config = ReproduceConfig(work=str(work), data_root=str(Path(args.data_root).resolve()), tasks=tasks,
-                                 quick=args.quick, seeds=args.seeds, backbone=args.backbone,
+                                 quick=args.quick, seeds=args.seeds, layer_seeds=args.layer_seeds,
+                                 backbone=args.backbone,
                                  **(copy.deepcopy(QUICK_SETTINGS) if args.quick else {}),
                                  jit_compile=not args.quick, progress=not args.no_progress)
         path = work / "config.json"
         if path.is_file():  # more seeds and other progress settings may change on a resume
-            diff = config.differences(io.read_json(path), ignore=("progress", "work", "seeds", "kinds"))
+            diff = config.differences(io.read_json(path), ignore=("progress", "work", "seeds", "layer_seeds",
+                                                                           "kinds"))
             if diff:
                 raise ConfigError(f"{work} holds a reproduction with other settings ({', '.join(diff)}); "
                                   "use the same flags to resume, or another --work")
@@ -842,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         # task by task, each with all its seeds: a reproduction stopped early holds the seed spread of every
         # task it finished (SQuAD, by far the longest, comes last)
         for task in config.tasks:
-            for seed in config.seeds:
+            for seed in config.seeds + config.layer_seeds:
                 task_stages = TaskStages(config, task, stages, seed)
                 if not args.report_only:
                     task_stages.run()

@@ -50,6 +50,8 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="must include 1.0"):
         ReproduceConfig(work=str(tmp_path), data_root=str(tmp_path), finetune_checkpoints=[0.1, 0.3])
     assert _share(0.5) == "50.00%" and _share(3.4e-5) == "0.0034%"
+    with pytest.raises(ValueError, match="--layer-seeds must list distinct seeds not in --seeds"):
+        ReproduceConfig(work=str(tmp_path), data_root=str(tmp_path), seeds=[0, 1], layer_seeds=[1, 2])
 
 
 def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_data):
@@ -74,6 +76,16 @@ def test_pair_task_frozen_store_encodes_sentences_separately(tmp_path, shared_da
     cosine = json.loads((tmp_path / "mrpc" / "cosine-frozen" / "results.json").read_text())
     assert cosine["method"] == "cosine" and cosine["trainable_params"] == 0
     assert tmp_path / "mrpc" / "cosine-frozen" in task.expected_runs()
+    # a --layer-seeds seed: the mixing kinds only, on the first seed's stores, fine-tuning nothing
+    config.layer_seeds = [1]
+    mixes = TaskStages(config, "mrpc", Stages(tmp_path), seed=1)
+    assert not mixes.finetunes and not mixes.trains_lora
+    assert mixes.store("frozen") == task.store("frozen") and mixes.store("ft1") == tmp_path / "mrpc" / "store-ft1"
+    assert mixes.expected_runs() == [tmp_path / "mrpc" / "seed1" / f"{k}-{b}" for b in ("frozen", "ft1")
+                                     for k in ("scalar_mix", "adapter_pooler") if k in mixes.kinds(b)]
+    mixes.fit("scalar_mix", "frozen")
+    weights = json.loads((tmp_path / "mrpc" / "seed1" / "scalar_mix-frozen" / "results.json").read_text())
+    assert weights["seed"] == 1 and len(weights["layer_weights"]) == len(store.layers)
 
 
 def test_quick_reproduction_table(quick_run):
@@ -139,7 +151,7 @@ def test_quick_reproduction_table(quick_run):
         assert title in text, title
     # 2 SST-2 + 3 SQuAD backbones; --quick has no labelled test split, so each adapter row was chosen on the
     # split it reports and is marked (*)
-    assert (docs / "results.md").read_text().count("| adapter_pooler (*) |") == 5
+    assert (docs / "reproduction.md").read_text().count("| adapter_pooler (*) |") == 5
     charts = sorted(p.name for p in (docs / "results").glob("*.png"))
     assert "finetune_curve.png" in charts and "metric_vs_fraction.png" in charts, charts
     assert (work / "report" / "summary.md").is_file()
