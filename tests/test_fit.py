@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.stores import REPO_ROOT, run_cli, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
+from tests.stores import REPO_ROOT, run_pipeline, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
 
 
 def _train_loss(model, store, split="train"):
@@ -201,17 +201,20 @@ def _latest_state(out):
 
 
 def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_path):  # noqa: F811
-    """kill -9 at several points (several times over), then finish: the history
-    and the saved weights are those of the uninterrupted run."""
+    """kill -9 at two kinds of points (just after a save, inside an epoch), one
+    after the other, then finish: the history and the saved weights are those
+    of the uninterrupted run. The killed commands are processes; the
+    uninterrupted run and the final resume are the command's main(argv) in
+    this process (no TensorFlow start-up each)."""
     args = ["--store", sst2_seq_store, "--adapter", "adapter_pooler", "--epochs", "8", "--batch-size", "8",
             "--dropout", "0.3", "--no-jit-compile", "--quiet"]
     whole = tmp_path / "whole"
-    assert run_cli("pipelines.fit", *args, "--out", str(whole)).returncode == 0
+    run_pipeline("pipelines.fit", *args, "--out", whole)
     out = tmp_path / "killed"
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
     resumed_at = []
-    # kill just after the state of epoch 2 is saved, a moment into epoch 5, and just after epoch 6's save
-    for epochs_done, delay in ((2, 0.0), (4, 0.3), (6, 0.0)):
+    # kill just after the state of epoch 2 is saved, then a moment into epoch 5 (resumed from epoch 2's state)
+    for epochs_done, delay in ((2, 0.0), (4, 0.3)):
         proc = subprocess.Popen([sys.executable, "-m", "pipelines.fit", *args, "--out", str(out)], cwd=REPO_ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -227,9 +230,8 @@ def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_pa
             proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the fit finished before it could be killed"
         resumed_at.append(len(_latest_state(out)["history"]))
-    assert resumed_at[0] >= 2 and resumed_at[-1] >= 6 and not (out / "results.json").exists()
-    finish = run_cli("pipelines.fit", *args, "--out", str(out))
-    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert resumed_at[0] >= 2 and resumed_at[-1] >= 4 and not (out / "results.json").exists()
+    run_pipeline("pipelines.fit", *args, "--out", out)
     a, b = json.loads((whole / "results.json").read_text()), json.loads((out / "results.json").read_text())
     assert [(h["epoch"], h["loss"], h["dev"]) for h in a["history"]] == \
         [(h["epoch"], h["loss"], h["dev"]) for h in b["history"]]
