@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 
 from bertvision.search.tuner import TRIAL_RECORD
-from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
+from pipelines.predict import main as predict_main
+from tests.stores import REPO_ROOT, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
+from tuning.search import main as search_main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -99,13 +101,13 @@ def test_random_search_writes_trials_and_best_run(finished_search):
 def test_best_run_predicts_with_the_cli(finished_search, sst2_cls_store, tmp_path):  # noqa: F811
     out, record = finished_search
     target = tmp_path / "SST-2.tsv"
-    proc = run_cli("pipelines.predict", "--run", out / "best", "--store", sst2_cls_store, "--split", "dev",
-                   "--out", target)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, stdout, err = run_main(predict_main, "--run", out / "best", "--store", sst2_cls_store, "--split", "dev",
+                                 "--out", target)
+    assert code == 0, err[-2000:]
     lines = target.read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 1 + 64
     assert {line.split("\t")[1] for line in lines[1:]} <= {"0", "1"}  # GLUE wants SST-2 classes as 0/1
-    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    metrics = json.loads(stdout.strip().splitlines()[-1])
     assert metrics["accuracy"] == pytest.approx(record["best_metric"], abs=1e-4)
 
 
@@ -221,8 +223,10 @@ def test_search_resumes_after_kill_9_anywhere(sst2_cls_store, tmp_path):  # noqa
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
-    final = run_cli("tuning.search", *args)
-    assert final.returncode == 0, f"kills at {kills}: {final.stderr[-3000:]}"
+    # the resume to the end, the uninterrupted search and the reruns below: the command's main(argv) in this
+    # process (no TensorFlow start-up each; the killed searches above are processes)
+    code, _, err = run_main(search_main, *args)
+    assert code == 0, f"kills at {kills}: {err[-3000:]}"
     assert not [p for p in stale if p.exists()] and not list((out / "tuner").rglob(".*.tmp-*"))
     after = trial_states(out)
     assert sorted(after) == trial_ids and set(after.values()) == {"COMPLETED"}, (after, kills)
@@ -243,7 +247,8 @@ def test_search_resumes_after_kill_9_anywhere(sst2_cls_store, tmp_path):  # noqa
     # issue 14 item 4: the killed and resumed search is the search an uninterrupted run makes: the same
     # hyperparameters for every trial, the same scores, the same best trial
     whole = tmp_path / "whole"
-    assert run_cli("tuning.search", *[str(whole) if a == str(out) else a for a in args]).returncode == 0
+    code, _, err = run_main(search_main, *[str(whole) if a == str(out) else a for a in args])
+    assert code == 0, err[-3000:]
     unchanged = read_rows(whole)
     for a, b in zip(rows, unchanged, strict=True):
         a, b = ({k: v for k, v in r.items() if k not in ("wall_time_s", "tuner_id")} for r in (a, b))
@@ -251,11 +256,11 @@ def test_search_resumes_after_kill_9_anywhere(sst2_cls_store, tmp_path):  # noqa
     assert json.loads((whole / "search.json").read_text())["best_trial_id"] == saved["best_trial_id"]
 
     # a finished search run again trains nothing; other settings are refused
-    again = run_cli("tuning.search", *args)
-    assert again.returncode == 0, again.stderr[-2000:]
+    code, _, err = run_main(search_main, *args)
+    assert code == 0, err[-2000:]
     assert [r["wall_time_s"] for r in read_rows(out)] == [r["wall_time_s"] for r in rows]
-    other = run_cli("tuning.search", *args, "--lr", "0.01,0.02")
-    assert other.returncode == 2 and "other settings (space)" in other.stderr
+    code, _, err = run_main(search_main, *args, "--lr", "0.01,0.02")
+    assert code == 2 and "other settings (space)" in err
 
 
 def _free_port() -> int:
@@ -328,8 +333,6 @@ def test_distributed_search_chief_two_workers_and_a_killed_worker(sst2_cls_store
 
 
 def test_half_set_distributed_environment_is_refused(sst2_cls_store, tmp_path, monkeypatch):  # noqa: F811
-    from tuning.search import main as search_main
-
     out = tmp_path / "s"
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
@@ -425,9 +428,8 @@ def test_store_that_does_not_fit_fails_before_any_trial(sst2_cls_store, tmp_path
     with pytest.raises(StoreError, match="no manifest.json"):
         search(SearchConfig(store=str(tmp_path / "missing"), out=str(out)))
     assert not out.exists()
-    proc = run_cli("tuning.search", "--store", sst2_cls_store, "--out", out, "--max-trials", "0")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == \
-        "error: --max-trials must be a positive integer, got 0"
+    code, _, err = run_main(search_main, "--store", sst2_cls_store, "--out", out, "--max-trials", "0")
+    assert code == 2 and err.strip().splitlines()[-1] == "error: --max-trials must be a positive integer, got 0"
     assert not out.exists()
 
 
