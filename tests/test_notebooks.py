@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["01_extract.ipynb", "02_fit.ipynb", "03_report.ipynb"]
 OWN_DATA = "04_own_data.ipynb"
 KERNEL = "bertvision-test"
+# the notebooks' size knobs: every cell runs the same code at any size, so the test runs them small
+# (64 SST-2 training examples, 32 dev; 80 Banking77 rows a split; 2 epochs a fit)
+LIMIT, OWN_SAMPLE, EPOCHS = 64, 80, 2
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +43,8 @@ def notebook_env(tmp_path_factory, shared_data):
     assert argv[0] == sys.executable, argv
     env = {"JUPYTER_PATH": str(prefix / "share" / "jupyter"), "BERTVISION_NB_WORKDIR": str(root / "work"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           "BERTVISION_SHARED_DATA": str(shared_data), "BERTVISION_NB_LIMIT": "256",
-           "BERTVISION_NB_OWN_SAMPLE": "200"}
+           "BERTVISION_SHARED_DATA": str(shared_data), "BERTVISION_NB_LIMIT": str(LIMIT),
+           "BERTVISION_NB_OWN_SAMPLE": str(OWN_SAMPLE), "BERTVISION_NB_EPOCHS": str(EPOCHS)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield root / "work"
@@ -88,8 +91,8 @@ def test_notebooks_run_in_order(notebook_env):
     for name in NOTEBOOKS:
         _execute_checked(name)
     work = notebook_env
-    assert (work / "store-sst2-cls-256" / "manifest.json").is_file()
-    report = json.loads((work / "report-sst2-256" / "report.json").read_text())
+    assert (work / f"store-sst2-cls-{LIMIT}" / "manifest.json").is_file()
+    report = json.loads((work / f"report-sst2-{LIMIT}" / "report.json").read_text())
     assert {"metric_vs_params", "layer_weights", "wall_time"} <= set(report["charts"])
 
 
@@ -98,8 +101,8 @@ def test_own_data_notebook_runs(notebook_env):
     per split) through extract, fit, evaluate/predict and the report."""
     _execute_checked(OWN_DATA)
     work = notebook_env
-    manifest = json.loads((work / "store-banking77-200" / "manifest.json").read_text())
+    manifest = json.loads((work / f"store-banking77-{OWN_SAMPLE}" / "manifest.json").read_text())
     assert manifest["task"] == "banking77" and set(manifest["splits"]) == {"train", "dev", "test"}
-    assert all(split["num_records"] == 200 for split in manifest["splits"].values())
-    report = json.loads((work / "report-banking77-200" / "report.json").read_text())
+    assert all(split["num_records"] == OWN_SAMPLE for split in manifest["splits"].values())
+    report = json.loads((work / f"report-banking77-{OWN_SAMPLE}" / "report.json").read_text())
     assert report["runs"] == 2 and {"per_class_f1", "confusion_matrix"} <= set(report["charts"])
