@@ -16,6 +16,8 @@ from bertvision.models.backbone import all_layers_model, load_backbone, load_tok
 from bertvision.data.readers import load_examples
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.data.features import Featurizer
+from pipelines.extract import main as extract_main
+from tests.stores import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,13 +154,21 @@ def test_sequence_batches_pad_to_a_power_of_two(bert, shared_data, tmp_path):
         assert not ref["padding_mask"].numpy()[:, t:].any()
 
 
+@pytest.fixture(scope="module")
+def sharded_store(bert, shared_data, module_tmp):
+    """40 SST-2 dev examples in several small shards, for the training-reader
+    tests (which only read it)."""
+    out = module_tmp("sharded") / "store"
+    _extract(bert, out, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
+             shard_size_mb=0.02)
+    return out
+
+
 @pytest.mark.parametrize("reader", ["cache", "random", "buffer"])
-def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_path, reader):
+def test_training_order_is_a_function_of_seed_and_epoch(sharded_store, reader):
     """What exact resume needs: epoch e's batches depend on (seed, e) only, and
     starting at step s gives the batches the whole stream gives from s on."""
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
-             shard_size_mb=0.02)
-    store = st.open_store(str(tmp_path))
+    store = st.open_store(str(sharded_store))
     assert len(store.shard_paths("dev")) > 2  # interleaved shards when not cached
 
     def batches(first_step, steps, seed=1):
@@ -175,14 +185,12 @@ def test_training_order_is_a_function_of_seed_and_epoch(bert, shared_data, tmp_p
     assert batches(0, 5, seed=2) != whole[:5]
 
 
-def test_shuffle_buffer_is_capped_by_bytes(bert, shared_data, tmp_path, monkeypatch):
+def test_shuffle_buffer_is_capped_by_bytes(sharded_store, monkeypatch):
     """Large records (SQuAD windows of every layer) must not fill memory with
     10,000 of them: a store streamed through a shuffle buffer (one that is not
     a local path) holds at most SHUFFLE_BUDGET_BYTES of records, and a capped
     buffer still gives every record once per epoch, seeded and resumable."""
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
-             shard_size_mb=0.02)
-    store = st.open_store(str(tmp_path))
+    store = st.open_store(str(sharded_store))
 
     def batches(first_step, steps):
         ds = store.training_dataset("dev", 8, seed=1, steps_per_epoch=5, epochs=2, first_step=first_step,
@@ -198,7 +206,7 @@ def test_shuffle_buffer_is_capped_by_bytes(bert, shared_data, tmp_path, monkeypa
         assert len(rows) == len(set(rows)) == 40
 
 
-def test_training_memory_is_bounded_by_the_cache_budget(bert, shared_data, tmp_path, monkeypatch):
+def test_training_memory_is_bounded_by_the_cache_budget(sharded_store, monkeypatch):
     """A split whose parsed records exceed CACHE_BUDGET_BYTES is not cached:
     it streams from its shards, reading a seeded permutation of the records
     at their byte offsets (only the record index in memory). The permutation
@@ -206,9 +214,7 @@ def test_training_memory_is_bounded_by_the_cache_budget(bert, shared_data, tmp_p
     fraction reads only its records."""
     import tensorflow as tf
 
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="cls", limit=40,
-             shard_size_mb=0.02)
-    store = st.open_store(str(tmp_path))
+    store = st.open_store(str(sharded_store))
     size = store.decoded_bytes("dev")
     monkeypatch.setattr(st, "CACHE_BUDGET_BYTES", size)
     assert store.training_reader("dev") == "cache"
@@ -317,7 +323,8 @@ def _record_uids(path, split):
 
 def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
     args = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev",
-            "--tokens", "mean", "--limit", "600", "--shard-size-mb", "0.4", "--batch-size", "8", "--no-progress"]
+            "--tokens", "mean", "--limit", "300", "--shard-size-mb", "0.2", "--batch-size", "8", "--no-progress",
+            "--no-jit"]  # XLA's compilation is tested above; here it would only add seconds to each process
     out = tmp_path / "store"
     proc = _cli(*args, "--out", str(out))
     deadline = time.time() + 120
@@ -335,9 +342,9 @@ def test_kill_9_then_resume_gives_identical_example_set(shared_data, tmp_path):
     assert proc.returncode == 0, stderr
     assert not list(out.glob("*.tmp-*")), "temporary files left behind"
     store, uids = _record_uids(out, "dev")
-    assert len(uids) == len(set(uids)) == 600
-    assert store.manifest["splits"]["dev"]["num_records"] == 600
-    expected = [e.uid for e in load_examples("sst2", "dev", shared_data / "glue" / "SST-2", limit=600).examples]
+    assert len(uids) == len(set(uids)) == 300
+    assert store.manifest["splits"]["dev"]["num_records"] == 300
+    expected = [e.uid for e in load_examples("sst2", "dev", shared_data / "glue" / "SST-2", limit=300).examples]
     assert uids == expected
 
 
@@ -346,10 +353,10 @@ def test_cli_errors_are_clear(tmp_path, shared_data):
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 2
     assert "error:" in stderr and "nope" in stderr
-    proc = _cli("--task", "squad_v2", "--data-dir", str(shared_data / "squad2"), "--split", "dev",
-                "--tokens", "cls", "--out", str(tmp_path / "s"))
-    _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 2 and "--token-mode sequence" in stderr
+    # the same error boundary in this process (main(argv)): no second TensorFlow start-up
+    code, _, stderr = run_main(extract_main, "--task", "squad_v2", "--data-dir", shared_data / "squad2", "--split",
+                               "dev", "--tokens", "cls", "--out", tmp_path / "s")
+    assert code == 2 and "--token-mode sequence" in stderr
 
 
 def test_seeded_subset_is_reproducible_and_ordered():
@@ -389,9 +396,12 @@ def test_two_identical_extractions_write_identical_bytes(bert, shared_data, tmp_
 def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
     out = tmp_path / "store"
     args = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev", "--token-mode",
-            "cls", "--limit", "300", "--shard-size-mb", "0.3", "--batch-size", "8", "--no-progress", "--out", str(out)]
+            "cls", "--limit", "300", "--shard-size-mb", "0.3", "--batch-size", "8", "--no-progress", "--no-jit",
+            "--out", str(out)]
     # deterministic: while a writer (here this process) holds the split's lock, extraction is refused, naming
-    # it, and leaves the holder's files alone (it used to delete the other writer's live .tmp shard)
+    # it, and leaves the holder's files alone (it used to delete the other writer's live .tmp shard); the
+    # refused command runs in this process (its main(argv): the lock is a file lock, which a second open of
+    # the file cannot take, as a second process cannot); the race of two processes follows
     from bertvision import io
     from bertvision.errors import StoreError
     from bertvision.store.extract import split_lock
@@ -404,9 +414,8 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
             if stage == "writing a shard":
                 plan_tmp.rename(out / "dev.plan.json")
                 live.write_bytes(b"another writer's shard in progress")
-            refused = _cli(*args)
-            _, err = refused.communicate(timeout=900)
-            assert refused.returncode == 2, (stage, err[-2000:])
+            code, _, err = run_main(extract_main, *args)
+            assert code == 2, (stage, err[-2000:])
             assert f"{out} is in use by pid {os.getpid()} (extracting dev)" in err.strip().splitlines()[-1], stage
         assert live.read_bytes() == b"another writer's shard in progress"
         live.unlink()
@@ -436,9 +445,6 @@ def test_a_second_writer_is_refused_and_nothing_is_lost(shared_data, tmp_path):
     (["--doc-stride", "0"], "--doc-stride must be a positive integer, got 0"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path, flags, message):
-    from pipelines.extract import main as extract_main
-    from tests.stores import run_main
-
     out = tmp_path / "store"
     code, _, err = run_main(extract_main, "--task", "sst2", "--data-dir", shared_data / "glue" / "SST-2",
                             "--split", "dev", "--out", out, *flags)
@@ -448,9 +454,6 @@ def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path,
 
 
 def test_out_must_be_a_store_or_a_new_folder(shared_data, tmp_path):
-    from pipelines.extract import main as extract_main
-    from tests.stores import run_main
-
     (tmp_path / "file").write_text("x")
     mine = tmp_path / "mine"
     mine.mkdir()
