@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.stores import run_main, run_pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC"}
 OWN = "banking77"  # your own data: ../shared/data/banking77/{train,test}.csv, columns text,category
@@ -29,22 +31,25 @@ def _run(*args: str) -> str:
 def exported(tmp_path_factory, shared_data):
     """Three adapter runs (SST-2, MRPC: 32 train examples; Banking77: a seeded
     sample of 48 a split, every one of its 77 labels kept; 1 epoch) made by
-    the real commands, exported to ONNX with int8."""
+    the real commands, exported to ONNX with int8. The extractions and fits
+    run in this process (their main(argv); no XLA compilation: a few dozen
+    examples); the export, whose conversion holds several GB, in its own."""
     root = tmp_path_factory.mktemp("onnx")
     runs = {}
     for task, folder in TASKS.items():
         store, run = root / f"store-{task}", root / f"run-{task}"
-        _run("pipelines.extract", "--task", task, "--data-dir", str(shared_data / folder), "--split", "train",
-             "--split", "dev", "--limit", "32", "--token-mode", "cls", "--out", str(store), "--no-progress")
-        _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(run),
-             "--epochs", "1", "--quiet")
+        run_pipeline("pipelines.extract", "--task", task, "--data-dir", shared_data / folder, "--split", "train",
+                     "--split", "dev", "--limit", "32", "--token-mode", "cls", "--out", store, "--no-progress",
+                     "--no-jit")
+        run_pipeline("pipelines.fit", "--store", store, "--adapter", "adapter_pooler", "--out", run,
+                     "--epochs", "1", "--quiet", "--no-jit-compile")
         runs[task] = run
     store, runs[OWN] = root / f"store-{OWN}", root / f"run-{OWN}"
-    _run("pipelines.extract", "--data-dir", str(shared_data / OWN), "--split", "train=train.csv", "--split",
-         "test=test.csv", "--dev-fraction", "0.1", "--seed", "0", "--text-column", "text", "--label-column",
-         "category", "--sample", "48", "--token-mode", "cls", "--out", str(store), "--no-progress")
-    _run("pipelines.fit", "--store", str(store), "--adapter", "adapter_pooler", "--out", str(runs[OWN]),
-         "--epochs", "1", "--quiet")
+    run_pipeline("pipelines.extract", "--data-dir", shared_data / OWN, "--split", "train=train.csv", "--split",
+                 "test=test.csv", "--dev-fraction", "0.1", "--seed", "0", "--text-column", "text", "--label-column",
+                 "category", "--sample", "48", "--token-mode", "cls", "--out", store, "--no-progress", "--no-jit")
+    run_pipeline("pipelines.fit", "--store", store, "--adapter", "adapter_pooler", "--out", runs[OWN],
+                 "--epochs", "1", "--quiet", "--no-jit-compile")
     out = root / "onnx"
     printed = _run("pipelines.export", *(a for name, run in runs.items() for a in ("--run", f"{name}={run}")),
                    "--out", str(out), "--format", "onnx", "--quantize", "int8")
@@ -85,7 +90,7 @@ def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, ta
     examples, items = _inputs(shared_data, task)
     path = root / f"{task}-inputs.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
-    _run("pipelines.predict", "--run", str(runs[task]), "--input", str(path), "--out", str(root / f"{task}.jsonl"))
+    run_pipeline("pipelines.predict", "--run", runs[task], "--input", path, "--out", root / f"{task}.jsonl")
     predicted = [json.loads(line) for line in (root / f"{task}.jsonl").read_text().splitlines()]
     labels = info["tasks"][task]["labels"]
     want = np.array([[p["probabilities"][label] for label in labels] for p in predicted])
@@ -108,6 +113,7 @@ def test_onnx_matches_pipelines_predict_on_real_inputs(exported, shared_data, ta
 
 
 def test_quantize_needs_onnx_format(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipelines.export", "--run", "r", "--out", str(tmp_path / "o"),
-                           "--quantize", "int8"], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "--quantize applies to --format onnx" in proc.stderr
+    from pipelines.export import main as export_main
+
+    code, _, err = run_main(export_main, "--run", "r", "--out", tmp_path / "o", "--quantize", "int8")
+    assert code == 2 and "--quantize applies to --format onnx" in err
