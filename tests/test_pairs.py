@@ -26,7 +26,7 @@ from bertvision.inference.serving import Predictor
 from bertvision.store.format import open_store
 from tests.serving_runs import mrpc_store, sst2_mean_store  # noqa: F401
 from pipelines.extract import main as extract_main
-from tests.stores import _model, mrpc_separate_store, run_cli, run_main  # noqa: F401
+from tests.stores import _model, mrpc_separate_store, run_main, run_pipeline  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -171,19 +171,18 @@ def test_best_threshold_finds_the_separating_cut_and_its_direction():
 
 
 def test_commands_end_to_end(shared_data, tmp_path):
-    """extract --pair-mode separate, fit, then raw-text predict: the real commands."""
+    """extract --pair-mode separate, fit, then raw-text predict: the real commands (their main(argv), in this
+    process: no TensorFlow start-up each)."""
     store, run = tmp_path / "store", tmp_path / "run"
-    done = run_cli("pipelines.extract", "--task", "mrpc", "--data-dir", shared_data / "glue" / "MRPC",
-                   "--split", "train", "--split", "dev", "--out", store, "--pair-mode", "separate",
-                   "--token-mode", "mean", "--max-seq-len", "48", "--limit", "24", "--no-progress", "--no-jit")
-    assert done.returncode == 0, done.stderr
+    run_pipeline("pipelines.extract", "--task", "mrpc", "--data-dir", shared_data / "glue" / "MRPC",
+                 "--split", "train", "--split", "dev", "--out", store, "--pair-mode", "separate",
+                 "--token-mode", "mean", "--max-seq-len", "48", "--limit", "24", "--no-progress", "--no-jit")
     assert json.loads((store / "manifest.json").read_text())["example_shape"] == [2, 7, 384]
-    done = run_cli("pipelines.fit", "--store", store, "--adapter", "cnn", "--out", run, "--epochs", "1",
-                   "--batch-size", "8")
-    assert done.returncode == 0, done.stderr
-    done = run_cli("pipelines.predict", "--run", run, "--text", "He left early.", "--text-pair", "He went away.")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)["mrpc"]
+    run_pipeline("pipelines.fit", "--store", store, "--adapter", "cnn", "--out", run, "--epochs", "1",
+                 "--batch-size", "8")
+    printed = run_pipeline("pipelines.predict", "--run", run, "--text", "He left early.", "--text-pair",
+                           "He went away.")
+    result = json.loads(printed)["mrpc"]
     assert result["label"] in ("equivalent", "not_equivalent")
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     code, _, err = run_main(extract_main, "--task", "sst2", "--data-dir", shared_data / "glue" / "SST-2", "--split",
