@@ -51,7 +51,10 @@ def _model():
 
 
 def build_store(root: Path, name: str, task: str, data_dir: Path, splits, **settings) -> str:
-    """Extract `splits` of `task` into ``root/name`` once per session."""
+    """Extract `splits` of `task` into ``root/name`` once per session (no XLA
+    compilation unless `settings` ask for it: these stores are the inputs of
+    other tests, and compiling MiniLM for a few dozen examples doubled their
+    cost; tests/test_extract.py tests the compiled extraction)."""
     if name in _CACHE:
         return _CACHE[name]
     from bertvision.store.extract import ExtractConfig, Extractor
@@ -60,7 +63,7 @@ def build_store(root: Path, name: str, task: str, data_dir: Path, splits, **sett
     out = root / name
     for split in splits:
         config = ExtractConfig(task=task, split=split, out=str(out), data_dir=str(data_dir), progress=False,
-                               **settings)
+                               **{"jit_compile": False, **settings})
         Extractor(config, backbone=backbone, tokenizer=tokenizer).run()
     _CACHE[name] = str(out)
     return _CACHE[name]
