@@ -17,7 +17,7 @@ from bertvision.runs import Predictions, RunFolder
 from pipelines.ensemble import main as ensemble_main
 from pipelines.finetune import main as finetune_main
 from pipelines.predict import main as predict_main
-from tests.stores import goemotions_store, kill_when_saved, run_cli, run_main  # noqa: F401  (a fixture)
+from tests.stores import goemotions_store, kill_when_saved, run_main  # noqa: F401  (a fixture)
 
 FT = ("--epochs", "1", "--batch-size", "8", "--max-seq-len", "32", "--checkpoint-every", "0.5", "--no-jit",
       "--no-progress")
@@ -140,9 +140,10 @@ def test_a_killed_multi_label_finetune_resumes_exactly(finetuned, tmp_path):
     run = tmp_path / "bert"
     args = ["--store", str(store), "--out", str(run), "--lr", "1e-3", *FT]
     assert kill_when_saved(args, run, step=2) == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = run_cli("pipelines.finetune", *args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from step 2/5" in resumed.stderr
+    # the resume: the command's main(argv) in this process (the kill needed a process; this needs none)
+    code, _, err = run_main(finetune_main, *args)
+    assert code == 0, err[-3000:]
+    assert "resuming from step 2/5" in err
     r, o = RunFolder(run).results(), RunFolder(original).results()
     assert r.resumed_from == {"step": 2, "epoch": 0.5}
     assert [(h.epoch, h.step, h.loss, h.dev) for h in r.history] == [(h.epoch, h.step, h.loss, h.dev)
