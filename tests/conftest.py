@@ -19,16 +19,19 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 # How the suite spreads over the two xdist workers (`--dist loadgroup`, pytest.ini):
 # a worker takes a whole group, which is one module, except that the modules
 # sharing the session-scoped served runs (tests/serving_runs.py: a fine-tuning
-# run and five adapter fits) form one group, so that those are built once.
+# run and five adapter fits) form one group, and those sharing the SST-2
+# fine-tuning run (tests/stores.py: sst2_finetune_run) another, so that those
+# are built once.
 # Groups go out in collection order, so the longest (minutes each on the
 # 2-core machine) come first: one taken last would run alone at the end. The
 # docstring examples of bertvision/ are one group ("doctests"), so that the
 # small SST-2 store and run they share (root conftest.py) are built once.
-SHARED_GROUPS = {name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
-                                              "test_serve_load.py", "test_serving.py")}
-LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "test_pairs.py", "test_report.py", "test_notebooks.py",
-               "test_search.py", "test_finetune.py", "test_extract.py", "test_beam_extract.py",
-               "test_own_data_flow.py", "test_own_data_finetune.py")
+SHARED_GROUPS = {**{name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
+                                                 "test_serve_load.py", "test_serving.py")},
+                 **{name: "finetune" for name in ("test_finetune.py", "test_ensemble.py", "test_report.py")}}
+LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "finetune", "test_pairs.py", "test_notebooks.py",
+               "test_search.py", "test_extract.py", "test_beam_extract.py", "test_own_data_flow.py",
+               "test_own_data_finetune.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks

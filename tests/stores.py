@@ -15,6 +15,11 @@ import its fixture.
   ``--pair-mode separate`` (each sentence encoded on its own), max 64 tokens.
 - ``sst2_cls_run``: a ``scalar_mix`` adapter run trained 2 epochs on
   ``sst2_cls_store`` (for prediction from it or from a damaged copy).
+- ``sst2_finetune_run``: MiniLM fine-tuned by ``pipelines.finetune`` (in this
+  process) 1 epoch on the first 48 SST-2 examples (`SST2_FINETUNE` flags;
+  dev = the first 48 dev examples), checkpoints at 0.5 and 1 epoch. Shared,
+  read-only, by the fine-tuning, ensemble and report tests (one xdist group,
+  tests/conftest.py, so that it is trained once).
 - ``goemotions_store``: your own multi-label data as a user extracts it:
   GoEmotions (TSV without a header) read through a task file
   (`goemotions_task_file`), a seeded 40 examples of train, dev and test,
@@ -113,6 +118,21 @@ def sst2_cls_run(tmp_path_factory, sst2_cls_store) -> Path:
     fit(FitConfig(store=sst2_cls_store, out=str(out), adapter={"kind": "scalar_mix"}, epochs=2, batch_size=16,
                   verbose=0, jit_compile=False))
     return out
+
+
+# the flags of `sst2_finetune_run` (with --data-dir and --out); a test that reruns it (killed and resumed)
+# compares with that run
+SST2_FINETUNE = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
+                 "--checkpoint-every", "0.5", "--lr", "1e-4", "--no-jit", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def sst2_finetune_run(tmp_path_factory, shared_data) -> Path:
+    if "sst2_finetune" not in _CACHE:
+        out = tmp_path_factory.mktemp("sst2_finetune") / "sst2"
+        run_pipeline("pipelines.finetune", *SST2_FINETUNE, "--data-dir", shared_data / "glue" / "SST-2", "--out", out)
+        _CACHE["sst2_finetune"] = str(out)
+    return Path(_CACHE["sst2_finetune"])
 
 
 def run_main(main, *args) -> tuple[int, str, str]:

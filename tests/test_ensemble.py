@@ -10,7 +10,7 @@ from bertvision.inference.ensemble import combine
 from bertvision.errors import EnsembleError
 from bertvision.runs import Predictions, RunFolder
 from pipelines import ensemble as ensemble_cli
-from pipelines import finetune as finetune_cli
+from tests.stores import sst2_finetune_run  # noqa: F401  (a fixture)
 
 
 def _cls(uids, probs, labels, source):
@@ -81,14 +81,13 @@ def predictions_path(run_dir, split):
     return RunFolder(run_dir).prediction_file(split)
 
 
-@pytest.fixture(scope="module")
-def runs(shared_data, module_tmp):
-    root = module_tmp("ens")
-    data = str(shared_data / "glue" / "SST-2")
-    base = ["--task", "sst2", "--data-dir", data, "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
-            "--lr", "1e-4", "--no-jit", "--no-progress"]
-    assert finetune_cli.main([*base, "--limit", "32", "--checkpoint-every", "0.5", "--out", str(root / "a")]) == 0
-    return root
+@pytest.fixture
+def runs(sst2_finetune_run, tmp_path):  # noqa: F811
+    """A folder for the ensembles, and in it ``a``: a link to a BERT fine-tuning
+    run on 48 SST-2 examples with a checkpoint at 0.5 epochs
+    (tests.stores.sst2_finetune_run, shared read-only with other modules)."""
+    (tmp_path / "a").symlink_to(sst2_finetune_run, target_is_directory=True)
+    return tmp_path
 
 
 def test_cli_ensemble_of_a_run_and_a_checkpoint(runs, capsys):
@@ -121,7 +120,7 @@ def test_cli_refuses_runs_over_other_examples(runs, capsys):
         ensemble_cli.main(["--runs", str(runs / "a"), str(short), "--out", str(runs / "bad")])
     assert err.value.code == 2
     msg = capsys.readouterr().err
-    assert "do not predict the same dev examples" in msg and "32 vs 24 examples" in msg
+    assert "do not predict the same dev examples" in msg and "48 vs 24 examples" in msg
     assert not (runs / "bad" / "results.json").exists()
     with pytest.raises(SystemExit):
         ensemble_cli.main(["--runs", str(runs / "a"), str(runs / "nope"), "--out", str(runs / "bad")])

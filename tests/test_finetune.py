@@ -15,17 +15,14 @@ from bertvision.runs import Predictions, RunFolder
 from bertvision.training.trainer import Schedule
 from pipelines import extract as extract_cli
 from pipelines import finetune as finetune_cli
-from tests.stores import kill_when_saved, run_cli
-
-SST2_ARGS = ["--task", "sst2", "--limit", "48", "--max-seq-len", "32", "--batch-size", "16", "--epochs", "1",
-             "--checkpoint-every", "0.5", "--lr", "1e-4", "--no-jit", "--no-progress"]
+from tests.stores import SST2_FINETUNE as SST2_ARGS
+from tests.stores import kill_when_saved, run_main, sst2_finetune_run  # noqa: F401  (a fixture)
 
 
-@pytest.fixture(scope="module")
-def sst2_run(shared_data, module_tmp):
-    out = module_tmp("ft") / "sst2"
-    assert finetune_cli.main([*SST2_ARGS, "--data-dir", str(shared_data / "glue" / "SST-2"), "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def sst2_run(sst2_finetune_run):  # noqa: F811
+    """`pipelines.finetune SST2_ARGS` (tests.stores.sst2_finetune_run, shared with the ensemble and report tests)."""
+    return sst2_finetune_run
 
 
 def checkpoint_schedule(steps_per_epoch, epochs, every, at=None):
@@ -120,31 +117,37 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
 def test_training_lowers_the_loss(sst2_run, shared_data):
     config = FinetuneConfig(task="sst2", out=str(sst2_run), data_dir=str(shared_data / "glue" / "SST-2"),
                             limit=48, max_seq_len=32, jit_compile=False, progress=False)
-    before = Finetuner(config)
-    before.prepare()
-    before.build()  # same seed: the head starts as the run's did
-    after = Finetuner(config)
-    after.prepare()
-    after.build()
+    finetuner = Finetuner(config)
+    finetuner.prepare()
+    finetuner.build()  # same seed: the head starts as the run's did
+    before = finetuner.mean_loss()
     checkpoint = latest_checkpoint(sst2_run)
     assert checkpoint.name == "epoch-1.00"
     task = BertTask.from_preset(str(checkpoint))  # a checkpoint is a keras-hub task preset
     assert isinstance(task, BertTask) and task.task_kind == "classification"
-    after.model.set_weights(task.get_weights())
-    assert after.mean_loss() < before.mean_loss() - 0.005
+    finetuner.model.set_weights(task.get_weights())  # the same model, the trained weights
+    assert finetuner.mean_loss() < before - 0.005
 
 
-def test_checkpoint_is_a_backbone_for_extract(sst2_run, shared_data, tmp_path):
-    data = str(shared_data / "glue" / "SST-2")
-    common = ["--task", "sst2", "--data-dir", data, "--split", "dev", "--limit", "8", "--max-seq-len", "32",
-              "--no-jit", "--no-progress"]
+def extract_dev(shared_data, out, *backbone) -> np.ndarray:
+    """`pipelines.extract` of the first 8 SST-2 dev examples (32 tokens, no XLA) into `out`, with the
+    embedded MiniLM or ``--backbone CHECKPOINT``; their activations as float32."""
+    assert extract_cli.main(["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev",
+                             "--limit", "8", "--max-seq-len", "32", "--no-jit", "--no-progress", "--out", str(out),
+                             *map(str, backbone)]) == 0
+    store = st.open_store(str(out))
+    return np.concatenate([f["activations"].numpy() for f, _ in store.dataset("dev", 8)]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def base_acts(shared_data, module_tmp):
+    """`extract_dev` with the embedded MiniLM (the checkpoint tests compare with it)."""
+    return extract_dev(shared_data, module_tmp("base") / "base")
+
+
+def test_checkpoint_is_a_backbone_for_extract(sst2_run, shared_data, base_acts, tmp_path):
     ckpt = sst2_run / "checkpoints" / "epoch-1.00"
-    assert extract_cli.main([*common, "--out", str(tmp_path / "base")]) == 0
-    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--backbone", str(ckpt)]) == 0
-    acts = {}
-    for name in ("base", "tuned"):
-        store = st.open_store(str(tmp_path / name))
-        acts[name] = np.concatenate([f["activations"].numpy() for f, _ in store.dataset("dev", 8)]).astype(np.float32)
+    acts = {"base": base_acts, "tuned": extract_dev(shared_data, tmp_path / "tuned", "--backbone", ckpt)}
     tuned = st.open_store(str(tmp_path / "tuned"))
     assert tuned.backbone["kind"] == "keras_hub" and tuned.backbone["name"] == "epoch-1.00"
     assert acts["base"].shape == acts["tuned"].shape == (8, 7, 384)
@@ -164,9 +167,10 @@ def test_killed_run_resumes_exactly(sst2_run, shared_data, tmp_path):
     assert kill_when_saved(args, run, step=2) == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run / "results.json").exists()
     (run / "checkpoints" / ".epoch-1.00.tmp-deadbeef").mkdir(parents=True, exist_ok=True)  # a save killed half-way
-    resumed = run_cli("pipelines.finetune", *args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from step 2/3" in resumed.stderr
+    # the resume: the command's main(argv) in this process (the kill needed a process; this needs none)
+    code, _, err = run_main(finetune_cli.main, *args)
+    assert code == 0, err[-3000:]
+    assert "resuming from step 2/3" in err
     r, original = RunFolder(run).results(), RunFolder(sst2_run).results()
     assert r.resumed_from == {"step": 2, "epoch": 0.5}
     for a, b in zip(r.history, original.history):
@@ -230,7 +234,7 @@ def test_bad_flags_are_refused_before_anything_is_written(shared_data, tmp_path,
     assert not out.exists()
 
 
-def test_lora_trains_the_low_rank_factors_and_the_head(shared_data, tmp_path):
+def test_lora_trains_the_low_rank_factors_and_the_head(shared_data, base_acts, tmp_path):
     import math
 
     out = tmp_path / "lora"
@@ -246,12 +250,6 @@ def test_lora_trains_the_low_rank_factors_and_the_head(shared_data, tmp_path):
     assert math.isclose(r.param_share, r.trainable_params / r.backbone_params)
     assert r.peak_memory_mib and r.peak_memory_mib > 100
     # the checkpoint is a plain backbone (LoRA merged) that extraction loads, and it moved
-    common = ["--task", "sst2", "--data-dir", str(shared_data / "glue" / "SST-2"), "--split", "dev", "--limit", "8",
-              "--max-seq-len", "32", "--no-jit", "--no-progress"]
-    assert extract_cli.main([*common, "--out", str(tmp_path / "base")]) == 0
-    assert extract_cli.main([*common, "--out", str(tmp_path / "tuned"), "--backbone",
-                             str(out / "checkpoints" / "epoch-1.00")]) == 0
-    acts = [np.concatenate([f["activations"].numpy() for f, _ in st.open_store(str(tmp_path / n)).dataset("dev", 8)])
-            for n in ("base", "tuned")]
-    diff = np.abs(acts[0].astype(np.float32) - acts[1].astype(np.float32)).mean(axis=(0, 2))
+    tuned = extract_dev(shared_data, tmp_path / "tuned", "--backbone", out / "checkpoints" / "epoch-1.00")
+    diff = np.abs(base_acts - tuned).mean(axis=(0, 2))
     assert diff[0] == 0 and diff[-1] > 1e-4, diff  # embeddings frozen, attention moved

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.stores import run_pipeline
+from pipelines.report import main as report_main
+from tests.stores import run_main, run_pipeline, sst2_finetune_run  # noqa: F401  (a fixture)
 
 from bertvision.report import (CHARTS, ReportError, build_charts, build_report, find_results, load_runs,
                                markdown_table, read_run, summary_frame)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def results(task="sst2", method="linear_probe", run_type="fit", metric="accuracy", value=0.8, **extra) -> dict:
@@ -297,37 +295,33 @@ def test_stacked_tasks_share_one_dash_per_backbone(tmp_path):
 # ------------------------------------------------------- end to end (real)
 
 
-def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
 @pytest.fixture(scope="module")
-def real_runs(module_tmp, shared_data) -> Path:
+def real_runs(module_tmp, shared_data, sst2_finetune_run) -> Path:  # noqa: F811
     """Real small runs on SST-2 (64 train / 64 dev examples): a cls store
     from `pipelines.extract`, three adapter runs on it from `pipelines.fit`
     (linear_probe, scalar_mix, scalar_mix on half the training data) and a
-    BERT fine-tuning run from `pipelines.finetune` evaluated every half epoch."""
+    BERT fine-tuning run from `pipelines.finetune` evaluated every half epoch
+    (tests.stores.sst2_finetune_run, 48 examples, shared with other modules:
+    its folder copied in beside the others, without the weights, which a
+    report does not read). Nothing is XLA-compiled (a few dozen examples)."""
     root = module_tmp("report-real")
     sst2 = shared_data / "glue" / "SST-2"
     store = root / "store"
     run_pipeline("pipelines.extract", "--task", "sst2", "--data-dir", sst2, "--split", "train", "--split", "dev",
-                 "--out", store, "--token-mode", "cls", "--limit", "64", "--no-progress")
+                 "--out", store, "--token-mode", "cls", "--limit", "64", "--no-progress", "--no-jit")
     runs = root / "runs"
     for name, extra in [("linear_probe", ["--adapter", "linear_probe"]), ("scalar_mix", ["--adapter", "scalar_mix"]),
                         ("scalar_mix-half", ["--adapter", "scalar_mix", "--train-fraction", "0.5"])]:
         run_pipeline("pipelines.fit", "--store", store, "--out", runs / name, "--epochs", "2",
-                     "--batch-size", "16", "--seed", "0", "--quiet", *extra)
-    run_pipeline("pipelines.finetune", "--task", "sst2", "--data-dir", sst2, "--out", runs / "bert", "--epochs", "1",
-                 "--limit", "64", "--batch-size", "16", "--checkpoint-every", "0.5", "--no-jit", "--no-progress")
+                     "--batch-size", "16", "--seed", "0", "--quiet", "--no-jit-compile", *extra)
+    shutil.copytree(sst2_finetune_run, runs / "bert", ignore=shutil.ignore_patterns("*.weights.h5"))
     return runs
 
 
 def test_report_cli_on_real_runs(real_runs, tmp_path):
     out = tmp_path / "report"
-    proc = _run("pipelines.report", str(real_runs), "--out", str(out))
-    assert "4 run(s), task(s): sst2" in proc.stdout
+    printed = run_pipeline("pipelines.report", real_runs, "--out", out)  # its main(argv), in this process
+    assert "4 run(s), task(s): sst2" in printed
     manifest = json.loads((out / "report.json").read_text())
     assert set(manifest["charts"]) == set(CHARTS) and manifest["skipped"] == {}
     assert manifest["runs"] == 4 and manifest["summary"] == {"csv": "summary.csv", "md": "summary.md"}
@@ -364,10 +358,9 @@ def test_finetune_curve_on_real_runs(real_runs):
 
 def test_report_cli_error_is_one_line(tmp_path):
     write_run(tmp_path / "bad", "{oops")
-    proc = subprocess.run([sys.executable, "-m", "pipelines.report", str(tmp_path), "--out", str(tmp_path / "r")],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
+    code, _, err = run_main(report_main, tmp_path, "--out", tmp_path / "r")  # its main(argv), in this process
+    assert code == 2
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and "bad/results.json: not valid JSON" in last
 
 
