@@ -1,8 +1,11 @@
 """Extraction as an Apache Beam pipeline (`bertvision.store.beam`), run by
-the real DirectRunner in multi-process mode with two worker processes: its
-SST-2 and SQuAD stores are the single-process extractor's, byte for byte and
-record for record; a pipeline killed part-way and run again finishes that same
-store; bad Beam options are refused before anything is written."""
+the real DirectRunner with two workers: its SST-2 and SQuAD stores are the
+single-process extractor's, byte for byte and record for record; a pipeline
+killed part-way (the command and its two worker processes, multi-process
+mode) and run again finishes that same store; the SQuAD pipeline (windows
+that straddle shards) runs in this process with two worker threads
+(multi-threading mode: the same DoFns, no TensorFlow start-up per worker);
+bad Beam options are refused before anything is written."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pipelines.extract import main as extract_main
 from tests.stores import REPO_ROOT, _model, run_main
 
 BEAM = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+THREADS = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
 
 
 def _settings(data_dir, split, **kw) -> list[str]:
@@ -124,7 +128,9 @@ def test_beam_squad_equals_single_process(shared_data, tmp_path):
     manifest = _reference(tmp_path / "reference", "squad_v2", data_dir, "dev-v2.0.Rhine", **kw)
     info = manifest["splits"]["dev-v2.0.Rhine"]
     assert info["num_records"] > info["num_examples"] and len(info["shards"]) > info["num_examples"] // 2
-    stdout = _finish(_beam("squad_v2", tmp_path / "beam", _settings(data_dir, "dev-v2.0.Rhine", **kw)))
+    code, stdout, err = run_main(extract_main, "--task", "squad_v2", "--out", tmp_path / "beam",
+                                 *_settings(data_dir, "dev-v2.0.Rhine", **kw), *THREADS)
+    assert code == 0, err[-4000:]
     assert f"{len(info['shards'])} shard(s) written" in stdout
     assert_same_store(tmp_path / "beam", tmp_path / "reference", "dev-v2.0.Rhine")
 
