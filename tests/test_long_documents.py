@@ -444,7 +444,8 @@ def test_multi_label_documents_choose_thresholds_per_document(module_tmp, shared
     manifest = json.loads((store / "manifest.json").read_text())
     assert manifest["splits"]["dev"]["num_records"] == 32 and manifest["splits"]["dev"]["max_windows"] >= 3
     code, out, err = run_main(fit_main, "--store", store, "--adapter", "scalar_mix", "--out", run, "--epochs", "1",
-                              "--batch-size", "8", "--lr", "1e-2", "--window-pooling", "max", "--quiet")
+                              "--batch-size", "8", "--lr", "1e-2", "--window-pooling", "max", "--quiet",
+                              "--no-jit-compile")
     assert code == 0, err[-3000:]
     results = RunFolder(run).results()
     assert len(results.thresholds) == 28 and results.train_examples == 32

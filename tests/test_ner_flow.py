@@ -35,7 +35,7 @@ def ner(module_tmp, shared_data):
                               "--out", store, *SMALL)
     assert code == 0, err[-3000:]
     code, out, err = run_main(fit_main, "--store", store, "--adapter", "scalar_mix", "--out", run, "--epochs", "3",
-                              "--batch-size", "8", "--lr", "1e-2", "--quiet")
+                              "--batch-size", "8", "--lr", "1e-2", "--quiet", "--no-jit-compile")
     assert code == 0, err[-3000:]
     return store, run, root
 
