@@ -243,16 +243,14 @@ def test_training_memory_is_bounded_by_the_cache_budget(sharded_store, monkeypat
     assert sorted(positions(take)) == take.tolist()
 
 
-def test_training_reads_ahead_a_bounded_number_of_batches(bert, shared_data, tmp_path, monkeypatch):
+def test_training_reads_ahead_a_bounded_number_of_batches(sharded_store, monkeypatch):
     """A reader slower than the training step (a small adapter on a sequence
-    store), then a pause (the evaluation after every epoch): the pipeline
-    holds a fixed number of batches read ahead (PREFETCH_BATCHES), not an
-    autotuned prefetch buffer whose limit doubles whenever the step waits for
-    it and which then fills during every pause (GoEmotions: ~120 MB more per
-    epoch, 5.7 GB after 10)."""
-    _extract(bert, tmp_path, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="sequence", limit=16,
-             max_seq_len=32)
-    store = st.open_store(str(tmp_path))
+    store, where a batch is megabytes), then a pause (the evaluation after
+    every epoch): the pipeline holds a fixed number of batches read ahead
+    (PREFETCH_BATCHES), not an autotuned prefetch buffer whose limit doubles
+    whenever the step has waited for it and which fills during every pause
+    (GoEmotions' 4.5 GB store: ~120 MB more per epoch, up to 5.7 GB)."""
+    store = st.open_store(str(sharded_store))
     read = []
     records = st.RecordReader.__call__
 
@@ -264,7 +262,7 @@ def test_training_reads_ahead_a_bounded_number_of_batches(bert, shared_data, tmp
 
     monkeypatch.setattr(st.RecordReader, "__call__", slow)
     batch, consumed, ahead = 4, 0, []
-    batches = iter(store.training_dataset("dev", batch, seed=0, steps_per_epoch=4, epochs=60, reader="random"))
+    batches = iter(store.training_dataset("dev", batch, seed=0, steps_per_epoch=10, epochs=40, reader="random"))
     cores = len(os.sched_getaffinity(0))
     for _ in range(6):  # train (the reader is the bottleneck), then pause (the reader fills what is held ahead)
         for _ in range(20):
@@ -273,7 +271,7 @@ def test_training_reads_ahead_a_bounded_number_of_batches(bert, shared_data, tmp
         time.sleep(0.5)
         ahead.append(len(read) - batch * consumed)
     # prefetched batches, the batch being padded, the batch maps, the record parses and the read in flight
-    # (tf.data.AUTOTUNE here held 18, 26, 40, 74, 74, 120 records ahead after the six pauses)
+    # (tf.data.AUTOTUNE held 16, 24, 40, 72, 136, 136 records ahead after the six pauses)
     bound = batch * (st.PREFETCH_BATCHES + 1 + cores) + cores + 1
     assert max(ahead) <= bound, ahead
 
