@@ -243,14 +243,18 @@ def test_training_memory_is_bounded_by_the_cache_budget(sharded_store, monkeypat
     assert sorted(positions(take)) == take.tolist()
 
 
-def test_training_reads_ahead_a_bounded_number_of_batches(sharded_store, monkeypatch):
+def test_training_read_ahead_is_bounded_by_the_prefetch_budget(sharded_store, monkeypatch):
     """A reader slower than the training step (a small adapter on a sequence
     store, where a batch is megabytes), then a pause (the evaluation after
-    every epoch): the pipeline holds a fixed number of batches read ahead
-    (PREFETCH_BATCHES), not an autotuned prefetch buffer whose limit doubles
-    whenever the step has waited for it and which fills during every pause
-    (GoEmotions' 4.5 GB store: ~120 MB more per epoch, up to 5.7 GB)."""
+    every epoch), six times: the batches read ahead stay within
+    PREFETCH_BUDGET_BYTES. Unbounded, tf.data's autotuned prefetch buffer
+    doubles its limit each time the step has waited for it and fills up to
+    it during every pause (GoEmotions' 4.5 GB store: ~0.8 GB more per epoch,
+    up to 5.7 GB)."""
     store = st.open_store(str(sharded_store))
+    batch = 4
+    batch_bytes = batch * store.decoded_bytes("dev") // store.num_records("dev")
+    monkeypatch.setattr(st, "PREFETCH_BUDGET_BYTES", 8 * batch_bytes)
     read = []
     records = st.RecordReader.__call__
 
@@ -261,19 +265,18 @@ def test_training_reads_ahead_a_bounded_number_of_batches(sharded_store, monkeyp
             yield record
 
     monkeypatch.setattr(st.RecordReader, "__call__", slow)
-    batch, consumed, ahead = 4, 0, []
     batches = iter(store.training_dataset("dev", batch, seed=0, steps_per_epoch=10, epochs=40, reader="random"))
-    cores = len(os.sched_getaffinity(0))
+    consumed, ahead = 0, []
     for _ in range(6):  # train (the reader is the bottleneck), then pause (the reader fills what is held ahead)
         for _ in range(20):
             next(batches)
         consumed += 20
         time.sleep(0.5)
         ahead.append(len(read) - batch * consumed)
-    # prefetched batches, the batch being padded, the batch maps, the record parses and the read in flight
-    # (tf.data.AUTOTUNE held 16, 24, 40, 72, 136, 136 records ahead after the six pauses)
-    bound = batch * (st.PREFETCH_BATCHES + 1 + cores) + cores + 1
-    assert max(ahead) <= bound, ahead
+    cores = len(os.sched_getaffinity(0))
+    # the budget's 8 batches, plus the batch being assembled and the record parses and the read in flight
+    # (without a budget: 16, 24, 40, 72, 136, 136 records ahead after the six pauses)
+    assert max(ahead) <= batch * (8 + 1) + cores + 1, ahead
 
 
 def test_store_size_close_to_raw_bytes(bert, shared_data, tmp_path):

@@ -87,11 +87,12 @@ CACHE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_CACHE_MB", "512")) * (
 # of at most this many bytes of records (env override, MiB): 10,000 sequence records of SQuAD
 # windows are ~10 GB
 SHUFFLE_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_SHUFFLE_MB", "256")) * (1 << 20))
-# batches a pipeline prepares ahead of the step that reads them (double buffering). A fixed count,
-# not tf.data.AUTOTUNE: an autotuned prefetch buffer doubles its limit whenever the reader is slower
-# than the step (a small adapter on a sequence store) and fills up to it whenever the step waits
-# (the evaluation after every epoch), so it held ~120 MB more after each epoch, up to 5.7 GB
-PREFETCH_BATCHES = 2
+# the autotuned buffers of a pipeline (batches prepared ahead of the step, maps in flight) hold at
+# most this many bytes (env override, MiB; tf.data's own default is half the machine's RAM). Unbounded,
+# a prefetch buffer doubles its limit each time the step has waited for it and fills up to it whenever
+# the step pauses (the evaluation after every epoch): a small adapter on GoEmotions' 4.5 GB sequence
+# store held ~0.8 GB more after every epoch, up to 5.7 GB
+PREFETCH_BUDGET_BYTES = int(float(os.environ.get("BERTVISION_PREFETCH_MB", "256")) * (1 << 20))
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -1037,7 +1038,7 @@ class Store:
             raise ValueError(f"pad_to must be 'bucket' or 'max', got {pad_to!r}")
         n_files, read = self._shard_reader(split, take_indices)
         records = tf.data.Dataset.range(n_files).flat_map(read)
-        return self._batched(records, batch_size, with_meta, pad_to, parsed=False).prefetch(PREFETCH_BATCHES)
+        return _bounded(self._batched(records, batch_size, with_meta, pad_to, parsed=False).prefetch(tf.data.AUTOTUNE))
 
     def training_reader(self, split: str, cache: bool | None = None) -> str:
         """How `training_dataset` reads `split` (its memory does not grow with
@@ -1128,7 +1129,7 @@ class Store:
         batches = epoch_batches(first_epoch)
         for epoch in range(first_epoch + 1, max(epochs, first_epoch + 1)):
             batches = batches.concatenate(epoch_batches(epoch))
-        return batches.skip(first_step - first_epoch * steps_per_epoch).prefetch(PREFETCH_BATCHES)
+        return _bounded(batches.skip(first_step - first_epoch * steps_per_epoch).prefetch(tf.data.AUTOTUNE))
 
     def decoded_bytes(self, split: str) -> int:
         """Memory the split's parsed records take (sequence stores: real tokens only)."""
@@ -1137,6 +1138,13 @@ class Store:
         else:
             values = self.num_records(split) * int(np.prod(self.example_shape))
         return values * bytes_per_value(self.value_dtype)
+
+
+def _bounded(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` whose autotuned buffers hold at most ``PREFETCH_BUDGET_BYTES``."""
+    options = tf.data.Options()
+    options.autotune.ram_budget = PREFETCH_BUDGET_BYTES
+    return dataset.with_options(options)
 
 
 def _token_bucket(longest, max_len: int, pad_to: str):
