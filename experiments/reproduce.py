@@ -549,6 +549,7 @@ class TaskStages:
                     "trainable_params": params, "param_share": params / backbone_params if params else None,
                     "finetune_s": finetune_s, "fit_s": fit_s, "peak_mib": peak, "run": str(run),
                     "headline": headline,
+                    "train_fraction": (r.train_fraction if r is not None else None) or 1.0,
                     "chosen_on_reported_split": bool(r is not None and r.selection
                                                      and r.selection.get("chosen_on_reported_split"))}
 
@@ -796,9 +797,11 @@ def write_outputs(config: ReproduceConfig, tasks: list[TaskStages], stages: Stag
     report_runs = list(dict.fromkeys([work / t / "bert" for t in config.tasks if _finished(work / t / "bert")]
                                      + report_runs))
     build_report([str(r) for r in report_runs], work / "report", formats=("html", "png", "svg"))
-    # the layer weights over every seed (the report above reads the first seed's runs)
-    mix_runs = load_runs([str(r["run"]) for r in rows if _finished(Path(r["run"]))
-                          and not r["method"].startswith("answerability")])
+    # the layer weights over every seed (the report above reads the first seed's runs), of the runs on the whole
+    # training split (a fraction row is another experiment, not another seed)
+    mix_runs = load_runs(list(dict.fromkeys(str(r["run"]) for r in rows if _finished(Path(r["run"]))
+                                            and r["train_fraction"] == 1.0
+                                            and not r["method"].startswith("answerability"))))
     mixes = layer_mix_frame(mix_runs)
     meta["layer_mix"] = layer_mix_markdown(mixes) if len(mixes) else None
     spread = layer_spread(mix_runs)

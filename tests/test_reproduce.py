@@ -152,6 +152,11 @@ def test_quick_reproduction_table(quick_run):
     # 2 SST-2 + 3 SQuAD backbones; --quick has no labelled test split, so each adapter row was chosen on the
     # split it reports and is marked (*)
     assert (docs / "reproduction.md").read_text().count("| adapter_pooler (*) |") == 5
+    # the layer weights over seeds count each seed's run on the whole training split once (seeds 0 and 1), not
+    # the fraction rows nor the 100% fraction row (the same run again)
+    mixes = text.split("## Learned layer weights over seeds 0, 1")[1].split("\n## ")[0]
+    counts = [int(line.split("|")[4]) for line in mixes.splitlines() if line.startswith("| sst2 ")]
+    assert counts and max(counts) <= 2, mixes
     charts = sorted(p.name for p in (docs / "results").glob("*.png"))
     assert "finetune_curve.png" in charts and "metric_vs_fraction.png" in charts, charts
     assert (work / "report" / "summary.md").is_file()
