@@ -14,7 +14,9 @@ from sklearn import metrics as skm
 from bertvision.api import open_run
 from bertvision.metrics import best_thresholds
 from bertvision.runs import Predictions, RunFolder
+from bertvision.store.format import open_store
 from pipelines.ensemble import main as ensemble_main
+from pipelines.extract import main as extract_main
 from pipelines.finetune import main as finetune_main
 from pipelines.predict import main as predict_main
 from tests.stores import goemotions_store, kill_when_saved, run_main  # noqa: F401  (a fixture)
@@ -103,7 +105,7 @@ def test_finetune_a_multi_label_store_end_to_end(finetuned, shared_data, tmp_pat
     assert all(answer["probabilities"][n] >= thresholds[n] - 1e-6 for n in answer["labels"])
 
 
-def test_lora_on_a_multi_label_store_and_an_ensemble_with_the_finetuned_run(finetuned, tmp_path):
+def test_lora_on_a_multi_label_store_and_an_ensemble_with_the_finetuned_run(finetuned, shared_data, tmp_path):
     store, bert = finetuned
     lora = tmp_path / "lora"
     code, out, err = run_main(finetune_main, "--store", store, "--out", lora, "--lora-rank", "8", "--lr", "4e-3", *FT)
@@ -112,6 +114,23 @@ def test_lora_on_a_multi_label_store_and_an_ensemble_with_the_finetuned_run(fine
     assert results.method == "bert_lora" and results.hyperparameters["lora_rank"] == 8
     # LoRA's factors on query and value of MiniLM's 6 layers, and the sigmoid head: 28 logits
     assert results.trainable_params == 6 * 2 * (384 * 12 * 8 + 8 * 32) + 384 * 28 + 28
+    assert results.param_share == pytest.approx(results.trainable_params / results.backbone_params)
+    assert results.param_share < 0.05
+    assert results.peak_memory_mib and results.peak_memory_mib > 100
+
+    # the final checkpoint is a plain backbone (the factors merged) that extraction loads: the embeddings
+    # (not adapted) are the embedded MiniLM's, the attention layers moved
+    acts = {}
+    for name, backbone in (("base", []), ("lora", ["--backbone", lora / results.checkpoints["final"]])):
+        code, _, err = run_main(extract_main, "--task", "sst2", "--data-dir", shared_data / "glue" / "SST-2", "--split",
+                                "dev", "--limit", "8", "--max-seq-len", "32", "--no-jit", "--no-progress", "--out",
+                                tmp_path / f"store-{name}", *backbone)
+        assert code == 0, err[-3000:]
+        extracted = open_store(str(tmp_path / f"store-{name}"))
+        acts[name] = np.concatenate([f["activations"].numpy() for f, _ in extracted.dataset("dev", 8)]).astype(
+            np.float32)
+    diff = np.abs(acts["base"] - acts["lora"]).mean(axis=(0, 2))
+    assert diff[0] == 0 and diff[-1] > 1e-4, diff
 
     # an ensemble of the two: each label's mean probability, at the first run's thresholds
     code, out, err = run_main(ensemble_main, "--runs", bert, lora, "--split", "dev", "--out", tmp_path / "ens")
