@@ -102,12 +102,12 @@ from bertvision.report import build_report, load_runs
 from bertvision.report.build import save_chart
 from bertvision.report.charts import layer_spread
 from bertvision.report.table import grid, layer_mix_frame, layer_mix_markdown
+from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path
+from bertvision.store.format import MANIFEST, open_store
 
 # the adapter kinds with a learned layer mix (adapter_pooler's default layer pooling is scalar_mix): what a
 # --layer-seeds seed trains
 MIX_KINDS = ("scalar_mix", "adapter_pooler")
-from bertvision.runs import PeakMemory, Predictions, RunFolder, RunResults, checkpoint_path
-from bertvision.store.format import MANIFEST, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCTION = "reproduction.json"  # the reproduction's rows (a run folder's file is results.json)
@@ -371,10 +371,12 @@ class TaskStages:
         # --layer-seeds seed also reads the first seed's checkpoints' stores)
         return (self.base if backbone == "frozen" or self.layers_only else self.root) / f"store-{backbone}"
 
-    def mix_backbones(self) -> list[str]:
-        """The stores a --layer-seeds seed trains its mixing kinds on: the frozen backbone's and the 1-epoch
-        checkpoint's (SQuAD's frozen adapters answer nothing, so its mix is read on the checkpoint only)."""
-        return ["ft1"] if self.task == "squad_v2" else ["frozen", "ft1"]
+    def mix_fits(self) -> list[tuple[str, str]]:
+        """``(kind, backbone)`` of every fit of a --layer-seeds seed: the mixing kinds on the frozen backbone's
+        and the 1-epoch checkpoint's stores (SQuAD's frozen adapters answer nothing, so its mix is read on the
+        checkpoint only)."""
+        backbones = ["ft1"] if self.task == "squad_v2" else ["frozen", "ft1"]
+        return [(k, b) for b in backbones for k in self.kinds(b) if k in MIX_KINDS]
 
     def store_encoding(self, backbone: str) -> tuple[str, str]:
         """(token mode, pair mode) of `backbone`'s store: the fine-tuned checkpoints were trained on
@@ -475,10 +477,8 @@ class TaskStages:
 
     def run(self) -> None:
         if self.layers_only:
-            for backbone in self.mix_backbones():
-                for kind in self.kinds(backbone):
-                    if kind in MIX_KINDS:
-                        self.fit(kind, backbone)
+            for kind, backbone in self.mix_fits():
+                self.fit(kind, backbone)
             return
         if self.finetunes:
             self.finetune(self.bert, lora=False)
@@ -514,7 +514,7 @@ class TaskStages:
         """Every run folder a finished task holds (for this seed)."""
         runs = ([self.bert] if self.finetunes else []) + ([self.lora] if self.trains_lora else [])
         if self.layers_only:
-            return [self.adapter_dir(k, b) for b in self.mix_backbones() for k in self.kinds(b) if k in MIX_KINDS]
+            return [self.adapter_dir(k, b) for k, b in self.mix_fits()]
         if self.first:
             runs += [self.adapter_dir(k, b) for b in self.backbones for k in self.kinds(b)]
             runs += [self.ensemble_dir(b, m) for b in self.backbones[1:] for m in ("mean", "max")]
