@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.stores import REPO_ROOT, run_pipeline, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
+from tests.stores import REPO_ROOT, cli_env, run_pipeline, sst2_cls_run, sst2_cls_store, sst2_seq_store, squad_store  # noqa: F401
 
 
 def _train_loss(model, store, split="train"):
@@ -211,7 +211,7 @@ def test_killed_fit_resumes_exactly_wherever_it_is_killed(sst2_seq_store, tmp_pa
     whole = tmp_path / "whole"
     run_pipeline("pipelines.fit", *args, "--out", whole)
     out = tmp_path / "killed"
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+    env = cli_env()
     resumed_at = []
     # kill just after the state of epoch 2 is saved, then a moment into epoch 5 (resumed from epoch 2's state)
     for epochs_done, delay in ((2, 0.0), (4, 0.3)):
