@@ -27,6 +27,7 @@ setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
 from bertvision.data.tasks import TASKS  # noqa: E402
+from bertvision.models.bert_task import POOLINGS  # noqa: E402
 
 
 def _epochs_list(text: str) -> list[float]:
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup as a fraction of all steps (default 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head")
+    p.add_argument("--pooling", choices=POOLINGS, default="cls",
+                   help="what a sentence-level head reads: cls (BERT's pooler over [CLS], the default) or mean "
+                        "(the last layer's mean over real tokens, what a sentence-transformers backbone such as "
+                        "the default all-MiniLM-L6-v2 was trained for); span and token heads ignore it")
     p.add_argument("--lora-rank", type=int, default=None, metavar="R",
                    help="LoRA instead of full fine-tuning: keras-hub's enable_lora(R) on the attention query and "
                         "value projections; the head and those updates train, everything else is frozen")
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             train_split=args.train_split, eval_splits=args.eval_splits, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_seq_len=args.max_seq_len,
             doc_stride=args.doc_stride, max_query_len=args.max_query_len, warmup=args.warmup,
-            weight_decay=args.weight_decay, dropout=args.dropout, lora_rank=args.lora_rank,
+            weight_decay=args.weight_decay, dropout=args.dropout, pooling=args.pooling, lora_rank=args.lora_rank,
             clipnorm=args.clipnorm or None, seed=args.seed,
             train_fraction=args.train_fraction, limit=args.limit, eval_limit=args.eval_limit, sample=args.sample,
             checkpoint_every=args.checkpoint_every, checkpoint_at=args.checkpoint_at,

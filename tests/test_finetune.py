@@ -2,12 +2,14 @@
 checkpoints as backbones for extraction."""
 
 
+import keras
 import numpy as np
 import pytest
 
 from bertvision.store import format as st
 from bertvision.errors import FinetuneError
 from bertvision.data.features import bucket_length, length_grouped_batches
+from bertvision.models.backbone import load_backbone, resolve_backbone
 from bertvision.models.bert_task import BertTask
 from bertvision.runs import latest_checkpoint
 from bertvision.training.finetune import FinetuneConfig, Finetuner
@@ -82,6 +84,30 @@ def test_checkpoint_at_validated(tmp_path):
     with pytest.raises(FinetuneError, match="checkpoint-at"):
         FinetuneConfig(task="sst2", out=str(tmp_path), epochs=1.0, checkpoint_at=[0.5, 1.5])
     assert FinetuneConfig(task="sst2", out=str(tmp_path), epochs=2.0, checkpoint_at=[1, 0.3]).checkpoint_at == [0.3, 1.0]
+
+
+def test_mean_pooling_head_reads_the_mean_of_the_real_tokens():
+    """``pooling="mean"``: the head reads the last layer's mean over real
+    tokens (the sentence-transformers pooling), so padding changes nothing;
+    ``"cls"`` reads BERT's pooler; the choice survives the task's config."""
+    keras.utils.set_random_seed(0)
+    backbone = load_backbone(resolve_backbone(None))
+    mean_task = BertTask(backbone, "classification", num_labels=3, pooling="mean")
+    cls_task = BertTask(backbone, "classification", num_labels=3)
+    ids = np.array([[101, 7592, 2088, 102, 0, 0]])
+    batch = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": (ids > 0).astype("int32")}
+    hidden = np.asarray(backbone(batch)["sequence_output"])[0, :4]  # the 4 real tokens
+    head = mean_task.get_layer("head")
+    expected = np.asarray(head(hidden.mean(0, keepdims=True)))
+    np.testing.assert_allclose(np.asarray(mean_task(batch)), expected, rtol=1e-4, atol=1e-5)
+    short = {k: v[:, :4] for k, v in batch.items()}  # the same text without padding
+    np.testing.assert_allclose(np.asarray(mean_task(short)), np.asarray(mean_task(batch)), rtol=1e-4, atol=1e-5)
+    pooled = np.asarray(backbone(batch)["pooled_output"])
+    np.testing.assert_allclose(np.asarray(cls_task(batch)), np.asarray(cls_task.get_layer("head")(pooled)),
+                               rtol=1e-4, atol=1e-5)
+    assert BertTask.from_config(mean_task.get_config()).pooling == "mean"
+    with pytest.raises(FinetuneError, match="--pooling must be one of cls, mean"):
+        FinetuneConfig(task="sst2", out="unused", pooling="max")
 
 
 def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_data):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from bertvision.models.layers import Dropout, SpanHead, TaskHead
+from bertvision.models.layers import Dropout, MaskedMeanPooling, SpanHead, TaskHead
 
-__all__ = ["BertTask"]
+__all__ = ["BertTask", "POOLINGS"]
+
+POOLINGS = ("cls", "mean")
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
@@ -37,6 +39,13 @@ class BertTask(keras_hub.models.Task):
         num_labels: classes (classification, per token for token
             classification) or labels (multi-label).
         dropout: dropout rate before the head.
+        pooling: what a sentence-level head (classification, multi-label,
+            regression) reads: ``"cls"``, BERT's pooler over the ``[CLS]``
+            token (``pooled_output``), or ``"mean"``, the mean of the last
+            layer over real tokens, which is what a sentence-transformers
+            backbone such as all-MiniLM-L6-v2 was trained to make meaningful
+            (its pooler was never trained). Span and per-token heads read
+            every token and ignore it.
 
     Example:
         >>> from bertvision.models.backbone import load_backbone, resolve_backbone
@@ -46,7 +55,10 @@ class BertTask(keras_hub.models.Task):
 
     backbone_cls = keras_hub.models.BertBackbone
 
-    def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, **kwargs):
+    def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, pooling: str = "cls",
+                 **kwargs):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.backbone = backbone
         self.preprocessor = None
@@ -65,14 +77,19 @@ class BertTask(keras_hub.models.Task):
             out = {"start_logits": start, "end_logits": end}
         elif task_kind == "token_classification":
             out = self.head(self.output_dropout(outputs["sequence_output"]))
+        elif pooling == "mean":
+            pooled = MaskedMeanPooling(name="token_mean")(outputs["sequence_output"],
+                                                          padding_mask=inputs["padding_mask"])
+            out = self.head(self.output_dropout(pooled))
         else:
             out = self.head(self.output_dropout(outputs["pooled_output"]))
         super().__init__(inputs=inputs, outputs=out, compile=False, **kwargs)
         self.task_kind, self.num_labels, self.dropout = task_kind, int(num_labels), float(dropout)
+        self.pooling = pooling
 
     def get_config(self):
         return {**super().get_config(), "task_kind": self.task_kind, "num_labels": self.num_labels,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "pooling": self.pooling}
 
     def save_task_weights(self, filepath):
         """Save the head's weights (``task.weights.h5`` of a preset), as

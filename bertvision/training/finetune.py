@@ -4,7 +4,8 @@ BERTVision's adapters are measured against.
 `Finetuner(FinetuneConfig(...)).run()` featurizes the task once (numpy in
 memory), builds a `BertTask` (a keras-hub ``Task`` wrapping a
 ``BertBackbone`` with the adapters' heads: dropout + `TaskHead` on the pooled
-[CLS] output for classification and regression, dropout + `SpanHead` on the
+[CLS] output (``pooling="cls"``) or the mean of the last layer over real
+tokens (``pooling="mean"``) for classification and regression, dropout + `SpanHead` on the
 token outputs for span tasks; multi-label: a sigmoid per label under binary
 cross-entropy) and trains it with the one trainer
 (`bertvision.training.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
@@ -59,7 +60,7 @@ from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import trainable_params
-from bertvision.models.bert_task import BertTask
+from bertvision.models.bert_task import POOLINGS, BertTask
 from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, Predictions, RunFolder, RunResults, checkpoint_name,
                              choose_dev_thresholds, merge_split_metrics)
@@ -106,6 +107,7 @@ class FinetuneConfig(ConfigBase):
     warmup: float = 0.1
     weight_decay: float = 0.01
     dropout: float = 0.1
+    pooling: str = "cls"  # sentence-level heads: BERT's pooler over [CLS], or the mean over tokens
     lora_rank: int | None = None  # LoRA instead of full fine-tuning: keras-hub's enable_lora(rank)
     clipnorm: float | None = 1.0
     seed: int = 0
@@ -160,6 +162,7 @@ class FinetuneConfig(ConfigBase):
         check_fraction("train_fraction", self.train_fraction, error=FinetuneError)
         check_non_negative("weight_decay", self.weight_decay, FinetuneError)
         check_fraction("dropout", self.dropout, low_open=False, high_open=True, error=FinetuneError)
+        check_choice("pooling", self.pooling, POOLINGS, FinetuneError)
         if self.clipnorm is not None:
             check_positive("clipnorm", self.clipnorm, FinetuneError)
         if self.checkpoint_every is not None:
@@ -305,9 +308,9 @@ class Finetuner(RunTask):
         self.schedule = Schedule.checkpoints(self.steps_per_epoch, c.epochs, c.checkpoint_every, c.checkpoint_at)
         with self.strategy.scope():
             self.backbone = load_backbone(self.ref)
-            if self.task.kind in PER_TOKEN_KINDS:  # the pooled output feeds nothing: no gradients
+            if self.task.kind in PER_TOKEN_KINDS or c.pooling == "mean":  # the pooler feeds nothing: no gradients
                 self.backbone.pooled_dense.trainable = False
-            self.model = BertTask(self.backbone, self.task.kind, self.task.num_labels, c.dropout)
+            self.model = BertTask(self.backbone, self.task.kind, self.task.num_labels, c.dropout, pooling=c.pooling)
             if c.lora_rank:  # freezes the backbone but for low-rank updates of the attention projections
                 self.backbone.enable_lora(c.lora_rank)
                 for variable in self.backbone.trainable_variables:  # LoRA trains the low-rank factors only
@@ -492,7 +495,7 @@ class Finetuner(RunTask):
             dev_metrics=final.dev, eval_splits=list(c.eval_splits), best_dev_metrics=outcome.best_metrics,
             hyperparameters={k: getattr(c, k) for k in ("epochs", "lr", "batch_size", "max_seq_len", "doc_stride",
                                                           "max_query_len", "warmup", "weight_decay", "dropout",
-                                                          "lora_rank", "clipnorm", "seed", "checkpoint_every",
+                                                          "pooling", "lora_rank", "clipnorm", "seed", "checkpoint_every",
                                                           "checkpoint_at", "sample", "group_by_length")},
             seed=c.seed, train_fraction=c.train_fraction, train_examples=len(self.train_set.examples),
             train_records=len(self.train_set.features), trainable_params=n_trainable, backbone_params=n_backbone,
