@@ -7,7 +7,8 @@ Train on ``eng.train``, pick the epoch on ``eng.testa`` (dev), report entity
 F1 on ``eng.testb`` (test), strict exact-match entities as conlleval counts
 them (`bertvision.metrics.tagging_metrics`), for
 
-- the frozen backbone's adapters (``--kinds``, ``--seeds``; one
+- the frozen backbone's adapters (``--kinds``, ``--seeds``; ``adapter_pooler_block``
+  is adapter_pooler with one transformer block over the tokens; one
   ``sequence`` store of every layer, extracted once): `pipelines.fit`, then
   `pipelines.predict --store ... --split test`;
 - MiniLM fine-tuned with the project's recipe (`pipelines.finetune
@@ -43,7 +44,11 @@ from bertvision.report.table import grid, seed_spread
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "conll2003"
-KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")
+KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn", "adapter_pooler_block")
+# a row's `pipelines.fit` flags, where they are more than ``--adapter KIND``: adapter_pooler with one
+# transformer block over the tokens (the adapter's default width), this project's counterpart of the
+# BERT paper's feature-based NER, which fed the frozen layers to a two-layer BiLSTM
+FIT_FLAGS = {"adapter_pooler_block": ["--adapter", "adapter_pooler", "--transformer-blocks", "1"]}
 FINETUNE_LR, LORA_RANK, LORA_LR = 5e-5, 8, 4e-3
 
 
@@ -104,7 +109,8 @@ def main(argv=None) -> int:
             log = work / "logs" / f"{kind}-seed{seed}"
             wall, rss = (0.0, None)
             if not (out / "results.json").is_file():
-                wall, rss = run(py + ["pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out),
+                wall, rss = run(py + ["pipelines.fit", "--store", str(store), *FIT_FLAGS.get(kind, ["--adapter", kind]),
+                                      "--out", str(out),
                                       "--seed", str(seed), "--epochs", f"{epochs:g}", "--quiet",
                                       *(["--no-jit-compile"] if args.quick else [])], log.with_suffix(".fit.log"))
             run(py + ["pipelines.predict", "--run", str(out), "--split", "test", "--out",
