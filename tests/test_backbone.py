@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bertvision.models.backbone import (AllLayersEncoder, all_layers_model, backbone_identity, backbone_layers, hidden_act,
-                                 load_backbone, load_tokenizer, resolve_backbone, save_backbone, set_hidden_act)
+                                 load_backbone, load_tokenizer, resolve_backbone, save_backbone, sentence_pooling,
+                                 set_hidden_act)
 from bertvision.errors import BackboneError, ConfigError
 
 REFERENCE = Path(__file__).parent / "fixtures" / "backbone_reference.npz"
@@ -123,3 +124,30 @@ def test_saved_backbone_is_a_model_folder(embedded, tmp_path):
     again = all_layers_model(load_backbone(saved))(inputs).numpy()
     np.testing.assert_allclose(again, all_layers_model(backbone)(inputs).numpy(), atol=1e-5)
     assert load_tokenizer(saved)("a test")["input_ids"] == load_tokenizer(ref)("a test")["input_ids"]
+
+
+def test_sentence_pooling_is_read_from_a_sentence_transformers_folder(tmp_path):
+    """`sentence_pooling`: the embedded MiniLM declares mean pooling (modules.json -> 1_Pooling/config.json);
+    a folder that declares a single cls pooling gives cls; none, several modes or a broken file give None;
+    ``FinetuneConfig(pooling="auto")`` resolves to it."""
+    from bertvision.training.finetune import FinetuneConfig  # noqa: PLC0415  (only this test)
+
+    embedded = resolve_backbone(None)
+    assert sentence_pooling(embedded) == "mean"
+    assert FinetuneConfig(task="sst2", out=str(tmp_path / "run"), pooling="auto").pooling == "mean"
+    folder = tmp_path / "st"
+    (folder / "pool").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).symlink_to(Path(embedded.path) / name)
+    ref = resolve_backbone(folder)
+    assert sentence_pooling(ref) is None  # a plain BERT folder
+    (folder / "modules.json").write_text(json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"},
+                                                     {"path": "pool", "type": "sentence_transformers.models.Pooling"}]))
+    for modes, expected in (({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
+                            ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}, None),
+                            ({"pooling_mode_max_tokens": True}, None)):
+        (folder / "pool" / "config.json").write_text(json.dumps(modes))
+        assert sentence_pooling(ref) == expected
+    assert FinetuneConfig(task="sst2", out=str(tmp_path / "run"), backbone=str(folder), pooling="auto").pooling == "cls"
+    (folder / "pool" / "config.json").write_text("{not json")
+    assert sentence_pooling(ref) is None

@@ -111,6 +111,28 @@ def resolve_backbone(backbone: str | os.PathLike | None = None) -> BackboneRef:
 BACKBONE_INFO = "bertvision_backbone.json"
 
 
+def sentence_pooling(ref: BackboneRef) -> str | None:
+    """The pooling a sentence-transformers backbone was trained with, read
+    from its ``modules.json`` and Pooling module's ``config.json``: ``"mean"``
+    or ``"cls"``, or ``None`` where the folder declares none (a plain BERT, a
+    keras-hub preset, another pooling).
+
+    >>> sentence_pooling(resolve_backbone(None))  # the embedded all-MiniLM-L6-v2  # doctest: +SKIP
+    'mean'
+    """
+    if ref.kind != "hf":
+        return None
+    root = Path(ref.path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        folder = next(m["path"] for m in modules if str(m.get("type", "")).endswith(".Pooling"))
+        config = json.loads((root / folder / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        return None
+    switched_on = [key for key, value in config.items() if key.startswith("pooling_mode") and value is True]
+    return {("pooling_mode_mean_tokens",): "mean", ("pooling_mode_cls_token",): "cls"}.get(tuple(switched_on))
+
+
 def hidden_act(ref: BackboneRef) -> str:
     """The feed-forward activation the checkpoint was trained with.
 

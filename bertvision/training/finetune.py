@@ -52,7 +52,7 @@ import tensorflow as tf
 
 from bertvision import io
 from bertvision.models.backbone import (backbone_identity, backbone_param_count, hidden_act, load_backbone,
-                                 load_tokenizer, resolve_backbone, write_backbone_info)
+                                 load_tokenizer, resolve_backbone, sentence_pooling, write_backbone_info)
 from bertvision.config import (PER_TOKEN_KINDS, STRATEGIES, ConfigBase, check_choice, check_fraction, check_non_negative,
                                check_positive, check_positive_int, default_max_seq_len)
 from bertvision.data.readers import load_examples, seeded_subset
@@ -107,7 +107,9 @@ class FinetuneConfig(ConfigBase):
     warmup: float = 0.1
     weight_decay: float = 0.01
     dropout: float = 0.1
-    pooling: str = "cls"  # sentence-level heads: BERT's pooler over [CLS], or the mean over tokens
+    # sentence-level heads: "cls" (BERT's pooler over [CLS]), "mean" (the last layer's mean over real tokens), or
+    # "auto": the pooling a sentence-transformers backbone declares (the embedded MiniLM: mean), else cls
+    pooling: str = "cls"
     lora_rank: int | None = None  # LoRA instead of full fine-tuning: keras-hub's enable_lora(rank)
     clipnorm: float | None = 1.0
     seed: int = 0
@@ -162,7 +164,9 @@ class FinetuneConfig(ConfigBase):
         check_fraction("train_fraction", self.train_fraction, error=FinetuneError)
         check_non_negative("weight_decay", self.weight_decay, FinetuneError)
         check_fraction("dropout", self.dropout, low_open=False, high_open=True, error=FinetuneError)
-        check_choice("pooling", self.pooling, POOLINGS, FinetuneError)
+        check_choice("pooling", self.pooling, ("auto", *POOLINGS), FinetuneError)
+        if self.pooling == "auto":  # the backbone's own sentence pooling, else BERT's pooler
+            self.pooling = sentence_pooling(resolve_backbone(self.backbone)) or "cls"
         if self.clipnorm is not None:
             check_positive("clipnorm", self.clipnorm, FinetuneError)
         if self.checkpoint_every is not None:
