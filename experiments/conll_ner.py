@@ -16,7 +16,10 @@ them (`bertvision.metrics.tagging_metrics`), for
 - LoRA (`pipelines.finetune --lora-rank 8`, lr 4e-3, the reproduction's).
 
 Every stage runs as its own command (the commands a user types), so that
-each row's peak memory is that process's own (``ru_maxrss`` of the child);
+each row's peak memory is that process's own (``ru_maxrss`` of the child;
+for a run finished before, and for every row of ``--report-only``, which
+runs nothing and tabulates the finished, scored runs: the training's
+``peak_memory_mib`` in its results.json);
 the table gives test F1 (mean ± sample std over seeds where there are
 several), dev F1, trainable parameters, their share of the backbone's,
 training wall time and peak memory, the machine and the date, and the
@@ -84,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--no-finetune", action="store_true", help="adapters only")
     p.add_argument("--quick", action="store_true", help="a smoke run on tens of sentences (measures nothing)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: the table of the finished runs (and their test predictions) in --work")
     args = p.parse_args(argv)
     work = Path(args.work)
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -100,36 +105,43 @@ def main(argv=None) -> int:
             "--split", f"test={data / 'eng.testb'}", "--task", "conll2003"]
     store = work / "store"
     rows: list[dict] = []
-    if not (store / "manifest.json").is_file():
+    if not args.report_only and not (store / "manifest.json").is_file():
         run(py + ["pipelines.extract", *task, "--out", str(store), "--token-mode", "sequence",
                   "--max-seq-len", str(max_seq_len), "--no-progress", *no_jit], work / "logs" / "extract.log")
     for kind in kinds:
         for seed in seeds:
             out = work / "runs" / f"{kind}-seed{seed}"
-            log = work / "logs" / f"{kind}-seed{seed}"
-            wall, rss = (0.0, None)
-            if not (out / "results.json").is_file():
-                wall, rss = run(py + ["pipelines.fit", "--store", str(store), *FIT_FLAGS.get(kind, ["--adapter", kind]),
-                                      "--out", str(out),
-                                      "--seed", str(seed), "--epochs", f"{epochs:g}", "--quiet",
-                                      *(["--no-jit-compile"] if args.quick else [])], log.with_suffix(".fit.log"))
-            run(py + ["pipelines.predict", "--run", str(out), "--split", "test", "--out",
-                      str(out / "test.conll")], log.with_suffix(".predict.log"))
-            rows.append(row(kind, seed, out, last_json(log.with_suffix(".predict.log")), rss))
+            predicted = work / "logs" / f"{kind}-seed{seed}.predict.log"
+            rss = None
+            if not args.report_only:
+                if not (out / "results.json").is_file():
+                    _, rss = run(py + ["pipelines.fit", "--store", str(store), *FIT_FLAGS.get(kind, ["--adapter", kind]),
+                                       "--out", str(out), "--seed", str(seed), "--epochs", f"{epochs:g}", "--quiet",
+                                       *(["--no-jit-compile"] if args.quick else [])],
+                                 work / "logs" / f"{kind}-seed{seed}.fit.log")
+                run(py + ["pipelines.predict", "--run", str(out), "--split", "test", "--out",
+                          str(out / "test.conll")], predicted)
+            elif not predicted.is_file():
+                continue  # --report-only: not run (or not scored) yet
+            rows.append(row(kind, seed, out, last_json(predicted), rss))
     if not args.no_finetune:
         for name, extra in (("fine-tuned MiniLM", ["--lr", f"{FINETUNE_LR:g}"]),
                             (f"LoRA r={LORA_RANK}", ["--lr", f"{LORA_LR:g}", "--lora-rank", str(LORA_RANK)])):
             slug = "lora" if "LoRA" in name else "finetune"
             out = work / "runs" / slug
+            predicted = work / "logs" / f"{slug}.predict.log"
             rss = None
-            if not (out / "results.json").is_file():
-                _, rss = run(py + ["pipelines.finetune", "--store", str(store), "--out", str(out),
-                                   "--epochs", f"{ft_epochs:g}",
-                                   "--max-seq-len", str(max_seq_len), "--no-progress", "--seed", "0", *extra, *no_jit],
-                             work / "logs" / f"{slug}.log")
-            run(py + ["pipelines.predict", "--run", str(out), "--input", str(data / "eng.testb"), "--out",
-                      str(out / "test.conll")], work / "logs" / f"{slug}.predict.log")
-            rows.append(row(name, 0, out, last_json(work / "logs" / f"{slug}.predict.log"), rss))
+            if not args.report_only:
+                if not (out / "results.json").is_file():
+                    _, rss = run(py + ["pipelines.finetune", "--store", str(store), "--out", str(out),
+                                       "--epochs", f"{ft_epochs:g}", "--max-seq-len", str(max_seq_len),
+                                       "--no-progress", "--seed", "0", *extra, *no_jit],
+                                 work / "logs" / f"{slug}.log")
+                run(py + ["pipelines.predict", "--run", str(out), "--input", str(data / "eng.testb"), "--out",
+                          str(out / "test.conll")], predicted)
+            elif not predicted.is_file():
+                continue
+            rows.append(row(name, 0, out, last_json(predicted), rss))
     table = render(rows, args)
     (work / "results.md").write_text(table)
     print(table)
@@ -149,7 +161,8 @@ def row(method: str, seed: int, out: Path, test: dict, rss: float | None) -> dic
     results = json.loads((out / "results.json").read_text())
     return {"method": method, "seed": seed, "test_f1": 100 * test["f1"], "dev_f1": 100 * results["dev_metrics"]["f1"],
             "params": results.get("trainable_params"), "share": results.get("param_share"),
-            "train_s": results.get("train_wall_time_s"), "rss": rss}
+            "train_s": results.get("train_wall_time_s"),
+            "rss": rss if rss is not None else results.get("peak_memory_mib")}
 
 
 def render(rows: list[dict], args) -> str:

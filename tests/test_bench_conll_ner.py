@@ -14,3 +14,11 @@ def test_quick_mode_fills_the_table(tmp_path, shared_data, capsys):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] == "1" and 0.0 <= float(cells[2]) <= 100.0 and int(cells[4]) > 0 and float(cells[7]) > 0
     assert (tmp_path / "runs" / "scalar_mix-seed0" / "test.conll").is_file()
+    # --report-only runs nothing and tabulates the finished runs: the same rows (peak memory from results.json)
+    (tmp_path / "runs" / "scalar_mix-seed0" / "test.conll").unlink()
+    assert main(["--work", str(tmp_path), "--data", str(shared_data / "conll2003"), "--quick", "--no-finetune",
+                 "--report-only"]) == 0
+    again = [line for line in (tmp_path / "results.md").read_text().splitlines()
+             if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split("|")[1:8] for r in again] == [r.split("|")[1:8] for r in rows]
+    assert not (tmp_path / "runs" / "scalar_mix-seed0" / "test.conll").exists()
