@@ -106,7 +106,7 @@ def test_mean_pooling_head_reads_the_mean_of_the_real_tokens():
     np.testing.assert_allclose(np.asarray(cls_task(batch)), np.asarray(cls_task.get_layer("head")(pooled)),
                                rtol=1e-4, atol=1e-5)
     assert BertTask.from_config(mean_task.get_config()).pooling == "mean"
-    with pytest.raises(FinetuneError, match="--pooling must be one of cls, mean"):
+    with pytest.raises(FinetuneError, match="--pooling must be one of auto, cls, mean, got .max."):
         FinetuneConfig(task="sst2", out="unused", pooling="max")
 
 
