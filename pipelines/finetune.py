@@ -27,7 +27,7 @@ setup_env()
 
 from bertvision.config import STRATEGIES  # noqa: E402  (after setup_env)
 from bertvision.data.tasks import TASKS  # noqa: E402
-from bertvision.models.bert_task import POOLINGS  # noqa: E402
+from bertvision.models import BERT_POOLINGS  # noqa: E402
 
 
 def _epochs_list(text: str) -> list[float]:
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup as a fraction of all steps (default 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head")
-    p.add_argument("--pooling", choices=("auto", *POOLINGS), default="cls",
+    p.add_argument("--pooling", choices=("auto", *BERT_POOLINGS), default="cls",
                    help="what a sentence-level head reads: cls (BERT's pooler over [CLS], the default), mean (the "
                         "last layer's mean over real tokens, what a sentence-transformers backbone such as the "
                         "default all-MiniLM-L6-v2 was trained for) or auto (the pooling the backbone folder "

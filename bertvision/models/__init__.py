@@ -14,6 +14,7 @@ trainable_params(model)
 import importlib
 
 from bertvision.models.config import (
+    BERT_POOLINGS,
     FIT_KINDS,
     KINDS,
     LAYER_POOLINGS,

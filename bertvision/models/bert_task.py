@@ -12,11 +12,10 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+from bertvision.models.config import BERT_POOLINGS
 from bertvision.models.layers import Dropout, MaskedMeanPooling, SpanHead, TaskHead
 
-__all__ = ["BertTask", "POOLINGS"]
-
-POOLINGS = ("cls", "mean")
+__all__ = ["BertTask"]
 
 
 @keras.saving.register_keras_serializable(package="bertvision")
@@ -57,8 +56,8 @@ class BertTask(keras_hub.models.Task):
 
     def __init__(self, backbone, task_kind: str, num_labels: int = 2, dropout: float = 0.1, pooling: str = "cls",
                  **kwargs):
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
+        if pooling not in BERT_POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(BERT_POOLINGS)}; got {pooling!r}")
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.backbone = backbone
         self.preprocessor = None

@@ -9,8 +9,8 @@ from bertvision.config import (DTYPES, PAIR_MODES, PER_TOKEN_KINDS, TASK_KINDS, 
                                check_non_negative, check_nonnegative_int, check_positive_int)
 from bertvision.errors import BertVisionError, ConfigError
 
-__all__ = ["KINDS", "LAYER_POOLINGS", "PER_TOKEN_KINDS", "STORE_DERIVED", "TOKEN_POOLINGS", "WINDOW_POOLINGS",
-           "ModelConfig"]
+__all__ = ["BERT_POOLINGS", "KINDS", "LAYER_POOLINGS", "PER_TOKEN_KINDS", "STORE_DERIVED", "TOKEN_POOLINGS",
+           "WINDOW_POOLINGS", "ModelConfig"]
 
 KINDS = ("linear_probe", "scalar_mix", "adapter_pooler", "cnn")  # trained adapters (what a search tries)
 # every method pipelines.fit runs: the adapters and the zero-shot cosine of a separately encoded pair (no training)
@@ -20,6 +20,8 @@ LAYER_POOLINGS = ("scalar_mix", "attention", "concat")
 MIX_LOGIT_SCALE = 100.0
 TOKEN_POOLINGS = ("attention_mean", "attention", "mean", "cls")
 WINDOW_POOLINGS = ("mean", "max", "attention")  # a long document's windows -> one prediction
+# what a fine-tuned BERT's sentence head reads: the pooler over [CLS], or the mean of the last layer's tokens
+BERT_POOLINGS = ("cls", "mean")
 # the fields a store determines (`ModelConfig.from_store`), not the user
 STORE_DERIVED = ("task_kind", "num_labels", "num_layers", "hidden", "max_seq_len", "input_dtype", "pair_mode",
                  "windows")

@@ -60,7 +60,8 @@ from bertvision.distribute import get_strategy
 from bertvision.errors import ConfigError, FinetuneError
 from bertvision.data.features import Featurizer, FeaturizerConfig, bucket_length, length_grouped_batches
 from bertvision.models import trainable_params
-from bertvision.models.bert_task import POOLINGS, BertTask
+from bertvision.models.bert_task import BertTask
+from bertvision.models.config import BERT_POOLINGS
 from bertvision.lifecycle import RunTask, TrainOutcome, run_task
 from bertvision.runs import (CHECKPOINT_INFO, CHECKPOINTS, Predictions, RunFolder, RunResults, checkpoint_name,
                              choose_dev_thresholds, merge_split_metrics)
@@ -164,7 +165,7 @@ class FinetuneConfig(ConfigBase):
         check_fraction("train_fraction", self.train_fraction, error=FinetuneError)
         check_non_negative("weight_decay", self.weight_decay, FinetuneError)
         check_fraction("dropout", self.dropout, low_open=False, high_open=True, error=FinetuneError)
-        check_choice("pooling", self.pooling, ("auto", *POOLINGS), FinetuneError)
+        check_choice("pooling", self.pooling, ("auto", *BERT_POOLINGS), FinetuneError)
         if self.pooling == "auto":  # the backbone's own sentence pooling, else BERT's pooler
             self.pooling = sentence_pooling(resolve_backbone(self.backbone)) or "cls"
         if self.clipnorm is not None:
