@@ -66,6 +66,7 @@ def main(argv=None) -> int:
                                     epochs=args.epochs, lr=lr, batch_size=32, max_seq_len=plan["max_seq_len"],
                                     sample=None if args.limit else plan["sample"], limit=args.limit,
                                     eval_limit=args.eval_limit, seed=args.seed, lora_rank=args.lora_rank,
+                                    pooling="cls",  # the recipe sweep's head (docs/results.md)
                                     jit_compile=False, progress=False,
                                     command=["python", "-m", "experiments.finetune_sweep"])
             start = time.perf_counter()

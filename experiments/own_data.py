@@ -26,7 +26,8 @@ tokens, 128 tokens), then each row is measured on it:
 
 - ``MiniLM fine-tuned`` and ``LoRA``: `pipelines.finetune --store` on the
   store's own examples and splits, the project's recipe (lr 1e-4, batch 32,
-  2 epochs; LoRA rank 8 at lr 4e-3), scored at the last epoch (no selection
+  2 epochs; LoRA rank 8 at lr 4e-3; the head on the backbone's declared
+  sentence pooling, ``--finetune-pooling``), scored at the last epoch (no selection
   on the evaluation split; GoEmotions: a sigmoid head under binary
   cross-entropy, one threshold per label chosen on dev, as the adapters').
 
@@ -126,8 +127,9 @@ def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args) -> d
     folder = RunFolder(out)
     if not folder.finished:
         recipe = ["--lora-rank", "8", "--lr", "4e-3"] if lora else ["--lr", "1e-4"]
-        _python("pipelines.finetune", "--store", str(store), "--out", str(out), "--epochs", str(args.finetune_epochs),
-                "--batch-size", "32", "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
+        _python("pipelines.finetune", "--store", str(store), "--out", str(out),
+                "--epochs", str(args.finetune_epochs), "--pooling", args.finetune_pooling, "--batch-size", "32",
+                "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
                 *(["--eval-split", eval_split] if eval_split != "dev" else []), *recipe, "--no-progress",
                 *(["--no-jit"] if args.quick else []))
     results = folder.results()
@@ -135,7 +137,7 @@ def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args) -> d
     metrics = {k[len(prefix):]: v for k, v in results.dev_metrics.items() if k.startswith(prefix)} if prefix \
         else {k: v for k, v in results.dev_metrics.items() if not k.startswith(("dev_", "test_"))}
     return {"metrics": metrics, "params": results.trainable_params, "train_s": results.train_wall_time_s,
-            "peak_mib": results.peak_memory_mib}
+            "peak_mib": results.peak_memory_mib, "pooling": folder.read_config().get("pooling")}
 
 
 def mean_pooled_last_layer(store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,6 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--finetune-epochs", type=float, default=2.0, help="fine-tuning and LoRA epochs (default 2)")
+    p.add_argument("--finetune-pooling", choices=("auto", "cls", "mean"), default="auto",
+                   help="what the fine-tuning and LoRA heads read (pipelines.finetune --pooling; default auto: the "
+                        "backbone's declared sentence pooling, MiniLM's mean)")
     p.add_argument("--no-finetune", action="store_true", help="leave out the fine-tuning and LoRA rows")
     p.add_argument("--sample", type=int, default=None, help="a seeded N examples of every split (a smoke run)")
     p.add_argument("--quick", action="store_true",
@@ -240,9 +245,10 @@ def main(argv=None) -> int:
         if not args.no_finetune:
             # --quick: fine-tuning and LoRA run the same steps; one of them per dataset covers both
             for lora in ([index % 2 == 1] if args.quick else (False, True)):
-                row = finetune_row(store, plan["eval"], work / name / ("lora" if lora else "finetune"), lora, args)
-                rows.append((f"MiniLM {'LoRA r=8' if lora else 'fine-tuned'} ({args.finetune_epochs:g} epochs)",
-                             [row]))
+                run = f"{'lora' if lora else 'finetune'}-pooling-{args.finetune_pooling}"
+                row = finetune_row(store, plan["eval"], work / name / run, lora, args)
+                rows.append((f"MiniLM {'LoRA r=8' if lora else 'fine-tuned'} ({args.finetune_epochs:g} epochs, "
+                             f"head on the {'mean' if row['pooling'] == 'mean' else 'pooler'})", [row]))
         out += table(name, spec, plan["eval"], rows) + [""]
     text = "\n".join(out)
     print(text)

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                     epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
                                     max_seq_len=args.max_seq_len, seed=seed, limit=args.limit,
                                     eval_limit=args.limit, progress=False, command=command,
+                                    pooling="cls",  # the head MRPC's BERT rows were measured with
                                     jit_compile=not args.no_jit)
             stage(f"finetune seed {seed}", lambda o=out: RunFolder(o).finished,
                   lambda c=config: Finetuner(c).run())

@@ -222,6 +222,9 @@ class ReproduceConfig(ConfigBase):
     # Fine-tuning runs un-jitted: its length-grouped batches come in many token
     # lengths, and on CPU compiling each (~15 s) costs more than XLA saves.
     finetune_jit_compile: bool = False
+    # The study's head on BERT's pooler over [CLS]: every BERT row in docs/results.md was measured with it
+    # (pipelines.finetune's default, auto, puts the embedded MiniLM's head on its mean)
+    finetune_pooling: str = "cls"
     progress: bool = True
     plans: dict = field(default_factory=dict)
 
@@ -359,7 +362,8 @@ class TaskStages:
             batch_size=p.finetune_batch_size, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride, seed=self.seed,
             train_split=p.train_split, eval_splits=[p.eval_split], limit=p.train_limit, eval_limit=p.eval_limit,
             sample=p.train_sample, checkpoint_at=extra or None, jit_compile=c.finetune_jit_compile,
-            progress=c.progress, command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
+            pooling=c.finetune_pooling, progress=c.progress,
+            command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: Finetuner(config).run())
 
     def checkpoint(self, epoch: float) -> Path:

@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.1, help="warmup as a fraction of all steps (default 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head")
-    p.add_argument("--pooling", choices=("auto", *BERT_POOLINGS), default="cls",
-                   help="what a sentence-level head reads: cls (BERT's pooler over [CLS], the default), mean (the "
-                        "last layer's mean over real tokens, what a sentence-transformers backbone such as the "
-                        "default all-MiniLM-L6-v2 was trained for) or auto (the pooling the backbone folder "
+    p.add_argument("--pooling", choices=("auto", *BERT_POOLINGS), default="auto",
+                   help="what a sentence-level head reads: cls (BERT's pooler over [CLS]), mean (the last layer's "
+                        "mean over real tokens, what a sentence-transformers backbone such as the default "
+                        "all-MiniLM-L6-v2 was trained for) or auto (the default: the pooling the backbone folder "
                         "declares, else cls); span and token heads ignore it")
     p.add_argument("--lora-rank", type=int, default=None, metavar="R",
                    help="LoRA instead of full fine-tuning: keras-hub's enable_lora(R) on the attention query and "

@@ -29,8 +29,8 @@ FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 SHARED_GROUPS = {**{name: "serving" for name in ("test_export.py", "test_predict_text.py", "test_serve_http.py",
                                                  "test_serve_load.py", "test_serving.py")},
                  **{name: "finetune" for name in ("test_finetune.py", "test_ensemble.py", "test_report.py")}}
-LONG_GROUPS = ("test_reproduce.py", "serving", "test_onnx.py", "finetune", "test_pairs.py", "test_notebooks.py",
-               "test_search.py", "test_extract.py", "test_beam_extract.py", "test_own_data_flow.py",
+LONG_GROUPS = ("test_reproduce.py", "serving", "test_bench_own_data.py", "test_onnx.py", "finetune", "test_pairs.py",
+               "test_notebooks.py", "test_search.py", "test_extract.py", "test_beam_extract.py", "test_own_data_flow.py",
                "test_own_data_finetune.py")
 
 

@@ -28,7 +28,9 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     # linear_probe, the peer baseline and one tuned MiniLM per dataset (GoEmotions: multi-label)
     assert len(rows) == 6 and "not run" not in out
     tuned = [r.split("|")[1].strip() for r in (rows[2], rows[5])]
-    assert tuned == ["MiniLM fine-tuned (0.5 epochs)", "MiniLM LoRA r=8 (0.5 epochs)"]
+    # --finetune-pooling auto: the embedded MiniLM declares mean pooling, and the run's config records it
+    assert tuned == ["MiniLM fine-tuned (0.5 epochs, head on the mean)",
+                     "MiniLM LoRA r=8 (0.5 epochs, head on the mean)"]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         method, seeds, main, macro, params, seconds, peak = cells
@@ -42,14 +44,14 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     params = [int(re.split(r"\s*\|\s*", r.strip("| "))[4].replace(",", "")) for r in peers]
     assert all(p % 385 == 0 and 385 <= p <= 77 * 385 for p in params)
     assert (work / "results.md").read_text().strip() in out
-    finished = [work / "banking77" / "linear_probe-seed0", work / "banking77" / "finetune",
-                work / "goemotions" / "linear_probe-seed0", work / "goemotions" / "lora"]
+    finished = [work / "banking77" / "linear_probe-seed0", work / "banking77" / "finetune-pooling-auto",
+                work / "goemotions" / "linear_probe-seed0", work / "goemotions" / "lora-pooling-auto"]
     stamps = [(run / "results.json").stat().st_mtime_ns for run in finished]
     again = bench(work, shared_data)
     assert [r for r in table_rows(again) if "peer baseline" not in r] == [r for r in rows if "peer baseline" not in r]
     assert [(run / "results.json").stat().st_mtime_ns for run in finished] == stamps
     # Banking77 fine-tuned as one label of 77, scored on test; GoEmotions (LoRA) as a multi-label
     # task: a threshold per label, chosen on dev
-    assert RunFolder(work / "banking77" / "finetune").results().spec.kind == "classification"
-    results = RunFolder(work / "goemotions" / "lora").results()
+    assert RunFolder(work / "banking77" / "finetune-pooling-auto").results().spec.kind == "classification"
+    results = RunFolder(work / "goemotions" / "lora-pooling-auto").results()
     assert results.spec.kind == "multi_label" and len(results.thresholds) == 28

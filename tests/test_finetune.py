@@ -124,8 +124,11 @@ def test_sst2_run_writes_checkpoints_results_and_predictions(sst2_run, shared_da
     assert (r.run_type, r.method, r.task, r.main_metric) == ("finetune", "bert_finetune", "sst2", "accuracy")
     assert [h.epoch for h in r.history] == [0.5, 1.0]
     assert [h.step for h in r.history] == [2, 3]
-    assert r.trainable_params == r.backbone_params + 384 * 2 + 2  # the whole backbone and the head
-    assert r.backbone_params == 22_713_216 and 1.0 < r.param_share < 1.001
+    # the default pooling (auto) reads the embedded MiniLM's mean: the whole backbone but its pooler
+    # (384 x 384 + 384, which then feeds nothing), and the head
+    assert r.hyperparameters["pooling"] == "mean"
+    assert r.trainable_params == r.backbone_params - (384 * 384 + 384) + 384 * 2 + 2
+    assert r.backbone_params == 22_713_216 and r.param_share == pytest.approx(r.trainable_params / r.backbone_params)
     assert r.dev_metrics == r.history[-1].dev
     assert r.best_dev_metrics["accuracy"] == max(h.dev["accuracy"] for h in r.history)
     assert r.train_examples == 48 and r.train_examples_per_s > 0

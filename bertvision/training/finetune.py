@@ -109,8 +109,9 @@ class FinetuneConfig(ConfigBase):
     weight_decay: float = 0.01
     dropout: float = 0.1
     # sentence-level heads: "cls" (BERT's pooler over [CLS]), "mean" (the last layer's mean over real tokens), or
-    # "auto": the pooling a sentence-transformers backbone declares (the embedded MiniLM: mean), else cls
-    pooling: str = "cls"
+    # "auto" (the default): the pooling a sentence-transformers backbone declares (the embedded MiniLM: mean),
+    # else cls; the run's config records the resolved choice
+    pooling: str = "auto"
     lora_rank: int | None = None  # LoRA instead of full fine-tuning: keras-hub's enable_lora(rank)
     clipnorm: float | None = 1.0
     seed: int = 0
