@@ -23,7 +23,7 @@ import pytest
 from bertvision.store import format as st
 from bertvision.store.extract import JOBS_SUFFIX, ExtractConfig, Extractor
 from pipelines.extract import main as extract_main
-from tests.stores import REPO_ROOT, _model, run_main
+from tests.stores import REPO_ROOT, _model, cli_env, run_main
 
 BEAM = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
 THREADS = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
@@ -45,8 +45,7 @@ def _reference(out: Path, task: str, data_dir, split: str, **kw) -> dict:
 
 
 def _beam(task: str, out: Path, settings: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = cli_env()
     # its own session: the DirectRunner's worker processes can be killed with it, as one group
     return subprocess.Popen([sys.executable, "-m", "pipelines.extract", "--task", task, "--out", str(out),
                              *settings, *BEAM], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from pipelines.fit import main as fit_main
-from tests.stores import REPO_ROOT, run_cli, run_main, sst2_cls_store  # noqa: F401
+from tests.stores import REPO_ROOT, cli_env, run_cli, run_main, sst2_cls_store  # noqa: F401
 
 FIT = ["--adapter", "adapter_pooler", "--epochs", "2", "--batch-size", "16", "--quiet", "--no-jit-compile"]
 
@@ -78,7 +78,6 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     tolerance: every learned weight within 1e-5 + 1e-4 relative, each epoch's
     dev accuracy equal (no dev prediction flips), each epoch's training loss
     within 1e-4."""
-    import os
 
     import keras
 
@@ -91,9 +90,7 @@ def test_multi_worker_two_local_processes_trains_like_one(sst2_cls_store, tmp_pa
     out = tmp_path / "mw"
     procs = []
     for index in range(2):
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": str(REPO_ROOT),
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        env = cli_env({"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "pipelines.fit", "--store", sst2_cls_store, "--out", str(out),
              "--strategy", "multi_worker", *FIT, "--dropout", "0"], cwd=REPO_ROOT, env=env,

@@ -17,7 +17,7 @@ from bertvision.data.features import Featurizer
 from bertvision.inference.serving import Predictor
 from pipelines.export import main as export_main
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401
-from tests.stores import run_main, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
+from tests.stores import cli_env, run_main, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
 
 EDGE = ["İstanbul ĞÜŞ straße ﬁne", "emoji 😀👍🏽 ok", "tab\tnew\nline\r\x0bvt\x1f\u200bzw\u00a0nbsp\u2028ls",
         "한국어 텍스트", "中文字符和日本語のテキスト", "x" * 150, "é" * 60, "Ａｂｃ full width １２３", "µ ½ ² ´ ﬀ ℃ ™",
@@ -123,12 +123,11 @@ _STOCK_CLI = ("import sys; sys.modules['tensorflow_text'] = None; "
 def test_stock_tensorflow_runs_the_default_signature(exported):
     """Issue 32 item 4: `saved_model_cli run --signature_def serving_default` failed with
     "Op type not registered 'NormalizeUTF8'": the text signatures' TF Text ops were in the same graph."""
-    import os
     import subprocess
     import sys
 
     exprs = "token_ids=[[101, 1037, 2204, 2143, 102]];segment_ids=[[0, 0, 0, 0, 0]];padding_mask=[[1, 1, 1, 1, 1]]"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = cli_env()
     proc = subprocess.run([sys.executable, "-c", _STOCK_CLI, "run", "--dir", str(exported), "--tag_set", "serve",
                            "--signature_def", "serving_default", "--input_exprs", exprs], env=env,
                           capture_output=True, text=True, timeout=600)

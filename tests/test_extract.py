@@ -17,7 +17,7 @@ from bertvision.data.readers import load_examples
 from bertvision.store.extract import ExtractConfig, Extractor
 from bertvision.data.features import Featurizer
 from pipelines.extract import main as extract_main
-from tests.stores import run_main
+from tests.stores import cli_env, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -346,7 +346,7 @@ def test_not_a_store_is_refused(tmp_path):
 
 
 def _cli(*args, **popen):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env = cli_env()
     return subprocess.Popen([sys.executable, "-m", "pipelines.extract", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 

@@ -341,7 +341,8 @@ def test_report_cli_on_real_runs(real_runs, tmp_path):
     assert all(r["task"] == "sst2" and r["main_metric"] == "accuracy" and 0 <= float(r["dev_accuracy"]) <= 1
                and int(r["trainable_params"]) > 0 and float(r["train_wall_time_s"]) > 0 for r in rows)
     shares = {r["method"]: float(r["param_share_pct"]) for r in rows}
-    assert shares["bert_finetune"] >= 100 > 0.1 > shares["linear_probe"] > 0
+    # fine-tuning trains the whole backbone but its pooler (the head reads the mean: 147,840 of 22.7M frozen)
+    assert 99 < shares["bert_finetune"] < 100 and 0.1 > shares["linear_probe"] > 0
     summary = (out / "summary.md").read_text()
     assert "## sst2 (main metric: accuracy)" in summary and "[png](finetune_curve.png)" in summary
 

@@ -5,7 +5,6 @@ seed, then resume behaviour."""
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -13,13 +12,13 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.stores import cli_env
 
 from experiments.reproduce import (KINDS, QUICK_PLANS, QUICK_SETTINGS, ReproduceConfig, Stages, TaskStages, _share,
                                   markdown, seed_summary)
 from experiments.reproduce import main as reproduce_main
 from bertvision.store.format import open_store
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
 
 # a guard against a hang, not a speed check: the quick run took about 4 min on a quiet 2-core machine before
@@ -29,7 +28,7 @@ TIMEOUT_S = 2700
 
 def reproduce(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--quick", "--no-progress", *args],
-                          cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT_S)
+                          cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     if check and proc.returncode != 0:
         raise AssertionError(f"experiments.reproduce failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")

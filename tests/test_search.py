@@ -23,7 +23,7 @@ import pytest
 
 from bertvision.search.tuner import TRIAL_RECORD
 from pipelines.predict import main as predict_main
-from tests.stores import REPO_ROOT, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
+from tests.stores import REPO_ROOT, cli_env, run_main, sst2_cls_store, sst2_seq_store  # noqa: F401
 from tuning.search import main as search_main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -136,8 +136,7 @@ def test_layer_subset_model_is_exact_and_predicts_from_all_layers(sst2_cls_store
 
 
 def _popen_search(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    env = cli_env(env)
     return subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from bertvision.inference.predict import predict_run
 from bertvision.store.format import open_store
 from tests.serving_runs import mrpc_store, run_specs, served_runs, sst2_mean_store  # noqa: F401
-from tests.stores import REPO_ROOT, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
+from tests.stores import REPO_ROOT, cli_env, squad_store, sst2_cls_store, sst2_seq_store  # noqa: F401
 
 LIMITS = ["--max-wait-ms", "300", "--max-inputs", "8", "--max-chars", "2000", "--max-body-bytes", "20000"]
 
@@ -44,8 +43,7 @@ class Server:
         self.port = free_port()
         self.starts += 1
         self.log = self.log_dir / f"serve-{self.starts}.log"
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": str(REPO_ROOT)}
+        env = cli_env()
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "pipelines.serve", *self.args, "--port",
                                           str(self.port)], cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
