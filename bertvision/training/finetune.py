@@ -5,7 +5,9 @@ BERTVision's adapters are measured against.
 memory), builds a `BertTask` (a keras-hub ``Task`` wrapping a
 ``BertBackbone`` with the adapters' heads: dropout + `TaskHead` on the pooled
 [CLS] output (``pooling="cls"``) or the mean of the last layer over real
-tokens (``pooling="mean"``) for classification and regression, dropout + `SpanHead` on the
+tokens (``pooling="mean"``; the default ``"auto"`` takes the pooling a
+sentence-transformers backbone folder declares, else cls) for classification
+and regression, dropout + `SpanHead` on the
 token outputs for span tasks; multi-label: a sigmoid per label under binary
 cross-entropy) and trains it with the one trainer
 (`bertvision.training.trainer.Trainer`, Keras ``fit``): AdamW under linear warmup +
