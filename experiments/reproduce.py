@@ -417,25 +417,23 @@ class TaskStages:
 
     def fit(self, kind: str, backbone: str, fraction: float = 1.0) -> None:
         p = self.plan
-        out = self.adapter_dir(kind, backbone, fraction)
         adapter = {"kind": kind, **(p.frozen_adapter if backbone == "frozen" else {})}
-        config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter=adapter,
-                           train_split=p.train_split, eval_splits=[p.eval_split], epochs=p.adapter_epochs,
-                           batch_size=p.adapter_batch_size, seed=self.seed, train_fraction=fraction,
-                           patience=self.c.patience, jit_compile=self.c.jit_compile,
-                           verbose=1 if self.c.progress else 0,
-                           command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
-        self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
+        self._fit_stage(self.adapter_dir(kind, backbone, fraction), backbone, adapter, epochs=p.adapter_epochs,
+                        batch_size=p.adapter_batch_size, train_fraction=fraction, patience=self.c.patience,
+                        jit_compile=self.c.jit_compile, verbose=1 if self.c.progress else 0)
 
     def cosine(self) -> None:
         """The zero-shot cosine of a separately encoded pair task's frozen store (``pipelines.fit --adapter
         cosine``: no training, its threshold chosen on train), the baseline every pair adapter must beat. It
         has no seed: the first seed's folder only."""
-        out = self.root / "cosine-frozen"
-        p = self.plan
-        config = FitConfig(store=str(self.store("frozen")), out=str(out), adapter={"kind": "cosine"},
-                           train_split=p.train_split, eval_splits=[p.eval_split], seed=self.seed,
-                           command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"])
+        self._fit_stage(self.root / "cosine-frozen", "frozen", {"kind": "cosine"})
+
+    def _fit_stage(self, out: Path, backbone: str, adapter: dict, **settings) -> None:
+        """One `pipelines.fit` stage on `backbone`'s store: the plan's splits, this seed, `settings`."""
+        config = FitConfig(store=str(self.store(backbone)), out=str(out), adapter=adapter,
+                           train_split=self.plan.train_split, eval_splits=[self.plan.eval_split], seed=self.seed,
+                           command=["python", "-m", "experiments.reproduce", f"(stage {self.stage(out.name)})"],
+                           **settings)
         self.stages.run(self.stage(out.name), lambda: _finished(out), lambda: fit(config))
 
     @property
