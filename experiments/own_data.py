@@ -59,6 +59,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from bertvision.inference.predict import predict_run
+from bertvision.models import BERT_POOLINGS
 from bertvision.report.table import grid, seed_spread
 from bertvision.runs import PeakMemory, Predictions, RunFolder, choose_dev_thresholds
 from bertvision.store.format import open_store
@@ -137,7 +138,7 @@ def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args) -> d
     metrics = {k[len(prefix):]: v for k, v in results.dev_metrics.items() if k.startswith(prefix)} if prefix \
         else {k: v for k, v in results.dev_metrics.items() if not k.startswith(("dev_", "test_"))}
     return {"metrics": metrics, "params": results.trainable_params, "train_s": results.train_wall_time_s,
-            "peak_mib": results.peak_memory_mib, "pooling": folder.read_config().get("pooling")}
+            "peak_mib": results.peak_memory_mib, "pooling": results.hyperparameters["pooling"]}
 
 
 def mean_pooled_last_layer(store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--finetune-epochs", type=float, default=2.0, help="fine-tuning and LoRA epochs (default 2)")
-    p.add_argument("--finetune-pooling", choices=("auto", "cls", "mean"), default="auto",
+    p.add_argument("--finetune-pooling", choices=("auto", *BERT_POOLINGS), default="auto",
                    help="what the fine-tuning and LoRA heads read (pipelines.finetune --pooling; default auto: the "
                         "backbone's declared sentence pooling, MiniLM's mean)")
     p.add_argument("--no-finetune", action="store_true", help="leave out the fine-tuning and LoRA rows")

@@ -20,7 +20,6 @@ from experiments.reproduce import main as reproduce_main
 from bertvision.store.format import open_store
 
 
-
 # a guard against a hang, not a speed check: the quick run took about 4 min on a quiet 2-core machine before
 # its plans were cut down (2026-12-07) and went past 15 min beside a second test suite and a fine-tuning run (load 8)
 TIMEOUT_S = 2700
