@@ -6,6 +6,7 @@ GoEmotions dev (28 emotions, multi-label).
     python -m experiments.own_data --datasets banking77 --seeds 0,1,2 --adapters adapter_pooler
     python -m experiments.own_data --quick --work /tmp/own-quick              # a smoke run (tens of examples), not a result
     python -m experiments.own_data --no-finetune                               # adapters and the peer baseline only
+    python -m experiments.own_data --datasets banking77 --adapters adapter_pooler --adapter-dim 256 --lr 3e-3 --no-finetune
 
 Every dataset is extracted once (`pipelines.extract` with the issue's flags:
 Banking77 ``--dev-fraction 0.1 --seed 0`` drawn from train, GoEmotions read
@@ -32,9 +33,13 @@ tokens, 128 tokens), then each row is measured on it:
   cross-entropy, one threshold per label chosen on dev, as the adapters').
 
 Each row prints the main metric and macro F1 (mean ± standard deviation over
-seeds), trainable parameters, train time (s) and peak resident memory
+seeds; where the evaluation split is test, the main metric on dev beside it,
+the split every choice was made on), trainable parameters, train time (s) and peak resident memory
 (VmHWM of the training, MiB). Finished runs are read back, so a killed
-benchmark continues where it stopped.
+benchmark continues where it stopped; an adapter run's folder names the
+recipe flags that differ from the defaults (``scalar_mix-lr0.003-seed0``),
+so ``--lr``, ``--epochs``, ``--batch-size`` and ``--adapter-dim`` sweeps on
+one work folder keep their runs apart.
 
 ``--quick`` checks every path once, on 48 examples a split: 32 tokens,
 ``linear_probe`` for 1 epoch at seed 0, and one tuned row per dataset, half
@@ -66,6 +71,8 @@ from bertvision.store.format import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_C = 10.0
+# pipelines.fit's recipe, the adapters' defaults here (adapter_dim: the fit default, not passed)
+ADAPTER_DEFAULTS = {"adapter_dim": None, "lr": 1e-3, "epochs": 10, "batch_size": 64}
 
 
 def dataset_plans(data_root: Path) -> dict:
@@ -105,19 +112,32 @@ def extract(name: str, plan: dict, store: Path, args) -> None:
             "--out", str(store), "--no-progress", *sizing, *(["--no-jit"] if args.quick else []))
 
 
+def adapter_recipe(args) -> str:
+    """The part of an adapter run's folder name that its non-default recipe
+    flags make (``-dim256-lr0.003``; empty for the defaults), so a finished
+    run is read back only for the recipe it was trained with."""
+    changed = [(name, getattr(args, attr)) for name, attr in (("dim", "adapter_dim"), ("lr", "lr"), ("ep", "epochs"),
+                                                               ("bs", "batch_size"))
+               if getattr(args, attr) != ADAPTER_DEFAULTS[attr]]
+    return "".join(f"-{name}{value:g}" for name, value in changed)
+
+
 def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, args) -> dict:
-    """One `pipelines.fit` (resumed or read back when already finished) and its score on `eval_split`."""
+    """One `pipelines.fit` (resumed or read back when already finished), its
+    score on `eval_split` and its main metric on dev, where its epoch was chosen."""
     folder = RunFolder(out)
     if not folder.finished:
+        width = ["--adapter-dim", str(args.adapter_dim)] if args.adapter_dim is not None else []
         _python("pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
-                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--quiet",
-                *(["--no-jit-compile"] if args.quick else []))
+                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
+                "--quiet", *(["--no-jit-compile"] if args.quick else []))
     results = folder.results()
     if eval_split in results.eval_splits:
         metrics = dict(results.dev_metrics)
     else:
         metrics = predict_run(str(out), str(store), eval_split).evaluate()
-    return {"metrics": metrics, "params": results.trainable_params, "train_s": results.train_wall_time_s,
+    return {"metrics": metrics, "dev": results.main_value,
+            "params": results.trainable_params, "train_s": results.train_wall_time_s,
             "peak_mib": results.peak_memory_mib}
 
 
@@ -137,7 +157,7 @@ def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args) -> d
     prefix = f"{eval_split}_" if eval_split != "dev" else ""
     metrics = {k[len(prefix):]: v for k, v in results.dev_metrics.items() if k.startswith(prefix)} if prefix \
         else {k: v for k, v in results.dev_metrics.items() if not k.startswith(("dev_", "test_"))}
-    return {"metrics": metrics, "params": results.trainable_params, "train_s": results.train_wall_time_s,
+    return {"metrics": metrics, "dev": results.main_value, "params": results.trainable_params, "train_s": results.train_wall_time_s,
             "peak_mib": results.peak_memory_mib, "pooling": results.hyperparameters["pooling"]}
 
 
@@ -155,41 +175,46 @@ def mean_pooled_last_layer(store, split: str) -> tuple[np.ndarray, np.ndarray, n
 
 
 def peer_row(store_path: Path, eval_split: str) -> dict:
-    """Logistic regression (one-vs-rest for multi-label) on mean-pooled last-layer features."""
+    """Logistic regression (one-vs-rest for multi-label) on mean-pooled
+    last-layer features, scored on `eval_split` and on dev."""
     store = open_store(str(store_path))
     spec = store.task_spec
     with PeakMemory() as peak:
         x_train, y_train, _ = mean_pooled_last_layer(store, "train")
-        x_eval, y_eval, uids = mean_pooled_last_layer(store, eval_split)
         start = time.perf_counter()
         base = LogisticRegression(C=PEER_C, max_iter=2000)
         model = OneVsRestClassifier(base) if spec.kind == "multi_label" else base
         model.fit(x_train, y_train)
         seconds = time.perf_counter() - start
-    if spec.kind == "multi_label":
-        probabilities = model.predict_proba(x_eval)
-    else:  # columns in class order, with a zero column for a class train lacks
-        probabilities = np.zeros([len(x_eval), spec.num_labels], np.float32)
-        probabilities[:, model.classes_] = model.predict_proba(x_eval)
-    preds = Predictions(spec, eval_split, uids, probabilities=probabilities, labels=y_eval)
+
+    def predictions(split: str) -> Predictions:
+        x, y, uids = mean_pooled_last_layer(store, split)
+        if spec.kind == "multi_label":
+            probabilities = model.predict_proba(x)
+        else:  # columns in class order, with a zero column for a class train lacks
+            probabilities = np.zeros([len(x), spec.num_labels], np.float32)
+            probabilities[:, model.classes_] = model.predict_proba(x)
+        return Predictions(spec, split, uids, probabilities=probabilities, labels=y)
+
+    scored = {split: predictions(split) for split in dict.fromkeys(["dev", eval_split])}
     if spec.kind == "multi_label":  # one threshold per label chosen on dev, as for the adapters
-        if eval_split == "dev":
-            dev = preds
-        else:
-            x_dev, y_dev, dev_uids = mean_pooled_last_layer(store, "dev")
-            dev = Predictions(spec, "dev", dev_uids, probabilities=model.predict_proba(x_dev), labels=y_dev)
-        choose_dev_thresholds({"dev": dev, eval_split: preds}, "dev")
+        choose_dev_thresholds(scored, "dev")
     # a label the training sample lacks gets a constant predictor (no weights) from one-vs-rest
     params = sum(int(np.size(e.coef_) + np.size(e.intercept_))
                  for e in (model.estimators_ if spec.kind == "multi_label" else [model]) if hasattr(e, "coef_"))
-    return {"metrics": preds.evaluate(), "params": params, "train_s": seconds, "peak_mib": peak.rss_mib}
+    return {"metrics": scored[eval_split].evaluate(), "dev": scored["dev"].evaluate()[spec.main_metric],
+            "params": params, "train_s": seconds, "peak_mib": peak.rss_mib}
 
 
 def table(name: str, spec, eval_split: str, rows: list[tuple[str, list[dict]]]) -> list[str]:
+    """One dataset's rows; where the evaluation split is not dev, the main
+    metric on dev (where the adapters chose their epoch) stands beside it."""
     main = spec.main_metric
+    dev = [f"dev {main}"] if eval_split != "dev" else []
     return [f"## {name} ({eval_split}; main metric {main})", "",
-            grid(["method", "seeds", main, "macro F1", "trainable params", "train s", "peak RSS MiB"],
+            grid(["method", "seeds", main, *dev, "macro F1", "trainable params", "train s", "peak RSS MiB"],
                  [[method, len(runs), seed_spread([r["metrics"][main] for r in runs]),
+                   *([seed_spread([r["dev"] for r in runs])] if dev else []),
                    seed_spread([r["metrics"]["macro_f1"] for r in runs]), f"{runs[0]['params']:,}",
                    seed_spread([r["train_s"] for r in runs], 1), f"{max(r['peak_mib'] or 0 for r in runs):.0f}"]
                   for method, runs in rows])]
@@ -202,9 +227,11 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="banking77,goemotions")
     p.add_argument("--adapters", default="linear_probe,scalar_mix,adapter_pooler")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=ADAPTER_DEFAULTS["epochs"])
+    p.add_argument("--batch-size", type=int, default=ADAPTER_DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=ADAPTER_DEFAULTS["lr"])
+    p.add_argument("--adapter-dim", type=int, default=ADAPTER_DEFAULTS["adapter_dim"],
+                   help="adapter_pooler's projection width (pipelines.fit --adapter-dim; default: fit's, 64)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--finetune-epochs", type=float, default=2.0, help="fine-tuning and LoRA epochs (default 2)")
     p.add_argument("--finetune-pooling", choices=("auto", *BERT_POOLINGS), default="auto",
@@ -236,8 +263,8 @@ def main(argv=None) -> int:
         spec = open_store(str(store)).task_spec
         rows = []
         for kind in args.adapters.split(","):
-            runs = [adapter_row(store, kind, seed, plan["eval"], work / name / f"{kind}-seed{seed}", args)
-                    for seed in seeds]
+            runs = [adapter_row(store, kind, seed, plan["eval"],
+                                work / name / f"{kind}{adapter_recipe(args)}-seed{seed}", args) for seed in seeds]
             rows.append((f"{kind} (frozen)", runs))
         peer = f"peer baseline: logistic regression C={PEER_C:g}"
         if spec.kind == "multi_label":

@@ -6,8 +6,10 @@ The benchmark's ``main(argv)`` runs in this process; its stages are still
 the commands it spawns, each measured on its own."""
 
 import re
+from argparse import Namespace
 
 from bertvision.runs import RunFolder
+from experiments.own_data import ADAPTER_DEFAULTS, adapter_recipe
 from tests.stores import run_pipeline
 
 
@@ -31,21 +33,29 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     # --finetune-pooling auto: the embedded MiniLM declares mean pooling, and the run's config records it
     assert tuned == ["MiniLM fine-tuned (0.5 epochs, head on the mean)",
                      "MiniLM LoRA r=8 (0.5 epochs, head on the mean)"]
-    for row in rows:
+    # Banking77 is scored on test, with dev (where every choice was made) beside it; GoEmotions on dev
+    assert "| method | seeds | accuracy | dev accuracy | macro F1 |" in out
+    assert "| method | seeds | micro_f1 | macro F1 |" in out
+    for index, row in enumerate(rows):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        method, seeds, main, macro, params, seconds, peak = cells
+        if index < 3:
+            method, seeds, main, dev, macro, params, seconds, peak = cells
+            assert 0 <= float(dev) <= 1
+        else:
+            method, seeds, main, macro, params, seconds, peak = cells
         assert seeds == "1" and 0 <= float(main) <= 1 and 0 <= float(macro) <= 1
         assert int(params.replace(",", "")) > 0 and float(seconds) >= 0 and float(peak) > 100
     peers = [r for r in rows if "peer baseline" in r]
-    bert, lora = (int(r.split("|")[5].strip().replace(",", "")) for r in (rows[2], rows[5]))
+    bert, lora = (int(r.strip("| ").split("|")[-3].strip().replace(",", "")) for r in (rows[2], rows[5]))
     assert bert > 20_000_000 > lora > 10_000  # the whole MiniLM; LoRA's adapters and the head
     assert "one-vs-rest" in peers[1] and "one-vs-rest" not in peers[0]
     # logistic regression's parameters: (384 + 1) per class the training sample holds
-    params = [int(re.split(r"\s*\|\s*", r.strip("| "))[4].replace(",", "")) for r in peers]
+    params = [int(re.split(r"\s*\|\s*", r.strip("| "))[-3].replace(",", "")) for r in peers]
     assert all(p % 385 == 0 and 385 <= p <= 77 * 385 for p in params)
     assert (work / "results.md").read_text().strip() in out
-    finished = [work / "banking77" / "linear_probe-seed0", work / "banking77" / "finetune-pooling-auto",
-                work / "goemotions" / "linear_probe-seed0", work / "goemotions" / "lora-pooling-auto"]
+    # an adapter run's folder names the recipe flags --quick changed (1 epoch)
+    finished = [work / "banking77" / "linear_probe-ep1-seed0", work / "banking77" / "finetune-pooling-auto",
+                work / "goemotions" / "linear_probe-ep1-seed0", work / "goemotions" / "lora-pooling-auto"]
     stamps = [(run / "results.json").stat().st_mtime_ns for run in finished]
     again = bench(work, shared_data)
     assert [r for r in table_rows(again) if "peer baseline" not in r] == [r for r in rows if "peer baseline" not in r]
@@ -55,3 +65,8 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     assert RunFolder(work / "banking77" / "finetune-pooling-auto").results().spec.kind == "classification"
     results = RunFolder(work / "goemotions" / "lora-pooling-auto").results()
     assert results.spec.kind == "multi_label" and len(results.thresholds) == 28
+
+
+def test_adapter_run_folders_name_the_recipe_flags_that_differ_from_the_defaults():
+    assert adapter_recipe(Namespace(**ADAPTER_DEFAULTS)) == ""
+    assert adapter_recipe(Namespace(**{**ADAPTER_DEFAULTS, "adapter_dim": 256, "lr": 3e-3})) == "-dim256-lr0.003"
