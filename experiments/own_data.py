@@ -35,7 +35,11 @@ tokens, 128 tokens), then each row is measured on it:
 Each row prints the main metric and macro F1 (mean ± standard deviation over
 seeds; where the evaluation split is test, the main metric on dev beside it,
 the split every choice was made on), trainable parameters, train time (s) and peak resident memory
-(VmHWM of the training, MiB). Finished runs are read back, so a killed
+(VmHWM of the training, MiB). Below the table, the whole frozen flow (the
+README's commands: extract, ``pipelines.fit`` of ``adapter_pooler`` at the
+first seed, ``pipelines.predict`` of the evaluation split) against one
+fine-tuning run, each the wall time of the whole command in this work folder
+(``commands.json``). Finished runs are read back, so a killed
 benchmark continues where it stopped; an adapter run's folder names the
 recipe flags that differ from the defaults (``scalar_mix-lr0.003-seed0``),
 so ``--lr``, ``--epochs``, ``--batch-size`` and ``--adapter-dim`` sweeps on
@@ -63,7 +67,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from bertvision.inference.predict import predict_run
+from bertvision.io import atomic_write_json
 from bertvision.models import BERT_POOLINGS
 from bertvision.report.table import grid, seed_spread
 from bertvision.runs import PeakMemory, Predictions, RunFolder, choose_dev_thresholds
@@ -91,13 +95,35 @@ def dataset_plans(data_root: Path) -> dict:
     }
 
 
-def _python(*args: str, env: dict | None = None) -> None:
+def _python(*args: str, env: dict | None = None) -> float:
+    """Run ``python -m ARGS``; returns its wall seconds (the whole command, start-up included)."""
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **(env or {})})
     if proc.returncode:
         raise SystemExit(f"python -m {' '.join(args)} failed with exit code {proc.returncode}")
+    return time.perf_counter() - start
 
 
-def extract(name: str, plan: dict, store: Path, args) -> None:
+class CommandTimes:
+    """The wall seconds of a dataset's commands (``commands.json`` in its work
+    folder: the extraction, every fit, predict and fine-tuning run, by name),
+    kept so a resumed benchmark still reports the commands it timed before.
+    A step finished by an earlier version of this script has no time."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "commands.json"
+        self.seconds = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def record(self, step: str, seconds: float) -> None:
+        self.seconds[step] = round(seconds, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path, self.seconds)
+
+    def get(self, step: str) -> float | None:
+        return self.seconds.get(step)
+
+
+def extract(name: str, plan: dict, store: Path, args, times: CommandTimes) -> None:
     """The dataset's store, once (a finished store is kept for the next call)."""
     if (store / "manifest.json").exists():
         return
@@ -108,8 +134,9 @@ def extract(name: str, plan: dict, store: Path, args) -> None:
         task_file.write_text(json.dumps(plan["task_file"], indent=2))
         extra = ["--task-file", str(task_file)]
     sizing = ["--sample", str(args.sample)] if args.sample else []
-    _python("pipelines.extract", *extra, "--token-mode", "sequence", "--max-seq-len", str(args.max_seq_len),
-            "--out", str(store), "--no-progress", *sizing, *(["--no-jit"] if args.quick else []))
+    times.record("extract", _python("pipelines.extract", *extra, "--token-mode", "sequence", "--max-seq-len",
+                                    str(args.max_seq_len), "--out", str(store), "--no-progress", *sizing,
+                                    *(["--no-jit"] if args.quick else [])))
 
 
 def adapter_recipe(args) -> str:
@@ -122,37 +149,44 @@ def adapter_recipe(args) -> str:
     return "".join(f"-{name}{value:g}" for name, value in changed)
 
 
-def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, args) -> dict:
+def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, args, times: CommandTimes) -> dict:
     """One `pipelines.fit` (resumed or read back when already finished), its
-    score on `eval_split` and its main metric on dev, where its epoch was chosen."""
+    score on `eval_split` (`pipelines.predict`, whose predictions file is
+    scored) and its main metric on dev, where its epoch was chosen."""
     folder = RunFolder(out)
     if not folder.finished:
         width = ["--adapter-dim", str(args.adapter_dim)] if args.adapter_dim is not None else []
-        _python("pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
-                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
-                "--quiet", *(["--no-jit-compile"] if args.quick else []))
+        times.record(f"fit {out.name}", _python(
+            "pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
+            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
+            "--quiet", *(["--no-jit-compile"] if args.quick else [])))
     results = folder.results()
     if eval_split in results.eval_splits:
         metrics = dict(results.dev_metrics)
     else:
-        metrics = predict_run(str(out), str(store), eval_split).evaluate()
+        written = out / f"{eval_split}.predictions.jsonl"  # and its raw outputs, .npz beside it
+        if times.get(f"predict {out.name}") is None or not written.with_suffix(".npz").exists():
+            times.record(f"predict {out.name}", _python("pipelines.predict", "--run", str(out), "--split", eval_split,
+                                                        "--out", str(written)))
+        metrics = Predictions.load(written.with_suffix(".npz")).evaluate()
     return {"metrics": metrics, "dev": results.main_value,
             "params": results.trainable_params, "train_s": results.train_wall_time_s,
             "peak_mib": results.peak_memory_mib}
 
 
-def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args) -> dict:
+def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args, times: CommandTimes) -> dict:
     """MiniLM fine-tuned on the store's own examples (`pipelines.finetune
     --store`), the project's recipe (lr 1e-4, batch 32, 2 epochs; LoRA rank 8
     at lr 4e-3), scored on `eval_split` at its last epoch."""
     folder = RunFolder(out)
     if not folder.finished:
         recipe = ["--lora-rank", "8", "--lr", "4e-3"] if lora else ["--lr", "1e-4"]
-        _python("pipelines.finetune", "--store", str(store), "--out", str(out),
-                "--epochs", str(args.finetune_epochs), "--pooling", args.finetune_pooling, "--batch-size", "32",
-                "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
-                *(["--eval-split", eval_split] if eval_split != "dev" else []), *recipe, "--no-progress",
-                *(["--no-jit"] if args.quick else []))
+        times.record(f"finetune {out.name}", _python(
+            "pipelines.finetune", "--store", str(store), "--out", str(out),
+            "--epochs", str(args.finetune_epochs), "--pooling", args.finetune_pooling, "--batch-size", "32",
+            "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
+            *(["--eval-split", eval_split] if eval_split != "dev" else []), *recipe, "--no-progress",
+            *(["--no-jit"] if args.quick else [])))
     results = folder.results()
     prefix = f"{eval_split}_" if eval_split != "dev" else ""
     metrics = {k[len(prefix):]: v for k, v in results.dev_metrics.items() if k.startswith(prefix)} if prefix \
@@ -220,6 +254,26 @@ def table(name: str, spec, eval_split: str, rows: list[tuple[str, list[dict]]]) 
                   for method, runs in rows])]
 
 
+def flow_line(times: CommandTimes, adapter_run: str, eval_split: str, finetune_run: str) -> str:
+    """The whole frozen flow (the README's commands: extract, fit, predict the
+    evaluation split) against one fine-tuning run, in wall seconds of the
+    whole commands, start-up included, timed in this work folder."""
+    steps = [("extract", "extract"), ("fit", f"fit {adapter_run}")]
+    if eval_split != "dev":  # dev is scored by the fit itself
+        steps.append((f"predict {eval_split}", f"predict {adapter_run}"))
+    seconds = [times.get(key) for _, key in steps]
+    tuned = times.get(f"finetune {finetune_run}")
+    if tuned is None or None in seconds:
+        untimed = [label for (label, _), value in zip(steps, seconds) if value is None]
+        untimed += [finetune_run] if tuned is None else []
+        return (f"The flow against fine-tuning: not timed here ({', '.join(untimed)} finished before this work "
+                "folder timed its commands).")
+    flow = sum(seconds)
+    parts = " + ".join(f"{label} {value:.1f}" for (label, _), value in zip(steps, seconds))
+    return (f"The flow against fine-tuning (whole commands, wall s): {parts} = **{flow:.1f} s** ({adapter_run}); "
+            f"one fine-tuning run ({finetune_run}): {tuned:.1f} s; the flow takes **{flow / tuned:.2f}** of it.")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default=str(REPO / "experiments_out" / "own_data"))
@@ -256,15 +310,18 @@ def main(argv=None) -> int:
     out = [f"# own data  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
            f"MiniLM sequence store, {args.max_seq_len} tokens; adapters {args.epochs} epochs, lr {args.lr:g}, "
            f"batch {args.batch_size}" + (f"; --sample {args.sample} (smoke run)" if args.sample else ""), ""]
+    kinds = args.adapters.split(",")
     for index, name in enumerate(names):
         plan = plans[name]
         store = work / name / "store"
-        extract(name, plan, store, args)
+        times = CommandTimes(work / name)
+        extract(name, plan, store, args, times)
         spec = open_store(str(store)).task_spec
         rows = []
-        for kind in args.adapters.split(","):
+        for kind in kinds:
             runs = [adapter_row(store, kind, seed, plan["eval"],
-                                work / name / f"{kind}{adapter_recipe(args)}-seed{seed}", args) for seed in seeds]
+                                work / name / f"{kind}{adapter_recipe(args)}-seed{seed}", args, times)
+                    for seed in seeds]
             rows.append((f"{kind} (frozen)", runs))
         peer = f"peer baseline: logistic regression C={PEER_C:g}"
         if spec.kind == "multi_label":
@@ -272,12 +329,18 @@ def main(argv=None) -> int:
         rows.append((peer, [peer_row(store, plan["eval"])]))
         if not args.no_finetune:
             # --quick: fine-tuning and LoRA run the same steps; one of them per dataset covers both
+            tuned_runs = []
             for lora in ([index % 2 == 1] if args.quick else (False, True)):
                 run = f"{'lora' if lora else 'finetune'}-pooling-{args.finetune_pooling}"
-                row = finetune_row(store, plan["eval"], work / name / run, lora, args)
+                tuned_runs.append(run)
+                row = finetune_row(store, plan["eval"], work / name / run, lora, args, times)
                 rows.append((f"MiniLM {'LoRA r=8' if lora else 'fine-tuned'} ({args.finetune_epochs:g} epochs, "
                              f"head on the {'mean' if row['pooling'] == 'mean' else 'pooler'})", [row]))
         out += table(name, spec, plan["eval"], rows) + [""]
+        if not args.no_finetune and tuned_runs[0].startswith("finetune"):
+            flow_kind = "adapter_pooler" if "adapter_pooler" in kinds else kinds[0]
+            out += [flow_line(times, f"{flow_kind}{adapter_recipe(args)}-seed{seeds[0]}", plan["eval"],
+                              tuned_runs[0]), ""]
     text = "\n".join(out)
     print(text)
     (work / "results.md").write_text(text + "\n")

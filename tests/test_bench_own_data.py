@@ -57,7 +57,15 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
     finished = [work / "banking77" / "linear_probe-ep1-seed0", work / "banking77" / "finetune-pooling-auto",
                 work / "goemotions" / "linear_probe-ep1-seed0", work / "goemotions" / "lora-pooling-auto"]
     stamps = [(run / "results.json").stat().st_mtime_ns for run in finished]
+    # the frozen flow's commands against the fine-tuning run's, timed in this work folder (Banking77 only:
+    # GoEmotions' tuned row is LoRA under --quick)
+    flows = [line for line in out.splitlines() if line.startswith("The flow against fine-tuning")]
+    assert len(flows) == 1 and "extract " in flows[0] and "+ fit " in flows[0] and "+ predict test " in flows[0]
+    flow, tuned, share = (float(v) for v in re.search(r"= \*\*([\d.]+) s\*\*.*: ([\d.]+) s; the flow takes "
+                                                     r"\*\*([\d.]+)\*\*", flows[0]).groups())
+    assert flow > 0 and tuned > 0 and abs(share - flow / tuned) < 0.01
     again = bench(work, shared_data)
+    assert flows[0] in again  # the times of the commands it does not run again are kept
     assert [r for r in table_rows(again) if "peer baseline" not in r] == [r for r in rows if "peer baseline" not in r]
     assert [(run / "results.json").stat().st_mtime_ns for run in finished] == stamps
     # Banking77 fine-tuned as one label of 77, scored on test; GoEmotions (LoRA) as a multi-label
