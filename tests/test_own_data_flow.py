@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from bertvision.runs import Predictions, RunFolder
 from pipelines.extract import main as extract_main
 from pipelines.fit import main as fit_main
 from pipelines.predict import main as predict_main
@@ -41,8 +42,6 @@ def test_acceptance_flow_metrics_equal_the_predictions_file(banking77):
     assert len(manifest["label_names"]) == 77 and "reverted_card_payment?" in manifest["label_names"]
     assert manifest["task_spec"]["text_columns"] == ["text"] and manifest["task_spec"]["label_column"] == "category"
     assert manifest["source"]["dev_split"]["stratified"] and list(manifest["splits"]) == ["train", "dev", "test"]
-    from bertvision.runs import RunFolder
-
     results = RunFolder(run).results()
     assert results.eval_splits == ["dev"] and results.main_metric == "accuracy"  # chosen on dev, never test
     assert set(results.dev_metrics) == {"accuracy", "macro_f1", "micro_f1"}
@@ -83,8 +82,6 @@ def test_goemotions_task_file_multi_label_thresholds(module_tmp, goemotions_stor
     code, out, err = run_main(fit_main, "--store", store, "--adapter", "linear_probe", "--out", run, "--epochs", "2",
                               "--batch-size", "8", "--lr", "1e-2", "--quiet")
     assert code == 0, err[-3000:]
-    from bertvision.runs import RunFolder
-
     results = RunFolder(run).results()
     assert results.main_metric == "micro_f1" and len(results.thresholds) == 28
     assert set(results.dev_metrics) == {"micro_f1", "macro_f1", "subset_accuracy"}
@@ -98,9 +95,19 @@ def test_goemotions_task_file_multi_label_thresholds(module_tmp, goemotions_stor
     thresholds = dict(zip(dev.spec.label_names, results.thresholds))
     for row in rows:  # every label over its threshold, with its probability
         assert all(row["probabilities"][name] >= thresholds[name] - 1e-6 for name in row["labels"])
+    # at the run's thresholds (chosen on dev), not 0.5 each: the raw outputs written beside the file say so,
+    # and every label at or over its threshold is listed, and only those
+    raw = Predictions.load(root / "dev.npz")
+    assert min(results.thresholds) < 0.5 and raw.thresholds.tolist() == pytest.approx(results.thresholds)
+    assert [r["id"] for r in rows] == raw.uids.tolist()
+    for row, probs in zip(rows, raw.probabilities):
+        assert sorted(row["labels"]) == sorted(n for n, p, t in zip(dev.spec.label_names, probs, results.thresholds)
+                                               if p >= t)
     hot = np.array([[name in r["labels"] for name in dev.spec.label_names] for r in rows], int)
     gold = np.array([[name in r["gold"] for name in dev.spec.label_names] for r in rows], int)
-    assert json.loads(out.strip().splitlines()[-1])["micro_f1"] == round(skm.f1_score(gold, hot, average="micro"), 4)
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed["micro_f1"] == round(skm.f1_score(gold, hot, average="micro"), 4)
+    assert printed["micro_f1"] == pytest.approx(results.dev_metrics["micro_f1"], abs=2e-3)  # fit's, at its thresholds
 
 
 def test_two_heads_on_one_store_are_served_together(module_tmp, shared_data):
@@ -120,8 +127,6 @@ def test_two_heads_on_one_store_are_served_together(module_tmp, shared_data):
         code, out, err = run_main(fit_main, "--store", store, "--adapter", "linear_probe", "--out", root / name,
                                   "--epochs", "1", "--batch-size", "16", "--quiet", *extra)
         assert code == 0, err[-3000:]
-    from bertvision.runs import RunFolder
-
     words = RunFolder(root / "words").results()
     assert words.spec.kind == "regression" and words.main_metric == "pearson" and "mse" in words.dev_metrics
     code, out, err = run_main(predict_main, "--run", f"topic={root / 'topic'}", "--run", f"words={root / 'words'}",

@@ -82,11 +82,13 @@ def make_infer_fn(model, jit_compile: bool = False):
 
 
 def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=None,
-                  examples: list[dict] | None = None) -> Predictions:
+                  examples: list[dict] | None = None, thresholds=None) -> Predictions:
     """Run `model` over `split` of `store` (an opened `Store`) in store order.
 
     `infer` is an optional step from `make_infer_fn` (reused across epochs);
-    `examples` the split's examples file rows (span stores; read if None).
+    `examples` the split's examples file rows (span stores; read if None);
+    `thresholds` a multi-label run's (one per label, chosen on dev; None:
+    0.5 each).
 
     >>> results, model = load_adapter_run(RUN)
     >>> preds = predict_store(model, open_store(STORE), "dev")
@@ -115,7 +117,8 @@ def predict_store(model, store: Store, split: str, batch_size: int = 256, infer=
         raise RunError(f"{store.path}: split {split!r} has no records")
     record_uids = [u.decode() for u in np.concatenate(uids)]
     if not (span or tagged):
-        return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, labels=np.concatenate(labels))
+        return Predictions.from_outputs(store.task_spec, split, record_uids, outputs, labels=np.concatenate(labels),
+                                        thresholds=thresholds)
     rows = examples if examples is not None else store.examples(split)
     if tagged:
         gold = {str(r["uid"]): (r["words"], r.get("tags") or []) for r in rows}
@@ -209,7 +212,8 @@ def load_adapter_run(run_dir: str | os.PathLike) -> tuple[RunResults, keras.Mode
 def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batch_size: int = 256,
                 verify: bool = True) -> Predictions:
     """Predict `split` of `store` (a path or an opened `Store`) with the
-    adapter in `run_dir`, after checking the store matches the run.
+    adapter in `run_dir`, after checking the store matches the run
+    (multi-label: at the run's thresholds, chosen on dev).
 
     >>> preds = predict_run("runs/squad-cnn", "tfrecords/squad", "dev")  # doctest: +SKIP
     >>> preds.decode().predictions["56ddde6b9a695914005b9628"]  # doctest: +SKIP
@@ -220,7 +224,7 @@ def predict_run(run_dir: str | os.PathLike, store: str | Store, split: str, batc
     store = store.head(results.spec.label_column)  # the label column the run's head was trained on
     check_store_matches(results.store_signature, store, str(run_dir), model)
     warn_if_store_replaced(results, store, str(run_dir))
-    preds = predict_store(model, store, split, batch_size=batch_size)
+    preds = predict_store(model, store, split, batch_size=batch_size, thresholds=results.thresholds)
     preds.source = str(run_dir)
     return preds
 
