@@ -15,8 +15,9 @@ tokens, 128 tokens), then each row is measured on it:
 
 - ``adapter`` rows: `pipelines.fit` of each ``--adapters`` kind for every
   seed of ``--seeds`` (the best epoch chosen on dev; multi-label thresholds
-  chosen on dev), scored on the evaluation split (Banking77: test, through
-  `predict_run`; GoEmotions: dev, as fit scores it);
+  chosen on dev), scored on the evaluation split (Banking77: test, the raw
+  outputs `pipelines.predict --split test` writes; GoEmotions: dev, as fit
+  scores it);
 - ``peer baseline``: what a sentence-transformers + scikit-learn user does,
   scikit-learn's LogisticRegression (C=10, lbfgs) on the frozen model's
   mean-pooled (padding masked), L2-normalised last layer, read from the same
@@ -36,10 +37,11 @@ Each row prints the main metric and macro F1 (mean ± standard deviation over
 seeds; where the evaluation split is test, the main metric on dev beside it,
 the split every choice was made on), trainable parameters, train time (s) and peak resident memory
 (VmHWM of the training, MiB). Below the table, the whole frozen flow (the
-README's commands: extract, ``pipelines.fit`` of ``adapter_pooler`` at the
-first seed, ``pipelines.predict`` of the evaluation split) against one
-fine-tuning run, each the wall time of the whole command in this work folder
-(``commands.json``). Finished runs are read back, so a killed
+README's commands: extract, ``pipelines.fit`` of ``adapter_pooler``, or of
+the first of ``--adapters`` without it, at the first seed,
+``pipelines.predict`` of the evaluation split) against one fine-tuning run,
+each the wall time of the whole command in this work folder
+(``commands.json``; a command that resumed an interrupted one is not timed). Finished runs are read back, so a killed
 benchmark continues where it stopped; an adapter run's folder names the
 recipe flags that differ from the defaults (``scalar_mix-lr0.003-seed0``),
 so ``--lr``, ``--epochs``, ``--batch-size`` and ``--adapter-dim`` sweeps on
@@ -68,15 +70,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from bertvision.io import atomic_write_json
-from bertvision.models import BERT_POOLINGS
+from bertvision.models import BERT_POOLINGS, ModelConfig
 from bertvision.report.table import grid, seed_spread
 from bertvision.runs import PeakMemory, Predictions, RunFolder, choose_dev_thresholds
 from bertvision.store.format import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_C = 10.0
-# pipelines.fit's recipe, the adapters' defaults here (adapter_dim: the fit default, not passed)
-ADAPTER_DEFAULTS = {"adapter_dim": None, "lr": 1e-3, "epochs": 10, "batch_size": 64}
+# pipelines.fit's recipe, the adapters' defaults here (adapter_dim: adapter_pooler's projection width)
+ADAPTER_DEFAULTS = {"adapter_dim": ModelConfig.adapter_dim, "lr": 1e-3, "epochs": 10, "batch_size": 64}
 
 
 def dataset_plans(data_root: Path) -> dict:
@@ -108,15 +110,22 @@ class CommandTimes:
     """The wall seconds of a dataset's commands (``commands.json`` in its work
     folder: the extraction, every fit, predict and fine-tuning run, by name),
     kept so a resumed benchmark still reports the commands it timed before.
-    A step finished by an earlier version of this script has no time."""
+    A command that resumed an interrupted one (its output folder was already
+    there), or that an earlier version of this script ran, has no time."""
 
     def __init__(self, folder: Path):
         self.path = folder / "commands.json"
         self.seconds = json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def record(self, step: str, seconds: float) -> None:
-        self.seconds[step] = round(seconds, 1)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def run(self, step: str, output: Path, *args: str) -> None:
+        """``python -m ARGS``, which writes `output`; its time is kept under
+        `step` only when `output` did not exist before (a whole run)."""
+        whole = not output.exists()
+        seconds = _python(*args)
+        if whole:
+            self.seconds[step] = round(seconds, 1)
+        else:
+            self.seconds.pop(step, None)
         atomic_write_json(self.path, self.seconds)
 
     def get(self, step: str) -> float | None:
@@ -134,18 +143,19 @@ def extract(name: str, plan: dict, store: Path, args, times: CommandTimes) -> No
         task_file.write_text(json.dumps(plan["task_file"], indent=2))
         extra = ["--task-file", str(task_file)]
     sizing = ["--sample", str(args.sample)] if args.sample else []
-    times.record("extract", _python("pipelines.extract", *extra, "--token-mode", "sequence", "--max-seq-len",
-                                    str(args.max_seq_len), "--out", str(store), "--no-progress", *sizing,
-                                    *(["--no-jit"] if args.quick else [])))
+    times.run("extract", store, "pipelines.extract", *extra, "--token-mode", "sequence", "--max-seq-len",
+              str(args.max_seq_len), "--out", str(store), "--no-progress", *sizing,
+              *(["--no-jit"] if args.quick else []))
 
 
-def adapter_recipe(args) -> str:
-    """The part of an adapter run's folder name that its non-default recipe
-    flags make (``-dim256-lr0.003``; empty for the defaults), so a finished
-    run is read back only for the recipe it was trained with."""
-    changed = [(name, getattr(args, attr)) for name, attr in (("dim", "adapter_dim"), ("lr", "lr"), ("ep", "epochs"),
-                                                               ("bs", "batch_size"))
-               if getattr(args, attr) != ADAPTER_DEFAULTS[attr]]
+def adapter_recipe(args, kind: str) -> str:
+    """The part of `kind`'s run folder name that the recipe flags differing
+    from the defaults make (``-dim256-lr0.003``; empty for the defaults;
+    ``--adapter-dim`` only for adapter_pooler, the kind it widens), so a
+    finished run is read back only for the recipe it was trained with."""
+    flags = (("dim", "adapter_dim"), ("lr", "lr"), ("ep", "epochs"), ("bs", "batch_size"))
+    changed = [(name, getattr(args, attr)) for name, attr in flags
+               if getattr(args, attr) != ADAPTER_DEFAULTS[attr] and (attr != "adapter_dim" or kind == "adapter_pooler")]
     return "".join(f"-{name}{value:g}" for name, value in changed)
 
 
@@ -155,20 +165,22 @@ def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, a
     scored) and its main metric on dev, where its epoch was chosen."""
     folder = RunFolder(out)
     if not folder.finished:
-        width = ["--adapter-dim", str(args.adapter_dim)] if args.adapter_dim is not None else []
-        times.record(f"fit {out.name}", _python(
-            "pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
-            "--quiet", *(["--no-jit-compile"] if args.quick else [])))
+        width = ["--adapter-dim", str(args.adapter_dim)] if kind == "adapter_pooler" else []
+        times.run(f"fit {out.name}", out,
+                  "pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
+                  "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
+                  "--quiet", *(["--no-jit-compile"] if args.quick else []))
     results = folder.results()
     if eval_split in results.eval_splits:
         metrics = dict(results.dev_metrics)
     else:
-        written = out / f"{eval_split}.predictions.jsonl"  # and its raw outputs, .npz beside it
-        if times.get(f"predict {out.name}") is None or not written.with_suffix(".npz").exists():
-            times.record(f"predict {out.name}", _python("pipelines.predict", "--run", str(out), "--split", eval_split,
-                                                        "--out", str(written)))
-        metrics = Predictions.load(written.with_suffix(".npz")).evaluate()
+        written = out / f"{eval_split}.predictions.jsonl"
+        raw = written.with_suffix(".npz")  # its raw outputs, written last
+        if not raw.exists():
+            written.unlink(missing_ok=True)  # an interrupted predict's file: this one is timed whole
+            times.run(f"predict {out.name}", written, "pipelines.predict", "--run", str(out), "--store", str(store),
+                      "--split", eval_split, "--out", str(written))
+        metrics = Predictions.load(raw).evaluate()
     return {"metrics": metrics, "dev": results.main_value,
             "params": results.trainable_params, "train_s": results.train_wall_time_s,
             "peak_mib": results.peak_memory_mib}
@@ -181,18 +193,19 @@ def finetune_row(store: Path, eval_split: str, out: Path, lora: bool, args, time
     folder = RunFolder(out)
     if not folder.finished:
         recipe = ["--lora-rank", "8", "--lr", "4e-3"] if lora else ["--lr", "1e-4"]
-        times.record(f"finetune {out.name}", _python(
-            "pipelines.finetune", "--store", str(store), "--out", str(out),
-            "--epochs", str(args.finetune_epochs), "--pooling", args.finetune_pooling, "--batch-size", "32",
-            "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
-            *(["--eval-split", eval_split] if eval_split != "dev" else []), *recipe, "--no-progress",
-            *(["--no-jit"] if args.quick else [])))
+        times.run(f"finetune {out.name}", out,
+                  "pipelines.finetune", "--store", str(store), "--out", str(out),
+                  "--epochs", str(args.finetune_epochs), "--pooling", args.finetune_pooling, "--batch-size", "32",
+                  "--max-seq-len", str(args.max_seq_len), "--eval-split", "dev",
+                  *(["--eval-split", eval_split] if eval_split != "dev" else []), *recipe, "--no-progress",
+                  *(["--no-jit"] if args.quick else []))
     results = folder.results()
     prefix = f"{eval_split}_" if eval_split != "dev" else ""
     metrics = {k[len(prefix):]: v for k, v in results.dev_metrics.items() if k.startswith(prefix)} if prefix \
         else {k: v for k, v in results.dev_metrics.items() if not k.startswith(("dev_", "test_"))}
-    return {"metrics": metrics, "dev": results.main_value, "params": results.trainable_params, "train_s": results.train_wall_time_s,
-            "peak_mib": results.peak_memory_mib, "pooling": results.hyperparameters["pooling"]}
+    return {"metrics": metrics, "dev": results.main_value, "params": results.trainable_params,
+            "train_s": results.train_wall_time_s, "peak_mib": results.peak_memory_mib,
+            "pooling": results.hyperparameters["pooling"]}
 
 
 def mean_pooled_last_layer(store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,8 +279,8 @@ def flow_line(times: CommandTimes, adapter_run: str, eval_split: str, finetune_r
     if tuned is None or None in seconds:
         untimed = [label for (label, _), value in zip(steps, seconds) if value is None]
         untimed += [finetune_run] if tuned is None else []
-        return (f"The flow against fine-tuning: not timed here ({', '.join(untimed)} finished before this work "
-                "folder timed its commands).")
+        return (f"The flow against fine-tuning: not timed here ({', '.join(untimed)}: resumed, or finished before "
+                "this work folder timed its commands).")
     flow = sum(seconds)
     parts = " + ".join(f"{label} {value:.1f}" for (label, _), value in zip(steps, seconds))
     return (f"The flow against fine-tuning (whole commands, wall s): {parts} = **{flow:.1f} s** ({adapter_run}); "
@@ -285,7 +298,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=ADAPTER_DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=ADAPTER_DEFAULTS["lr"])
     p.add_argument("--adapter-dim", type=int, default=ADAPTER_DEFAULTS["adapter_dim"],
-                   help="adapter_pooler's projection width (pipelines.fit --adapter-dim; default: fit's, 64)")
+                   help="adapter_pooler's projection width (pipelines.fit --adapter-dim; default %(default)s)")
     p.add_argument("--max-seq-len", type=int, default=128)
     p.add_argument("--finetune-epochs", type=float, default=2.0, help="fine-tuning and LoRA epochs (default 2)")
     p.add_argument("--finetune-pooling", choices=("auto", *BERT_POOLINGS), default="auto",
@@ -306,7 +319,7 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--datasets: unknown {unknown}; choose from {', '.join(plans)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(args.work)
+    work = Path(args.work).resolve()  # the commands run in the repository
     out = [f"# own data  {time.strftime('%Y-%m-%d %H:%M')}  {platform.node()}  {os.cpu_count()} CPU cores  "
            f"MiniLM sequence store, {args.max_seq_len} tokens; adapters {args.epochs} epochs, lr {args.lr:g}, "
            f"batch {args.batch_size}" + (f"; --sample {args.sample} (smoke run)" if args.sample else ""), ""]
@@ -320,7 +333,7 @@ def main(argv=None) -> int:
         rows = []
         for kind in kinds:
             runs = [adapter_row(store, kind, seed, plan["eval"],
-                                work / name / f"{kind}{adapter_recipe(args)}-seed{seed}", args, times)
+                                work / name / f"{kind}{adapter_recipe(args, kind)}-seed{seed}", args, times)
                     for seed in seeds]
             rows.append((f"{kind} (frozen)", runs))
         peer = f"peer baseline: logistic regression C={PEER_C:g}"
@@ -339,7 +352,7 @@ def main(argv=None) -> int:
         out += table(name, spec, plan["eval"], rows) + [""]
         if not args.no_finetune and tuned_runs[0].startswith("finetune"):
             flow_kind = "adapter_pooler" if "adapter_pooler" in kinds else kinds[0]
-            out += [flow_line(times, f"{flow_kind}{adapter_recipe(args)}-seed{seeds[0]}", plan["eval"],
+            out += [flow_line(times, f"{flow_kind}{adapter_recipe(args, flow_kind)}-seed{seeds[0]}", plan["eval"],
                               tuned_runs[0]), ""]
     text = "\n".join(out)
     print(text)

@@ -76,5 +76,8 @@ def test_own_data_bench_quick_table_and_resume(tmp_path, shared_data):
 
 
 def test_adapter_run_folders_name_the_recipe_flags_that_differ_from_the_defaults():
-    assert adapter_recipe(Namespace(**ADAPTER_DEFAULTS)) == ""
-    assert adapter_recipe(Namespace(**{**ADAPTER_DEFAULTS, "adapter_dim": 256, "lr": 3e-3})) == "-dim256-lr0.003"
+    assert ADAPTER_DEFAULTS["adapter_dim"] == 64  # pipelines.fit's (ModelConfig's) default
+    assert adapter_recipe(Namespace(**ADAPTER_DEFAULTS), "adapter_pooler") == ""
+    tuned = Namespace(**{**ADAPTER_DEFAULTS, "adapter_dim": 256, "lr": 3e-3})
+    assert adapter_recipe(tuned, "adapter_pooler") == "-dim256-lr0.003"
+    assert adapter_recipe(tuned, "scalar_mix") == "-lr0.003"  # the width is adapter_pooler's alone
