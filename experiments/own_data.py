@@ -44,8 +44,8 @@ each the wall time of the whole command in this work folder
 (``commands.json``; a command that resumed an interrupted one is not timed). Finished runs are read back, so a killed
 benchmark continues where it stopped; an adapter run's folder names the
 recipe flags that differ from the defaults (``scalar_mix-lr0.003-seed0``),
-so ``--lr``, ``--epochs``, ``--batch-size`` and ``--adapter-dim`` sweeps on
-one work folder keep their runs apart.
+so ``--lr``, ``--epochs``, ``--batch-size``, ``--adapter-dim`` and
+``--group-by-length`` sweeps on one work folder keep their runs apart.
 
 ``--quick`` checks every path once, on 48 examples a split: 32 tokens,
 ``linear_probe`` for 1 epoch at seed 0, and one tuned row per dataset, half
@@ -78,7 +78,8 @@ from bertvision.store.format import open_store
 REPO = Path(__file__).resolve().parents[1]
 PEER_C = 10.0
 # pipelines.fit's recipe, the adapters' defaults here (adapter_dim: adapter_pooler's projection width)
-ADAPTER_DEFAULTS = {"adapter_dim": ModelConfig.adapter_dim, "lr": 1e-3, "epochs": 10, "batch_size": 64}
+ADAPTER_DEFAULTS = {"adapter_dim": ModelConfig.adapter_dim, "lr": 1e-3, "epochs": 10, "batch_size": 64,
+                    "group_by_length": 0}
 
 
 def dataset_plans(data_root: Path) -> dict:
@@ -153,7 +154,8 @@ def adapter_recipe(args, kind: str) -> str:
     from the defaults make (``-dim256-lr0.003``; empty for the defaults;
     ``--adapter-dim`` only for adapter_pooler, the kind it widens), so a
     finished run is read back only for the recipe it was trained with."""
-    flags = (("dim", "adapter_dim"), ("lr", "lr"), ("ep", "epochs"), ("bs", "batch_size"))
+    flags = (("dim", "adapter_dim"), ("lr", "lr"), ("ep", "epochs"), ("bs", "batch_size"),
+             ("grouped", "group_by_length"))
     changed = [(name, getattr(args, attr)) for name, attr in flags
                if getattr(args, attr) != ADAPTER_DEFAULTS[attr] and (attr != "adapter_dim" or kind == "adapter_pooler")]
     return "".join(f"-{name}{value:g}" for name, value in changed)
@@ -169,6 +171,7 @@ def adapter_row(store: Path, kind: str, seed: int, eval_split: str, out: Path, a
         times.run(f"fit {out.name}", out,
                   "pipelines.fit", "--store", str(store), "--adapter", kind, "--out", str(out), "--seed", str(seed),
                   "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr), *width,
+                  "--group-by-length", str(args.group_by_length),
                   "--quiet", *(["--no-jit-compile"] if args.quick else []))
     results = folder.results()
     if eval_split in results.eval_splits:
@@ -297,6 +300,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=ADAPTER_DEFAULTS["epochs"])
     p.add_argument("--batch-size", type=int, default=ADAPTER_DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=ADAPTER_DEFAULTS["lr"])
+    p.add_argument("--group-by-length", type=int, default=ADAPTER_DEFAULTS["group_by_length"], metavar="N",
+                   help="the adapters train on batches of similar length (pipelines.fit --group-by-length; 0: off)")
     p.add_argument("--adapter-dim", type=int, default=ADAPTER_DEFAULTS["adapter_dim"],
                    help="adapter_pooler's projection width (pipelines.fit --adapter-dim; default %(default)s)")
     p.add_argument("--max-seq-len", type=int, default=128)

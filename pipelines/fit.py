@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy")
     p.add_argument("--tpu", help="TPU name for --strategy tpu (empty: the local one)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better dev main metric")
+    p.add_argument("--group-by-length", type=int, metavar="N",
+                   help="a sequence store: batches of texts of similar length, cut from every N batches' worth of "
+                        "shuffled texts (less padding, faster steps; 0: off, the default)")
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the train and predict steps (default on)")
     p.add_argument("--steps-per-execution", type=int, help="train steps per compiled call (default 1)")
@@ -114,7 +117,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None = None):
     data = dict(base)
     for key in ("store", "out", "train_split", "eval_splits", "epochs", "batch_size", "eval_batch_size", "lr",
                 "weight_decay", "warmup", "schedule", "seed", "train_fraction", "strategy", "tpu", "patience",
-                "jit_compile", "steps_per_execution", "verify", "label_column"):
+                "jit_compile", "steps_per_execution", "verify", "label_column", "group_by_length"):
         if key in values:
             data[key] = values[key]
     missing = [flag for flag, key in (("--store", "store"), ("--out", "out")) if not data.get(key)]

@@ -185,6 +185,49 @@ def test_training_order_is_a_function_of_seed_and_epoch(sharded_store, reader):
     assert batches(0, 5, seed=2) != whole[:5]
 
 
+@pytest.fixture(scope="module")
+def sharded_sequence_store(bert, shared_data, module_tmp):
+    """40 SST-2 dev sentences as a ``sequence`` store in several shards."""
+    out = module_tmp("sharded-seq") / "store"
+    _extract(bert, out, "sst2", "dev", shared_data / "glue" / "SST-2", token_mode="sequence", limit=40,
+             max_seq_len=128, shard_size_mb=0.3)
+    return out
+
+
+@pytest.mark.parametrize("reader", ["cache", "random", "buffer"])
+def test_training_batches_grouped_by_length(sharded_sequence_store, sharded_store, reader):
+    """``group_by_length``: the same records once per epoch, with their labels,
+    in as many batches as without grouping (resume and the schedule count on
+    it), far less padding, and still a function of (seed, epoch)."""
+    store = st.open_store(str(sharded_sequence_store))
+    assert len(store.shard_paths("dev")) > 2
+
+    def batches(group, first_step=0, seed=1):
+        ds = store.training_dataset("dev", 8, seed=seed, steps_per_epoch=5, epochs=2, first_step=first_step,
+                                    reader=reader, group_by_length=group)
+        out = []
+        for f, y in ds:
+            lengths = f["padding_mask"].numpy().sum(1)
+            acts = f["activations"].numpy()
+            assert acts.shape[2] == f["padding_mask"].shape[1] >= lengths.max()  # a bucket of its longest text
+            rows = [(acts[i][:, :n].tobytes(), int(y[i])) for i, n in enumerate(lengths)]
+            out.append((rows, acts.shape[0] * acts.shape[2]))
+        return out
+
+    plain, grouped = batches(0), batches(4)
+    assert len(plain) == len(grouped) == 10  # 2 epochs of ceil(40 / 8) batches
+    for epoch in (slice(0, 5), slice(5, 10)):
+        records = [r for rows, _ in grouped[epoch] for r in rows]
+        assert len(records) == 40 and sorted(records) == sorted(r for rows, _ in plain[epoch] for r in rows)
+    # each batch holds texts of similar length: fewer padded positions than the shuffled batches
+    assert sum(padded for _, padded in grouped) < 0.8 * sum(padded for _, padded in plain)
+    assert batches(4) == grouped and batches(4, first_step=7) == grouped[7:]  # seeded; a resume at step 7
+    assert batches(4, seed=2) != grouped
+    with pytest.raises(st.StoreError, match="grouping by length needs a 'sequence' store .* this one is 'cls'"):
+        st.open_store(str(sharded_store)).training_dataset("dev", 8, seed=0, steps_per_epoch=5, epochs=1,
+                                                           group_by_length=4)
+
+
 def test_shuffle_buffer_is_capped_by_bytes(sharded_store, monkeypatch):
     """Large records (SQuAD windows of every layer) must not fill memory with
     10,000 of them: a store streamed through a shuffle buffer (one that is not

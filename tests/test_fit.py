@@ -189,6 +189,25 @@ def test_fit_config_validation_errors(sst2_cls_store, tmp_path):  # noqa: F811
         FitConfig.from_dict({"store": "s", "out": "o", "learning_rate": 1.0})
 
 
+def test_fit_grouped_by_length(sst2_seq_store, sst2_cls_store, tmp_path):  # noqa: F811
+    """``--group-by-length``: a sequence store trains on batches of similar
+    length (as many steps as without; Store.training_dataset's test), and the
+    run records it; a vector store refuses it in one line."""
+    from bertvision.errors import FitError
+
+    config, results = _fit(sst2_seq_store, tmp_path / "grouped", "scalar_mix", epochs=3, group_by_length=2)
+    plain = _fit(sst2_seq_store, tmp_path / "plain", "scalar_mix", epochs=3)[1]
+    assert results.hyperparameters["group_by_length"] == 2 and "group_by_length" not in plain.hyperparameters
+    assert [h.epoch for h in results.history] == [h.epoch for h in plain.history] == [1.0, 2.0, 3.0]
+    assert [h.loss for h in results.history] != [h.loss for h in plain.history]  # other batches
+    assert results.train_records == plain.train_records == 48
+    with pytest.raises(FitError, match="--group-by-length batches the texts of a 'sequence' store by length; "
+                                       ".* is a 'cls' store"):
+        _fit(sst2_cls_store, tmp_path / "cls", "scalar_mix", epochs=1, group_by_length=2)
+    with pytest.raises(FitError, match="--group-by-length must be"):
+        _fit(sst2_seq_store, tmp_path / "bad", "scalar_mix", group_by_length=-1)
+
+
 def _latest_state(out):
     """The newest complete training state a fit saved (``None`` if none yet)."""
     states = sorted((out / "state").glob("step-*/state.json")) if (out / "state").is_dir() else []

@@ -998,14 +998,19 @@ class Store:
         return len(infos), read
 
     def _batched(self, records, batch_size: int, with_meta: bool, pad_to: str, parsed: bool,
-                 drop_remainder: bool = False):
+                 drop_remainder: bool = False, group: int = 0, group_seed: int | None = None):
         """Batches of (possibly already parsed) records: sequence stores padded
-        per batch, vector stores parsed in whole batches."""
+        per batch, vector stores parsed in whole batches. ``group`` > 0
+        (sequence stores): batches of texts of similar length
+        (`_length_grouped`), in an order shuffled with `group_seed`."""
         if self.is_sequence or self.windowed:
             if not parsed:
                 records = records.map(self._parse_record(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
-            batches = records.padded_batch(batch_size, drop_remainder=drop_remainder)
+            if group:
+                batches = self._length_grouped(records, batch_size, group).shuffle(group, seed=group_seed)
+            else:
+                batches = records.padded_batch(batch_size, drop_remainder=drop_remainder)
             finish = self._finish_window_batch(pad_to) if self.windowed else self._finish_sequence_batch(pad_to)
             return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         batches = records.batch(batch_size, drop_remainder=drop_remainder)
@@ -1013,6 +1018,34 @@ class Store:
             batches = batches.map(self._parse_vectors(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                   deterministic=True)
         return batches
+
+    def _length_grouped(self, records, batch_size: int, group: int):
+        """Batches of parsed sequence records with little padding: every run
+        of ``group * batch_size`` records (in the order given: shuffled) is
+        sorted by length and cut into batches, each trimmed to its longest
+        record. Always ``ceil(n / batch_size)`` batches, as without grouping,
+        only the very last one short (the tf.data twin of
+        `bertvision.data.features.length_grouped_batches`, which fine-tuning
+        uses)."""
+        tagged = self.task_kind == "token_classification"
+
+        def cut(features, labels):
+            order = tf.argsort(features["length"], stable=True)
+            features = {k: tf.gather(v, order) for k, v in features.items()}
+            labels = tf.nest.map_structure(lambda y: tf.gather(y, order), labels)
+            n = tf.shape(order, out_type=tf.int64)[0]
+
+            def take(i):
+                lo, hi = i * batch_size, tf.minimum((i + 1) * batch_size, n)
+                batch = {k: v[lo:hi] for k, v in features.items()}
+                longest = tf.reduce_max(batch["length"])
+                batch["activations"] = batch["activations"][:, :, :longest]
+                ys = tf.nest.map_structure(lambda y: y[lo:hi], labels)
+                return batch, (ys[:, :longest] if tagged else ys)
+
+            return tf.data.Dataset.range((n + batch_size - 1) // batch_size).map(take)
+
+        return records.padded_batch(batch_size * group).flat_map(cut)
 
     def _parsed(self, records, with_meta: bool):
         """Parsed records, one element per record (vector stores parsed in large batches)."""
@@ -1064,7 +1097,7 @@ class Store:
     def training_dataset(self, split: str, batch_size: int, *, seed: int, steps_per_epoch: int, epochs: int,
                          first_step: int = 0, take_indices: np.ndarray | None = None, input_context=None,
                          pad_to: str = "bucket", shuffle_buffer: int = 10000, cache: bool | None = None,
-                         reader: str | None = None):
+                         reader: str | None = None, group_by_length: int = 0):
         """Shuffled training batches of `split` from global step `first_step`
         to the end of epoch `epochs`.
 
@@ -1077,13 +1110,19 @@ class Store:
         buffer of `shuffle_buffer` records, or fewer when they would take more
         than ``SHUFFLE_BUDGET_BYTES`` (a function of the store, so a resumed
         run shuffles as the first did); ``random`` reads a seeded permutation
-        of the records. `input_context` (from
+        of the records. `group_by_length` N > 0 (a sequence store without
+        windows): batches of texts of similar length, cut from every N
+        batches' worth of the shuffled records (`_length_grouped`), their
+        order shuffled again; as many batches as without. `input_context` (from
         ``strategy.distribute_datasets_from_function``) gives each input
         pipeline its share of every epoch.
         """
         reader = reader or self.training_reader(split, cache)
         if reader not in ("cache", "random", "buffer"):
             raise ValueError(f"reader must be cache, random or buffer, got {reader!r}")
+        if group_by_length and (not self.is_sequence or self.windowed):
+            raise StoreError(f"{self.path}: grouping by length needs a 'sequence' store of one window per text; "
+                             f"this one is {'windowed' if self.windowed else self.token_mode!r}")
         n_files, read = self._shard_reader(split, take_indices)
         # records in the buffer: parsed (cache) or as stored
         held = self.decoded_bytes(split) if reader == "cache" else self.split_bytes(split)
@@ -1104,7 +1143,8 @@ class Store:
 
             def epoch_batches(epoch):
                 shuffled = parsed.shuffle(shuffle_buffer, seed=epoch_seed(epoch), reshuffle_each_iteration=False)
-                return self._batched(shuffled, batch, False, pad_to, parsed=True)
+                return self._batched(shuffled, batch, False, pad_to, parsed=True, group=group_by_length,
+                                     group_seed=epoch_seed(epoch))
         elif reader == "random":
             records = RecordReader(self.shard_paths(split))
             if len(records) != self.num_records(split):
@@ -1116,14 +1156,16 @@ class Store:
                 order = chosen[np.random.default_rng(epoch_seed(epoch)).permutation(len(chosen))][worker::workers]
                 stream = tf.data.Dataset.from_generator(lambda: records(order),
                                                         output_signature=tf.TensorSpec([], tf.string))
-                return self._batched(stream, batch, False, pad_to, parsed=False)
+                return self._batched(stream, batch, False, pad_to, parsed=False, group=group_by_length,
+                                     group_seed=epoch_seed(epoch))
         else:
             def epoch_batches(epoch):
                 order = tf.data.Dataset.range(n_files).shuffle(n_files, seed=epoch_seed(epoch))
                 records = order.interleave(read, cycle_length=min(n_files, 8), block_length=16,
                                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 shuffled = mine(records).shuffle(shuffle_buffer, seed=epoch_seed(epoch))
-                return self._batched(shuffled, batch, False, pad_to, parsed=False)
+                return self._batched(shuffled, batch, False, pad_to, parsed=False, group=group_by_length,
+                                     group_seed=epoch_seed(epoch))
 
         first_epoch = first_step // steps_per_epoch
         batches = epoch_batches(first_epoch)

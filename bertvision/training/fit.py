@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from bertvision import io
 from bertvision.config import (PER_TOKEN_KINDS, SCHEDULES, STRATEGIES, ConfigBase, check_choice, check_fraction,
-                               check_non_negative, check_positive, check_positive_int)
+                               check_non_negative, check_nonnegative_int, check_positive, check_positive_int)
 from bertvision.distribute import get_strategy, is_chief, prepare_multi_worker
 from bertvision.errors import FitError
 from bertvision.inference.cosine import best_threshold, pair_cosines
@@ -93,6 +93,7 @@ class FitConfig(ConfigBase):
     verify: bool = True  # read every shard once before training (checksums, record counts, sizes)
     command: list = field(default_factory=list)
     label_column: str | None = None  # a user task's store: the label column to train a head for (None: the first)
+    group_by_length: int = 0  # sequence stores: batches of similar length from every N batches' worth (0: off)
 
     error = FitError
 
@@ -110,6 +111,7 @@ class FitConfig(ConfigBase):
         check_choice("strategy", self.strategy, STRATEGIES, FitError)
         if self.patience is not None:
             check_positive_int("patience", self.patience, FitError)
+        check_nonnegative_int("group_by_length", self.group_by_length, FitError)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise FitError(f"--seed must be an integer, got {self.seed!r}")
 
@@ -126,6 +128,8 @@ class FitConfig(ConfigBase):
         """The training and adapter settings a report compares runs on."""
         out = {k: getattr(self, k) for k in ("lr", "batch_size", "epochs", "weight_decay", "warmup", "schedule",
                                              "patience", "seed", "train_fraction")}
+        if self.group_by_length:
+            out["group_by_length"] = self.group_by_length
         out.update(ModelConfig.user_fields(self.adapter))
         return out
 
@@ -217,11 +221,16 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
                           warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
                           patience: int | None = None, jit_compile: bool = True, steps_per_execution: int = 1,
                           eval_batch_size: int = 256, strategy=None, state_dir=None, log_dir=None, verbose: int = 0,
-                          chief: bool = True, callbacks=(), initial_weights=None, restarting: bool = False) -> Trainer:
+                          chief: bool = True, callbacks=(), initial_weights=None, restarting: bool = False,
+                          group_by_length: int = 0) -> Trainer:
     """The `Trainer` of one adapter on a store (compiled model, data,
     evaluation): what `fit` runs and what every search trial runs.
     `initial_weights` start the adapter from given weights (a Hyperband
-    trial continuing another)."""
+    trial continuing another); `group_by_length` batches texts of similar
+    length (`Store.training_dataset`)."""
+    if group_by_length and (not store.is_sequence or store.windowed):
+        raise FitError(f"--group-by-length batches the texts of a 'sequence' store by length; {store.path} is "
+                       f"{'a store of long documents as windows' if store.windowed else f'a {store.token_mode!r} store'}")
     distribute = strategy is not None and strategy is not tf.distribute.get_strategy()
     strategy = strategy or tf.distribute.get_strategy()
     task = store.task_spec
@@ -243,7 +252,8 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
         def dataset_fn(input_context=None):
             ds = store.training_dataset(train_split, batch_size, seed=seed, steps_per_epoch=steps_per_epoch,
                                         epochs=epochs, first_step=first_step, take_indices=train_indices,
-                                        input_context=input_context, pad_to=pad_to)
+                                        input_context=input_context, pad_to=pad_to,
+                                        group_by_length=group_by_length)
             return ds.map(lambda f, y: (f, span_targets(y))) if span else ds
 
         return strategy.distribute_datasets_from_function(dataset_fn) if distribute else dataset_fn()
@@ -354,7 +364,7 @@ class AdapterFit(RunTask):
             patience=c.patience, jit_compile=c.jit_compile, steps_per_execution=c.steps_per_execution,
             eval_batch_size=c.eval_batch_size, strategy=self.strategy, state_dir=run.state_dir,
             log_dir=run.logs_dir, verbose=c.verbose if self.chief else 0, chief=self.chief,
-            restarting=run.resuming)
+            restarting=run.resuming, group_by_length=c.group_by_length)
         try:
             outcome = self.trainer.run()
         except tf.errors.DataLossError as err:  # a corrupt shard not verified first (--no-verify)
