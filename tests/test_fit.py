@@ -204,6 +204,7 @@ def test_fit_grouped_by_length(sst2_seq_store, sst2_cls_store, tmp_path):  # noq
     with pytest.raises(FitError, match="--group-by-length batches the texts of a 'sequence' store by length; "
                                        ".* is a 'cls' store"):
         _fit(sst2_cls_store, tmp_path / "cls", "scalar_mix", epochs=1, group_by_length=2)
+    assert not (tmp_path / "cls").exists()  # refused before the run folder is made
     with pytest.raises(FitError, match="--group-by-length must be"):
         _fit(sst2_seq_store, tmp_path / "bad", "scalar_mix", group_by_length=-1)
 

@@ -1007,8 +1007,10 @@ class Store:
             if not parsed:
                 records = records.map(self._parse_record(with_meta), num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
-            if group:
-                batches = self._length_grouped(records, batch_size, group).shuffle(group, seed=group_seed)
+            if group:  # the batches' order shuffled by a seed of its own, derived from the records' shuffle's
+                seed = None if group_seed is None else (group_seed * 7919 + 17) % (1 << 31)
+                batches = self._length_grouped(records, batch_size, group).shuffle(
+                    group, seed=seed, reshuffle_each_iteration=False)
             else:
                 batches = records.padded_batch(batch_size, drop_remainder=drop_remainder)
             finish = self._finish_window_batch(pad_to) if self.windowed else self._finish_sequence_batch(pad_to)
@@ -1024,23 +1026,22 @@ class Store:
         of ``group * batch_size`` records (in the order given: shuffled) is
         sorted by length and cut into batches, each trimmed to its longest
         record. Always ``ceil(n / batch_size)`` batches, as without grouping,
-        only the very last one short (the tf.data twin of
+        only the last run's last one short (the tf.data twin of
         `bertvision.data.features.length_grouped_batches`, which fine-tuning
-        uses)."""
+        uses). Memory: a run is held padded to its longest record, so it
+        grows with ``group * batch_size``."""
         tagged = self.task_kind == "token_classification"
 
         def cut(features, labels):
             order = tf.argsort(features["length"], stable=True)
-            features = {k: tf.gather(v, order) for k, v in features.items()}
-            labels = tf.nest.map_structure(lambda y: tf.gather(y, order), labels)
             n = tf.shape(order, out_type=tf.int64)[0]
 
-            def take(i):
-                lo, hi = i * batch_size, tf.minimum((i + 1) * batch_size, n)
-                batch = {k: v[lo:hi] for k, v in features.items()}
+            def take(i):  # one batch gathered at a time: no sorted copy of the whole run
+                rows = order[i * batch_size:tf.minimum((i + 1) * batch_size, n)]
+                batch = {k: tf.gather(v, rows) for k, v in features.items()}
                 longest = tf.reduce_max(batch["length"])
                 batch["activations"] = batch["activations"][:, :, :longest]
-                ys = tf.nest.map_structure(lambda y: y[lo:hi], labels)
+                ys = tf.nest.map_structure(lambda y: tf.gather(y, rows), labels)
                 return batch, (ys[:, :longest] if tagged else ys)
 
             return tf.data.Dataset.range((n + batch_size - 1) // batch_size).map(take)

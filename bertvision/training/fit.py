@@ -216,6 +216,16 @@ def mix_batches(model, store: Store, split: str, batch_size: int = 256):
     return (features for features, _ in store.dataset(split, batch_size, pad_to=pad_to_for(model)))
 
 
+def check_group_by_length(store: Store, kind: str | None = None) -> None:
+    """Raise `FitError` unless ``--group-by-length`` applies: a trained
+    adapter on a ``sequence`` store of one window per text."""
+    if kind == "cosine":
+        raise FitError("--group-by-length groups training batches; --adapter cosine trains nothing")
+    if not store.is_sequence or store.windowed:
+        what = "a store of long documents as windows" if store.windowed else f"a {store.token_mode!r} store"
+        raise FitError(f"--group-by-length batches the texts of a 'sequence' store by length; {store.path} is {what}")
+
+
 def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_split: str, eval_splits: list[str],
                           epochs: int, batch_size: int, lr: float, seed: int, weight_decay: float = 0.01,
                           warmup: float = 0.1, schedule: str = "linear", train_indices=None, train_records=None,
@@ -228,9 +238,8 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     `initial_weights` start the adapter from given weights (a Hyperband
     trial continuing another); `group_by_length` batches texts of similar
     length (`Store.training_dataset`)."""
-    if group_by_length and (not store.is_sequence or store.windowed):
-        raise FitError(f"--group-by-length batches the texts of a 'sequence' store by length; {store.path} is "
-                       f"{'a store of long documents as windows' if store.windowed else f'a {store.token_mode!r} store'}")
+    if group_by_length:
+        check_group_by_length(store)
     distribute = strategy is not None and strategy is not tf.distribute.get_strategy()
     strategy = strategy or tf.distribute.get_strategy()
     task = store.task_spec
@@ -420,6 +429,8 @@ def fit(config: FitConfig, strategy=None) -> RunResults:
     # the strategy first: multi-worker set-up must precede any other TensorFlow op
     strategy = strategy or get_strategy(config.strategy, config.tpu)
     plan = StorePlan(open_store(config.store).head(config.label_column), config.train_split, config.eval_splits)
+    if config.group_by_length:  # refused before the run folder is made
+        check_group_by_length(plan.store, config.adapter["kind"])
     if config.verify:  # after the cheap checks: reading every shard of a large store takes a while
         for split in plan.store.splits:
             plan.store.verify(split)
