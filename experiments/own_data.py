@@ -56,6 +56,7 @@ so on, alternating); nothing is XLA-compiled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -74,12 +75,14 @@ from bertvision.models import BERT_POOLINGS, ModelConfig
 from bertvision.report.table import grid, seed_spread
 from bertvision.runs import PeakMemory, Predictions, RunFolder, choose_dev_thresholds
 from bertvision.store.format import open_store
+from bertvision.training.fit import FitConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_C = 10.0
-# pipelines.fit's recipe, the adapters' defaults here (adapter_dim: adapter_pooler's projection width)
-ADAPTER_DEFAULTS = {"adapter_dim": ModelConfig.adapter_dim, "lr": 1e-3, "epochs": 10, "batch_size": 64,
-                    "group_by_length": 0}
+# pipelines.fit's recipe (FitConfig's defaults), the adapters' defaults here; adapter_dim: adapter_pooler's width
+ADAPTER_DEFAULTS = {"adapter_dim": ModelConfig.adapter_dim,
+                    **{f.name: f.default for f in dataclasses.fields(FitConfig)
+                       if f.name in ("lr", "epochs", "batch_size", "group_by_length")}}
 
 
 def dataset_plans(data_root: Path) -> dict:
@@ -98,10 +101,10 @@ def dataset_plans(data_root: Path) -> dict:
     }
 
 
-def _python(*args: str, env: dict | None = None) -> float:
+def _python(*args: str) -> float:
     """Run ``python -m ARGS``; returns its wall seconds (the whole command, start-up included)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **(env or {})})
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO)
     if proc.returncode:
         raise SystemExit(f"python -m {' '.join(args)} failed with exit code {proc.returncode}")
     return time.perf_counter() - start

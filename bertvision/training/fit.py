@@ -216,7 +216,7 @@ def mix_batches(model, store: Store, split: str, batch_size: int = 256):
     return (features for features, _ in store.dataset(split, batch_size, pad_to=pad_to_for(model)))
 
 
-def check_group_by_length(store: Store, kind: str | None = None) -> None:
+def check_group_by_length(store: Store, kind: str) -> None:
     """Raise `FitError` unless ``--group-by-length`` applies: a trained
     adapter on a ``sequence`` store of one window per text."""
     if kind == "cosine":
@@ -237,9 +237,8 @@ def build_adapter_trainer(model_config: ModelConfig, store: Store, *, train_spli
     evaluation): what `fit` runs and what every search trial runs.
     `initial_weights` start the adapter from given weights (a Hyperband
     trial continuing another); `group_by_length` batches texts of similar
-    length (`Store.training_dataset`)."""
-    if group_by_length:
-        check_group_by_length(store)
+    length (`Store.training_dataset`, which refuses a store it does not
+    apply to; `fit` checks it before the run folder is made)."""
     distribute = strategy is not None and strategy is not tf.distribute.get_strategy()
     strategy = strategy or tf.distribute.get_strategy()
     task = store.task_spec
